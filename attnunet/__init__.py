@@ -1,0 +1,68 @@
+"""attnunet: attention and residual U-Nets for medical image segmentation, in 2D and 3D.
+
+Example:
+    >>> import torch
+    >>> from attnunet import AgResUNet, create_model
+    >>> model = AgResUNet(spatial_dims=3, in_channels=1, num_classes=2, channels=(4, 8, 16))
+    >>> logits, maps = model.forward_with_attention(torch.randn(1, 1, 10, 14, 18))
+    >>> rebuilt = create_model("ag_res_unet", **model.config)
+"""
+
+from attnunet.blocks import (
+    GATES,
+    ConvNormAct,
+    DoubleConv,
+    Down,
+    GridAttentionGate,
+    ResidualBlock,
+    SegmentationHead,
+    Up,
+    build_gate,
+)
+from attnunet.layers import ChannelLayerNorm
+from attnunet.models import (
+    KRD_PRESET,
+    AgResUNet,
+    AgUNet,
+    ResUNet,
+    SegmentationModel,
+    UNet,
+    UNetSkeleton,
+    ag_res_unet_krd,
+    ag_unet_krd,
+    res_unet_krd,
+    unet_krd,
+)
+from attnunet.registry import ModelInfo, create_model, list_models, model_info, register_model
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "GATES",
+    "KRD_PRESET",
+    "AgResUNet",
+    "AgUNet",
+    "ChannelLayerNorm",
+    "ConvNormAct",
+    "DoubleConv",
+    "Down",
+    "GridAttentionGate",
+    "ModelInfo",
+    "ResUNet",
+    "ResidualBlock",
+    "SegmentationHead",
+    "SegmentationModel",
+    "UNet",
+    "UNetSkeleton",
+    "Up",
+    "__version__",
+    "ag_res_unet_krd",
+    "ag_unet_krd",
+    "build_gate",
+    "create_model",
+    "list_models",
+    "model_info",
+    "register_model",
+    "res_unet_krd",
+    "unet_krd",
+]

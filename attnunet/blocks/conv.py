@@ -1,0 +1,200 @@
+"""Convolutional building blocks: conv-norm-act, DoubleConv and ResidualBlock."""
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from attnunet.layers import (
+    ActSpec,
+    NormSpec,
+    check_spatial_dims,
+    conv_type,
+    get_act,
+    get_norm,
+    norm_has_affine,
+)
+
+__all__ = ["ConvNormAct", "DoubleConv", "ResidualBlock"]
+
+
+def _check_channels(**channels: int) -> None:
+    for name, value in channels.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_kernel(kernel_size: int) -> int:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+        raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
+    if kernel_size % 2 == 0:
+        raise ValueError(
+            f"kernel_size={kernel_size} is even, so 'same' padding cannot keep the size: "
+            f"use an odd kernel such as {kernel_size + 1}"
+        )
+    return kernel_size
+
+
+class ConvNormAct(nn.Sequential):
+    """Convolution, then normalisation, then activation, for any ``spatial_dims``.
+
+    Padding is ``kernel_size // 2`` so an odd kernel at stride 1 keeps the spatial size.
+    Submodules are named ``conv``, ``norm`` and ``act``; the last two are absent when
+    their spec is ``None``.
+
+    Args:
+        spatial_dims: 1, 2 or 3.
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: odd kernel size, the same along every axis.
+        stride: convolution stride.
+        norm: norm spec (see :func:`attnunet.layers.get_norm`).
+        act: activation spec (see :func:`attnunet.layers.get_act`).
+        bias: conv bias; ``None`` means "only when no affine norm follows".
+
+    Shape:
+        ``(B, in_channels, *S)`` -> ``(B, out_channels, *S')`` with ``S' = ceil(S / stride)``.
+
+    Example:
+        >>> block = ConvNormAct(3, 1, 8, norm="instance", act="leaky_relu")
+        >>> block(torch.randn(1, 1, 9, 10, 11)).shape
+        torch.Size([1, 8, 9, 10, 11])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        norm: NormSpec = "batch",
+        act: ActSpec = "relu",
+        bias: bool | None = None,
+    ) -> None:
+        super().__init__()
+        check_spatial_dims(spatial_dims)
+        _check_channels(in_channels=in_channels, out_channels=out_channels)
+        _check_kernel(kernel_size)
+        if bias is None:
+            bias = not norm_has_affine(norm)
+        self.add_module(
+            "conv",
+            conv_type(spatial_dims)(
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                padding=kernel_size // 2,
+                bias=bias,
+            ),
+        )
+        norm_layer = get_norm(norm, spatial_dims, out_channels)
+        if norm_layer is not None:
+            self.add_module("norm", norm_layer)
+        act_layer = get_act(act)
+        if act_layer is not None:
+            self.add_module("act", act_layer)
+
+
+class DoubleConv(nn.Sequential):
+    """Ronneberger's double convolution: ``[conv -> norm -> act] x 2``.
+
+    Args:
+        spatial_dims: 1, 2 or 3.
+        in_channels: input channels.
+        out_channels: output channels of both convolutions (unless ``mid_channels``).
+        kernel_size: odd kernel size (3 in the paper), 'same' padding.
+        norm: norm spec; ``None`` gives the original 2015 U-Net.
+        act: activation spec.
+        bias: conv bias; ``None`` means "only when no affine norm follows".
+        mid_channels: output channels of the first convolution (default ``out_channels``).
+
+    Shape:
+        ``(B, in_channels, *S)`` -> ``(B, out_channels, *S)``.
+
+    Example:
+        >>> DoubleConv(2, 3, 16)(torch.randn(2, 3, 33, 40)).shape
+        torch.Size([2, 16, 33, 40])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        norm: NormSpec = "batch",
+        act: ActSpec = "relu",
+        bias: bool | None = None,
+        mid_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        mid = out_channels if mid_channels is None else mid_channels
+        self.conv1 = ConvNormAct(spatial_dims, in_channels, mid, kernel_size, 1, norm, act, bias)
+        self.conv2 = ConvNormAct(spatial_dims, mid, out_channels, kernel_size, 1, norm, act, bias)
+
+
+class ResidualBlock(nn.Module):
+    """Residual double convolution with a projection shortcut.
+
+    ``out = act(shortcut(x) + norm(conv(act(norm(conv(x))))))``, where the shortcut is a
+    1x1 convolution with bias and no norm (the ResUNet of the knee-ultrasound study), or
+    the identity when ``shortcut="identity"`` and the channel counts match.
+
+    Args:
+        spatial_dims: 1, 2 or 3.
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: odd kernel size of the two body convolutions.
+        norm: norm spec for the body.
+        act: activation spec (inside the body and after the sum).
+        bias: body conv bias; ``None`` means "only when no affine norm follows".
+        shortcut: ``"projection"`` (default) or ``"identity"``.
+
+    Shape:
+        ``(B, in_channels, *S)`` -> ``(B, out_channels, *S)``.
+
+    Raises:
+        ValueError: ``shortcut="identity"`` with ``in_channels != out_channels``.
+
+    Example:
+        >>> ResidualBlock(3, 4, 8)(torch.randn(1, 4, 6, 7, 8)).shape
+        torch.Size([1, 8, 6, 7, 8])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        norm: NormSpec = "batch",
+        act: ActSpec = "relu",
+        bias: bool | None = None,
+        shortcut: Literal["projection", "identity"] = "projection",
+    ) -> None:
+        super().__init__()
+        self.conv1 = ConvNormAct(
+            spatial_dims, in_channels, out_channels, kernel_size, 1, norm, act, bias
+        )
+        self.conv2 = ConvNormAct(
+            spatial_dims, out_channels, out_channels, kernel_size, 1, norm, None, bias
+        )
+        if shortcut == "projection":
+            self.shortcut: nn.Module = conv_type(spatial_dims)(
+                in_channels, out_channels, 1, bias=True
+            )
+        elif shortcut == "identity":
+            if in_channels != out_channels:
+                raise ValueError(
+                    f"an identity shortcut needs in_channels == out_channels, got "
+                    f"{in_channels} and {out_channels}: use shortcut='projection'"
+                )
+            self.shortcut = nn.Identity()
+        else:
+            raise ValueError(f"shortcut must be 'projection' or 'identity', got {shortcut!r}")
+        self.act = get_act(act) or nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.shortcut(x) + self.conv2(self.conv1(x)))

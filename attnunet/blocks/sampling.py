@@ -1,0 +1,131 @@
+"""Down- and up-sampling blocks for any ``spatial_dims``."""
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from attnunet._shape import interp_mode, match_size
+from attnunet.layers import (
+    avg_pool_type,
+    check_spatial_dims,
+    conv_transpose_type,
+    conv_type,
+    max_pool_type,
+)
+
+__all__ = ["Down", "Up"]
+
+DownMode = Literal["maxpool", "avgpool", "conv"]
+UpMode = Literal["transpose", "interp"]
+
+
+class Down(nn.Module):
+    """Halve every spatial axis (floor division) with a pool or a strided convolution.
+
+    Args:
+        spatial_dims: 1, 2 or 3.
+        channels: channels of the input (and output).
+        mode: ``"maxpool"`` (default), ``"avgpool"`` or ``"conv"`` (a learned convolution
+            with kernel 2 and stride 2, with bias).
+
+    Shape:
+        ``(B, C, *S)`` -> ``(B, C, *floor(S / 2))``.
+
+    Example:
+        >>> Down(3, 4)(torch.randn(1, 4, 9, 10, 11)).shape
+        torch.Size([1, 4, 4, 5, 5])
+    """
+
+    def __init__(self, spatial_dims: int, channels: int, mode: DownMode = "maxpool") -> None:
+        super().__init__()
+        check_spatial_dims(spatial_dims)
+        if mode == "maxpool":
+            self.op: nn.Module = max_pool_type(spatial_dims)(2)
+        elif mode == "avgpool":
+            self.op = avg_pool_type(spatial_dims)(2)
+        elif mode == "conv":
+            self.op = conv_type(spatial_dims)(channels, channels, 2, stride=2)
+        else:
+            raise ValueError(f"down mode must be 'maxpool', 'avgpool' or 'conv', got {mode!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class Up(nn.Module):
+    """Double every spatial axis, then match a target size.
+
+    Args:
+        spatial_dims: 1, 2 or 3.
+        in_channels: input channels.
+        out_channels: output channels.
+        mode: ``"transpose"`` (default): a transposed convolution with stride 2, whose
+            padding is chosen so the output is exactly twice the input for any kernel
+            (kernel 2: no padding; kernel 3: padding 1, output padding 1, as in the
+            knee-ultrasound reference). ``"interp"``: nearest or linear interpolation
+            followed by a convolution.
+        kernel_size: kernel of the learned layer; default 2 for ``"transpose"`` and 1 for
+            ``"interp"``.
+        interp: ``"nearest"`` or ``"linear"`` (bi/trilinear), for ``mode="interp"``.
+        bias: bias of the learned layer.
+
+    Shape:
+        ``(B, in_channels, *S)`` -> ``(B, out_channels, *2S)``, or ``size`` when given to
+        :meth:`forward` (the end of each axis is replicate-padded or cropped).
+
+    Example:
+        >>> up = Up(2, 16, 8, kernel_size=3)
+        >>> up(torch.randn(1, 16, 10, 12), size=[21, 24]).shape
+        torch.Size([1, 8, 21, 24])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        mode: UpMode = "transpose",
+        kernel_size: int | None = None,
+        interp: Literal["nearest", "linear"] = "nearest",
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        check_spatial_dims(spatial_dims)
+        if mode == "transpose":
+            k = 2 if kernel_size is None else kernel_size
+            if k < 2:
+                raise ValueError(f"a transposed-conv up-sampler needs kernel_size >= 2, got {k}")
+            padding = (k - 1) // 2
+            self.op: nn.Module = conv_transpose_type(spatial_dims)(
+                in_channels,
+                out_channels,
+                k,
+                stride=2,
+                padding=padding,
+                output_padding=2 - k + 2 * padding,
+                bias=bias,
+            )
+        elif mode == "interp":
+            k = 1 if kernel_size is None else kernel_size
+            if k % 2 == 0:
+                raise ValueError(f"mode='interp' needs an odd kernel_size, got {k}")
+            if interp not in ("nearest", "linear"):
+                raise ValueError(f"interp must be 'nearest' or 'linear', got {interp!r}")
+            upsample = nn.Upsample(
+                scale_factor=2.0,
+                mode="nearest" if interp == "nearest" else interp_mode(spatial_dims),
+                align_corners=None if interp == "nearest" else False,
+            )
+            self.op = nn.Sequential(
+                upsample,
+                conv_type(spatial_dims)(in_channels, out_channels, k, padding=k // 2, bias=bias),
+            )
+        else:
+            raise ValueError(f"up mode must be 'transpose' or 'interp', got {mode!r}")
+
+    def forward(self, x: torch.Tensor, size: list[int] | None = None) -> torch.Tensor:
+        y = self.op(x)
+        if size is not None:
+            y = match_size(y, size)
+        return y
