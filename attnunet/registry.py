@@ -162,10 +162,29 @@ def list_models(
     return sorted(names)
 
 
+def accepted_kwargs(cls: type) -> list[str] | None:
+    """Keywords a model class accepts, following ``**kwargs`` up its base classes.
+
+    Returns ``None`` when some constructor takes ``**kwargs`` that no base class names.
+    Keywords a family member fixes (its ``_fixed`` mapping) are left out.
+    """
+    names: list[str] = []
+    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters
+        names += [n for n, p in params.items() if n != "self" and p.kind not in skip]
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            fixed = getattr(cls, "_fixed", {})
+            return [n for n in dict.fromkeys(names) if n not in fixed]
+    return None
+
+
 def _check_kwargs(info: ModelInfo, kwargs: dict[str, Any]) -> None:
-    params = inspect.signature(info.model_class.__init__).parameters
-    accepted = [p for p in params if p != "self"]
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    accepted = accepted_kwargs(info.model_class)
+    if accepted is None:
         return
     for key in kwargs:
         if key not in accepted:

@@ -140,7 +140,7 @@ class ResidualBlock(nn.Module):
 
     ``out = act(shortcut(x) + norm(conv(act(norm(conv(x))))))``, where the shortcut is a
     1x1 convolution with bias and no norm (the ResUNet of the knee-ultrasound study), or
-    the identity when ``shortcut="identity"`` and the channel counts match.
+    the identity when asked for and the channel counts match.
 
     Args:
         spatial_dims: 1, 2 or 3.
@@ -150,7 +150,9 @@ class ResidualBlock(nn.Module):
         norm: norm spec for the body.
         act: activation spec (inside the body and after the sum).
         bias: body conv bias; ``None`` means "only when no affine norm follows".
-        shortcut: ``"projection"`` (default) or ``"identity"``.
+        shortcut: ``"projection"`` (default, always a 1x1 conv), ``"identity"`` (requires
+            ``in_channels == out_channels``) or ``"auto"`` (identity where the channel
+            counts match, projection elsewhere: the choice to pass to a whole U-Net).
 
     Shape:
         ``(B, in_channels, *S)`` -> ``(B, out_channels, *S)``.
@@ -172,7 +174,7 @@ class ResidualBlock(nn.Module):
         norm: NormSpec = "batch",
         act: ActSpec = "relu",
         bias: bool | None = None,
-        shortcut: Literal["projection", "identity"] = "projection",
+        shortcut: Literal["projection", "identity", "auto"] = "projection",
     ) -> None:
         super().__init__()
         self.conv1 = ConvNormAct(
@@ -181,6 +183,8 @@ class ResidualBlock(nn.Module):
         self.conv2 = ConvNormAct(
             spatial_dims, out_channels, out_channels, kernel_size, 1, norm, None, bias
         )
+        if shortcut == "auto":
+            shortcut = "identity" if in_channels == out_channels else "projection"
         if shortcut == "projection":
             self.shortcut: nn.Module = conv_type(spatial_dims)(
                 in_channels, out_channels, 1, bias=True

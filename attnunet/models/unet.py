@@ -427,12 +427,15 @@ class UNetSkeleton(SegmentationModel):
             maps = [crop_to(a, _unpadded(a, size, padded)) for a in maps]
         return logits, maps
 
-    def forward(self, x: torch.Tensor) -> Output:
-        """Logits ``(B, num_classes, *S)``, or the deep-supervision list (see class docs)."""
-        logits, _ = self._run(x)
+    def _select(self, logits: list[torch.Tensor]) -> Output:
         if self.deep_supervision:
             return logits
         return logits[0]
+
+    def forward(self, x: torch.Tensor) -> Output:
+        """Logits ``(B, num_classes, *S)``, or the deep-supervision list (see class docs)."""
+        logits, _ = self._run(x)
+        return self._select(logits)
 
     @torch.jit.export
     def forward_with_attention(self, x: torch.Tensor) -> tuple[Output, list[torch.Tensor]]:
@@ -443,9 +446,7 @@ class UNetSkeleton(SegmentationModel):
         ``[0, 1]``. Models without gates return an empty list.
         """
         logits, maps = self._run(x)
-        if self.deep_supervision:
-            return logits, maps
-        return logits[0], maps
+        return self._select(logits), maps
 
 
 def _unpadded(t: torch.Tensor, size: list[int], padded: list[int]) -> list[int]:

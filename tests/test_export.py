@@ -1,0 +1,74 @@
+"""TorchScript and torch.export of every model of the family, in eval mode."""
+
+import pytest
+import torch
+
+from attnunet import create_model, list_models
+
+FAMILY = list_models(presets=False)
+SIZES = {2: (21, 30), 3: (9, 10, 13)}
+
+
+def _close(a, b):
+    if isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x, y)
+    else:
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("name", FAMILY)
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("deep_supervision", [False, True])
+def test_torchscript_matches_eager(name, dims, deep_supervision, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(
+        name, spatial_dims=dims, channels=(4, 8, 16), deep_supervision=deep_supervision
+    ).eval()
+    x = torch.randn(1, 1, *SIZES[dims])
+    scripted = torch.jit.script(model)
+    path = tmp_path / "model.pt"
+    torch.jit.save(scripted, str(path))
+    loaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        expected, expected_maps = model.forward_with_attention(x)
+        _close(scripted(x), expected)
+        _close(loaded(x), expected)
+        out, maps = loaded.forward_with_attention(x)
+    _close(out, expected)
+    _close(maps, expected_maps)
+    # scripted models raise the same clear input errors
+    with pytest.raises(Exception, match="input channel"):
+        loaded(torch.randn(1, 2, *SIZES[dims]))
+
+
+@pytest.mark.parametrize("name", FAMILY)
+@pytest.mark.parametrize("dims", [2, 3])
+def test_torch_export_matches_eager(name, dims):
+    torch.manual_seed(0)
+    model = create_model(name, spatial_dims=dims, channels=(4, 8, 16)).eval()
+    x = torch.randn(2, 1, *SIZES[dims])
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        _close(exported.module()(x), model(x))
+        _close(exported.module()(torch.randn(2, 1, *SIZES[dims]) * 0), model(x * 0))
+
+
+def test_torch_export_of_attention_maps():
+    class WithMaps(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner.forward_with_attention(x)
+
+    model = create_model("ag_res_unet", spatial_dims=3, channels=(4, 8, 16)).eval()
+    x = torch.randn(1, 1, *SIZES[3])
+    exported = torch.export.export(WithMaps(model), (x,))
+    with torch.no_grad():
+        out, maps = exported.module()(x)
+        ref_out, ref_maps = model.forward_with_attention(x)
+    _close(out, ref_out)
+    _close(maps, ref_maps)

@@ -1,0 +1,383 @@
+"""The U-Net family: shape matrix from the registry, references, gradients, attention, policy."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import attnunet
+from attnunet import (
+    AgResUNet,
+    AgUNet,
+    ResUNet,
+    UNet,
+    UNetSkeleton,
+    create_model,
+    list_models,
+    model_info,
+)
+from attnunet.convert import convert_agv_unet_state_dict
+
+DATA = Path(__file__).parent / "data"
+FAMILY = list_models(presets=False)
+GATED = {"ag_unet", "ag_res_unet"}
+ODD_SIZES = {2: (37, 26), 3: (11, 14, 9)}
+SMALL = (4, 8, 16)
+
+
+def test_the_registry_holds_the_family():
+    assert FAMILY == ["ag_res_unet", "ag_unet", "res_unet", "unet"]
+
+
+# ----------------------------------------------------------------------------- shape matrix
+@pytest.mark.parametrize("name", FAMILY)
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize(("in_channels", "num_classes"), [(1, 1), (3, 4)])
+@pytest.mark.parametrize("policy", ["pad", "resize"])
+def test_shape_matrix(name, dims, in_channels, num_classes, policy):
+    model = create_model(
+        name,
+        spatial_dims=dims,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        channels=SMALL,
+        size_policy=policy,
+    ).eval()
+    x = torch.randn(2, in_channels, *ODD_SIZES[dims])
+    with torch.no_grad():
+        y, maps = model.forward_with_attention(x)
+    assert y.shape == (2, num_classes, *ODD_SIZES[dims])
+    assert torch.isfinite(y).all()
+    assert len(maps) == (len(SMALL) - 1 if name in GATED else 0)
+
+
+@pytest.mark.parametrize("name", FAMILY)
+@pytest.mark.parametrize("dims", [2, 3])
+def test_deep_supervision_contract(name, dims):
+    size = ODD_SIZES[dims]
+    model = create_model(name, spatial_dims=dims, channels=(4, 8, 16, 32), deep_supervision=True)
+    x = torch.randn(2, 1, *size)
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        outputs = model(x)
+        assert isinstance(outputs, list) and len(outputs) == 3  # one per decoder level
+        for k, y in enumerate(outputs):
+            assert y.shape == (2, 1, *[math.ceil(s / 2**k) for s in size]), (mode, k)
+
+
+# ----------------------------------------------------------------------------- references
+KRD_REFERENCE_PARAMS = {
+    # counted on the reference agv-unet models (models/*.py of its final commit) built with
+    # {"root channel": 16, "batch normalization": True, "dropout": 0}, RGB input, 1 output
+    "unet_krd": 2_161_649,
+    "ag_unet_krd": 2_292_933,
+    "res_unet_krd": 2_249_473,
+    "ag_res_unet_krd": 2_380_757,
+}
+
+
+@pytest.mark.parametrize(("name", "count"), KRD_REFERENCE_PARAMS.items())
+def test_preset_parameter_count_equals_reference(name, count):
+    model = create_model(name)
+    assert model.num_parameters() == count
+    assert model_info(name).is_preset and model_info(name).defaults["in_channels"] == 3
+
+
+def test_hand_counted_parameters_2d_and_3d():
+    # UNet(channels=(2, 4)), batch norm, no conv bias, k3, transposed conv k2:
+    #   stage 0  DoubleConv(1->2): 1*2*9 + 2+2 + 2*2*9 + 2+2            =  62
+    #   stage 1  DoubleConv(2->4): 2*4*9 + 4+4 + 4*4*9 + 4+4            = 232
+    #   up       ConvT(4->2, k2):  4*2*4 + 2                              =  34
+    #   level    DoubleConv(4->2): 4*2*9 + 2+2 + 2*2*9 + 2+2            = 116
+    #   head     Conv1(2->1):      2 + 1                                  =   3
+    assert UNet(2, 1, 1, channels=(2, 4)).num_parameters() == 62 + 232 + 34 + 116 + 3
+    # the same in 3D (k3 -> 27 weights per pair, ConvT k2 -> 8):
+    #   170 + 664 + 66 + 332 + 3
+    assert UNet(3, 1, 1, channels=(2, 4)).num_parameters() == 170 + 664 + 66 + 332 + 3
+    # ResUNet adds a biased 1x1 projection per block: (1*2+2) + (2*4+4) + (4*2+2)
+    assert ResUNet(2, 1, 1, channels=(2, 4)).num_parameters() == 447 + 4 + 12 + 10
+    # AgUNet adds a grid_krd gate on the one skip: phi 4*2+2, theta 2*2*4+2, psi 2+1
+    assert AgUNet(2, 1, 1, channels=(2, 4)).num_parameters() == 447 + 10 + 18 + 3
+
+
+@pytest.mark.parametrize(
+    ("variant", "preset"),
+    [
+        ("UNet", "unet_krd"),
+        ("AgUNet", "ag_unet_krd"),
+        ("ResUNet", "res_unet_krd"),
+        ("AgResUNet", "ag_res_unet_krd"),
+    ],
+)
+def test_reference_weights_reproduce_reference_outputs(variant, preset):
+    """Golden outputs of the reference agv-unet models.
+
+    tests/data/agv_unet_golden_root2.pt was made by building each reference model
+    (root channel 2, batch norm, dropout 0) under torch.manual_seed(1234), running three
+    training-mode passes on random inputs to move the BN statistics, then saving its
+    state_dict and its sigmoid outputs on a fixed (2, 3, 32, 48) input in train and eval
+    mode. Only those tensors are stored; none of the reference code is.
+    """
+    golden = torch.load(DATA / "agv_unet_golden_root2.pt", weights_only=True)
+    model = create_model(preset, channels=[2, 4, 8, 16, 32])
+    model.load_state_dict(convert_agv_unet_state_dict(golden[variant]["state_dict"]))
+    x = golden["input"]
+    with torch.no_grad():
+        model.eval()
+        torch.testing.assert_close(torch.sigmoid(model(x)), golden[variant]["eval_sigmoid"])
+        model.train()
+        torch.testing.assert_close(torch.sigmoid(model(x)), golden[variant]["train_sigmoid"])
+
+
+def test_converter_rejects_unknown_keys():
+    with pytest.raises(KeyError, match="does not recognise 'decoder.foo'"):
+        convert_agv_unet_state_dict({"decoder.foo": torch.zeros(1)})
+
+
+# ----------------------------------------------------------------------------- gradients
+@pytest.mark.parametrize("name", FAMILY)
+@pytest.mark.parametrize("dims", [2, 3])
+def test_every_parameter_gets_a_gradient(name, dims):
+    torch.manual_seed(0)
+    model = create_model(name, spatial_dims=dims, channels=SMALL, deep_supervision=True)
+    outputs = model(torch.randn(2, 1, *ODD_SIZES[dims]))
+    sum(y.square().mean() for y in outputs).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+# ----------------------------------------------------------------------------- attention
+@pytest.mark.parametrize("cls", [AgUNet, AgResUNet])
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("policy", ["pad", "resize"])
+def test_attention_maps_lie_in_unit_interval_at_skip_size(cls, dims, policy):
+    size = ODD_SIZES[dims]
+    model = cls(dims, 1, 2, channels=(4, 8, 16, 32), size_policy=policy).eval()
+    x = torch.randn(1, 1, *size)
+    with torch.no_grad():
+        y, maps = model.forward_with_attention(x)
+        features = model.encoder(model._prepare(x)[0]) if policy == "resize" else None
+    torch.testing.assert_close(y, model(x))  # same output as forward
+    assert len(maps) == 3
+    for i, alpha in enumerate(maps):  # coarsest gate first
+        level = 2 - i
+        if policy == "pad":
+            expected = [math.ceil(s / 2**level) for s in size]
+        else:
+            expected = list(features[level].shape[2:])
+        assert list(alpha.shape) == [1, 1, *expected]
+        assert alpha.min() >= 0 and alpha.max() <= 1
+
+
+def test_attention_hooks_see_the_same_maps():
+    model = AgResUNet(2, 1, 1, channels=SMALL).eval()
+    seen = {}
+    for i, level in enumerate(model.decoder.levels):
+        level.gate.coefficients.register_forward_hook(
+            lambda m, inp, out, i=i: seen.__setitem__(i, out)
+        )
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        _, maps = model.forward_with_attention(x)
+    assert sorted(seen) == [0, 1]
+    for i, alpha in enumerate(maps):
+        torch.testing.assert_close(seen[i], alpha)
+
+
+def test_gate_levels_choose_which_skips_are_gated():
+    model = AgUNet(2, 1, 1, channels=(4, 8, 16, 32), gate_levels=[1, 2])
+    gated = [level.gate is not None for level in model.decoder.levels]
+    assert gated == [True, True, False]  # levels run coarse to fine: skips 2, 1, 0
+    _, maps = model.eval().forward_with_attention(torch.randn(1, 1, 33, 20))
+    assert [list(a.shape[2:]) for a in maps] == [[9, 5], [17, 10]]
+    assert model.config["gate_levels"] == [1, 2]
+
+
+def test_attention_changes_the_output():
+    """A gate that passes everything (alpha = 1) must differ from the trained gate path."""
+    torch.manual_seed(0)
+    model = AgUNet(2, 1, 1, channels=SMALL).eval()
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        y = model(x)
+        for level in model.decoder.levels:  # psi bias +inf: sigmoid saturates at 1
+            level.gate.psi.weight.zero_()
+            level.gate.psi.bias.fill_(50.0)
+        y_open = model(x)
+        plain = UNet(2, 1, 1, channels=SMALL).eval()
+        plain.load_state_dict(model.state_dict(), strict=False)
+        torch.testing.assert_close(y_open, plain(x))  # open gates = plain U-Net
+    assert not torch.allclose(y, y_open)
+
+
+# ----------------------------------------------------------------------------- input sizes
+@pytest.mark.parametrize("dims", [2, 3])
+def test_pad_equals_manual_pad_and_crop(dims):
+    torch.manual_seed(0)
+    model = AgResUNet(dims, 1, 1, channels=SMALL).eval()
+    size = ODD_SIZES[dims]
+    x = torch.randn(1, 1, *size)
+    padded = torch.zeros(1, 1, *[math.ceil(s / 4) * 4 for s in size])
+    padded[(slice(None), slice(None), *[slice(0, s) for s in size])] = x
+    with torch.no_grad():
+        y = model(x)
+        ref = model(padded)[(slice(None), slice(None), *[slice(0, s) for s in size])]
+    torch.testing.assert_close(y, ref)
+
+
+def test_policies_agree_on_divisible_sizes():
+    torch.manual_seed(0)
+    pad = AgResUNet(3, 1, 2, channels=SMALL).eval()
+    resize = AgResUNet(3, 1, 2, channels=SMALL, size_policy="resize").eval()
+    error = AgResUNet(3, 1, 2, channels=SMALL, size_policy="error").eval()
+    resize.load_state_dict(pad.state_dict())
+    error.load_state_dict(pad.state_dict())
+    x = torch.randn(1, 1, 8, 12, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(pad(x), resize(x))
+        torch.testing.assert_close(pad(x), error(x))
+
+
+def test_error_policy_names_sizes_that_work():
+    model = UNet(2, 1, 1, channels=(4, 8, 16, 32, 64), size_policy="error")
+    with pytest.raises(ValueError, match=r"\[48, 64\] or \[32, 48\]"):
+        model(torch.randn(1, 1, 41, 57))
+
+
+def test_resize_policy_rejects_too_small_inputs():
+    model = UNet(2, 1, 1, channels=(4, 8, 16, 32, 64), size_policy="resize")
+    with pytest.raises(ValueError, match="needs at least 16 voxels"):
+        model(torch.randn(1, 1, 15, 40))
+    # the default pads instead, down to a single voxel
+    assert UNet(2, 1, 1, channels=(4, 8, 16)).eval()(torch.randn(1, 1, 1, 3)).shape[2:] == (1, 3)
+
+
+# ----------------------------------------------------------------------------- config, keys
+@pytest.mark.parametrize("name", list_models())
+def test_config_round_trip_through_json(name):
+    model = create_model(name, channels=[4, 8, 16])
+    config = json.loads(json.dumps(model.config))
+    rebuilt = create_model(name, **config)
+    base = list_models(presets=False)
+    family = next(b for b in base if type(rebuilt) is type(create_model(b, channels=[4, 8])))
+    rebuilt_plain = create_model(family, **config)
+    for other in (rebuilt, rebuilt_plain):
+        assert type(other) is type(model)
+        assert other.config == model.config
+        other.load_state_dict(model.state_dict())  # strict: same keys and shapes
+        x = torch.randn(1, model.in_channels, 16, 16)
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(x), other.eval()(x))
+
+
+def test_state_dict_keys_are_stable():
+    """State-dict keys are public API: change them only with a CHANGELOG entry."""
+    snapshot = json.loads((DATA / "state_dict_keys.json").read_text())
+    for name in FAMILY:
+        model = create_model(name, spatial_dims=2, channels=[4, 8, 16], deep_supervision=True)
+        assert list(model.state_dict()) == snapshot[name], name
+
+
+# ----------------------------------------------------------------------------- options
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"norm": "instance", "act": "leaky_relu"},
+        {"norm": ("group", {"num_groups": 2}), "act": "gelu", "dropout": 0.2},
+        {"norm": "layer", "down": "conv", "up": "interp"},
+        {"norm": None, "down": "avgpool", "up": "interp", "up_kernel_size": 3, "kernel_size": 5},
+        {"block": ("residual", {"shortcut": "auto"}), "channels": [4, 4, 4]},
+        {"gate": ("grid", {"output_transform": True}), "conv_bias": True},
+        {"channels": 4, "depth": 3},
+    ],
+)
+def test_skeleton_options(options):
+    kwargs = {"channels": SMALL, **options}
+    model = UNetSkeleton(3, 2, 3, **kwargs)
+    y = model(torch.randn(2, 2, 9, 10, 11))
+    assert y.shape == (2, 3, 9, 10, 11)
+    y.mean().backward()
+    rebuilt = UNetSkeleton(**json.loads(json.dumps(model.config)))
+    rebuilt.load_state_dict(model.state_dict())
+
+
+def test_int_channels_expand_by_doubling():
+    assert UNet(2, channels=16, depth=4).channels == [16, 32, 64, 128, 256]
+    assert UNet(2, channels=8).config["channels"] == [8, 16, 32, 64, 128]
+
+
+def test_norm_and_bias_choices_are_honoured():
+    model = UNet(2, channels=SMALL, norm="instance", kernel_size=5)
+    conv = model.encoder.stages[0].block.conv1
+    assert type(conv.norm).__name__ == "InstanceNorm2d" and conv.conv.kernel_size == (5, 5)
+    assert conv.conv.bias is None
+    assert UNet(2, channels=SMALL, norm=None).encoder.stages[0].block.conv1.conv.bias is not None
+    assert UNet(2, channels=SMALL, conv_bias=True).encoder.stages[0].block.conv1.conv.bias is not None
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"spatial_dims": 4}, ValueError, "spatial_dims=4 is not supported"),
+        ({"spatial_dims": 2.0}, TypeError, "spatial_dims must be an int"),
+        ({"channels": 16, "depth": -1}, ValueError, "depth must be a positive int"),
+        ({"channels": 16, "depth": 0}, ValueError, "depth must be a positive int"),
+        ({"channels": [16]}, ValueError, "at least two widths"),
+        ({"channels": [16, 0]}, ValueError, "positive int"),
+        ({"channels": [8, 16], "depth": 3}, ValueError, "contradicts"),
+        ({"in_channels": 0}, ValueError, "in_channels must be a positive int"),
+        ({"num_classes": 0}, ValueError, "num_classes must be a positive int"),
+        ({"dropout": 1.0}, ValueError, "dropout must be a probability"),
+        ({"norm": "batchnorm"}, ValueError, "Did you mean 'batch'"),
+        ({"gate": "grd"}, ValueError, "Did you mean 'grid'"),
+        ({"block": "resnet"}, ValueError, "Unknown block"),
+        ({"size_policy": "crop"}, ValueError, "size_policy must be one of"),
+        ({"gate": "grid", "gate_levels": [4]}, ValueError, "gate_levels must hold skip indices"),
+        ({"down": "pool"}, ValueError, "down mode must be"),
+        ({"up": "pixelshuffle"}, ValueError, "up mode must be"),
+    ],
+)
+def test_invalid_configuration_errors(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        UNetSkeleton(**{"channels": [4, 8, 16], **kwargs})
+
+
+def test_family_members_fix_their_choices():
+    with pytest.raises(TypeError, match="UNet fixes block='double'"):
+        UNet(block="residual")
+    with pytest.raises(TypeError, match="ResUNet fixes gate=None"):
+        ResUNet(gate="grid")
+
+
+@pytest.mark.parametrize("cls", [UNet, AgResUNet])
+def test_input_errors(cls):
+    model = cls(3, 2, 1, channels=SMALL)
+    with pytest.raises(ValueError, match=r"expected 2 input channel\(s\).*in_channels=1"):
+        model(torch.randn(1, 1, 8, 8, 8))
+    with pytest.raises(ValueError, match=r"expected a 5D input \(B, C, D, H, W\)"):
+        model(torch.randn(2, 8, 8, 8))
+    with pytest.raises(ValueError, match=r"expected a 5D input"):
+        model(torch.randn(1, 2, 8, 8))
+
+
+def test_registry_errors():
+    with pytest.raises(ValueError, match="Did you mean 'ag_res_unet'"):
+        create_model("agres_unet")
+    with pytest.raises(TypeError, match="Did you mean 'channels'"):
+        create_model("ag_res_unet", chanels=[4, 8])
+    with pytest.raises(ValueError, match="already registered"):
+        attnunet.register_model("unet")(UNet)
+    with pytest.raises(ValueError, match="snake_case"):
+        attnunet.register_model("MyNet")(UNet)
+
+
+def test_list_models_filters():
+    assert list_models("ag_*", presets=False) == ["ag_res_unet", "ag_unet"]
+    assert "ag_res_unet_krd" in list_models("*krd")
+    assert list_models("*", spatial_dims=3) == list_models("*", spatial_dims=2)
+    assert list_models(spatial_dims=4) == []
+    info = model_info("ag_res_unet")
+    assert info.model_class is AgResUNet and info.paper

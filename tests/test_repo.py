@@ -1,0 +1,37 @@
+"""The README's commands are the ones CI runs; package metadata stays consistent."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import attnunet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- ci-commands.*?-->\s*```bash\n(.*?)```", text, re.S)
+    assert block is not None, "README.md lost its ci-commands block"
+    return [line.strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_readme_starts_with_install_main_job_and_tests():
+    install, main_job, tests = _readme_commands()
+    assert install.startswith("python -m pip install") and "[test]" in install
+    assert main_job == "python examples/quickstart.py"
+    assert (ROOT / "examples" / "quickstart.py").is_file()
+    assert tests == "python -m pytest"
+
+
+def test_ci_runs_the_readme_block():
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "ci-commands" in ci and 'eval "${CMDS[2]}"' in ci
+    assert "-eq 5" in ci  # pytest's "no tests collected" is handled
+
+
+def test_version_and_metadata_agree():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert meta["project"]["version"] == attnunet.__version__
+    assert (ROOT / "attnunet" / "py.typed").is_file()
+    assert (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").startswith("# Changelog")
