@@ -32,9 +32,7 @@ def _bn_train(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
     mean = x.mean(dim=dims, keepdim=True)
     var = x.var(dim=dims, keepdim=True, unbiased=False)
     shape = [1, -1] + [1] * (x.dim() - 2)
-    return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight.view(shape) + norm.bias.view(
-        shape
-    )
+    return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight.view(shape) + norm.bias.view(shape)
 
 
 # ----------------------------------------------------------------------------- lookups
@@ -199,7 +197,9 @@ def _grid_gate_reference(gate, x, g, dims):
     )
     q = F.relu(theta + phi)
     alpha = torch.sigmoid(CONV[dims](q, gate.psi.weight, gate.psi.bias))
-    alpha = F.interpolate(alpha, size=x.shape[2:], mode=MODE[dims], align_corners=gate.align_corners)
+    alpha = F.interpolate(
+        alpha, size=x.shape[2:], mode=MODE[dims], align_corners=gate.align_corners
+    )
     return alpha * x, alpha
 
 
@@ -216,7 +216,7 @@ def test_grid_gate_matches_equations(dims, align_corners):
     torch.testing.assert_close(y, ref_y)
     torch.testing.assert_close(gate(x, g), ref_y)
     assert alpha.shape == (2, 1, *x.shape[2:])
-    assert 0.0 <= alpha.min() and alpha.max() <= 1.0
+    assert alpha.min() >= 0.0 and alpha.max() <= 1.0
 
 
 def test_grid_gate_output_transform_is_conv_then_norm():

@@ -132,7 +132,7 @@ def test_reference_weights_reproduce_reference_outputs(variant, preset):
 
 
 def test_converter_rejects_unknown_keys():
-    with pytest.raises(KeyError, match="does not recognise 'decoder.foo'"):
+    with pytest.raises(KeyError, match=r"does not recognise 'decoder\.foo'"):
         convert_agv_unet_state_dict({"decoder.foo": torch.zeros(1)})
 
 
@@ -314,7 +314,9 @@ def test_norm_and_bias_choices_are_honoured():
     assert type(conv.norm).__name__ == "InstanceNorm2d" and conv.conv.kernel_size == (5, 5)
     assert conv.conv.bias is None
     assert UNet(2, channels=SMALL, norm=None).encoder.stages[0].block.conv1.conv.bias is not None
-    assert UNet(2, channels=SMALL, conv_bias=True).encoder.stages[0].block.conv1.conv.bias is not None
+    assert (
+        UNet(2, channels=SMALL, conv_bias=True).encoder.stages[0].block.conv1.conv.bias is not None
+    )
 
 
 # ----------------------------------------------------------------------------- bad input
