@@ -19,8 +19,8 @@ def convert_agv_unet_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
     Works for its ``UNet``, ``ResUNet``, ``AgUNet`` and ``AgResUNet`` (the final
     ``models/`` versions, any root width): load the result into the matching preset, e.g.
     ``ag_res_unet_krd().load_state_dict(convert_agv_unet_state_dict(sd))``. Outputs then
-    agree with the original up to float rounding, except that attnunet returns logits
-    where the original applied a sigmoid.
+    equal the original's (bit for bit in the test suite, in training and evaluation mode),
+    except that attnunet returns logits where the original applied a sigmoid.
 
     Args:
         state_dict: the original model's ``state_dict()``.

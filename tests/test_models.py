@@ -383,3 +383,24 @@ def test_list_models_filters():
     assert list_models(spatial_dims=4) == []
     info = model_info("ag_res_unet")
     assert info.model_class is AgResUNet and info.paper
+
+
+def test_custom_same_resolution_gate_gets_the_upsampled_feature():
+    """A gate declaring gating != 'coarse' is built for, and fed, the up-sampled feature."""
+
+    class SameResolutionGate(torch.nn.Module):
+        gating = "upsampled"
+
+        def __init__(self, spatial_dims, in_channels, gating_channels):
+            super().__init__()
+            self.mix = torch.nn.Conv2d(in_channels + gating_channels, 1, 1)
+
+        def attend(self, x, g):
+            assert g.shape[2:] == x.shape[2:]  # same grid as the skip
+            alpha = torch.sigmoid(self.mix(torch.cat([x, g], dim=1)))
+            return alpha * x, alpha
+
+    model = UNetSkeleton(2, 1, 1, channels=(4, 8, 16), gate=SameResolutionGate).eval()
+    assert [lvl.gate.mix.in_channels for lvl in model.decoder.levels] == [8 + 8, 4 + 4]
+    _, maps = model.forward_with_attention(torch.randn(1, 1, 20, 22))
+    assert [tuple(a.shape[2:]) for a in maps] == [(10, 11), (20, 22)]

@@ -171,7 +171,9 @@ def build_gate(
             gate with the paper's defaults; ``"grid_krd"``: the knee-ultrasound study's
             gate); a ``(name, kwargs)`` pair whose kwargs go to the gate; or a callable
             ``f(spatial_dims, in_channels, gating_channels)`` returning a module with an
-            ``attend(x, g) -> (gated, alpha)`` method.
+            ``attend(x, g) -> (gated, alpha)`` method. A gate whose class attribute
+            ``gating`` is not ``"coarse"`` is rebuilt by the U-Net models with the
+            up-sampled feature's channels and fed that feature instead.
         spatial_dims: 1, 2 or 3.
         in_channels: skip channels ``C_x``.
         gating_channels: gating channels ``C_g``.

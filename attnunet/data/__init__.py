@@ -153,7 +153,7 @@ def load_sample(name: str = "nuclei2d") -> Sample:
     return _load(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(name: str) -> Sample:
     spec = _SAMPLES[name]
     resource = resources.files(__name__).joinpath(spec.file)
@@ -222,15 +222,21 @@ def random_crops(
     crop = [size] * len(spatial) if isinstance(size, int) else list(size)
     if len(crop) != len(spatial):
         raise ValueError(f"size {crop} needs one entry per image axis (image shape {spatial})")
-    if any(c < 1 or c > s for c, s in zip(crop, spatial)):
+    if any(c < 1 or c > s for c, s in zip(crop, spatial, strict=True)):
         raise ValueError(f"crop size {crop} must be positive and fit in the image {spatial}")
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     corners = torch.stack(
-        [torch.randint(0, s - c + 1, (n,), generator=generator) for s, c in zip(spatial, crop)],
+        [
+            torch.randint(0, s - c + 1, (n,), generator=generator)
+            for s, c in zip(spatial, crop, strict=True)
+        ],
         dim=1,
     )
-    windows = [tuple(slice(a, a + c) for a, c in zip(corner, crop)) for corner in corners.tolist()]
+    windows = [
+        tuple(slice(a, a + c) for a, c in zip(corner, crop, strict=True))
+        for corner in corners.tolist()
+    ]
     return _stack(image, windows).float(), (_stack(mask, windows) != 0).float()
 
 

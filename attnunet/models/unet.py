@@ -214,7 +214,7 @@ class UNetSkeleton(SegmentationModel):
             ``(16, 32, 64, 128, 256)``; or an int root width, doubled ``depth`` times.
         depth: number of down-sampling steps when ``channels`` is an int (default 4).
         block: ``"double"``, ``"residual"``, a ``(name, kwargs)`` pair (e.g.
-            ``("residual", {"shortcut": "identity"})``) or a callable with the signature
+            ``("residual", {"shortcut": "auto"})``) or a callable with the signature
             of :class:`~attnunet.blocks.DoubleConv`.
         gate: skip gate spec (see :func:`~attnunet.blocks.build_gate`); ``None`` for plain
             skips.
@@ -239,9 +239,10 @@ class UNetSkeleton(SegmentationModel):
 
     Shape:
         input ``(B, in_channels, *S)``; output ``(B, num_classes, *S)``. With
-        ``deep_supervision=True`` a list ``[y_0, y_1, ..., y_{d-1}]`` where ``y_k`` has
-        shape ``(B, num_classes, *ceil(S / 2**k))``: full resolution first, the same in
-        training and evaluation.
+        ``deep_supervision=True`` a list ``[y_0, y_1, ..., y_{d-1}]``, full resolution
+        first, the same in training and evaluation: ``y_k`` has shape
+        ``(B, num_classes, *ceil(S / 2**k))`` under ``size_policy="pad"``, and the size of
+        skip ``k`` (``S`` floor-halved ``k`` times) under ``"resize"``.
 
     Raises:
         ValueError: invalid configuration (message says what works), or an input with
@@ -330,11 +331,12 @@ class UNetSkeleton(SegmentationModel):
 
         levels = []
         for i in range(d - 1, -1, -1):
-            skip_gate = (
-                build_gate(gate, spatial_dims, chans[i], chans[i + 1])
-                if i in levels_to_gate
-                else None
-            )
+            skip_gate = None
+            if i in levels_to_gate:
+                skip_gate = build_gate(gate, spatial_dims, chans[i], chans[i + 1])
+                if getattr(skip_gate, "gating", "coarse") != "coarse":
+                    # a same-resolution gate is fed the up-sampled feature (channels[i])
+                    skip_gate = build_gate(gate, spatial_dims, chans[i], chans[i])
             levels.append(
                 DecoderLevel(
                     Up(spatial_dims, chans[i + 1], chans[i], up, up_kernel_size),
@@ -491,7 +493,12 @@ class _FixedUNet(UNetSkeleton):
             self._config.pop(key)
 
 
-@register_model("unet", paper=RONNEBERGER_PAPER, description="U-Net with double conv blocks")
+@register_model(
+    "unet",
+    spatial_dims=(1, 2, 3),
+    paper=RONNEBERGER_PAPER,
+    description="U-Net with double conv blocks",
+)
 class UNet(_FixedUNet):
     """U-Net (Ronneberger et al., 2015): double convolution stages, plain skips.
 
@@ -533,7 +540,9 @@ class UNet(_FixedUNet):
         )
 
 
-@register_model("res_unet", paper=KRD_PAPER, description="U-Net with residual blocks")
+@register_model(
+    "res_unet", spatial_dims=(1, 2, 3), paper=KRD_PAPER, description="U-Net with residual blocks"
+)
 class ResUNet(_FixedUNet):
     """Residual U-Net: :class:`~attnunet.blocks.ResidualBlock` in every encoder stage, the
     bottleneck and every decoder level; plain skips.
@@ -572,7 +581,12 @@ class ResUNet(_FixedUNet):
         )
 
 
-@register_model("ag_unet", paper=KRD_PAPER, description="U-Net with a grid attention gate per skip")
+@register_model(
+    "ag_unet",
+    spatial_dims=(1, 2, 3),
+    paper=KRD_PAPER,
+    description="U-Net with a grid attention gate per skip",
+)
 class AgUNet(_FixedUNet):
     """Attention-gated U-Net: double convolution stages, a grid attention gate on every
     skip (the finest included), fed by the coarser decoder feature before up-sampling.
@@ -622,7 +636,10 @@ class AgUNet(_FixedUNet):
 
 
 @register_model(
-    "ag_res_unet", paper=KRD_PAPER, description="Residual U-Net with a grid attention gate per skip"
+    "ag_res_unet",
+    spatial_dims=(1, 2, 3),
+    paper=KRD_PAPER,
+    description="Residual U-Net with a grid attention gate per skip",
 )
 class AgResUNet(_FixedUNet):
     """Attention-gated residual U-Net: residual blocks everywhere and a grid attention gate
