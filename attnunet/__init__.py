@@ -37,6 +37,19 @@ from attnunet.registry import ModelInfo, create_model, list_models, model_info, 
 
 __version__ = "0.1.0.dev0"
 
+_LAZY_SUBMODULES = ("convert", "data", "metrics")
+
+
+def __getattr__(name: str) -> object:
+    """Import ``attnunet.data``, ``attnunet.metrics`` and ``attnunet.convert`` on first use,
+    so ``import attnunet`` stays light."""
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"attnunet.{name}")
+    raise AttributeError(f"module 'attnunet' has no attribute {name!r}")
+
+
 __all__ = [
     "GATES",
     "KRD_PRESET",

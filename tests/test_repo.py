@@ -35,3 +35,17 @@ def test_version_and_metadata_agree():
     assert version is not None and version.group(1) == attnunet.__version__
     assert (ROOT / "attnunet" / "py.typed").is_file()
     assert (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").startswith("# Changelog")
+
+
+def test_submodules_load_lazily():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, attnunet; "
+        "assert 'attnunet.data' not in sys.modules and 'attnunet.metrics' not in sys.modules; "
+        "assert 'timm' not in sys.modules; "
+        "print(attnunet.data.load_sample('nuclei2d').image.shape, attnunet.metrics.dice_score)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "(512, 512)" in out.stdout
