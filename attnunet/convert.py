@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["convert_agv_unet_state_dict"]
+__all__ = ["convert_agv_unet_state_dict", "convert_oktay_state_dict"]
 
 _DOUBLE = {"conv1": "conv1.conv", "bn1": "conv1.norm", "conv2": "conv2.conv", "bn2": "conv2.norm"}
 _GATE = {"wx": "theta", "wg": "phi", "psi": "psi"}
@@ -67,5 +67,74 @@ def _agv_key(key: str, depth: int) -> str:
         raise KeyError(
             f"convert_agv_unet_state_dict does not recognise {key!r}: is this a "
             f"checkpoint of agv-unet's UNet, ResUNet, AgUNet or AgResUNet?"
+        )
+    return new
+
+
+_OKTAY_CONV = {
+    "conv1.0": "conv1.conv",
+    "conv1.1": "conv1.norm",
+    "conv2.0": "conv2.conv",
+    "conv2.1": "conv2.norm",
+}
+_OKTAY_GATE = {"theta": "theta", "phi": "phi", "psi": "psi", "W.0": "output.0", "W.1": "output.1"}
+
+
+def convert_oktay_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a checkpoint of Oktay's Attention-Gated-Networks CT models for attnunet.
+
+    Works for ``unet_CT_multi_att_dsv_3D`` and ``unet_CT_single_att_dsv_3D`` (any feature
+    scale and class count): load the result into :func:`~attnunet.attention_unet_oktay` or
+    :func:`~attnunet.attention_unet_oktay_single` built with the same widths and classes.
+    The fused output then equals the reference's (tested in training and evaluation mode).
+
+    Args:
+        state_dict: the reference model's ``state_dict()`` (for a checkpoint file of the
+            reference code, its ``"state_dict"`` entry, without a ``module.`` prefix).
+
+    Returns:
+        A new dict with attnunet keys and the same tensors.
+
+    Raises:
+        KeyError: for a key this converter does not recognise (the message names it).
+
+    Example:
+        >>> sd = {"final.weight": torch.zeros(2, 8, 1, 1, 1), "final.bias": torch.zeros(2)}
+        >>> sorted(convert_oktay_state_dict(sd))
+        ['fuse.conv.bias', 'fuse.conv.weight']
+    """
+    levels = {int(m.group(1)) for k in state_dict if (m := re.match(r"conv(\d+)\.", k))}
+    depth = max(levels) if levels else 4
+    return {_oktay_key(key, depth): value for key, value in state_dict.items()}
+
+
+def _oktay_key(key: str, depth: int) -> str:
+    new: str | None = None
+    if m := re.fullmatch(r"conv(\d+)\.(conv[12]\.[01])\.(\w+)", key):
+        new = f"encoder.stages.{int(m.group(1)) - 1}.block.{_OKTAY_CONV[m.group(2)]}.{m.group(3)}"
+    elif m := re.fullmatch(r"center\.(conv[12]\.[01])\.(\w+)", key):
+        new = f"encoder.stages.{depth}.block.{_OKTAY_CONV[m.group(1)]}.{m.group(2)}"
+    elif m := re.fullmatch(r"gating\.conv1\.([01])\.(\w+)", key):
+        new = f"gating_signal.{('conv', 'norm')[int(m.group(1))]}.{m.group(2)}"
+    elif m := re.fullmatch(
+        r"attentionblock(\d+)\.gate_block_(\d+)\.(theta|phi|psi|W\.[01])\.(\w+)", key
+    ):
+        level, gate = depth - int(m.group(1)), int(m.group(2)) - 1
+        new = f"decoder.levels.{level}.gate.gates.{gate}.{_OKTAY_GATE[m.group(3)]}.{m.group(4)}"
+    elif m := re.fullmatch(r"attentionblock(\d+)\.combine_gates\.([01])\.(\w+)", key):
+        new = f"decoder.levels.{depth - int(m.group(1))}.gate.merge.{m.group(2)}.{m.group(3)}"
+    elif m := re.fullmatch(r"up_concat(\d+)\.conv\.(conv[12]\.[01])\.(\w+)", key):
+        level = depth - int(m.group(1))
+        new = f"decoder.levels.{level}.block.{_OKTAY_CONV[m.group(2)]}.{m.group(3)}"
+    elif m := re.fullmatch(r"dsv(\d+)\.dsv\.0\.(\w+)", key):
+        new = f"aux_heads.{int(m.group(1)) - 2}.conv.{m.group(2)}"
+    elif m := re.fullmatch(r"dsv1\.(\w+)", key):
+        new = f"head.conv.{m.group(1)}"
+    elif m := re.fullmatch(r"final\.(\w+)", key):
+        new = f"fuse.conv.{m.group(1)}"
+    if new is None:
+        raise KeyError(
+            f"convert_oktay_state_dict does not recognise {key!r}: is this a checkpoint of "
+            f"unet_CT_multi_att_dsv_3D or unet_CT_single_att_dsv_3D?"
         )
     return new

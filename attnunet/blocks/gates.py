@@ -4,14 +4,14 @@ Every gate takes the skip (encoder) feature ``x`` and a gating feature ``g`` and
 the gated skip ``alpha * x``. Coefficients are available in three ways, none of which
 stores a tensor on the module (that would break TorchScript and leak memory):
 
-* :meth:`GridAttentionGate.attend` returns ``(gated, alpha)``;
+* ``gate.attend(x, g)`` returns ``(gated, alpha)``;
 * the identity submodule ``gate.coefficients`` sees ``alpha`` on every call, so a forward
   hook on it captures the map without touching the model's code;
 * the U-Net models' ``forward_with_attention`` returns every gate's map.
 """
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,35 @@ from attnunet.layers import (
     parse_spec,
 )
 
-__all__ = ["GATES", "GridAttentionGate", "build_gate"]
+__all__ = [
+    "GATES",
+    "AdditiveAttentionGate",
+    "ConvMappedAttentionGate",
+    "GridAttentionGate",
+    "GridGatingSignal",
+    "MultiAttentionGate",
+    "SelfAttentionSkip",
+    "build_gate",
+]
+
+
+GateSpec = Any
+"""A gate spec: ``None``, a name from :data:`GATES`, a ``(name, kwargs)`` pair or a callable."""
+
+
+def _output_transform(spatial_dims: int, channels: int, enabled: bool, norm: NormSpec) -> nn.Module:
+    if not enabled:
+        return nn.Identity()
+    layers: list[nn.Module] = [conv_type(spatial_dims)(channels, channels, 1, bias=True)]
+    norm_layer = get_norm(norm, spatial_dims, channels)
+    if norm_layer is not None:
+        layers.append(norm_layer)
+    return nn.Sequential(*layers)
+
+
+def _check_positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 class GridAttentionGate(nn.Module):
@@ -40,15 +68,18 @@ class GridAttentionGate(nn.Module):
     convolutions::
 
         q     = act(theta(x) + resize(phi(g), grid of theta(x)))
-        alpha = sigmoid(psi(q))                      # one coefficient per voxel, in (0, 1)
-        alpha = resize(alpha, size of x)             # (bi/tri)linear
-        y     = W(alpha * x)                         # W: 1x1 conv + norm, or identity
+        alpha = sigmoid(psi(q))          # or a softmax of psi(q) over all positions
+        alpha = resize(alpha, size of x)                 # (bi/tri)linear
+        y     = W(alpha * x)                             # W: 1x1 conv + norm, or identity
 
     Oktay et al., "Attention U-Net: Learning Where to Look for the Pancreas", MIDL 2018
-    (arXiv:1804.03999), "concatenation" mode of the released code. The gate of the
+    (arXiv:1804.03999). The reference code's modes map to arguments: ``"concatenation"``
+    is the default, ``"concatenation_debug"`` is ``act="softplus"``, and
+    ``"concatenation_residual"`` is ``normalization="softmax"``. The gate of the
     knee-ultrasound study (agv-unet) is the same computation with ``F_int = C_x``, a bias
-    on ``theta``, ``align_corners=True`` and no output transform: ``build_gate("grid_krd",
-    ...)`` builds it.
+    on ``theta``, ``align_corners=True`` and no output transform. ``build_gate("grid_krd")``
+    builds that one, and ``build_gate("grid_oktay")`` builds Oktay's CT models' gate
+    (``F_int = C_x`` and the output transform on).
 
     Args:
         spatial_dims: 1, 2 or 3.
@@ -58,12 +89,15 @@ class GridAttentionGate(nn.Module):
         subsample: kernel and stride of ``theta`` (the ratio between the skip grid and the
             gating grid); 1 gives a same-resolution gate.
         theta_bias: bias on ``theta`` (off in Oktay's code, on in agv-unet).
-        act: nonlinearity applied to the sum (``"relu"``; ``"softplus"`` also appears in
-            the reference code).
+        act: nonlinearity applied to the sum (``"relu"``, or ``"softplus"``).
+        normalization: ``"sigmoid"`` (coefficients in (0, 1) independently) or
+            ``"softmax"`` (over all positions of each image, so they sum to 1).
         output_transform: apply ``W = Conv1 -> norm`` to the gated skip (the reference code
             has it, the paper's equation does not).
         norm: norm spec of ``W``.
         align_corners: of the two interpolations.
+        gating: which feature a U-Net feeds as ``g``: ``"coarse"`` (the coarser decoder
+            feature before up-sampling, the default) or ``"upsampled"``.
 
     Shape:
         ``x``: ``(B, C_x, *S)``; ``g``: ``(B, C_g, *S_g)`` with any ``S_g`` (usually
@@ -77,8 +111,6 @@ class GridAttentionGate(nn.Module):
         (torch.Size([1, 8, 21, 30]), torch.Size([1, 1, 21, 30]))
     """
 
-    gating: Final[str] = "coarse"
-
     def __init__(
         self,
         spatial_dims: int,
@@ -88,9 +120,11 @@ class GridAttentionGate(nn.Module):
         subsample: int = 2,
         theta_bias: bool = False,
         act: ActSpec = "relu",
+        normalization: Literal["sigmoid", "softmax"] = "sigmoid",
         output_transform: bool = False,
         norm: NormSpec = "batch",
         align_corners: bool = False,
+        gating: Literal["coarse", "upsampled"] = "coarse",
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
@@ -98,9 +132,13 @@ class GridAttentionGate(nn.Module):
         _check_channels(
             in_channels=in_channels, gating_channels=gating_channels, inter_channels=inter
         )
-        if isinstance(subsample, bool) or not isinstance(subsample, int) or subsample < 1:
-            raise ValueError(f"subsample must be a positive int, got {subsample!r}")
+        _check_positive("subsample", subsample)
+        if normalization not in ("sigmoid", "softmax"):
+            raise ValueError(f"normalization must be 'sigmoid' or 'softmax', got {normalization!r}")
+        if gating not in ("coarse", "upsampled"):
+            raise ValueError(f"gating must be 'coarse' or 'upsampled', got {gating!r}")
         conv = conv_type(spatial_dims)
+        self.gating = gating
         self.in_channels = in_channels
         self.gating_channels = gating_channels
         self.inter_channels = inter
@@ -109,16 +147,14 @@ class GridAttentionGate(nn.Module):
         self.psi = conv(inter, 1, 1, bias=True)
         self.act = get_act(act) or nn.Identity()
         self.coefficients = nn.Identity()
-        if output_transform:
-            layers: list[nn.Module] = [conv(in_channels, in_channels, 1, bias=True)]
-            norm_layer = get_norm(norm, spatial_dims, in_channels)
-            if norm_layer is not None:
-                layers.append(norm_layer)
-            self.output: nn.Module = nn.Sequential(*layers)
-        else:
-            self.output = nn.Identity()
+        self.output = _output_transform(spatial_dims, in_channels, output_transform, norm)
         self.mode: Final[str] = interp_mode(spatial_dims)
         self.align_corners: Final[bool] = align_corners
+        self.softmax: Final[bool] = normalization == "softmax"
+
+    def combine(self, theta_x: torch.Tensor, phi_g: torch.Tensor) -> torch.Tensor:
+        """How the two projections meet: ``act(theta_x + phi_g)``."""
+        return self.act(theta_x + phi_g)
 
     def attend(self, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(gated skip, alpha)``; ``alpha`` has shape ``(B, 1, *x.shape[2:])``."""
@@ -128,7 +164,11 @@ class GridAttentionGate(nn.Module):
             phi_g = F.interpolate(
                 phi_g, size=theta_x.shape[2:], mode=self.mode, align_corners=self.align_corners
             )
-        alpha = torch.sigmoid(self.psi(self.act(theta_x + phi_g)))
+        logit = self.psi(self.combine(theta_x, phi_g))
+        if self.softmax:
+            alpha = torch.softmax(logit.flatten(2), dim=2).view(logit.shape)
+        else:
+            alpha = torch.sigmoid(logit)
         if alpha.shape[2:] != x.shape[2:]:
             alpha = F.interpolate(
                 alpha, size=x.shape[2:], mode=self.mode, align_corners=self.align_corners
@@ -140,6 +180,305 @@ class GridAttentionGate(nn.Module):
         return self.attend(x, g)[0]
 
 
+class ConvMappedAttentionGate(GridAttentionGate):
+    """Grid attention gate whose projections are concatenated and mapped by a 1x1 conv.
+
+    Identical to :class:`GridAttentionGate` (same ``theta``, ``phi``, ``psi``, resizing,
+    normalisation and output transform) except for how ``theta(x)`` and ``phi(g)`` meet::
+
+        q = act(M([pre(theta(x)); pre(phi(g))]))     # M: 1x1 conv, 2 F_int -> F_int, bias
+
+    instead of ``q = act(theta(x) + phi(g))``. With ``pre`` the identity (the default),
+    ``M`` is linear, so the block computes ``act(A theta(x) + B phi(g) + c)`` with
+    ``M = [A | B]``: a linear re-parametrisation of the additive gate (``A = B = I``,
+    ``c = 0`` gives it back exactly). It adds ``2 F_int**2 + F_int`` parameters and lets
+    the two projections mix their channels. Pass ``pre_act`` (e.g. ``"relu"``) to put a
+    nonlinearity before the mapping, which makes it strictly more expressive.
+
+    This gate is the seed study's "conv-mapped" variant; no public implementation exists.
+
+    Args:
+        spatial_dims: 1, 2 or 3.
+        in_channels: ``C_x``.
+        gating_channels: ``C_g``.
+        pre_act: activation spec applied to each projection before the mapping (``None``).
+        **kwargs: any other argument of :class:`GridAttentionGate`.
+
+    Shape:
+        as :class:`GridAttentionGate`.
+
+    Example:
+        >>> gate = ConvMappedAttentionGate(3, in_channels=4, gating_channels=8)
+        >>> y, alpha = gate.attend(torch.randn(1, 4, 6, 8, 10), torch.randn(1, 8, 3, 4, 5))
+        >>> gate.mapping.in_channels, gate.mapping.out_channels, tuple(alpha.shape)
+        (4, 2, (1, 1, 6, 8, 10))
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        gating_channels: int,
+        pre_act: ActSpec = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(spatial_dims, in_channels, gating_channels, **kwargs)
+        inter = self.inter_channels
+        self.mapping = conv_type(spatial_dims)(2 * inter, inter, 1, bias=True)
+        self.pre_act = get_act(pre_act) or nn.Identity()
+
+    def combine(self, theta_x: torch.Tensor, phi_g: torch.Tensor) -> torch.Tensor:
+        """``act(M([pre(theta_x); pre(phi_g)]))``."""
+        stacked = torch.cat([self.pre_act(theta_x), self.pre_act(phi_g)], dim=1)
+        return self.act(self.mapping(stacked))
+
+
+class AdditiveAttentionGate(nn.Module):
+    """Same-resolution additive attention gate (the gate most "Attention U-Net" code uses).
+
+    ``g`` is the decoder feature *after* up-sampling, on the skip's grid::
+
+        alpha = sigmoid(norm(psi(act(norm(W_g g) + norm(W_x x)))))
+        y     = alpha * x
+
+    with ``W_g``, ``W_x`` and ``psi`` 1x1 convolutions (``psi`` maps to one channel). This
+    is what MONAI's ``AttentionUnet`` and many public repositories implement under the name
+    "attention gate"; unlike :class:`GridAttentionGate` it has no stride and no resizing.
+
+    Args:
+        spatial_dims: 1, 2 or 3.
+        in_channels: ``C_x``, skip channels.
+        gating_channels: ``C_g``, channels of the up-sampled decoder feature.
+        inter_channels: ``F_int``; default ``max(1, C_x // 2)``.
+        norm: norm spec after each projection (``None`` to drop them).
+        act: activation spec of the sum.
+        bias: bias of the three convolutions.
+
+    Shape:
+        ``x``: ``(B, C_x, *S)``; ``g``: ``(B, C_g, *S)``; output ``(B, C_x, *S)``;
+        ``alpha``: ``(B, 1, *S)``.
+
+    Example:
+        >>> gate = AdditiveAttentionGate(2, in_channels=8, gating_channels=8)
+        >>> y, alpha = gate.attend(torch.randn(2, 8, 9, 11), torch.randn(2, 8, 9, 11))
+        >>> tuple(alpha.shape)
+        (2, 1, 9, 11)
+    """
+
+    gating = "upsampled"
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        gating_channels: int,
+        inter_channels: int | None = None,
+        norm: NormSpec = "batch",
+        act: ActSpec = "relu",
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        check_spatial_dims(spatial_dims)
+        inter = max(1, in_channels // 2) if inter_channels is None else inter_channels
+        _check_channels(
+            in_channels=in_channels, gating_channels=gating_channels, inter_channels=inter
+        )
+        conv = conv_type(spatial_dims)
+
+        def project(cin: int, cout: int) -> nn.Sequential:
+            layers: list[nn.Module] = [conv(cin, cout, 1, bias=bias)]
+            norm_layer = get_norm(norm, spatial_dims, cout)
+            if norm_layer is not None:
+                layers.append(norm_layer)
+            return nn.Sequential(*layers)
+
+        self.in_channels = in_channels
+        self.gating_channels = gating_channels
+        self.inter_channels = inter
+        self.w_g = project(gating_channels, inter)
+        self.w_x = project(in_channels, inter)
+        self.psi = project(inter, 1)
+        self.act = get_act(act) or nn.Identity()
+        self.coefficients = nn.Identity()
+        self.mode: Final[str] = interp_mode(spatial_dims)
+
+    def attend(self, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(gated skip, alpha)``; ``alpha`` has shape ``(B, 1, *x.shape[2:])``."""
+        g1 = self.w_g(g)
+        if g1.shape[2:] != x.shape[2:]:
+            g1 = F.interpolate(g1, size=x.shape[2:], mode=self.mode, align_corners=False)
+        alpha = self.coefficients(torch.sigmoid(self.psi(self.act(g1 + self.w_x(x)))))
+        return alpha * x, alpha
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return self.attend(x, g)[0]
+
+
+class SelfAttentionSkip(nn.Module):
+    """Attention-based forward passing: a skip gated by itself (no gating signal).
+
+    ``alpha = sigmoid(conv(x))`` (or ``tanh``) with ``conv`` a biased 1x1 convolution to one
+    channel; ``y = alpha * x``. Used on every skip of Attention UNet++ in the
+    electron-microscopy study. ``g`` is accepted and ignored, so the gate plugs into any
+    U-Net skeleton.
+
+    Args:
+        spatial_dims: 1, 2 or 3.
+        in_channels: ``C_x``.
+        gating_channels: ignored (kept for the common gate signature).
+        act: ``"sigmoid"`` (default) or ``"tanh"``.
+
+    Shape:
+        ``x``: ``(B, C_x, *S)``; output ``(B, C_x, *S)``; ``alpha``: ``(B, 1, *S)``.
+
+    Example:
+        >>> gate = SelfAttentionSkip(3, in_channels=4)
+        >>> y, alpha = gate.attend(torch.randn(1, 4, 5, 6, 7), torch.empty(0))
+        >>> tuple(alpha.shape)
+        (1, 1, 5, 6, 7)
+    """
+
+    gating = "none"
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        gating_channels: int | None = None,
+        act: Literal["sigmoid", "tanh"] = "sigmoid",
+    ) -> None:
+        super().__init__()
+        check_spatial_dims(spatial_dims)
+        _check_channels(in_channels=in_channels)
+        if act not in ("sigmoid", "tanh"):
+            raise ValueError(f"act must be 'sigmoid' or 'tanh', got {act!r}")
+        self.in_channels = in_channels
+        self.conv = conv_type(spatial_dims)(in_channels, 1, 1, bias=True)
+        self.tanh: Final[bool] = act == "tanh"
+        self.coefficients = nn.Identity()
+
+    def attend(self, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(gated skip, alpha)``; ``g`` is ignored."""
+        logit = self.conv(x)
+        alpha = torch.tanh(logit) if self.tanh else torch.sigmoid(logit)
+        alpha = self.coefficients(alpha)
+        return alpha * x, alpha
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        return self.attend(x, x)[0]
+
+
+class MultiAttentionGate(nn.Module):
+    """Several independent gates on one skip, merged by ``Conv1 -> norm -> act``.
+
+    Oktay's CT models run two grid gates per skip (``num_gates=2``, the "multi" form),
+    concatenate their gated outputs and merge them back to ``C_x`` channels with a 1x1
+    convolution (bias), a norm and an activation. ``num_gates=1`` is the "single" form: one
+    gate followed by the same ``C_x -> C_x`` merge.
+
+    Args:
+        spatial_dims: 1, 2 or 3.
+        in_channels: ``C_x``.
+        gating_channels: ``C_g``.
+        gate: spec of each gate (default ``"grid_oktay"``).
+        num_gates: how many gates.
+        norm: norm spec of the merge.
+        act: activation spec of the merge.
+
+    Shape:
+        ``x``: ``(B, C_x, *S)``; output ``(B, C_x, *S)``; ``alpha``: ``(B, num_gates, *S)``,
+        channel ``k`` from gate ``k``.
+
+    Example:
+        >>> gate = MultiAttentionGate(3, in_channels=4, gating_channels=8)
+        >>> y, alpha = gate.attend(torch.randn(1, 4, 6, 8, 10), torch.randn(1, 8, 3, 4, 5))
+        >>> tuple(y.shape), tuple(alpha.shape)
+        ((1, 4, 6, 8, 10), (1, 2, 6, 8, 10))
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        gating_channels: int,
+        gate: GateSpec = "grid_oktay",
+        num_gates: int = 2,
+        norm: NormSpec = "batch",
+        act: ActSpec = "relu",
+    ) -> None:
+        super().__init__()
+        _check_positive("num_gates", num_gates)
+        gates: list[nn.Module] = []
+        for _ in range(num_gates):
+            built = build_gate(gate, spatial_dims, in_channels, gating_channels)
+            if built is None:
+                raise ValueError("MultiAttentionGate needs a gate spec, got None")
+            gates.append(built)
+        self.gates = nn.ModuleList(gates)
+        self.gating = getattr(gates[0], "gating", "coarse")
+        layers: list[nn.Module] = [
+            conv_type(spatial_dims)(num_gates * in_channels, in_channels, 1, bias=True)
+        ]
+        norm_layer = get_norm(norm, spatial_dims, in_channels)
+        if norm_layer is not None:
+            layers.append(norm_layer)
+        act_layer = get_act(act)
+        if act_layer is not None:
+            layers.append(act_layer)
+        self.merge = nn.Sequential(*layers)
+        self.coefficients = nn.Identity()
+
+    def attend(self, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(merged gated skip, alphas)``, ``alphas`` with one channel per gate."""
+        outputs: list[torch.Tensor] = []
+        alphas: list[torch.Tensor] = []
+        for gate in self.gates:
+            y, alpha = gate.attend(x, g)  # type: ignore[operator]
+            outputs.append(y)
+            alphas.append(alpha)
+        alpha = self.coefficients(torch.cat(alphas, dim=1))
+        return self.merge(torch.cat(outputs, dim=1)), alpha
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        return self.attend(x, g)[0]
+
+
+class GridGatingSignal(nn.Sequential):
+    """Oktay's gating signal: ``Conv1 (bias) -> norm -> act`` on the bottleneck feature.
+
+    Args:
+        spatial_dims: 1, 2 or 3.
+        in_channels: bottleneck channels.
+        out_channels: gating channels (Oktay: equal to ``in_channels``).
+        norm: norm spec.
+        act: activation spec.
+
+    Shape:
+        ``(B, in_channels, *S)`` -> ``(B, out_channels, *S)``.
+
+    Example:
+        >>> GridGatingSignal(3, 16, 16)(torch.randn(1, 16, 2, 3, 4)).shape
+        torch.Size([1, 16, 2, 3, 4])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        norm: NormSpec = "batch",
+        act: ActSpec = "relu",
+    ) -> None:
+        super().__init__()
+        self.add_module("conv", conv_type(spatial_dims)(in_channels, out_channels, 1, bias=True))
+        norm_layer = get_norm(norm, spatial_dims, out_channels)
+        if norm_layer is not None:
+            self.add_module("norm", norm_layer)
+        act_layer = get_act(act)
+        if act_layer is not None:
+            self.add_module("act", act_layer)
+
+
 def _grid(spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any) -> nn.Module:
     return GridAttentionGate(spatial_dims, in_channels, gating_channels, **kw)
 
@@ -149,16 +488,43 @@ def _grid_krd(spatial_dims: int, in_channels: int, gating_channels: int, **kw: A
         "inter_channels": in_channels,
         "theta_bias": True,
         "align_corners": True,
-        "output_transform": False,
     }
-    opts.update(kw)
-    return GridAttentionGate(spatial_dims, in_channels, gating_channels, **opts)
+    return GridAttentionGate(spatial_dims, in_channels, gating_channels, **{**opts, **kw})
 
 
-GATES: dict[str, Callable[..., nn.Module]] = {"grid": _grid, "grid_krd": _grid_krd}
-"""Gate names accepted by the ``gate`` argument of the U-Net models."""
+def _grid_oktay(spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any) -> nn.Module:
+    opts: dict[str, Any] = {"inter_channels": in_channels, "output_transform": True}
+    return GridAttentionGate(spatial_dims, in_channels, gating_channels, **{**opts, **kw})
 
-GateSpec = Any
+
+def _conv_mapped(spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any) -> nn.Module:
+    return ConvMappedAttentionGate(spatial_dims, in_channels, gating_channels, **kw)
+
+
+def _conv_mapped_oktay(
+    spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any
+) -> nn.Module:
+    opts: dict[str, Any] = {"inter_channels": in_channels, "output_transform": True}
+    return ConvMappedAttentionGate(spatial_dims, in_channels, gating_channels, **{**opts, **kw})
+
+
+GATES: dict[str, Callable[..., nn.Module]] = {
+    "grid": _grid,
+    "grid_krd": _grid_krd,
+    "grid_oktay": _grid_oktay,
+    "conv_mapped": _conv_mapped,
+    "conv_mapped_oktay": _conv_mapped_oktay,
+    "additive": AdditiveAttentionGate,
+    "self": SelfAttentionSkip,
+    "multi": MultiAttentionGate,
+}
+"""Gate names accepted by the ``gate`` argument of the U-Net models:
+
+``"grid"`` (:class:`GridAttentionGate`, paper defaults), ``"grid_krd"`` (the
+knee-ultrasound study's gate), ``"grid_oktay"`` (Oktay's CT models: ``F_int = C_x``, output
+transform), ``"conv_mapped"`` and ``"conv_mapped_oktay"`` (:class:`ConvMappedAttentionGate`
+with those defaults), ``"additive"`` (:class:`AdditiveAttentionGate`), ``"self"``
+(:class:`SelfAttentionSkip`) and ``"multi"`` (:class:`MultiAttentionGate`)."""
 
 
 def build_gate(
@@ -167,19 +533,23 @@ def build_gate(
     """Build a gate from a spec.
 
     Args:
-        spec: ``None`` (no gate); a name from :data:`GATES` (``"grid"``: Oktay's grid
-            gate with the paper's defaults; ``"grid_krd"``: the knee-ultrasound study's
-            gate); a ``(name, kwargs)`` pair whose kwargs go to the gate; or a callable
-            ``f(spatial_dims, in_channels, gating_channels)`` returning a module with an
-            ``attend(x, g) -> (gated, alpha)`` method. A gate whose class attribute
-            ``gating`` is not ``"coarse"`` is rebuilt by the U-Net models with the
-            up-sampled feature's channels and fed that feature instead.
+        spec: ``None`` (no gate); a name from :data:`GATES`; a ``(name, kwargs)`` pair
+            whose kwargs go to the gate (e.g. ``("multi", {"gate": "grid_oktay",
+            "num_gates": 2})``); or a callable ``f(spatial_dims, in_channels,
+            gating_channels)`` returning a module with an ``attend(x, g) -> (gated, alpha)``
+            method. A gate whose ``gating`` attribute is ``"upsampled"`` is rebuilt by the
+            U-Net models with the up-sampled feature's channels and fed that feature.
         spatial_dims: 1, 2 or 3.
         in_channels: skip channels ``C_x``.
         gating_channels: gating channels ``C_g``.
 
     Raises:
         ValueError: unknown gate name (close matches are suggested).
+
+    Example:
+        >>> gate = build_gate(("grid", {"inter_channels": 4}), 3, 8, 16)
+        >>> type(gate).__name__, gate.inter_channels
+        ('GridAttentionGate', 4)
     """
     if callable(spec) and not isinstance(spec, str):
         return spec(spatial_dims, in_channels, gating_channels)

@@ -17,7 +17,7 @@ from attnunet.layers import (
 __all__ = ["Down", "Up"]
 
 DownMode = Literal["maxpool", "avgpool", "conv"]
-UpMode = Literal["transpose", "interp"]
+UpMode = Literal["transpose", "interp", "upsample"]
 
 
 class Down(nn.Module):
@@ -64,10 +64,14 @@ class Up(nn.Module):
             padding is chosen so the output is exactly twice the input for any kernel
             (kernel 2: no padding; kernel 3: padding 1, output padding 1, as in the
             knee-ultrasound reference). ``"interp"``: nearest or linear interpolation
-            followed by a convolution.
+            followed by a convolution. ``"upsample"``: interpolation alone, no parameters
+            and no change of channels (``out_channels`` must equal ``in_channels``), as in
+            Oktay's Attention U-Net.
         kernel_size: kernel of the learned layer; default 2 for ``"transpose"`` and 1 for
             ``"interp"``.
-        interp: ``"nearest"`` or ``"linear"`` (bi/trilinear), for ``mode="interp"``.
+        interp: ``"nearest"`` or ``"linear"`` (bi/trilinear, ``align_corners=False``) for
+            the interpolating modes; default ``"nearest"`` for ``"interp"`` and
+            ``"linear"`` for ``"upsample"``.
         bias: bias of the learned layer.
 
     Shape:
@@ -87,7 +91,7 @@ class Up(nn.Module):
         out_channels: int,
         mode: UpMode = "transpose",
         kernel_size: int | None = None,
-        interp: Literal["nearest", "linear"] = "nearest",
+        interp: Literal["nearest", "linear"] | None = None,
         bias: bool = True,
     ) -> None:
         super().__init__()
@@ -106,23 +110,34 @@ class Up(nn.Module):
                 output_padding=2 - k + 2 * padding,
                 bias=bias,
             )
-        elif mode == "interp":
-            k = 1 if kernel_size is None else kernel_size
-            if k % 2 == 0:
-                raise ValueError(f"mode='interp' needs an odd kernel_size, got {k}")
-            if interp not in ("nearest", "linear"):
+        elif mode in ("interp", "upsample"):
+            how = interp or ("nearest" if mode == "interp" else "linear")
+            if how not in ("nearest", "linear"):
                 raise ValueError(f"interp must be 'nearest' or 'linear', got {interp!r}")
             upsample = nn.Upsample(
                 scale_factor=2.0,
-                mode="nearest" if interp == "nearest" else interp_mode(spatial_dims),
-                align_corners=None if interp == "nearest" else False,
+                mode="nearest" if how == "nearest" else interp_mode(spatial_dims),
+                align_corners=None if how == "nearest" else False,
             )
-            self.op = nn.Sequential(
-                upsample,
-                conv_type(spatial_dims)(in_channels, out_channels, k, padding=k // 2, bias=bias),
-            )
+            if mode == "upsample":
+                if out_channels != in_channels:
+                    raise ValueError(
+                        f"mode='upsample' keeps the channels, so out_channels must equal "
+                        f"in_channels ({in_channels}), got {out_channels}"
+                    )
+                self.op = upsample
+            else:
+                k = 1 if kernel_size is None else kernel_size
+                if k % 2 == 0:
+                    raise ValueError(f"mode='interp' needs an odd kernel_size, got {k}")
+                self.op = nn.Sequential(
+                    upsample,
+                    conv_type(spatial_dims)(
+                        in_channels, out_channels, k, padding=k // 2, bias=bias
+                    ),
+                )
         else:
-            raise ValueError(f"up mode must be 'transpose' or 'interp', got {mode!r}")
+            raise ValueError(f"up mode must be 'transpose', 'interp' or 'upsample', got {mode!r}")
 
     def forward(self, x: torch.Tensor, size: list[int] | None = None) -> torch.Tensor:
         y = self.op(x)

@@ -1,5 +1,13 @@
 """The model zoo."""
 
+from attnunet.models.attention_unet import (
+    OKTAY_PRESET,
+    AttentionUNet,
+    attention_unet_oktay,
+    attention_unet_oktay_1024,
+    attention_unet_oktay_conv_mapped,
+    attention_unet_oktay_single,
+)
 from attnunet.models.base import SegmentationModel
 from attnunet.models.unet import (
     BLOCKS,
@@ -17,6 +25,12 @@ from attnunet.models.unet import (
 )
 
 __all__ = [
+    "OKTAY_PRESET",
+    "AttentionUNet",
+    "attention_unet_oktay",
+    "attention_unet_oktay_1024",
+    "attention_unet_oktay_conv_mapped",
+    "attention_unet_oktay_single",
     "BLOCKS",
     "KRD_PRESET",
     "AgResUNet",

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnunet._shape import crop_to
+from attnunet._shape import crop_to, interp_mode
 from attnunet.blocks.conv import DoubleConv, ResidualBlock
-from attnunet.blocks.gates import GateSpec, build_gate
+from attnunet.blocks.gates import GateSpec, GridGatingSignal, build_gate
 from attnunet.blocks.heads import SegmentationHead
 from attnunet.blocks.sampling import Down, DownMode, Up, UpMode
 from attnunet.layers import (
@@ -106,18 +106,20 @@ class DecoderLevel(nn.Module):
         super().__init__()
         self.up = up
         self.gate = gate
-        self.gate_on_coarse = getattr(gate, "gating", "coarse") == "coarse"
+        self.gate_on_coarse = getattr(gate, "gating", "coarse") != "upsampled"
         self.dropout = dropout
         self.block = block
 
     def forward(
-        self, coarse: torch.Tensor, skip: torch.Tensor
+        self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``gating`` is the coarse gating feature (``coarse`` itself, or Oktay's gating
+        signal at the deepest level); same-resolution gates get the up-sampled feature."""
         up = self.up(coarse, list(skip.shape[2:]))
         alpha: torch.Tensor | None = None
         gate = self.gate
         if gate is not None:
-            skip, alpha = gate.attend(skip, coarse if self.gate_on_coarse else up)  # type: ignore[operator]
+            skip, alpha = gate.attend(skip, gating if self.gate_on_coarse else up)  # type: ignore[operator]
         x = self.block(self.dropout(torch.cat([skip, up], dim=1)))
         return x, alpha
 
@@ -145,14 +147,17 @@ class Decoder(nn.Module):
         self.levels = nn.ModuleList(levels)
 
     def forward(
-        self, features: list[torch.Tensor]
+        self, features: list[torch.Tensor], gating: torch.Tensor
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Run the levels; ``gating`` feeds the deepest gate, each later gate gets the
+        previous level's output."""
         x = features[-1]
         n = len(features)
         outputs: list[torch.Tensor] = []
         maps: list[torch.Tensor] = []
         for i, level in enumerate(self.levels):
-            x, alpha = level(x, features[n - 2 - i])
+            x, alpha = level(x, features[n - 2 - i], gating)
+            gating = x
             outputs.append(x)
             if alpha is not None:
                 maps.append(alpha)
@@ -229,7 +234,15 @@ class UNetSkeleton(SegmentationModel):
         down: ``"maxpool"``, ``"avgpool"`` or ``"conv"``.
         up: ``"transpose"`` or ``"interp"``.
         up_kernel_size: kernel of the up-sampler (default 2 for transpose, 1 for interp).
+            With ``up="upsample"`` (parameter-free linear interpolation) the decoder block
+            takes ``channels[i] + channels[i + 1]`` channels, as in Oktay's code.
+        gating_signal: feed the deepest gate ``Conv1 -> norm -> act`` of the bottleneck
+            (:class:`~attnunet.blocks.GridGatingSignal`, Oktay) instead of the bottleneck.
         deep_supervision: return a list of logits, one per decoder level.
+        ds_fusion: add Oktay's fused output: every head's logits, linearly up-sampled to
+            full resolution, concatenated (finest first) and mapped by a 1x1 conv to
+            ``num_classes``. The fused logits become the output (``deep_supervision=False``)
+            or the first item of the list, before ``y_0, ..., y_{d-1}``.
         size_policy: what to do with spatial sizes not divisible by ``2**depth``:
             ``"pad"`` (default) zero-pads the end of each axis to the next multiple and
             crops every output back, so the network always sees exact grids;
@@ -260,7 +273,9 @@ class UNetSkeleton(SegmentationModel):
     depth: Final[int]
     divisor: Final[int]
     deep_supervision: Final[bool]
+    ds_fusion: Final[bool]
     size_policy: Final[str]
+    interp_mode: Final[str]
     channels: list[int]
 
     def __init__(
@@ -282,7 +297,9 @@ class UNetSkeleton(SegmentationModel):
         down: DownMode = "maxpool",
         up: UpMode = "transpose",
         up_kernel_size: int | None = None,
+        gating_signal: bool = False,
         deep_supervision: bool = False,
+        ds_fusion: bool = False,
         size_policy: SizePolicy = "pad",
     ) -> None:
         super().__init__()
@@ -313,6 +330,7 @@ class UNetSkeleton(SegmentationModel):
         self.divisor = 2**d
         self.deep_supervision = bool(deep_supervision)
         self.size_policy = size_policy
+        self.interp_mode = interp_mode(spatial_dims)
         self.channels = chans
 
         def make_block(cin: int, cout: int) -> nn.Module:
@@ -329,29 +347,41 @@ class UNetSkeleton(SegmentationModel):
             )
         self.encoder = Encoder(stages)
 
+        self.gating_signal = (
+            GridGatingSignal(spatial_dims, chans[d], chans[d], norm, act)
+            if gating_signal
+            else nn.Identity()
+        )
         levels = []
         for i in range(d - 1, -1, -1):
             skip_gate = None
             if i in levels_to_gate:
                 skip_gate = build_gate(gate, spatial_dims, chans[i], chans[i + 1])
-                if getattr(skip_gate, "gating", "coarse") != "coarse":
+                if getattr(skip_gate, "gating", "coarse") == "upsampled":
                     # a same-resolution gate is fed the up-sampled feature (channels[i])
                     skip_gate = build_gate(gate, spatial_dims, chans[i], chans[i])
+            up_channels = chans[i + 1] if up == "upsample" else chans[i]
             levels.append(
                 DecoderLevel(
-                    Up(spatial_dims, chans[i + 1], chans[i], up, up_kernel_size),
+                    Up(spatial_dims, chans[i + 1], up_channels, up, up_kernel_size),
                     skip_gate,
                     get_dropout(dropout),
-                    make_block(2 * chans[i], chans[i]),
+                    make_block(chans[i] + up_channels, chans[i]),
                 )
             )
         self.decoder = Decoder(levels)
         self.head = SegmentationHead(spatial_dims, chans[0], num_classes)
         self.aux_heads = nn.ModuleList(
             [SegmentationHead(spatial_dims, chans[k], num_classes) for k in range(1, d)]
-            if deep_supervision
+            if deep_supervision or ds_fusion
             else []
         )
+        self.fuse = (
+            SegmentationHead(spatial_dims, d * num_classes, num_classes)
+            if ds_fusion
+            else nn.Identity()
+        )
+        self.ds_fusion = bool(ds_fusion)
         self._config = {
             "spatial_dims": spatial_dims,
             "in_channels": in_channels,
@@ -368,7 +398,9 @@ class UNetSkeleton(SegmentationModel):
             "down": down,
             "up": up,
             "up_kernel_size": up_kernel_size,
+            "gating_signal": bool(gating_signal),
             "deep_supervision": bool(deep_supervision),
+            "ds_fusion": bool(ds_fusion),
             "size_policy": size_policy,
         }
 
@@ -419,10 +451,19 @@ class UNetSkeleton(SegmentationModel):
         self._check_input(x)
         x, size = self._prepare(x)
         features = self.encoder(x)
-        decoded, maps = self.decoder(features)
+        decoded, maps = self.decoder(features, self.gating_signal(features[-1]))
         logits = [self.head(decoded[-1])]
         for k, head in enumerate(self.aux_heads):
             logits.append(head(decoded[len(decoded) - 2 - k]))
+        if self.ds_fusion:
+            full = list(x.shape[2:])
+            resized = [logits[0]]
+            for y in logits[1:]:
+                resized.append(
+                    F.interpolate(y, size=full, mode=self.interp_mode, align_corners=False)
+                )
+            fused = self.fuse(torch.cat(resized, dim=1))
+            logits = [fused] + logits if self.deep_supervision else [fused]  # noqa: RUF005
         if self.size_policy == "pad":
             padded = list(x.shape[2:])
             logits = [crop_to(y, _unpadded(y, size, padded)) for y in logits]
