@@ -22,13 +22,14 @@ from attnunet.convert import convert_agv_unet_state_dict
 
 DATA = Path(__file__).parent / "data"
 FAMILY = list_models(presets=False)
-GATED = {"ag_unet", "ag_res_unet"}
+# gated skips per model at depth d: every skip, every skip but the finest, or none
+GATED_SKIPS = {"ag_unet": 0, "ag_res_unet": 0, "attention_unet": 1}
 ODD_SIZES = {2: (37, 26), 3: (11, 14, 9)}
 SMALL = (4, 8, 16)
 
 
 def test_the_registry_holds_the_family():
-    assert FAMILY == ["ag_res_unet", "ag_unet", "res_unet", "unet"]
+    assert FAMILY == ["ag_res_unet", "ag_unet", "attention_unet", "res_unet", "unet"]
 
 
 # ----------------------------------------------------------------------------- shape matrix
@@ -50,14 +51,17 @@ def test_shape_matrix(name, dims, in_channels, num_classes, policy):
         y, maps = model.forward_with_attention(x)
     assert y.shape == (2, num_classes, *ODD_SIZES[dims])
     assert torch.isfinite(y).all()
-    assert len(maps) == (len(SMALL) - 1 if name in GATED else 0)
+    depth = len(SMALL) - 1
+    assert len(maps) == (depth - GATED_SKIPS[name] if name in GATED_SKIPS else 0)
 
 
 @pytest.mark.parametrize("name", FAMILY)
 @pytest.mark.parametrize("dims", [2, 3])
 def test_deep_supervision_contract(name, dims):
     size = ODD_SIZES[dims]
-    model = create_model(name, spatial_dims=dims, channels=(4, 8, 16, 32), deep_supervision=True)
+    model = create_model(
+        name, spatial_dims=dims, num_classes=1, channels=(4, 8, 16, 32), deep_supervision=True
+    )
     x = torch.randn(2, 1, *size)
     for mode in ("train", "eval"):
         getattr(model, mode)()
@@ -267,7 +271,7 @@ def test_config_round_trip_through_json(name):
         assert type(other) is type(model)
         assert other.config == model.config
         other.load_state_dict(model.state_dict())  # strict: same keys and shapes
-        x = torch.randn(1, model.in_channels, 16, 16)
+        x = torch.randn(1, model.in_channels, *[16] * model.spatial_dims)
         with torch.no_grad():
             torch.testing.assert_close(model.eval()(x), other.eval()(x))
 

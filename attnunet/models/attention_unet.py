@@ -77,6 +77,7 @@ class AttentionUNet(UNetSkeleton):
         the up-sampled feature is matched to the skip, so any input size works.
 
     Example:
+        >>> import torch
         >>> model = AttentionUNet(3, 1, 2, channels=(4, 8, 16, 32))
         >>> y, maps = model.forward_with_attention(torch.randn(1, 1, 16, 20, 12))
         >>> tuple(y.shape), [tuple(a.shape) for a in maps]
