@@ -6,13 +6,13 @@ them re-implements ``forward``.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Final, Literal, Union
+from typing import Any, ClassVar, Final, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnunet._shape import crop_to, interp_mode
+from attnunet._shape import interp_mode
 from attnunet.blocks.conv import DoubleConv, ResidualBlock
 from attnunet.blocks.gates import GateSpec, GridGatingSignal, build_gate
 from attnunet.blocks.heads import SegmentationHead
@@ -26,7 +26,7 @@ from attnunet.layers import (
     norm_has_affine,
     parse_spec,
 )
-from attnunet.models.base import SegmentationModel
+from attnunet.models.base import SegmentationModel, SizePolicy, check_size_policy
 from attnunet.registry import register_model
 
 __all__ = [
@@ -44,8 +44,6 @@ __all__ = [
     "unet_krd",
 ]
 
-SizePolicy = Literal["pad", "resize", "error"]
-SIZE_POLICIES = ("pad", "resize", "error")
 Output = Union[torch.Tensor, list[torch.Tensor]]  # noqa: UP007 (TorchScript needs Union)
 
 BLOCKS: dict[str, Callable[..., nn.Module]] = {
@@ -267,14 +265,9 @@ class UNetSkeleton(SegmentationModel):
         torch.Size([1, 2, 12, 15, 18])
     """
 
-    spatial_dims: Final[int]
-    in_channels: Final[int]
     num_classes: Final[int]
-    depth: Final[int]
-    divisor: Final[int]
     deep_supervision: Final[bool]
     ds_fusion: Final[bool]
-    size_policy: Final[str]
     interp_mode: Final[str]
     channels: list[int]
 
@@ -309,11 +302,7 @@ class UNetSkeleton(SegmentationModel):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         chans = _channels_list(channels, depth)
         d = len(chans) - 1
-        if size_policy not in SIZE_POLICIES:
-            raise ValueError(
-                f"size_policy must be one of {', '.join(map(repr, SIZE_POLICIES))}, "
-                f"got {size_policy!r}"
-            )
+        check_size_policy(size_policy)
         levels_to_gate = list(range(d)) if gate_levels is None else sorted(set(gate_levels))
         for level in levels_to_gate:
             if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < d:
@@ -404,49 +393,6 @@ class UNetSkeleton(SegmentationModel):
             "size_policy": size_policy,
         }
 
-    # ------------------------------------------------------------------ input handling
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != self.spatial_dims + 2:
-            layout = ["(B, C, L)", "(B, C, H, W)", "(B, C, D, H, W)"][self.spatial_dims - 1]
-            raise ValueError(
-                f"expected a {self.spatial_dims + 2}D input {layout} for spatial_dims="
-                f"{self.spatial_dims}, got shape {list(x.shape)}"
-            )
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"expected {self.in_channels} input channel(s) (dim 1), got shape "
-                f"{list(x.shape)}: build the model with in_channels={x.shape[1]} or fix "
-                f"the channel axis of the input"
-            )
-
-    def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-        size = list(x.shape[2:])
-        div = self.divisor
-        if self.size_policy == "pad":
-            pad: list[int] = []
-            for d in range(len(size) - 1, -1, -1):
-                pad.append(0)
-                pad.append((div - size[d] % div) % div)
-            if max(pad) > 0:
-                x = F.pad(x, pad)
-        elif self.size_policy == "error":
-            if any(s % div != 0 for s in size):
-                lower = [max(div, s // div * div) for s in size]
-                upper = [-(-s // div) * div for s in size]
-                raise ValueError(
-                    f"spatial size {size} is not divisible by 2**depth = {div}; sizes that "
-                    f"work nearby: {upper} or {lower}. Or build the model with "
-                    f"size_policy='pad' (pads and crops) or 'resize'"
-                )
-        else:
-            if any(s < div for s in size):
-                raise ValueError(
-                    f"spatial size {size} is too small for depth {self.depth} with "
-                    f"size_policy='resize': every axis needs at least {div} voxels; use "
-                    f"size_policy='pad' or a shallower model"
-                )
-        return x, size
-
     def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         self._check_input(x)
         x, size = self._prepare(x)
@@ -464,11 +410,7 @@ class UNetSkeleton(SegmentationModel):
                 )
             fused = self.fuse(torch.cat(resized, dim=1))
             logits = [fused] + logits if self.deep_supervision else [fused]  # noqa: RUF005
-        if self.size_policy == "pad":
-            padded = list(x.shape[2:])
-            logits = [crop_to(y, _unpadded(y, size, padded)) for y in logits]
-            maps = [crop_to(a, _unpadded(a, size, padded)) for a in maps]
-        return logits, maps
+        return self._restore(logits, size, x), self._restore(maps, size, x)
 
     def _select(self, logits: list[torch.Tensor]) -> Output:
         if self.deep_supervision:
@@ -490,16 +432,6 @@ class UNetSkeleton(SegmentationModel):
         """
         logits, maps = self._run(x)
         return self._select(logits), maps
-
-
-def _unpadded(t: torch.Tensor, size: list[int], padded: list[int]) -> list[int]:
-    """The part of ``t`` (on a grid 1/f of the padded input) that covers the original input:
-    ``ceil(size / f)`` with ``f = padded // t.shape`` (exact, as padded is a multiple of f)."""
-    out: list[int] = []
-    for d in range(len(size)):
-        factor = padded[d] // t.shape[d + 2]
-        out.append(-(-size[d] // factor))
-    return out
 
 
 # ---------------------------------------------------------------------------- family
