@@ -1,18 +1,32 @@
 """Composable building blocks, each written once for any ``spatial_dims``."""
 
 from attnunet.blocks.conv import ConvNormAct, DoubleConv, ResidualBlock
-from attnunet.blocks.gates import GATES, GridAttentionGate, build_gate
+from attnunet.blocks.gates import (
+    GATES,
+    AdditiveAttentionGate,
+    ConvMappedAttentionGate,
+    GridAttentionGate,
+    GridGatingSignal,
+    MultiAttentionGate,
+    SelfAttentionSkip,
+    build_gate,
+)
 from attnunet.blocks.heads import SegmentationHead
 from attnunet.blocks.sampling import Down, Up
 
 __all__ = [
     "GATES",
+    "AdditiveAttentionGate",
+    "ConvMappedAttentionGate",
     "ConvNormAct",
     "DoubleConv",
     "Down",
     "GridAttentionGate",
+    "GridGatingSignal",
+    "MultiAttentionGate",
     "ResidualBlock",
     "SegmentationHead",
+    "SelfAttentionSkip",
     "Up",
     "build_gate",
 ]
