@@ -24,12 +24,21 @@ DATA = Path(__file__).parent / "data"
 FAMILY = list_models(presets=False)
 # gated skips per model at depth d: every skip, every skip but the finest, or none
 GATED_SKIPS = {"ag_unet": 0, "ag_res_unet": 0, "attention_unet": 1}
+NESTED = {"unet_plus_plus", "attention_unet_plus_plus"}  # heads all at full resolution
 ODD_SIZES = {2: (37, 26), 3: (11, 14, 9)}
 SMALL = (4, 8, 16)
 
 
 def test_the_registry_holds_the_family():
-    assert FAMILY == ["ag_res_unet", "ag_unet", "attention_unet", "res_unet", "unet"]
+    assert FAMILY == [
+        "ag_res_unet",
+        "ag_unet",
+        "attention_unet",
+        "attention_unet_plus_plus",
+        "res_unet",
+        "unet",
+        "unet_plus_plus",
+    ]
 
 
 # ----------------------------------------------------------------------------- shape matrix
@@ -51,8 +60,11 @@ def test_shape_matrix(name, dims, in_channels, num_classes, policy):
         y, maps = model.forward_with_attention(x)
     assert y.shape == (2, num_classes, *ODD_SIZES[dims])
     assert torch.isfinite(y).all()
-    depth = len(SMALL) - 1
-    assert len(maps) == (depth - GATED_SKIPS[name] if name in GATED_SKIPS else 0)
+    d = len(SMALL) - 1
+    if name == "attention_unet_plus_plus":  # node X[i, j] gates its j same-level skips
+        assert len(maps) == sum(j * (d - j + 1) for j in range(1, d + 1))
+    else:
+        assert len(maps) == (d - GATED_SKIPS[name] if name in GATED_SKIPS else 0)
 
 
 @pytest.mark.parametrize("name", FAMILY)
@@ -68,7 +80,8 @@ def test_deep_supervision_contract(name, dims):
         outputs = model(x)
         assert isinstance(outputs, list) and len(outputs) == 3  # one per decoder level
         for k, y in enumerate(outputs):
-            assert y.shape == (2, 1, *[math.ceil(s / 2**k) for s in size]), (mode, k)
+            scale = 1 if name in NESTED else 2**k
+            assert y.shape == (2, 1, *[math.ceil(s / scale) for s in size]), (mode, k)
 
 
 # ----------------------------------------------------------------------------- references

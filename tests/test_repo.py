@@ -49,3 +49,8 @@ def test_submodules_load_lazily():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "(512, 512)" in out.stdout
+
+
+def test_every_public_name_resolves():
+    for name in attnunet.__all__:
+        assert getattr(attnunet, name) is not None, name

@@ -23,10 +23,12 @@ from attnunet.models.unet import (
     res_unet_krd,
     unet_krd,
 )
+from attnunet.models.unetpp import AttentionUNetPlusPlus, UNetPlusPlus
 
 __all__ = [
     "OKTAY_PRESET",
     "AttentionUNet",
+    "AttentionUNetPlusPlus",
     "attention_unet_oktay",
     "attention_unet_oktay_1024",
     "attention_unet_oktay_conv_mapped",
@@ -38,6 +40,7 @@ __all__ = [
     "ResUNet",
     "SegmentationModel",
     "UNet",
+    "UNetPlusPlus",
     "UNetSkeleton",
     "ag_res_unet_krd",
     "ag_unet_krd",
