@@ -39,6 +39,7 @@ __all__ = [
     "MultiAttentionGate",
     "SelfAttentionSkip",
     "build_gate",
+    "build_skip_gate",
 ]
 
 
@@ -193,7 +194,8 @@ class ConvMappedAttentionGate(GridAttentionGate):
     ``M = [A | B]``: a linear re-parametrisation of the additive gate (``A = B = I``,
     ``c = 0`` gives it back exactly). It adds ``2 F_int**2 + F_int`` parameters and lets
     the two projections mix their channels. Pass ``pre_act`` (e.g. ``"relu"``) to put a
-    nonlinearity before the mapping, which makes it strictly more expressive.
+    nonlinearity before the mapping, which makes it a different, genuinely nonlinear gate
+    (not a superset of the additive one at the same ``F_int``).
 
     This gate is the seed study's "conv-mapped" variant; no public implementation exists.
 
@@ -382,7 +384,7 @@ class MultiAttentionGate(nn.Module):
         gating_channels: ``C_g``.
         gate: spec of each gate (default ``"grid_oktay"``).
         num_gates: how many gates.
-        norm: norm spec of the merge.
+        norm: norm spec of the merge (and the default of named inner gates).
         act: activation spec of the merge.
 
     Shape:
@@ -410,7 +412,7 @@ class MultiAttentionGate(nn.Module):
         _check_positive("num_gates", num_gates)
         gates: list[nn.Module] = []
         for _ in range(num_gates):
-            built = build_gate(gate, spatial_dims, in_channels, gating_channels)
+            built = build_gate(gate, spatial_dims, in_channels, gating_channels, norm)
             if built is None:
                 raise ValueError("MultiAttentionGate needs a gate spec, got None")
             gates.append(built)
@@ -527,8 +529,17 @@ with those defaults), ``"additive"`` (:class:`AdditiveAttentionGate`), ``"self"`
 (:class:`SelfAttentionSkip`) and ``"multi"`` (:class:`MultiAttentionGate`)."""
 
 
+_TAKES_NORM = frozenset(
+    {"grid", "grid_krd", "grid_oktay", "conv_mapped", "conv_mapped_oktay", "additive", "multi"}
+)
+
+
 def build_gate(
-    spec: GateSpec, spatial_dims: int, in_channels: int, gating_channels: int
+    spec: GateSpec,
+    spatial_dims: int,
+    in_channels: int,
+    gating_channels: int,
+    norm: NormSpec | None = None,
 ) -> nn.Module | None:
     """Build a gate from a spec.
 
@@ -542,6 +553,9 @@ def build_gate(
         spatial_dims: 1, 2 or 3.
         in_channels: skip channels ``C_x``.
         gating_channels: gating channels ``C_g``.
+        norm: a default norm spec for named gates that have norms (every named gate but
+            ``"self"``), used unless the spec's kwargs set ``norm``; the U-Net models pass
+            their own ``norm`` here, so ``norm="instance"`` reaches the gates too.
 
     Raises:
         ValueError: unknown gate name (close matches are suggested).
@@ -558,4 +572,35 @@ def build_gate(
         return None
     if name not in GATES:
         raise _unknown("gate", name, tuple(GATES))
+    if norm is not None and name in _TAKES_NORM:
+        kwargs.setdefault("norm", norm)
     return GATES[name](spatial_dims, in_channels, gating_channels, **kwargs)
+
+
+def build_skip_gate(
+    spec: GateSpec,
+    spatial_dims: int,
+    skip_channels: int,
+    coarse_channels: int,
+    upsampled_channels: int,
+    norm: NormSpec | None = None,
+) -> nn.Module | None:
+    """Build the gate of one U-Net skip: for the coarse gating feature, or rebuilt for the
+    up-sampled feature's channels when the gate declares ``gating = "upsampled"``.
+
+    Args:
+        spec: gate spec (see :func:`build_gate`).
+        spatial_dims: 1, 2 or 3.
+        skip_channels: ``C_x``.
+        coarse_channels: channels of the coarse decoder feature (or gating signal).
+        upsampled_channels: channels of that feature after the model's up-sampler.
+        norm: the model's norm spec, passed on as in :func:`build_gate`.
+
+    Example:
+        >>> build_skip_gate("additive", 2, 8, 16, 16).gating_channels
+        16
+    """
+    gate = build_gate(spec, spatial_dims, skip_channels, coarse_channels, norm)
+    if getattr(gate, "gating", "coarse") == "upsampled":
+        gate = build_gate(spec, spatial_dims, skip_channels, upsampled_channels, norm)
+    return gate

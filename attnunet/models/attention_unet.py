@@ -110,6 +110,12 @@ class AttentionUNet(UNetSkeleton):
             )
         if isinstance(num_gates, bool) or not isinstance(num_gates, int) or num_gates < 0:
             raise ValueError(f"num_gates must be 0, 1, 2, ..., got {num_gates!r}")
+        if conv_mapping and gate != "grid_oktay":
+            raise ValueError(
+                f"conv_mapping=True replaces the gate with 'conv_mapped_oktay', so gate={gate!r} "
+                f"would be ignored: pass gate=('conv_mapped_oktay', {{...}}) (or any "
+                f"'conv_mapped' spec) with conv_mapping=False instead"
+            )
         base = "conv_mapped_oktay" if conv_mapping else gate
         skeleton_gate = ("multi", {"gate": base, "num_gates": num_gates}) if num_gates > 0 else base
         probe = _channels_list(channels, kwargs.get("depth"))

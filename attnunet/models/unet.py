@@ -14,7 +14,7 @@ from torch import nn
 
 from attnunet._shape import interp_mode
 from attnunet.blocks.conv import DoubleConv, ResidualBlock
-from attnunet.blocks.gates import GateSpec, GridGatingSignal, build_gate
+from attnunet.blocks.gates import GateSpec, GridGatingSignal, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
 from attnunet.blocks.sampling import Down, DownMode, Up, UpMode
 from attnunet.layers import (
@@ -230,7 +230,7 @@ class UNetSkeleton(SegmentationModel):
         conv_bias: bias of the block convolutions; ``None`` means "only when no affine
             norm follows".
         down: ``"maxpool"``, ``"avgpool"`` or ``"conv"``.
-        up: ``"transpose"`` or ``"interp"``.
+        up: ``"transpose"``, ``"interp"`` or ``"upsample"`` (see :class:`~attnunet.blocks.Up`).
         up_kernel_size: kernel of the up-sampler (default 2 for transpose, 1 for interp).
             With ``up="upsample"`` (parameter-free linear interpolation) the decoder block
             takes ``channels[i] + channels[i + 1]`` channels, as in Oktay's code.
@@ -343,13 +343,12 @@ class UNetSkeleton(SegmentationModel):
         )
         levels = []
         for i in range(d - 1, -1, -1):
-            skip_gate = None
-            if i in levels_to_gate:
-                skip_gate = build_gate(gate, spatial_dims, chans[i], chans[i + 1])
-                if getattr(skip_gate, "gating", "coarse") == "upsampled":
-                    # a same-resolution gate is fed the up-sampled feature (channels[i])
-                    skip_gate = build_gate(gate, spatial_dims, chans[i], chans[i])
             up_channels = chans[i + 1] if up == "upsample" else chans[i]
+            skip_gate = (
+                build_skip_gate(gate, spatial_dims, chans[i], chans[i + 1], up_channels, norm)
+                if i in levels_to_gate
+                else None
+            )
             levels.append(
                 DecoderLevel(
                     Up(spatial_dims, chans[i + 1], up_channels, up, up_kernel_size),
@@ -427,8 +426,10 @@ class UNetSkeleton(SegmentationModel):
         """Return ``(output, maps)``: ``forward``'s output and every gate's coefficients.
 
         ``maps[i]`` comes from the i-th gated decoder level in execution order (coarsest
-        first), has shape ``(B, 1, *s)`` with ``s`` its skip's spatial size, and lies in
-        ``[0, 1]``. Models without gates return an empty list.
+        first), has shape ``(B, k, *s)`` with ``s`` its skip's spatial size and ``k`` the
+        number of gates on that skip (1, or ``num_gates`` for multi gates), and lies in
+        ``[0, 1]`` (``[-1, 1]`` for a ``tanh`` self gate). Models without gates return an
+        empty list.
         """
         logits, maps = self._run(x)
         return self._select(logits), maps

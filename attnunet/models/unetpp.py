@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Union
 import torch
 from torch import nn
 
-from attnunet.blocks.gates import GateSpec, build_gate
+from attnunet.blocks.gates import GateSpec, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
 from attnunet.blocks.sampling import Down, DownMode, Up, UpMode
 from attnunet.layers import ActSpec, NormSpec, check_spatial_dims, get_dropout, norm_has_affine
@@ -40,17 +40,6 @@ ZHOU_PAPER = (
     "Zhou et al., UNet++: A Nested U-Net Architecture for Medical Image Segmentation, "
     "DLMIA 2018, arXiv:1807.10165"
 )
-
-
-def _skip_gate(
-    spec: GateSpec, spatial_dims: int, channels: int, coarse_channels: int, up_channels: int
-) -> nn.Module | None:
-    """A gate for a skip of ``channels``, built for the coarse node's width, or rebuilt for
-    the up-sampled feature's width when the gate declares ``gating = "upsampled"``."""
-    gate = build_gate(spec, spatial_dims, channels, coarse_channels)
-    if getattr(gate, "gating", "coarse") == "upsampled":
-        gate = build_gate(spec, spatial_dims, channels, up_channels)
-    return gate
 
 
 class NestedNode(nn.Module):
@@ -311,7 +300,9 @@ class UNetPlusPlus(SegmentationModel):
             for i in range(d - j + 1):
                 gates: list[nn.Module] = []
                 for _ in range(j):  # one gate per same-level skip X[i, 0..j-1]
-                    built = _skip_gate(gate, spatial_dims, chans[i], chans[i + 1], up_channels[i])
+                    built = build_skip_gate(
+                        gate, spatial_dims, chans[i], chans[i + 1], up_channels[i], norm
+                    )
                     if built is not None:
                         gates.append(built)
                 rows.append(
