@@ -11,12 +11,14 @@ Example:
 from attnunet.blocks import (
     GATES,
     AdditiveAttentionGate,
+    AugmentedAttentionModule,
     ConvMappedAttentionGate,
     ConvNormAct,
     DoubleConv,
     Down,
     GridAttentionGate,
     GridGatingSignal,
+    LinkNetDecoderBlock,
     MultiAttentionGate,
     ResidualBlock,
     SegmentationHead,
@@ -28,10 +30,12 @@ from attnunet.layers import ChannelLayerNorm
 from attnunet.models import (
     KRD_PRESET,
     OKTAY_PRESET,
+    RAUNET_PRESET,
     AgResUNet,
     AgUNet,
     AttentionUNet,
     AttentionUNetPlusPlus,
+    RAUNet,
     ResUNet,
     SegmentationModel,
     UNet,
@@ -43,6 +47,7 @@ from attnunet.models import (
     attention_unet_oktay_1024,
     attention_unet_oktay_conv_mapped,
     attention_unet_oktay_single,
+    raunet_ni,
     res_unet_krd,
     unet_krd,
 )
@@ -50,7 +55,7 @@ from attnunet.registry import ModelInfo, create_model, list_models, model_info, 
 
 __version__ = "0.1.0.dev0"
 
-_LAZY_SUBMODULES = ("convert", "data", "metrics")
+_LAZY_SUBMODULES = ("convert", "data", "encoders", "metrics")
 
 
 def __getattr__(name: str) -> object:
@@ -65,6 +70,11 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "GATES",
+    "RAUNET_PRESET",
+    "AugmentedAttentionModule",
+    "LinkNetDecoderBlock",
+    "RAUNet",
+    "raunet_ni",
     "KRD_PRESET",
     "OKTAY_PRESET",
     "AdditiveAttentionGate",

@@ -3,9 +3,16 @@
 import pytest
 import torch
 
-from attnunet import create_model, list_models
+from attnunet import create_model, list_models, model_info
+from attnunet.registry import accepted_kwargs
 
-FAMILY = list_models(presets=False)
+# the U-Net family: every registered model built from widths (`channels`); encoder-based
+# models (RAUNet) have their own test file
+FAMILY = [
+    name
+    for name in list_models(presets=False)
+    if "channels" in (accepted_kwargs(model_info(name).model_class) or [])
+]
 SIZES = {2: (21, 30), 3: (9, 10, 13)}
 
 

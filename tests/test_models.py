@@ -19,9 +19,16 @@ from attnunet import (
     model_info,
 )
 from attnunet.convert import convert_agv_unet_state_dict
+from attnunet.registry import accepted_kwargs
 
 DATA = Path(__file__).parent / "data"
-FAMILY = list_models(presets=False)
+# the U-Net family: every registered model built from widths (`channels`); encoder-based
+# models (RAUNet) have their own test file
+FAMILY = [
+    name
+    for name in list_models(presets=False)
+    if "channels" in (accepted_kwargs(model_info(name).model_class) or [])
+]
 # gated skips per model at depth d: every skip, every skip but the finest, or none
 GATED_SKIPS = {"ag_unet": 0, "ag_res_unet": 0, "attention_unet": 1}
 NESTED = {"unet_plus_plus", "attention_unet_plus_plus"}  # heads all at full resolution
@@ -272,13 +279,14 @@ def test_resize_policy_rejects_too_small_inputs():
 
 
 # ----------------------------------------------------------------------------- config, keys
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize(
+    "name", [n for n in list_models() if model_info(n).model_class.__name__ != "RAUNet"]
+)
 def test_config_round_trip_through_json(name):
     model = create_model(name, channels=[4, 8, 16])
     config = json.loads(json.dumps(model.config))
     rebuilt = create_model(name, **config)
-    base = list_models(presets=False)
-    family = next(b for b in base if type(rebuilt) is type(create_model(b, channels=[4, 8])))
+    family = next(b for b in FAMILY if type(rebuilt) is type(create_model(b, channels=[4, 8])))
     rebuilt_plain = create_model(family, **config)
     for other in (rebuilt, rebuilt_plain):
         assert type(other) is type(model)
@@ -396,7 +404,9 @@ def test_registry_errors():
 def test_list_models_filters():
     assert list_models("ag_*", presets=False) == ["ag_res_unet", "ag_unet"]
     assert "ag_res_unet_krd" in list_models("*krd")
-    assert list_models("*", spatial_dims=3) == list_models("*", spatial_dims=2)
+    assert set(list_models("*", spatial_dims=2)) - set(list_models("*", spatial_dims=3)) == {
+        "raunet_ni"  # the only 2D-only entry: an RGB ImageNet-encoder preset
+    }
     assert list_models(spatial_dims=4) == []
     info = model_info("ag_res_unet")
     assert info.model_class is AgResUNet and info.paper
@@ -421,3 +431,31 @@ def test_custom_same_resolution_gate_gets_the_upsampled_feature():
     assert [lvl.gate.mix.in_channels for lvl in model.decoder.levels] == [8 + 8, 4 + 4]
     _, maps = model.forward_with_attention(torch.randn(1, 1, 20, 22))
     assert [tuple(a.shape[2:]) for a in maps] == [(10, 11), (20, 22)]
+
+
+@pytest.mark.parametrize("up", ["transpose", "upsample"])
+@pytest.mark.parametrize("gate", ["additive", ("multi", {"gate": "additive"})])
+def test_same_resolution_gates_work_with_every_up_sampler(up, gate):
+    """The gate is rebuilt for the up-sampled feature's width (channels[i + 1] with a
+    parameter-free up-sampler, channels[i] otherwise)."""
+    model = UNetSkeleton(3, 1, 2, channels=(4, 8, 16), gate=gate, up=up).eval()
+    width = {"transpose": [8, 4], "upsample": [16, 8]}[up]
+    gates = [level.gate for level in model.decoder.levels]
+    inner = [g.gates[0] if hasattr(g, "gates") else g for g in gates]
+    assert [g.gating_channels for g in inner] == width
+    assert model(torch.randn(1, 1, 9, 10, 11)).shape == (1, 2, 9, 10, 11)
+
+
+def test_the_model_norm_reaches_the_gates():
+    model = attnunet.AttentionUNet(3, 1, 2, channels=(4, 8, 16, 32), norm="group")
+    norms = {
+        type(m).__name__ for m in model.modules() if type(m).__name__.endswith(("Norm", "Norm3d"))
+    }
+    assert norms == {"GroupNorm"}  # output transforms and merges included
+    explicit = attnunet.AttentionUNet(
+        3, 1, 2, channels=(4, 8, 16, 32), norm="group", gate=("grid_oktay", {"norm": "batch"})
+    )
+    inner = explicit.decoder.levels[0].gate.gates[0].output
+    assert type(inner[1]).__name__ == "BatchNorm3d"  # a spec's own norm wins
+    with pytest.raises(ValueError, match="conv_mapping=True replaces the gate"):
+        attnunet.AttentionUNet(conv_mapping=True, gate="grid")

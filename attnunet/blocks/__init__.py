@@ -1,5 +1,6 @@
 """Composable building blocks, each written once for any ``spatial_dims``."""
 
+from attnunet.blocks.aam import AugmentedAttentionModule, LinkNetDecoderBlock
 from attnunet.blocks.conv import ConvNormAct, DoubleConv, ResidualBlock
 from attnunet.blocks.gates import (
     GATES,
@@ -10,6 +11,7 @@ from attnunet.blocks.gates import (
     MultiAttentionGate,
     SelfAttentionSkip,
     build_gate,
+    build_skip_gate,
 )
 from attnunet.blocks.heads import SegmentationHead
 from attnunet.blocks.sampling import Down, Up
@@ -17,16 +19,19 @@ from attnunet.blocks.sampling import Down, Up
 __all__ = [
     "GATES",
     "AdditiveAttentionGate",
+    "AugmentedAttentionModule",
     "ConvMappedAttentionGate",
     "ConvNormAct",
     "DoubleConv",
     "Down",
     "GridAttentionGate",
     "GridGatingSignal",
+    "LinkNetDecoderBlock",
     "MultiAttentionGate",
     "ResidualBlock",
     "SegmentationHead",
     "SelfAttentionSkip",
     "Up",
     "build_gate",
+    "build_skip_gate",
 ]

@@ -9,6 +9,7 @@ from attnunet.models.attention_unet import (
     attention_unet_oktay_single,
 )
 from attnunet.models.base import SegmentationModel
+from attnunet.models.raunet import RAUNET_PRESET, RAUNet, raunet_ni
 from attnunet.models.unet import (
     BLOCKS,
     KRD_PRESET,
@@ -26,6 +27,9 @@ from attnunet.models.unet import (
 from attnunet.models.unetpp import AttentionUNetPlusPlus, UNetPlusPlus
 
 __all__ = [
+    "RAUNET_PRESET",
+    "RAUNet",
+    "raunet_ni",
     "OKTAY_PRESET",
     "AttentionUNet",
     "AttentionUNetPlusPlus",

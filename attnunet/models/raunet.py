@@ -1,0 +1,275 @@
+"""RAUNet: a ResNet encoder, LinkNet decoder blocks and augmented attention skip fusion."""
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnunet._shape import match_size
+from attnunet.blocks.aam import AugmentedAttentionModule, LinkNetDecoderBlock
+from attnunet.encoders import (
+    RESNET_LAYERS,
+    TV_TAGS,
+    ResNetEncoder,
+    TimmEncoder,
+    _import_timm,
+    _offline_help,
+    load_encoder_state,
+    load_weights_file,
+)
+from attnunet.layers import ActSpec, NormSpec, check_spatial_dims, conv_transpose_type, conv_type
+from attnunet.models.base import SegmentationModel, SizePolicy, check_size_policy
+from attnunet.registry import register_model
+
+__all__ = ["RAUNET_PRESET", "RAUNet", "raunet_ni"]
+
+NI_PAPER = (
+    "Ni et al., RAUNet: Residual Attention U-Net for Semantic Segmentation of Cataract "
+    "Surgical Instruments, ICONIP 2019, arXiv:1909.10360"
+)
+
+
+class NativeEncoder(nn.Module):
+    """attnunet's own :class:`~attnunet.encoders.ResNetEncoder` under the same ``model``
+    attribute as :class:`~attnunet.encoders.TimmEncoder`, so state-dict keys read
+    ``encoder.model.layer1...`` in 2D and 3D alike."""
+
+    def __init__(self, model: ResNetEncoder) -> None:
+        super().__init__()
+        self.model = model
+        self.feature_channels = list(model.feature_channels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model(x)
+
+
+class RAUNetDecoder(nn.Module):
+    """``blocks[0..3]`` (LinkNet blocks, coarse to fine) and ``fusions[0..2]`` (AAMs)."""
+
+    def __init__(self, blocks: list[nn.Module], fusions: list[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.fusions = nn.ModuleList(fusions)
+
+    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = features[3]
+        weights: list[torch.Tensor] = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            for j, fusion in enumerate(self.fusions):
+                if j == i:
+                    skip = features[2 - i]
+                    x, w = fusion.attend(match_size(x, list(skip.shape[2:])), skip)  # type: ignore[operator]
+                    weights.append(w)
+        return x, weights
+
+
+class RAUNetHead(nn.Module):
+    """``ConvT(k3, s2) -> ReLU -> Conv(k3) -> ReLU -> Conv(k2, p1)``: back to full size."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, mid: int, num_classes: int) -> None:
+        super().__init__()
+        conv = conv_type(spatial_dims)
+        self.deconv = conv_transpose_type(spatial_dims)(in_channels, mid, 3, stride=2)
+        self.conv = conv(mid, mid, 3)
+        self.classifier = conv(mid, num_classes, 2, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.relu(self.conv(self.relu(self.deconv(x)))))
+
+
+@register_model(
+    "raunet",
+    spatial_dims=(1, 2, 3),
+    paper=NI_PAPER,
+    description="RAUNet: ResNet encoder, LinkNet decoder, augmented attention modules",
+)
+class RAUNet(SegmentationModel):
+    """RAUNet (Ni et al., ICONIP 2019) in 2D with any timm encoder, and in 3D.
+
+    Layout (``c1..c4`` the encoder's feature channels at strides 4, 8, 16, 32; ResNet34:
+    64, 128, 256, 512)::
+
+        encoder              e1, e2, e3, e4 = features at strides 4, 8, 16, 32
+        decoder.blocks[0]    LinkNet(c4 -> c3)(e4)        -> d4;  b4 = fusions[0](d4, e3)
+        decoder.blocks[1]    LinkNet(c3 -> c2)(b4)        -> d3;  b3 = fusions[1](d3, e2)
+        decoder.blocks[2]    LinkNet(c2 -> c1)(b3)        -> d2;  b2 = fusions[2](d2, e1)
+        decoder.blocks[3]    LinkNet(c1 -> c1)(b2)        -> d1   (stride 2)
+        head                 ConvT(c1 -> 32, k3, s2) -> ReLU -> Conv(k3) -> ReLU
+                             -> Conv(32 -> num_classes, k2, p1)   (full resolution)
+
+    with :class:`~attnunet.blocks.AugmentedAttentionModule` fusions. In 2D the encoder is
+    any timm CNN with features at strides 4-32 (``encoder="resnet34"`` by default, as in
+    the paper); in 1D and 3D it is attnunet's :class:`~attnunet.encoders.ResNetEncoder`
+    (``"resnet34"`` or ``"resnet18"``), whose 2D ImageNet weights are inflated along depth
+    when ``pretrained`` is set.
+
+    Args:
+        spatial_dims: 2 (any timm encoder) or 3 (native ResNet18/34; 1 also works).
+        in_channels: input channels; pretrained first convs are adapted (summed over RGB for
+            one channel).
+        num_classes: output channels (logits).
+        encoder: encoder name.
+        pretrained: ``False``; ``True`` for ImageNet weights from timm's cache (ResNet18/34:
+            torchvision's weights, timm tag ``resnet34.tv_in1k``, as in the paper), never a
+            download when no cache exists; or a path to a weights file (``.pth``/``.pt``/
+            ``.bin``/``.safetensors``, torchvision or timm layout).
+        norm: norm spec of the decoder and the AAMs' full-resolution path.
+        pool_norm: norm spec after the AAMs' global pooling: ``"layer"`` (default; works at
+            batch size 1) or ``"batch"`` (the reference, which fails to train on one image).
+        act: activation spec of decoder and AAMs.
+        head_channels: width of the head (32).
+        size_policy: ``"pad"`` (default; pads to a multiple of 32 and crops back),
+            ``"resize"`` or ``"error"`` (see ``docs/conventions.md``).
+
+    Shape:
+        ``(B, in_channels, *S)`` -> ``(B, num_classes, *S)``, any ``S``.
+
+    Raises:
+        ValueError: an encoder that cannot serve, a bad configuration or input.
+        RuntimeError: ``pretrained=True`` without cached weights (the message says what to
+            do on an offline machine).
+        FileNotFoundError: ``pretrained`` names a missing file.
+
+    Differences from the paper's code:
+        logits instead of ``log_softmax``; any input size instead of multiples of 32; the
+        AAM's post-pooling norm is selectable (``"layer"`` by default, see above); 3D and
+        other encoders exist here only.
+
+    Example:
+        >>> import torch
+        >>> model = RAUNet(2, in_channels=1, num_classes=2)
+        >>> model(torch.randn(1, 1, 70, 90)).shape
+        torch.Size([1, 2, 70, 90])
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 3,
+        num_classes: int = 1,
+        encoder: str = "resnet34",
+        pretrained: bool | str | os.PathLike = False,
+        *,
+        norm: NormSpec = "batch",
+        pool_norm: NormSpec = "layer",
+        act: ActSpec = "relu",
+        head_channels: int = 32,
+        size_policy: SizePolicy = "pad",
+    ) -> None:
+        super().__init__()
+        check_spatial_dims(spatial_dims)
+        check_size_policy(size_policy)
+        for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.depth = 5
+        self.divisor = 32
+        self.size_policy = size_policy
+        self.encoder = self._build_encoder(spatial_dims, in_channels, encoder, pretrained)
+        channels: list[int] = list(self.encoder.feature_channels)  # type: ignore[arg-type]
+        c1, c2, c3, c4 = channels
+
+        def aam(c: int) -> AugmentedAttentionModule:
+            return AugmentedAttentionModule(spatial_dims, c, c, norm, pool_norm, act)
+
+        self.decoder = RAUNetDecoder(
+            [
+                LinkNetDecoderBlock(spatial_dims, c4, c3, norm, act),
+                LinkNetDecoderBlock(spatial_dims, c3, c2, norm, act),
+                LinkNetDecoderBlock(spatial_dims, c2, c1, norm, act),
+                LinkNetDecoderBlock(spatial_dims, c1, c1, norm, act),
+            ],
+            [aam(c3), aam(c2), aam(c1)],
+        )
+        self.head = RAUNetHead(spatial_dims, c1, head_channels, num_classes)
+        self._config = {
+            "spatial_dims": spatial_dims,
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "encoder": encoder,
+            "pretrained": False,
+            "norm": norm,
+            "pool_norm": pool_norm,
+            "act": act,
+            "head_channels": head_channels,
+            "size_policy": size_policy,
+        }
+
+    @staticmethod
+    def _build_encoder(
+        spatial_dims: int, in_channels: int, name: str, pretrained: bool | str | os.PathLike
+    ) -> nn.Module:
+        if spatial_dims == 2:
+            hub_name = TV_TAGS.get(name, name) if pretrained is True else name
+            return TimmEncoder(hub_name, in_channels, pretrained)
+        if name not in RESNET_LAYERS:
+            raise ValueError(
+                f"a {spatial_dims}D RAUNet has a native ResNet encoder: choose encoder= "
+                f"{' or '.join(map(repr, RESNET_LAYERS))}, got {name!r} (any timm encoder "
+                f"works in 2D)"
+            )
+        encoder = NativeEncoder(ResNetEncoder(spatial_dims, in_channels, RESNET_LAYERS[name]))
+        if pretrained is True:
+            timm = _import_timm()
+            tag = TV_TAGS[name]
+            try:
+                state = timm.create_model(tag, pretrained=True).state_dict()
+            except Exception as error:
+                raise RuntimeError(_offline_help(tag, error)) from error
+            load_encoder_state(encoder.model, state, in_channels)
+        elif pretrained is not False:
+            load_encoder_state(encoder.model, load_weights_file(pretrained), in_channels)
+        return encoder
+
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        self._check_input(x)
+        prepared, size = self._prepare(x)
+        features = self.encoder(prepared)
+        decoded, weights = self.decoder(features)
+        logits = match_size(self.head(decoded), list(prepared.shape[2:]))
+        return self._restore([logits], size, prepared)[0], weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes, *S)``."""
+        return self._run(x)[0]
+
+    @torch.jit.export
+    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Return ``(logits, weights)``: the AAMs' channel weights, coarsest first, each of
+        shape ``(B, C, 1, ...)`` (RAUNet's attention is over channels, not space)."""
+        return self._run(x)
+
+
+RAUNET_PRESET: dict[str, Any] = {
+    "spatial_dims": 2,
+    "in_channels": 3,
+    "num_classes": 1,
+    "encoder": "resnet34",
+    "pool_norm": "batch",
+}
+"""The reference configuration: RGB input, ResNet34 encoder, batch norm after pooling."""
+
+
+@register_model(
+    "raunet_ni",
+    model_class=RAUNet,
+    spatial_dims=(2,),
+    paper=NI_PAPER,
+    description="RAUNet as released by Ni et al. (ResNet34, RGB, BN after pooling)",
+    defaults=RAUNET_PRESET,
+)
+def raunet_ni(**overrides: Any) -> RAUNet:
+    """RAUNet as in the reference code (:data:`RAUNET_PRESET`): 22,143,265 parameters with
+    one class, as the reference. Pass ``pretrained=True`` or a path for ImageNet weights.
+
+    Example:
+        >>> raunet_ni().num_parameters()
+        22143265
+    """
+    return RAUNet(**{**RAUNET_PRESET, **overrides})
