@@ -95,13 +95,14 @@ def train_and_evaluate(name: str, train: Sample, val: Sample, steps: int) -> Res
 
 
 def format_table(results: list[Result]) -> str:
-    header = f"{'model':<12} {'parameters':>10} {'first loss':>10} {'last loss':>10} "
+    width = max([12, *(len(r.model) for r in results)])
+    header = f"{'model':<{width}} {'parameters':>10} {'first loss':>10} {'last loss':>10} "
     header += f"{'val Dice':>8} {'seconds':>7}"
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(
-            f"{r.model:<12} {r.parameters:>10,} {r.first_loss:>10.3f} {r.last_loss:>10.3f} "
-            f"{r.val_dice:>8.3f} {r.seconds:>7.1f}"
+            f"{r.model:<{width}} {r.parameters:>10,} {r.first_loss:>10.3f} "
+            f"{r.last_loss:>10.3f} {r.val_dice:>8.3f} {r.seconds:>7.1f}"
         )
     return "\n".join(lines)
 

@@ -339,3 +339,17 @@ def test_config_round_trip():
     config = json.loads(json.dumps(model.config))
     rebuilt = create_model("raunet", **config)
     rebuilt.load_state_dict(model.state_dict())
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize(("in_channels", "num_classes"), [(1, 1), (4, 3)])
+def test_shape_matrix(dims, in_channels, num_classes):
+    size = {2: (45, 62), 3: (20, 35, 27)}[dims]
+    model = RAUNet(dims, in_channels, num_classes, encoder="resnet18").eval()
+    with torch.no_grad():
+        y, weights = model.forward_with_attention(torch.randn(2, in_channels, *size))
+    assert y.shape == (2, num_classes, *size)
+    assert torch.isfinite(y).all()
+    for w in weights:  # softmax over channels: positive, sums to one
+        assert w.min() > 0
+        torch.testing.assert_close(w.sum(dim=1), torch.ones_like(w.sum(dim=1)))
