@@ -77,7 +77,13 @@ _OKTAY_CONV = {
     "conv2.0": "conv2.conv",
     "conv2.1": "conv2.norm",
 }
-_OKTAY_GATE = {"theta": "theta", "phi": "phi", "psi": "psi", "W.0": "output.0", "W.1": "output.1"}
+_OKTAY_GATE = {
+    "theta": "theta",
+    "phi": "phi",
+    "psi": "psi",
+    "W.0": "output.conv",
+    "W.1": "output.norm",
+}
 
 
 def convert_oktay_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -122,7 +128,8 @@ def _oktay_key(key: str, depth: int) -> str:
         level, gate = depth - int(m.group(1)), int(m.group(2)) - 1
         new = f"decoder.levels.{level}.gate.gates.{gate}.{_OKTAY_GATE[m.group(3)]}.{m.group(4)}"
     elif m := re.fullmatch(r"attentionblock(\d+)\.combine_gates\.([01])\.(\w+)", key):
-        new = f"decoder.levels.{depth - int(m.group(1))}.gate.merge.{m.group(2)}.{m.group(3)}"
+        part = ("conv", "norm")[int(m.group(2))]
+        new = f"decoder.levels.{depth - int(m.group(1))}.gate.merge.{part}.{m.group(3)}"
     elif m := re.fullmatch(r"up_concat(\d+)\.conv\.(conv[12]\.[01])\.(\w+)", key):
         level = depth - int(m.group(1))
         new = f"decoder.levels.{level}.block.{_OKTAY_CONV[m.group(2)]}.{m.group(3)}"

@@ -225,7 +225,7 @@ def test_grid_gate_output_transform_is_conv_then_norm():
     x = torch.randn(2, 4, 6, 8, 10, dtype=torch.float64)
     g = torch.randn(2, 8, 3, 4, 5, dtype=torch.float64)
     ref_y, _ = _grid_gate_reference(gate, x, g, 3)
-    conv, norm = gate.output[0], gate.output[1]
+    conv, norm = gate.output.conv, gate.output.norm
     ref = _bn_train(F.conv3d(ref_y, conv.weight, conv.bias), norm)
     torch.testing.assert_close(gate(x, g), ref)
 

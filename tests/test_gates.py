@@ -129,9 +129,9 @@ def test_additive_gate_matches_its_equation(dims):
     x = torch.randn(2, 4, *SKIP[dims], dtype=torch.float64)
     g = torch.randn(2, 5, *SKIP[dims], dtype=torch.float64)  # same grid: no stride
     conv = CONV[dims]
-    wg = _bn(conv(g, gate.w_g[0].weight, gate.w_g[0].bias), gate.w_g[1])
-    wx = _bn(conv(x, gate.w_x[0].weight, gate.w_x[0].bias), gate.w_x[1])
-    psi = _bn(conv(F.relu(wg + wx), gate.psi[0].weight, gate.psi[0].bias), gate.psi[1])
+    wg = _bn(conv(g, gate.w_g.conv.weight, gate.w_g.conv.bias), gate.w_g.norm)
+    wx = _bn(conv(x, gate.w_x.conv.weight, gate.w_x.conv.bias), gate.w_x.norm)
+    psi = _bn(conv(F.relu(wg + wx), gate.psi.conv.weight, gate.psi.conv.bias), gate.psi.norm)
     alpha = torch.sigmoid(psi)
     y, a = gate.attend(x, g)
     torch.testing.assert_close(a, alpha)
@@ -160,7 +160,7 @@ def test_multi_gate_merges_independent_gates(num_gates):
     x, g = _skip_and_gating(dims)
     gate = _randomise(MultiAttentionGate(dims, 4, 6, num_gates=num_gates)).train()
     outputs, alphas = zip(*(sub.attend(x, g) for sub in gate.gates), strict=True)
-    conv, norm = gate.merge[0], gate.merge[1]
+    conv, norm = gate.merge.conv, gate.merge.norm
     merged = F.relu(_bn(F.conv3d(torch.cat(outputs, 1), conv.weight, conv.bias), norm))
     y, a = gate.attend(x, g)
     torch.testing.assert_close(y, merged)
@@ -169,6 +169,7 @@ def test_multi_gate_merges_independent_gates(num_gates):
     # Oktay's gate: F_int = C_x, no theta bias, output transform Conv1 + BN
     sub = gate.gates[0]
     assert sub.inter_channels == 4 and sub.theta.bias is None and len(sub.output) == 2
+    assert [n for n, _ in sub.output.named_children()] == ["conv", "norm"]
 
 
 def test_gating_signal_is_conv_norm_act():

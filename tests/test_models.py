@@ -456,6 +456,6 @@ def test_the_model_norm_reaches_the_gates():
         3, 1, 2, channels=(4, 8, 16, 32), norm="group", gate=("grid_oktay", {"norm": "batch"})
     )
     inner = explicit.decoder.levels[0].gate.gates[0].output
-    assert type(inner[1]).__name__ == "BatchNorm3d"  # a spec's own norm wins
+    assert type(inner.norm).__name__ == "BatchNorm3d"  # a spec's own norm wins
     with pytest.raises(ValueError, match="conv_mapping=True replaces the gate"):
         attnunet.AttentionUNet(conv_mapping=True, gate="grid")

@@ -5,7 +5,7 @@ from typing import Final
 import torch
 from torch import nn
 
-from attnunet.blocks.conv import _check_channels
+from attnunet.blocks.conv import ConvNormAct, _check_channels
 from attnunet.layers import (
     ActSpec,
     NormSpec,
@@ -21,17 +21,9 @@ __all__ = ["AugmentedAttentionModule", "LinkNetDecoderBlock"]
 
 def _conv_norm_act(
     spatial_dims: int, cin: int, cout: int, norm: NormSpec, act: ActSpec
-) -> nn.Sequential:
+) -> ConvNormAct:
     """1x1 conv (bias, as in the reference) -> norm -> act, named conv/norm/act."""
-    block = nn.Sequential()
-    block.add_module("conv", conv_type(spatial_dims)(cin, cout, 1, bias=True))
-    norm_layer = get_norm(norm, spatial_dims, cout)
-    if norm_layer is not None:
-        block.add_module("norm", norm_layer)
-    act_layer = get_act(act)
-    if act_layer is not None:
-        block.add_module("act", act_layer)
-    return block
+    return ConvNormAct(spatial_dims, cin, cout, 1, 1, norm, act, bias=True)
 
 
 class AugmentedAttentionModule(nn.Module):

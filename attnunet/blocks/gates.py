@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnunet._shape import interp_mode
-from attnunet.blocks.conv import _check_channels
+from attnunet.blocks.conv import ConvNormAct, _check_channels
 from attnunet.layers import (
     ActSpec,
     NormSpec,
@@ -26,7 +26,6 @@ from attnunet.layers import (
     check_spatial_dims,
     conv_type,
     get_act,
-    get_norm,
     parse_spec,
 )
 
@@ -48,18 +47,10 @@ GateSpec = Any
 
 
 def _output_transform(spatial_dims: int, channels: int, enabled: bool, norm: NormSpec) -> nn.Module:
+    """Oktay's ``W``: a biased 1x1 conv then a norm (``output.conv``, ``output.norm``)."""
     if not enabled:
         return nn.Identity()
-    layers: list[nn.Module] = [conv_type(spatial_dims)(channels, channels, 1, bias=True)]
-    norm_layer = get_norm(norm, spatial_dims, channels)
-    if norm_layer is not None:
-        layers.append(norm_layer)
-    return nn.Sequential(*layers)
-
-
-def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return ConvNormAct(spatial_dims, channels, channels, 1, 1, norm, None, bias=True)
 
 
 class GridAttentionGate(nn.Module):
@@ -133,7 +124,7 @@ class GridAttentionGate(nn.Module):
         _check_channels(
             in_channels=in_channels, gating_channels=gating_channels, inter_channels=inter
         )
-        _check_positive("subsample", subsample)
+        _check_channels(subsample=subsample)
         if normalization not in ("sigmoid", "softmax"):
             raise ValueError(f"normalization must be 'sigmoid' or 'softmax', got {normalization!r}")
         if gating not in ("coarse", "upsampled"):
@@ -285,14 +276,9 @@ class AdditiveAttentionGate(nn.Module):
         _check_channels(
             in_channels=in_channels, gating_channels=gating_channels, inter_channels=inter
         )
-        conv = conv_type(spatial_dims)
 
-        def project(cin: int, cout: int) -> nn.Sequential:
-            layers: list[nn.Module] = [conv(cin, cout, 1, bias=bias)]
-            norm_layer = get_norm(norm, spatial_dims, cout)
-            if norm_layer is not None:
-                layers.append(norm_layer)
-            return nn.Sequential(*layers)
+        def project(cin: int, cout: int) -> ConvNormAct:
+            return ConvNormAct(spatial_dims, cin, cout, 1, 1, norm, None, bias=bias)
 
         self.in_channels = in_channels
         self.gating_channels = gating_channels
@@ -409,7 +395,7 @@ class MultiAttentionGate(nn.Module):
         act: ActSpec = "relu",
     ) -> None:
         super().__init__()
-        _check_positive("num_gates", num_gates)
+        _check_channels(num_gates=num_gates)
         gates: list[nn.Module] = []
         for _ in range(num_gates):
             built = build_gate(gate, spatial_dims, in_channels, gating_channels, norm)
@@ -418,16 +404,9 @@ class MultiAttentionGate(nn.Module):
             gates.append(built)
         self.gates = nn.ModuleList(gates)
         self.gating = getattr(gates[0], "gating", "coarse")
-        layers: list[nn.Module] = [
-            conv_type(spatial_dims)(num_gates * in_channels, in_channels, 1, bias=True)
-        ]
-        norm_layer = get_norm(norm, spatial_dims, in_channels)
-        if norm_layer is not None:
-            layers.append(norm_layer)
-        act_layer = get_act(act)
-        if act_layer is not None:
-            layers.append(act_layer)
-        self.merge = nn.Sequential(*layers)
+        self.merge = ConvNormAct(
+            spatial_dims, num_gates * in_channels, in_channels, 1, 1, norm, act, bias=True
+        )
         self.coefficients = nn.Identity()
 
     def attend(self, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -445,7 +424,7 @@ class MultiAttentionGate(nn.Module):
         return self.attend(x, g)[0]
 
 
-class GridGatingSignal(nn.Sequential):
+class GridGatingSignal(ConvNormAct):
     """Oktay's gating signal: ``Conv1 (bias) -> norm -> act`` on the bottleneck feature.
 
     Args:
@@ -471,14 +450,7 @@ class GridGatingSignal(nn.Sequential):
         norm: NormSpec = "batch",
         act: ActSpec = "relu",
     ) -> None:
-        super().__init__()
-        self.add_module("conv", conv_type(spatial_dims)(in_channels, out_channels, 1, bias=True))
-        norm_layer = get_norm(norm, spatial_dims, out_channels)
-        if norm_layer is not None:
-            self.add_module("norm", norm_layer)
-        act_layer = get_act(act)
-        if act_layer is not None:
-            self.add_module("act", act_layer)
+        super().__init__(spatial_dims, in_channels, out_channels, 1, 1, norm, act, bias=True)
 
 
 def _grid(spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any) -> nn.Module:

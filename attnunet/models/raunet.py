@@ -8,6 +8,7 @@ from torch import nn
 
 from attnunet._shape import match_size
 from attnunet.blocks.aam import AugmentedAttentionModule, LinkNetDecoderBlock
+from attnunet.blocks.conv import _check_channels
 from attnunet.encoders import (
     RESNET_LAYERS,
     TV_TAGS,
@@ -162,9 +163,7 @@ class RAUNet(SegmentationModel):
         super().__init__()
         check_spatial_dims(spatial_dims)
         check_size_policy(size_policy)
-        for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        _check_channels(in_channels=in_channels, num_classes=num_classes)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.num_classes = num_classes

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnunet._shape import interp_mode
-from attnunet.blocks.conv import DoubleConv, ResidualBlock
+from attnunet.blocks.conv import DoubleConv, ResidualBlock, _check_channels
 from attnunet.blocks.gates import GateSpec, GridGatingSignal, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
 from attnunet.blocks.sampling import Down, DownMode, Up, UpMode
@@ -40,6 +40,7 @@ __all__ = [
     "ag_res_unet_krd",
     "ag_unet_krd",
     "build_block",
+    "build_encoder",
     "res_unet_krd",
     "unet_krd",
 ]
@@ -135,6 +136,27 @@ class Encoder(nn.Module):
             x = stage(x)
             features.append(x)
         return features
+
+
+def build_encoder(
+    spatial_dims: int,
+    in_channels: int,
+    channels: list[int],
+    make_block: Callable[[int, int], nn.Module],
+    down: DownMode,
+    dropout: float,
+) -> Encoder:
+    """The U-Net encoder: ``block(in -> c0)``, then ``down -> dropout -> block`` per level."""
+    stages = [EncoderStage(nn.Identity(), nn.Identity(), make_block(in_channels, channels[0]))]
+    for i in range(1, len(channels)):
+        stages.append(
+            EncoderStage(
+                Down(spatial_dims, channels[i - 1], down),
+                get_dropout(dropout),
+                make_block(channels[i - 1], channels[i]),
+            )
+        )
+    return Encoder(stages)
 
 
 class Decoder(nn.Module):
@@ -297,9 +319,7 @@ class UNetSkeleton(SegmentationModel):
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
-        for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        _check_channels(in_channels=in_channels, num_classes=num_classes)
         chans = _channels_list(channels, depth)
         d = len(chans) - 1
         check_size_policy(size_policy)
@@ -325,16 +345,7 @@ class UNetSkeleton(SegmentationModel):
         def make_block(cin: int, cout: int) -> nn.Module:
             return build_block(block, spatial_dims, cin, cout, kernel_size, norm, act, bias)
 
-        stages = [EncoderStage(nn.Identity(), nn.Identity(), make_block(in_channels, chans[0]))]
-        for i in range(1, d + 1):
-            stages.append(
-                EncoderStage(
-                    Down(spatial_dims, chans[i - 1], down),
-                    get_dropout(dropout),
-                    make_block(chans[i - 1], chans[i]),
-                )
-            )
-        self.encoder = Encoder(stages)
+        self.encoder = build_encoder(spatial_dims, in_channels, chans, make_block, down, dropout)
 
         self.gating_signal = (
             GridGatingSignal(spatial_dims, chans[d], chans[d], norm, act)

@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Union
 import torch
 from torch import nn
 
+from attnunet.blocks.conv import _check_channels
 from attnunet.blocks.gates import GateSpec, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
-from attnunet.blocks.sampling import Down, DownMode, Up, UpMode
+from attnunet.blocks.sampling import DownMode, Up, UpMode
 from attnunet.layers import ActSpec, NormSpec, check_spatial_dims, get_dropout, norm_has_affine
 from attnunet.models.base import SegmentationModel, SizePolicy, check_size_policy
-from attnunet.models.unet import Encoder, EncoderStage, _channels_list, build_block
+from attnunet.models.unet import _channels_list, build_block, build_encoder
 from attnunet.registry import register_model
 
 __all__ = ["DS_MODES", "AttentionUNetPlusPlus", "NestedNode", "UNetPlusPlus"]
@@ -238,9 +239,7 @@ class UNetPlusPlus(SegmentationModel):
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
-        for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        _check_channels(in_channels=in_channels, num_classes=num_classes)
         chans = _channels_list(channels, depth)
         d = len(chans) - 1
         check_size_policy(size_policy)
@@ -282,16 +281,7 @@ class UNetPlusPlus(SegmentationModel):
         def make_block(cin: int, cout: int) -> nn.Module:
             return build_block(block, spatial_dims, cin, cout, kernel_size, norm, act, bias)
 
-        stages = [EncoderStage(nn.Identity(), nn.Identity(), make_block(in_channels, chans[0]))]
-        for i in range(1, d + 1):
-            stages.append(
-                EncoderStage(
-                    Down(spatial_dims, chans[i - 1], down),
-                    get_dropout(dropout),
-                    make_block(chans[i - 1], chans[i]),
-                )
-            )
-        self.encoder = Encoder(stages)
+        self.encoder = build_encoder(spatial_dims, in_channels, chans, make_block, down, dropout)
 
         up_channels = [chans[i + 1] if up == "upsample" else chans[i] for i in range(d)]
         columns: list[nn.ModuleList] = [nn.ModuleList()]  # column 0 is the encoder
