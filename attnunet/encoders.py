@@ -5,10 +5,11 @@ Weights load offline first: from a local file (``.pth``/``.pt``/``.bin`` or
 ``pretrained=True``. Nothing here downloads when a file is given.
 """
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ __all__ = [
     "ResNetEncoder",
     "TimmEncoder",
     "adapt_input_channels",
+    "hub_cache_only",
     "inflate_state_dict",
     "load_weights_file",
 ]
@@ -30,7 +32,6 @@ RESNET_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 TV_TAGS = {"resnet18": "resnet18.tv_in1k", "resnet34": "resnet34.tv_in1k"}
 """timm tags of torchvision's ImageNet weights (what RAUNet's reference code used)."""
 
-_HEAD_PREFIXES = ("fc.", "classifier.", "head.", "head_drop.", "global_pool.")
 _WRAPPER_PREFIXES = ("module.", "model.", "encoder.", "backbone.")
 
 
@@ -121,6 +122,32 @@ class ResNetEncoder(nn.Module):
         return [e1, e2, e3, e4]
 
 
+Pretrained = bool | Literal["download"] | str | os.PathLike
+"""``False``; ``True`` (timm's Hugging Face cache only, never the network);
+``"download"`` (timm's normal loading, which downloads into the cache when it can); or the
+path of a weights file."""
+
+
+@contextlib.contextmanager
+def hub_cache_only() -> Iterator[None]:
+    """Make timm's Hugging Face loading read the local cache only, for the block's duration.
+
+    Without this, a machine without network retries the Hub for about a minute before
+    failing; with it, a missing cache fails at once.
+    """
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - a timm dependency
+        yield
+        return
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
 def _import_timm() -> Any:
     try:
         import timm
@@ -133,32 +160,35 @@ def _import_timm() -> Any:
 
 
 class TimmEncoder(nn.Module):
-    """A timm backbone returning the four features at strides 4, 8, 16 and 32.
+    """A timm backbone returning four features at strides 4, 8, 16 and 32.
 
-    Built with ``timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4))``;
-    the channel counts come from timm's ``feature_info``.
+    Built with ``timm.create_model(name, features_only=True)``; of the features timm
+    offers, the last one at each of the strides 4, 8, 16 and 32 is kept (so ResNets with
+    five levels and ConvNeXts with four both work), and the channel counts come from
+    timm's ``feature_info``.
 
     Args:
-        name: a timm model name (``"resnet34"``, ``"resnet50"``, ``"efficientnet_b0"``, ...).
+        name: a timm model name (``"resnet34"``, ``"resnet50"``, ``"efficientnet_b0"``,
+            ``"convnext_tiny"``, ...), optionally with a pretrained tag
+            (``"resnet34.tv_in1k"``).
         in_channels: input channels (timm adapts the first conv of pretrained weights).
-        pretrained: ``False``, ``True`` (timm's weights for ``name``, from its hub cache),
-            or a path to a weights file (see :func:`load_weights_file`).
+        pretrained: ``False``; ``True`` (weights from timm's Hugging Face cache only: no
+            network is touched, and a missing cache is an error that says what to do);
+            ``"download"`` (timm's usual loading, which downloads when it can); or a path
+            to a weights file (see :func:`load_weights_file`).
 
     Raises:
-        ValueError: if the backbone does not give four features at strides 4-32.
-        RuntimeError: if pretrained weights are asked for but cannot be found offline
-            (the message says how to provide a file).
+        ValueError: if the backbone does not give features at strides 4, 8, 16 and 32.
+        RuntimeError: if cached weights are asked for but missing (the message says how to
+            provide a file).
 
     Example:
-        >>> import torch
         >>> encoder = TimmEncoder("resnet18", in_channels=1)
-        >>> encoder.feature_channels
-        [64, 128, 256, 512]
+        >>> encoder.feature_channels, encoder.indices
+        ([64, 128, 256, 512], [1, 2, 3, 4])
     """
 
-    def __init__(
-        self, name: str, in_channels: int = 3, pretrained: bool | str | os.PathLike = False
-    ) -> None:
+    def __init__(self, name: str, in_channels: int = 3, pretrained: Pretrained = False) -> None:
         super().__init__()
         timm = _import_timm()
         if name not in timm.list_models() and name.split(".")[0] not in timm.list_models():
@@ -166,51 +196,57 @@ class TimmEncoder(nn.Module):
                 f"timm has no model {name!r}; choose a CNN from timm.list_models(), e.g. "
                 f"'resnet34', 'resnet50', 'efficientnet_b0', 'convnext_tiny'"
             )
-        use_hub = pretrained is True
+        from_hub = pretrained is True or pretrained == "download"
+        cache_only = hub_cache_only() if pretrained is True else contextlib.nullcontext()
         try:
-            model = timm.create_model(
-                name,
-                pretrained=use_hub,
-                features_only=True,
-                out_indices=(1, 2, 3, 4),
-                in_chans=in_channels,
-            )
+            with cache_only:
+                model = timm.create_model(
+                    name, pretrained=from_hub, features_only=True, in_chans=in_channels
+                )
         except Exception as error:
-            if use_hub:
+            if from_hub:
                 raise RuntimeError(_offline_help(name, error)) from error
             raise ValueError(
-                f"timm cannot build {name!r} as a feature extractor with out_indices "
-                f"(1, 2, 3, 4) ({type(error).__name__}: {error}); RAUNet needs a "
-                f"convolutional backbone with features at strides 4, 8, 16 and 32"
+                f"timm cannot build {name!r} as a feature extractor ({type(error).__name__}: "
+                f"{error}); RAUNet needs a convolutional backbone with features at strides "
+                f"4, 8, 16 and 32"
             ) from error
         reductions = list(model.feature_info.reduction())
-        if reductions != [4, 8, 16, 32]:
-            raise ValueError(
-                f"encoder {name!r} gives features at strides {reductions}; this decoder "
-                f"needs strides [4, 8, 16, 32] (ResNets, EfficientNets, ConvNeXts, ... work)"
-            )
+        indices = []
+        for stride in (4, 8, 16, 32):
+            matches = [i for i, r in enumerate(reductions) if r == stride]
+            if not matches:
+                raise ValueError(
+                    f"encoder {name!r} gives features at strides {reductions}; this decoder "
+                    f"needs strides 4, 8, 16 and 32 (ResNets, EfficientNets, ConvNeXts, ... "
+                    f"work; vision transformers do not)"
+                )
+            indices.append(matches[-1])
+        channels = list(model.feature_info.channels())
         self.model = model
         self.name = name
-        self.feature_channels = list(model.feature_info.channels())
-        self.reductions = reductions
-        if pretrained is not False and pretrained is not True:
+        self.indices: list[int] = indices
+        self.feature_channels = [channels[i] for i in indices]
+        self.reductions = [4, 8, 16, 32]
+        if not isinstance(pretrained, bool) and pretrained != "download":
             state = load_weights_file(pretrained)
             load_encoder_state(self.model, state, in_channels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.model(x)
+        features = self.model(x)
+        return [features[i] for i in self.indices]
 
 
 def _offline_help(name: str, error: Exception) -> str:
     return (
         f"could not load pretrained weights for {name!r} ({type(error).__name__}: {error}). "
-        f"attnunet looks only in timm's Hugging Face cache when pretrained=True. On an "
-        f"offline machine, copy a weights file over and pass its path instead, e.g. "
-        f"pretrained='/data/weights/resnet34-b627a593.pth' (torchvision's file, from a "
-        f"machine with network: torchvision.models.resnet34(weights='IMAGENET1K_V1'), then "
-        f"torch.save(model.state_dict(), path)) or a timm .safetensors file; or fill the "
-        f"cache on a machine with network (timm.create_model('{name}', pretrained=True)) "
-        f"and copy ~/.cache/huggingface over (set HF_HUB_OFFLINE=1 to forbid downloads)."
+        f"pretrained=True reads only timm's Hugging Face cache and never the network. "
+        f"Either pass the path of a weights file, e.g. "
+        f"pretrained='/data/weights/resnet34-tv.pth' (on a machine with network: "
+        f"torch.save(torchvision.models.resnet34(weights='IMAGENET1K_V1').state_dict(), "
+        f"'resnet34-tv.pth'), or a timm .safetensors file), or fill the cache: "
+        f"pretrained='download' on a machine with network, then copy ~/.cache/huggingface "
+        f"over. See docs/encoders.md."
     )
 
 
@@ -286,7 +322,8 @@ def inflate_state_dict(
     A 2D kernel ``(o, i, kh, kw)`` becomes ``(o, i, kd, kh, kw)`` by repeating it ``kd``
     times along depth and dividing by ``kd``: on a volume that is constant along depth, the
     inflated convolution gives the 2D response on every slice (away from the depth
-    borders, where zero padding differs). Other tensors are copied unchanged.
+    borders, where zero padding differs). Other tensors are copied unchanged. Only 2D to
+    3D is supported.
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -301,28 +338,33 @@ def inflate_state_dict(
 def load_encoder_state(
     encoder: nn.Module, state: Mapping[str, torch.Tensor], in_channels: int
 ) -> None:
-    """Load ``state`` into ``encoder``: drop classifier heads, adapt the first conv to
-    ``in_channels``, inflate 2D kernels for a 3D encoder, then load strictly.
+    """Load ``state`` into ``encoder``: adapt the first conv to ``in_channels``, inflate 2D
+    kernels for a 3D encoder, ignore keys the encoder does not have (classifier heads and
+    layers a feature extractor drops), then require every encoder key with its shape.
 
     Raises:
-        ValueError: when keys or shapes do not match, naming the first mismatches.
+        ValueError: when encoder keys are missing from the file or shapes differ (the
+            message names the first ones), or for 2D weights and a 1D encoder.
     """
     target = encoder.state_dict()
-    kept = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
+    kept = {k: v for k, v in state.items() if k in target}
+    dims = {v.dim() for v in target.values() if v.dim() >= 3}
+    if 3 in dims and any(v.dim() == 4 for k, v in kept.items()):
+        raise ValueError(
+            "these are 2D weights and the encoder is 1D: 2D kernels can be inflated to 3D "
+            "(spatial_dims=3) but not reduced to 1D; use pretrained=False for 1D"
+        )
     kept = inflate_state_dict(kept, target)
-    first = next(
-        (k for k in ("conv1.weight", "conv_stem.weight", "stem.0.weight") if k in kept), None
-    )
-    if first is not None and first in target and kept[first].shape[1] != in_channels:
+    first = next((k for k, v in target.items() if v.dim() >= 3), None)
+    if first is not None and first in kept and kept[first].shape[1] != in_channels:
         kept[first] = adapt_input_channels(kept[first], in_channels)
-    missing = sorted(set(target) - set(kept))
-    unexpected = sorted(set(kept) - set(target))
-    wrong = sorted(k for k in set(kept) & set(target) if kept[k].shape != target[k].shape)
-    if missing or unexpected or wrong:
+    missing = [k for k in target if k not in kept]
+    wrong = [k for k in kept if kept[k].shape != target[k].shape]
+    if missing or wrong:
         raise ValueError(
             "the weights file does not fit this encoder: "
-            f"{len(missing)} missing key(s) {missing[:3]}, {len(unexpected)} unexpected "
-            f"key(s) {unexpected[:3]}, {len(wrong)} shape mismatch(es) {wrong[:3]}. "
-            "Use a checkpoint of the same architecture (torchvision or timm layout)."
+            f"{len(missing)} of its {len(target)} keys missing {missing[:3]}, "
+            f"{len(wrong)} shape mismatch(es) {wrong[:3]}. Use a checkpoint of the same "
+            "architecture (torchvision or timm layout)."
         )
     encoder.load_state_dict(kept)

@@ -60,9 +60,11 @@ def train_and_evaluate(name: str, train: Sample, val: Sample, steps: int) -> Res
     start = time.perf_counter()
     torch.manual_seed(SEED)
     generator = torch.Generator().manual_seed(SEED)
-    model = attnunet.create_model(
-        name, spatial_dims=2, in_channels=1, num_classes=1, channels=CHANNELS
-    )
+    # U-Nets are built from widths; encoder models (RAUNet) take a small encoder instead
+    size = {"channels": CHANNELS}
+    if name in attnunet.list_models("raunet*"):
+        size = {"encoder": "resnet18"}
+    model = attnunet.create_model(name, spatial_dims=2, in_channels=1, num_classes=1, **size)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     losses = []
     model.train()

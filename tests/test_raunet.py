@@ -220,6 +220,34 @@ def test_pretrained_true_offline_without_cache_says_what_to_do(tmp_path):
     )
     assert "ERROR:" in out.stdout, out.stdout + out.stderr
     assert "resnet34.tv_in1k" in out.stdout and "pretrained='/" in out.stdout
+    assert "never the network" in out.stdout
+
+
+def test_pretrained_true_never_touches_the_network(monkeypatch):
+    """pretrained=True runs timm with the Hub forced offline (cache only) and restores the
+    global flag afterwards; pretrained="download" leaves the flag alone."""
+    from huggingface_hub import constants
+
+    seen = []
+
+    def fake_create_model(name, pretrained=False, **kwargs):
+        seen.append((name, pretrained, constants.HF_HUB_OFFLINE))
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(timm, "create_model", fake_create_model)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(RuntimeError, match="never the network"):
+        RAUNet(2, 3, 1, pretrained=True)
+    with pytest.raises(RuntimeError, match="never the network"):
+        RAUNet(3, 1, 1, pretrained=True)
+    with pytest.raises(RuntimeError):
+        RAUNet(2, 3, 1, pretrained="download")
+    assert seen == [
+        ("resnet34.tv_in1k", True, True),
+        ("resnet34.tv_in1k", True, True),
+        ("resnet34.tv_in1k", True, False),
+    ]
+    assert constants.HF_HUB_OFFLINE is False
 
 
 def test_adapt_input_channels():
@@ -253,8 +281,43 @@ def test_any_timm_encoder_sizes_the_decoder(name, channels):
         assert model(torch.randn(1, 3, 48, 40)).shape == (1, 2, 48, 40)
 
 
+def test_four_stage_encoders_work():
+    """ConvNeXt has four feature levels (strides 4-32): the strides pick the features."""
+    model = RAUNet(2, 1, 1, encoder="convnext_atto").eval()
+    assert model.encoder.indices == [0, 1, 2, 3]
+    assert model.encoder.feature_channels == [40, 80, 160, 320]
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 40, 56)).shape == (1, 1, 40, 56)
+
+
+def test_non_resnet_weight_files_load(tmp_path):
+    """A full EfficientNet checkpoint (with conv_head/bn2/classifier, which the feature
+    extractor drops) loads, and its stem is adapted to one input channel."""
+    torch.manual_seed(3)
+    full = timm.create_model("efficientnet_b0").state_dict()
+    path = tmp_path / "effnet.pth"
+    torch.save(full, path)
+    model = RAUNet(2, 1, 1, encoder="efficientnet_b0", pretrained=path)
+    loaded = model.encoder.model.state_dict()
+    torch.testing.assert_close(
+        loaded["conv_stem.weight"], full["conv_stem.weight"].sum(1, keepdim=True)
+    )
+    torch.testing.assert_close(
+        loaded["blocks.6.0.conv_pw.weight"], full["blocks.6.0.conv_pw.weight"]
+    )
+
+
+def test_one_d_refuses_2d_weights(tmp_path, torchvision_resnet34):
+    path = tmp_path / "resnet34.pth"
+    torch.save(torchvision_resnet34, path)
+    with pytest.raises(ValueError, match="not reduced to 1D"):
+        RAUNet(1, 1, 1, pretrained=path)
+    with pytest.raises(ValueError, match="can never train"):
+        RAUNet(2, 1, 1, pool_norm="instance")
+
+
 def test_encoders_that_cannot_serve():
-    with pytest.raises(ValueError, match=r"strides \[16, 16, 16, 16\]"):
+    with pytest.raises(ValueError, match=r"strides \[16, 16, 16\]"):
         RAUNet(2, 3, 1, encoder="vit_tiny_patch16_224")
     with pytest.raises(ValueError, match="timm has no model 'resnet35'"):
         RAUNet(2, 3, 1, encoder="resnet35")
@@ -353,3 +416,13 @@ def test_shape_matrix(dims, in_channels, num_classes):
     for w in weights:  # softmax over channels: positive, sums to one
         assert w.min() > 0
         torch.testing.assert_close(w.sum(dim=1), torch.ones_like(w.sum(dim=1)))
+
+
+def test_state_dict_keys_are_stable():
+    """State-dict keys are public API: change them only with a CHANGELOG entry."""
+    from pathlib import Path
+
+    snapshot = json.loads((Path(__file__).parent / "data" / "state_dict_keys.json").read_text())
+    keys = list(RAUNet(2, 3, 1).state_dict())
+    assert keys == snapshot["raunet"]
+    assert keys == list(RAUNet(3, 3, 1).state_dict())  # the same names in 3D

@@ -104,7 +104,7 @@ class SegmentationModel(nn.Module):
             raise ValueError(
                 f"spatial size {size} is too small for depth {self.depth} with "
                 f"size_policy='resize': every axis needs at least {div} voxels; use "
-                f"size_policy='pad' or a shallower model"
+                f"size_policy='pad' (pads and crops back)"
             )
         return x, size
 

@@ -1,6 +1,6 @@
 """RAUNet: a ResNet encoder, LinkNet decoder blocks and augmented attention skip fusion."""
 
-import os
+import contextlib
 from typing import Any
 
 import torch
@@ -12,14 +12,23 @@ from attnunet.blocks.conv import _check_channels
 from attnunet.encoders import (
     RESNET_LAYERS,
     TV_TAGS,
+    Pretrained,
     ResNetEncoder,
     TimmEncoder,
     _import_timm,
     _offline_help,
+    hub_cache_only,
     load_encoder_state,
     load_weights_file,
 )
-from attnunet.layers import ActSpec, NormSpec, check_spatial_dims, conv_transpose_type, conv_type
+from attnunet.layers import (
+    ActSpec,
+    NormSpec,
+    check_spatial_dims,
+    conv_transpose_type,
+    conv_type,
+    parse_spec,
+)
 from attnunet.models.base import SegmentationModel, SizePolicy, check_size_policy
 from attnunet.registry import register_model
 
@@ -113,10 +122,12 @@ class RAUNet(SegmentationModel):
             one channel).
         num_classes: output channels (logits).
         encoder: encoder name.
-        pretrained: ``False``; ``True`` for ImageNet weights from timm's cache (ResNet18/34:
-            torchvision's weights, timm tag ``resnet34.tv_in1k``, as in the paper), never a
-            download when no cache exists; or a path to a weights file (``.pth``/``.pt``/
-            ``.bin``/``.safetensors``, torchvision or timm layout).
+        pretrained: ``False``; ``True`` for ImageNet weights from timm's Hugging Face cache
+            only (ResNet18/34: torchvision's weights, timm tag ``resnet34.tv_in1k``, as in
+            the paper), never touching the network; ``"download"`` to let timm download
+            them when the cache lacks them; or a path to a weights file (``.pth``/``.pt``/
+            ``.bin``/``.safetensors``, torchvision or timm layout). 3D encoders get the 2D
+            weights inflated along depth; 1D encoders take no pretrained weights.
         norm: norm spec of the decoder and the AAMs' full-resolution path.
         pool_norm: norm spec after the AAMs' global pooling: ``"layer"`` (default; works at
             batch size 1) or ``"batch"`` (the reference, which fails to train on one image).
@@ -152,7 +163,7 @@ class RAUNet(SegmentationModel):
         in_channels: int = 3,
         num_classes: int = 1,
         encoder: str = "resnet34",
-        pretrained: bool | str | os.PathLike = False,
+        pretrained: Pretrained = False,
         *,
         norm: NormSpec = "batch",
         pool_norm: NormSpec = "layer",
@@ -163,6 +174,11 @@ class RAUNet(SegmentationModel):
         super().__init__()
         check_spatial_dims(spatial_dims)
         check_size_policy(size_policy)
+        if parse_spec(pool_norm, "norm")[0] == "instance":
+            raise ValueError(
+                "pool_norm='instance' normalises a single pooled value per channel and "
+                "image, so it can never train: use 'layer' (default), 'group', 'batch' or None"
+            )
         _check_channels(in_channels=in_channels, num_classes=num_classes)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
@@ -202,10 +218,11 @@ class RAUNet(SegmentationModel):
 
     @staticmethod
     def _build_encoder(
-        spatial_dims: int, in_channels: int, name: str, pretrained: bool | str | os.PathLike
+        spatial_dims: int, in_channels: int, name: str, pretrained: Pretrained
     ) -> nn.Module:
+        from_hub = pretrained is True or pretrained == "download"
         if spatial_dims == 2:
-            hub_name = TV_TAGS.get(name, name) if pretrained is True else name
+            hub_name = TV_TAGS.get(name, name) if from_hub else name
             return TimmEncoder(hub_name, in_channels, pretrained)
         if name not in RESNET_LAYERS:
             raise ValueError(
@@ -214,15 +231,17 @@ class RAUNet(SegmentationModel):
                 f"works in 2D)"
             )
         encoder = NativeEncoder(ResNetEncoder(spatial_dims, in_channels, RESNET_LAYERS[name]))
-        if pretrained is True:
+        if from_hub:
             timm = _import_timm()
             tag = TV_TAGS[name]
+            cache_only = hub_cache_only() if pretrained is True else contextlib.nullcontext()
             try:
-                state = timm.create_model(tag, pretrained=True).state_dict()
+                with cache_only:
+                    state = timm.create_model(tag, pretrained=True).state_dict()
             except Exception as error:
                 raise RuntimeError(_offline_help(tag, error)) from error
             load_encoder_state(encoder.model, state, in_channels)
-        elif pretrained is not False:
+        elif not isinstance(pretrained, bool):
             load_encoder_state(encoder.model, load_weights_file(pretrained), in_channels)
         return encoder
 
