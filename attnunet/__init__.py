@@ -55,7 +55,7 @@ from attnunet.registry import ModelInfo, create_model, list_models, model_info, 
 
 __version__ = "0.1.0.dev0"
 
-_LAZY_SUBMODULES = ("convert", "data", "encoders", "metrics")
+_LAZY_SUBMODULES = ("convert", "data", "encoders", "losses", "metrics")
 
 
 def __getattr__(name: str) -> object:
