@@ -23,6 +23,7 @@ __all__ = [
     "adapt_input_channels",
     "hub_cache_only",
     "inflate_state_dict",
+    "load_encoder_state",
     "load_weights_file",
 ]
 
@@ -205,7 +206,8 @@ class TimmEncoder(nn.Module):
                 )
         except Exception as error:
             if from_hub:
-                raise RuntimeError(_offline_help(name, error)) from error
+                download = pretrained == "download"
+                raise RuntimeError(_offline_help(name, error, download)) from error
             raise ValueError(
                 f"timm cannot build {name!r} as a feature extractor ({type(error).__name__}: "
                 f"{error}); RAUNet needs a convolutional backbone with features at strides "
@@ -237,10 +239,15 @@ class TimmEncoder(nn.Module):
         return [features[i] for i in self.indices]
 
 
-def _offline_help(name: str, error: Exception) -> str:
+def _offline_help(name: str, error: Exception, download: bool = False) -> str:
+    how = (
+        "pretrained='download' could not fetch them (no network?). "
+        if download
+        else "pretrained=True reads only timm's Hugging Face cache and never the network. "
+    )
     return (
         f"could not load pretrained weights for {name!r} ({type(error).__name__}: {error}). "
-        f"pretrained=True reads only timm's Hugging Face cache and never the network. "
+        f"{how}"
         f"Either pass the path of a weights file, e.g. "
         f"pretrained='/data/weights/resnet34-tv.pth' (on a machine with network: "
         f"torch.save(torchvision.models.resnet34(weights='IMAGENET1K_V1').state_dict(), "
@@ -290,9 +297,12 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ValueError(f"weights file {str(file)!r} holds no state dict of tensors")
     cleaned: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        for prefix in _WRAPPER_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
+        stripped = True
+        while stripped:  # "module.encoder.model.conv1.weight" -> "conv1.weight"
+            stripped = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, stripped = key[len(prefix) :], True
         cleaned[key] = value
     return cleaned
 
@@ -348,14 +358,13 @@ def load_encoder_state(
     """
     target = encoder.state_dict()
     kept = {k: v for k, v in state.items() if k in target}
-    dims = {v.dim() for v in target.values() if v.dim() >= 3}
-    if 3 in dims and any(v.dim() == 4 for k, v in kept.items()):
+    first = next((k for k, v in target.items() if v.dim() >= 3), None)
+    if first is not None and first in kept and target[first].dim() == 3 and kept[first].dim() == 4:
         raise ValueError(
             "these are 2D weights and the encoder is 1D: 2D kernels can be inflated to 3D "
             "(spatial_dims=3) but not reduced to 1D; use pretrained=False for 1D"
         )
     kept = inflate_state_dict(kept, target)
-    first = next((k for k, v in target.items() if v.dim() >= 3), None)
     if first is not None and first in kept and kept[first].shape[1] != in_channels:
         kept[first] = adapt_input_channels(kept[first], in_channels)
     missing = [k for k in target if k not in kept]

@@ -178,6 +178,9 @@ def test_wrapped_checkpoint_loads(tmp_path, torchvision_resnet34):
     )
     state = load_weights_file(path)
     assert "conv1.weight" in state and not any(k.startswith("module.") for k in state)
+    nested = tmp_path / "raunet-encoder.pt"  # keys as RAUNet itself names them
+    torch.save({f"module.encoder.model.{k}": v for k, v in torchvision_resnet34.items()}, nested)
+    assert set(load_weights_file(nested)) == set(torchvision_resnet34)
     model = RAUNet(2, 3, 1, pretrained=path)
     torch.testing.assert_close(
         _encoder_state(model)["layer4.2.bn2.weight"], torchvision_resnet34["layer4.2.bn2.weight"]
@@ -240,7 +243,7 @@ def test_pretrained_true_never_touches_the_network(monkeypatch):
         RAUNet(2, 3, 1, pretrained=True)
     with pytest.raises(RuntimeError, match="never the network"):
         RAUNet(3, 1, 1, pretrained=True)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="pretrained='download' could not fetch"):
         RAUNet(2, 3, 1, pretrained="download")
     assert seen == [
         ("resnet34.tv_in1k", True, True),
@@ -305,6 +308,17 @@ def test_non_resnet_weight_files_load(tmp_path):
     torch.testing.assert_close(
         loaded["blocks.6.0.conv_pw.weight"], full["blocks.6.0.conv_pw.weight"]
     )
+
+
+def test_encoders_with_1d_convs_still_take_2d_weights(tmp_path):
+    """ECA attention uses 1D convolutions inside a 2D network: not a 1D encoder."""
+    torch.manual_seed(4)
+    full = timm.create_model("ecaresnet26t").state_dict()
+    path = tmp_path / "eca.pth"
+    torch.save(full, path)
+    model = RAUNet(2, 3, 1, encoder="ecaresnet26t", pretrained=path)
+    key = next(k for k in full if k.endswith("se.conv.weight"))
+    torch.testing.assert_close(model.encoder.model.state_dict()[key], full[key])
 
 
 def test_one_d_refuses_2d_weights(tmp_path, torchvision_resnet34):

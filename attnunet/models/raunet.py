@@ -239,7 +239,8 @@ class RAUNet(SegmentationModel):
                 with cache_only:
                     state = timm.create_model(tag, pretrained=True).state_dict()
             except Exception as error:
-                raise RuntimeError(_offline_help(tag, error)) from error
+                download = pretrained == "download"
+                raise RuntimeError(_offline_help(tag, error, download)) from error
             load_encoder_state(encoder.model, state, in_channels)
         elif not isinstance(pretrained, bool):
             load_encoder_state(encoder.model, load_weights_file(pretrained), in_channels)
