@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -1072,19 +1072,22 @@ def _weights_buffer(class_weights: Weights) -> torch.Tensor | None:
 
 
 class _OverlapLoss(nn.Module):
+    """Stores the options shared by the overlap losses; subclasses name the function."""
+
     class_weights: torch.Tensor | None
+    _loss: ClassVar[Callable[..., torch.Tensor]]
 
     def __init__(
         self,
         *,
-        activation: Activation,
-        include_background: bool,
-        squared: bool,
-        smooth_nr: float,
-        smooth_dr: float,
-        class_weights: Weights,
-        batch: bool,
-        reduction: Reduction,
+        activation: Activation = "auto",
+        include_background: bool = True,
+        squared: bool = False,
+        smooth_nr: float = 1.0,
+        smooth_dr: float = 1.0,
+        class_weights: Weights = None,
+        batch: bool = False,
+        reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
         _check_choice("activation", activation, _ACTIVATIONS)
@@ -1112,6 +1115,11 @@ class _OverlapLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self._options().items())
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss function with the stored options."""
+        loss = type(self)._loss
+        return loss(logits, target, class_weights=self.class_weights, **self._options())
 
 
 class DiceLoss(_OverlapLoss):
@@ -1146,43 +1154,7 @@ class DiceLoss(_OverlapLoss):
         torch.Size([2, 3, 8, 8, 8])
     """
 
-    def __init__(
-        self,
-        *,
-        activation: Activation = "auto",
-        include_background: bool = True,
-        squared: bool = False,
-        smooth_nr: float = 1.0,
-        smooth_dr: float = 1.0,
-        class_weights: Weights = None,
-        batch: bool = False,
-        reduction: Reduction = "mean",
-    ) -> None:
-        super().__init__(
-            activation=activation,
-            include_background=include_background,
-            squared=squared,
-            smooth_nr=smooth_nr,
-            smooth_dr=smooth_dr,
-            class_weights=class_weights,
-            batch=batch,
-            reduction=reduction,
-        )
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """:func:`dice_loss` with the stored options."""
-        return dice_loss(
-            logits,
-            target,
-            activation=self.activation,
-            include_background=self.include_background,
-            squared=self.squared,
-            smooth_nr=self.smooth_nr,
-            smooth_dr=self.smooth_dr,
-            class_weights=self.class_weights,
-            batch=self.batch,
-            reduction=self.reduction,
-        )
+    _loss = staticmethod(dice_loss)
 
 
 class IoULoss(_OverlapLoss):
@@ -1212,43 +1184,7 @@ class IoULoss(_OverlapLoss):
         tensor(0.2857)
     """
 
-    def __init__(
-        self,
-        *,
-        activation: Activation = "auto",
-        include_background: bool = True,
-        squared: bool = False,
-        smooth_nr: float = 1.0,
-        smooth_dr: float = 1.0,
-        class_weights: Weights = None,
-        batch: bool = False,
-        reduction: Reduction = "mean",
-    ) -> None:
-        super().__init__(
-            activation=activation,
-            include_background=include_background,
-            squared=squared,
-            smooth_nr=smooth_nr,
-            smooth_dr=smooth_dr,
-            class_weights=class_weights,
-            batch=batch,
-            reduction=reduction,
-        )
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """:func:`iou_loss` with the stored options."""
-        return iou_loss(
-            logits,
-            target,
-            activation=self.activation,
-            include_background=self.include_background,
-            squared=self.squared,
-            smooth_nr=self.smooth_nr,
-            smooth_dr=self.smooth_dr,
-            class_weights=self.class_weights,
-            batch=self.batch,
-            reduction=self.reduction,
-        )
+    _loss = staticmethod(iou_loss)
 
 
 class DiceCELoss(_OverlapLoss):
