@@ -27,10 +27,7 @@ def match_size(x: torch.Tensor, size: list[int]) -> torch.Tensor:
             need_pad = True
     if need_pad:
         x = F.pad(x, pad, mode="replicate")
-    for d in range(len(size)):
-        if x.shape[d + 2] > size[d]:
-            x = x.narrow(d + 2, 0, size[d])
-    return x
+    return crop_to(x, size)
 
 
 def crop_to(x: torch.Tensor, size: list[int]) -> torch.Tensor:
