@@ -5,6 +5,7 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import batch_norm_train
 from torch import nn
 
 from attnunet import (
@@ -24,15 +25,6 @@ DIMS = (1, 2, 3)
 SIZES = {1: (11,), 2: (9, 12), 3: (5, 6, 7)}
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
-
-
-def _bn_train(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
-    """Batch norm in training mode written out: statistics over batch and space."""
-    dims = [0, *range(2, x.dim())]
-    mean = x.mean(dim=dims, keepdim=True)
-    var = x.var(dim=dims, keepdim=True, unbiased=False)
-    shape = [1, -1] + [1] * (x.dim() - 2)
-    return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight.view(shape) + norm.bias.view(shape)
 
 
 # ----------------------------------------------------------------------------- lookups
@@ -104,8 +96,8 @@ def test_double_conv_matches_functional_restatement(dims):
         nn.init.uniform_(p, -0.5, 0.5)
     x = torch.randn(2, 3, *SIZES[dims], dtype=torch.float64)
     conv = CONV[dims]
-    h = F.relu(_bn_train(conv(x, block.conv1.conv.weight, padding=1), block.conv1.norm))
-    ref = F.relu(_bn_train(conv(h, block.conv2.conv.weight, padding=1), block.conv2.norm))
+    h = F.relu(batch_norm_train(conv(x, block.conv1.conv.weight, padding=1), block.conv1.norm))
+    ref = F.relu(batch_norm_train(conv(h, block.conv2.conv.weight, padding=1), block.conv2.norm))
     torch.testing.assert_close(block(x), ref)
 
 
@@ -226,7 +218,7 @@ def test_grid_gate_output_transform_is_conv_then_norm():
     g = torch.randn(2, 8, 3, 4, 5, dtype=torch.float64)
     ref_y, _ = _grid_gate_reference(gate, x, g, 3)
     conv, norm = gate.output.conv, gate.output.norm
-    ref = _bn_train(F.conv3d(ref_y, conv.weight, conv.bias), norm)
+    ref = batch_norm_train(F.conv3d(ref_y, conv.weight, conv.bias), norm)
     torch.testing.assert_close(gate(x, g), ref)
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from _reference import assert_outputs_close
 
 from attnunet import create_model, list_models, model_info
 from attnunet.registry import accepted_kwargs
@@ -14,15 +15,6 @@ FAMILY = [
     if "channels" in (accepted_kwargs(model_info(name).model_class) or [])
 ]
 SIZES = {2: (21, 30), 3: (9, 10, 13)}
-
-
-def _close(a, b):
-    if isinstance(a, (list, tuple)):
-        assert len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            torch.testing.assert_close(x, y)
-    else:
-        torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("name", FAMILY)
@@ -40,11 +32,11 @@ def test_torchscript_matches_eager(name, dims, deep_supervision, tmp_path):
     loaded = torch.jit.load(str(path))
     with torch.no_grad():
         expected, expected_maps = model.forward_with_attention(x)
-        _close(scripted(x), expected)
-        _close(loaded(x), expected)
+        assert_outputs_close(scripted(x), expected)
+        assert_outputs_close(loaded(x), expected)
         out, maps = loaded.forward_with_attention(x)
-    _close(out, expected)
-    _close(maps, expected_maps)
+    assert_outputs_close(out, expected)
+    assert_outputs_close(maps, expected_maps)
     # scripted models raise the same clear input errors
     with pytest.raises(Exception, match="input channel"):
         loaded(torch.randn(1, 2, *SIZES[dims]))
@@ -58,8 +50,8 @@ def test_torch_export_matches_eager(name, dims):
     x = torch.randn(2, 1, *SIZES[dims])
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
-        _close(exported.module()(x), model(x))
-        _close(exported.module()(torch.randn(2, 1, *SIZES[dims]) * 0), model(x * 0))
+        assert_outputs_close(exported.module()(x), model(x))
+        assert_outputs_close(exported.module()(torch.randn(2, 1, *SIZES[dims]) * 0), model(x * 0))
 
 
 def test_torch_export_of_attention_maps():
@@ -77,5 +69,5 @@ def test_torch_export_of_attention_maps():
     with torch.no_grad():
         out, maps = exported.module()(x)
         ref_out, ref_maps = model.forward_with_attention(x)
-    _close(out, ref_out)
-    _close(maps, ref_maps)
+    assert_outputs_close(out, ref_out)
+    assert_outputs_close(maps, ref_maps)

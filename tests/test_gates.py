@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import batch_norm_train
 from torch import nn
 
 from attnunet import UNetSkeleton
@@ -33,15 +34,6 @@ def _skip_and_gating(dims, cx=4, cg=6, batch=2):
     x = torch.randn(batch, cx, *SKIP[dims], dtype=torch.float64)
     g = torch.randn(batch, cg, *[s // 2 for s in SKIP[dims]], dtype=torch.float64)
     return x, g
-
-
-def _bn(x, norm):
-    """BatchNorm in training mode, written out."""
-    dims = [0, *range(2, x.dim())]
-    mean = x.mean(dim=dims, keepdim=True)
-    var = x.var(dim=dims, keepdim=True, unbiased=False)
-    shape = [1, -1] + [1] * (x.dim() - 2)
-    return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight.view(shape) + norm.bias.view(shape)
 
 
 def _projections(gate, x, g, dims):
@@ -129,9 +121,11 @@ def test_additive_gate_matches_its_equation(dims):
     x = torch.randn(2, 4, *SKIP[dims], dtype=torch.float64)
     g = torch.randn(2, 5, *SKIP[dims], dtype=torch.float64)  # same grid: no stride
     conv = CONV[dims]
-    wg = _bn(conv(g, gate.w_g.conv.weight, gate.w_g.conv.bias), gate.w_g.norm)
-    wx = _bn(conv(x, gate.w_x.conv.weight, gate.w_x.conv.bias), gate.w_x.norm)
-    psi = _bn(conv(F.relu(wg + wx), gate.psi.conv.weight, gate.psi.conv.bias), gate.psi.norm)
+    wg = batch_norm_train(conv(g, gate.w_g.conv.weight, gate.w_g.conv.bias), gate.w_g.norm)
+    wx = batch_norm_train(conv(x, gate.w_x.conv.weight, gate.w_x.conv.bias), gate.w_x.norm)
+    psi = batch_norm_train(
+        conv(F.relu(wg + wx), gate.psi.conv.weight, gate.psi.conv.bias), gate.psi.norm
+    )
     alpha = torch.sigmoid(psi)
     y, a = gate.attend(x, g)
     torch.testing.assert_close(a, alpha)
@@ -161,7 +155,7 @@ def test_multi_gate_merges_independent_gates(num_gates):
     gate = _randomise(MultiAttentionGate(dims, 4, 6, num_gates=num_gates)).train()
     outputs, alphas = zip(*(sub.attend(x, g) for sub in gate.gates), strict=True)
     conv, norm = gate.merge.conv, gate.merge.norm
-    merged = F.relu(_bn(F.conv3d(torch.cat(outputs, 1), conv.weight, conv.bias), norm))
+    merged = F.relu(batch_norm_train(F.conv3d(torch.cat(outputs, 1), conv.weight, conv.bias), norm))
     y, a = gate.attend(x, g)
     torch.testing.assert_close(y, merged)
     torch.testing.assert_close(a, torch.cat(alphas, 1))
@@ -175,7 +169,7 @@ def test_multi_gate_merges_independent_gates(num_gates):
 def test_gating_signal_is_conv_norm_act():
     block = _randomise(GridGatingSignal(3, 6, 5)).train()
     x = torch.randn(2, 6, 3, 4, 5, dtype=torch.float64)
-    ref = F.relu(_bn(F.conv3d(x, block.conv.weight, block.conv.bias), block.norm))
+    ref = F.relu(batch_norm_train(F.conv3d(x, block.conv.weight, block.conv.bias), block.norm))
     torch.testing.assert_close(block(x), ref)
 
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import batch_norm_train
 from torch import nn
 
 from attnunet import create_model
@@ -36,14 +37,6 @@ def test_reference_parameter_count(classes, count):
     assert sum(p.numel() for p in model.encoder.parameters()) == 21_284_672
 
 
-def _bn(x, norm):
-    dims = [0, *range(2, x.dim())]
-    mean = x.mean(dim=dims, keepdim=True)
-    var = x.var(dim=dims, keepdim=True, unbiased=False)
-    shape = [1, -1] + [1] * (x.dim() - 2)
-    return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight.view(shape) + norm.bias.view(shape)
-
-
 def _randomised(module):
     torch.manual_seed(5)
     for p in module.parameters():
@@ -60,7 +53,7 @@ def test_aam_matches_its_equation_with_reference_batch_norm(dims):
     conv = {2: F.conv2d, 3: F.conv3d}[dims]
 
     def branch(block, t):
-        return F.relu(_bn(conv(t, block.conv.weight, block.conv.bias), block.norm))
+        return F.relu(batch_norm_train(conv(t, block.conv.weight, block.conv.bias), block.norm))
 
     gap = [*range(2, 2 + dims)]
     w_high = branch(aam.conv1, high.mean(dim=gap, keepdim=True))
@@ -86,10 +79,10 @@ def test_linknet_block_matches_its_equation():
     block = _randomised(LinkNetDecoderBlock(2, 16, 8))
     x = torch.randn(2, 16, 5, 6, dtype=torch.float64)
     s, u, e = block.squeeze, block.up, block.expand
-    h = F.relu(_bn(F.conv2d(x, s.conv.weight, s.conv.bias), s.norm))
+    h = F.relu(batch_norm_train(F.conv2d(x, s.conv.weight, s.conv.bias), s.norm))
     h = F.conv_transpose2d(h, u.conv.weight, u.conv.bias, stride=2, padding=1)
-    h = F.relu(_bn(h, u.norm))
-    ref = F.relu(_bn(F.conv2d(h, e.conv.weight, e.conv.bias), e.norm))
+    h = F.relu(batch_norm_train(h, u.norm))
+    ref = F.relu(batch_norm_train(F.conv2d(h, e.conv.weight, e.conv.bias), e.norm))
     torch.testing.assert_close(block(x), ref)
     assert ref.shape[2:] == (10, 12)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import assert_outputs_close
 from torch import nn
 
 from attnunet import create_model
@@ -40,16 +41,6 @@ def _randomise(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
     return model
-
-
-def _close(a, b, **kw):
-    if isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            torch.testing.assert_close(x, y, **kw)
-    else:
-        assert isinstance(b, torch.Tensor)
-        torch.testing.assert_close(a, b, **kw)
 
 
 def _gate_order(depth: int, last: int) -> list[tuple[int, int, int]]:
@@ -128,7 +119,7 @@ def test_forward_equals_the_nested_forward_written_out(dims):
         x02 = nodes[2][0].block(torch.cat([x00, x01, up(nodes[2][0], x11)], dim=1))
         expected = [model.heads[0](x02), model.heads[1](x01)]
         outputs = model(x)
-    _close(outputs, expected, rtol=1e-12, atol=1e-12)
+    assert_outputs_close(outputs, expected, rtol=1e-12, atol=1e-12)
     assert not torch.allclose(expected[0], expected[1])
 
 
@@ -149,7 +140,7 @@ def test_open_self_attention_gates_equal_plain_unet_plus_plus():
                 gate.conv.weight.zero_()
                 gate.conv.bias.fill_(50.0)  # sigmoid(50) == 1 in float64
         opened = attention(x)
-        _close(opened, plain(x), rtol=1e-12, atol=1e-12)
+        assert_outputs_close(opened, plain(x), rtol=1e-12, atol=1e-12)
     assert not torch.allclose(gated[0], opened[0])  # the trained gates do change the output
 
 
@@ -174,7 +165,7 @@ def test_shape_matrix(name, dims, in_channels, num_classes, policy, ds):
     x = torch.randn(2, in_channels, *size)
     with torch.no_grad():
         out, maps = model.forward_with_attention(x)
-        _close(model(x), out)  # forward_with_attention does not change the output
+        assert_outputs_close(model(x), out)  # forward_with_attention does not change the output
     full = (2, num_classes, *size)
     if ds == "list":
         assert [tuple(y.shape) for y in out] == [full, full]
@@ -356,7 +347,7 @@ def test_config_round_trip_through_json(name, options):
         rebuilt.load_state_dict(model.state_dict())  # strict: same keys and shapes
         x = torch.randn(1, 1, *[9] * model.spatial_dims)
         with torch.no_grad():
-            _close(rebuilt.eval()(x), model(x))
+            assert_outputs_close(rebuilt.eval()(x), model(x))
 
 
 def test_state_dict_keys_are_stable():
@@ -379,16 +370,16 @@ def test_torchscript_and_export_match_eager(name, ds, tmp_path):
     loaded = torch.jit.load(str(path))
     with torch.no_grad():
         expected, expected_maps = model.forward_with_attention(x)
-        _close(scripted(x), expected)
-        _close(loaded(x), expected)
+        assert_outputs_close(scripted(x), expected)
+        assert_outputs_close(loaded(x), expected)
         out, maps = loaded.forward_with_attention(x)
-        _close(out, expected)
-        _close(maps, expected_maps)
+        assert_outputs_close(out, expected)
+        assert_outputs_close(maps, expected_maps)
         assert len(maps) == (0 if name == "unet_plus_plus" else (1 if ds == "fast" else 4))
         exported = torch.export.export(model, (x,))
-        _close(exported.module()(x), expected)
+        assert_outputs_close(exported.module()(x), expected)
         other = torch.randn(1, 1, *ODD_SIZES[dims])
-        _close(exported.module()(other), model(other))
+        assert_outputs_close(exported.module()(other), model(other))
     with pytest.raises(Exception, match="input channel"):
         loaded(torch.randn(1, 2, *ODD_SIZES[dims]))
 
