@@ -1,5 +1,8 @@
 """attnunet: attention and residual U-Nets for medical image segmentation, in 2D and 3D.
 
+Every public name is imported on first use, so ``import attnunet.metrics`` or
+``import attnunet.losses`` does not load the model zoo, and ``import attnunet`` is quick.
+
 Example:
     >>> import torch
     >>> from attnunet import AgResUNet, create_model
@@ -8,110 +11,147 @@ Example:
     >>> rebuilt = create_model("ag_res_unet", **model.config)
 """
 
-from attnunet.blocks import (
-    GATES,
-    AdditiveAttentionGate,
-    AugmentedAttentionModule,
-    ConvMappedAttentionGate,
-    ConvNormAct,
-    DoubleConv,
-    Down,
-    GridAttentionGate,
-    GridGatingSignal,
-    LinkNetDecoderBlock,
-    MultiAttentionGate,
-    ResidualBlock,
-    SegmentationHead,
-    SelfAttentionSkip,
-    Up,
-    build_gate,
-)
-from attnunet.layers import ChannelLayerNorm
-from attnunet.models import (
-    KRD_PRESET,
-    OKTAY_PRESET,
-    RAUNET_PRESET,
-    AgResUNet,
-    AgUNet,
-    AttentionUNet,
-    AttentionUNetPlusPlus,
-    RAUNet,
-    ResUNet,
-    SegmentationModel,
-    UNet,
-    UNetPlusPlus,
-    UNetSkeleton,
-    ag_res_unet_krd,
-    ag_unet_krd,
-    attention_unet_oktay,
-    attention_unet_oktay_1024,
-    attention_unet_oktay_conv_mapped,
-    attention_unet_oktay_single,
-    raunet_ni,
-    res_unet_krd,
-    unet_krd,
-)
-from attnunet.registry import ModelInfo, create_model, list_models, model_info, register_model
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0.dev0"
 
-_LAZY_SUBMODULES = ("convert", "data", "encoders", "losses", "metrics")
+# Public name -> the module that defines it. Resolved by ``__getattr__`` on first access.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "GATES",
+            "AdditiveAttentionGate",
+            "AugmentedAttentionModule",
+            "ConvMappedAttentionGate",
+            "ConvNormAct",
+            "DoubleConv",
+            "Down",
+            "GridAttentionGate",
+            "GridGatingSignal",
+            "LinkNetDecoderBlock",
+            "MultiAttentionGate",
+            "ResidualBlock",
+            "SegmentationHead",
+            "SelfAttentionSkip",
+            "Up",
+            "build_gate",
+        ),
+        "attnunet.blocks",
+    ),
+    "ChannelLayerNorm": "attnunet.layers",
+    **dict.fromkeys(
+        (
+            "KRD_PRESET",
+            "OKTAY_PRESET",
+            "RAUNET_PRESET",
+            "AgResUNet",
+            "AgUNet",
+            "AttentionUNet",
+            "AttentionUNetPlusPlus",
+            "RAUNet",
+            "ResUNet",
+            "SegmentationModel",
+            "UNet",
+            "UNetPlusPlus",
+            "UNetSkeleton",
+            "ag_res_unet_krd",
+            "ag_unet_krd",
+            "attention_unet_oktay",
+            "attention_unet_oktay_1024",
+            "attention_unet_oktay_conv_mapped",
+            "attention_unet_oktay_single",
+            "raunet_ni",
+            "res_unet_krd",
+            "unet_krd",
+        ),
+        "attnunet.models",
+    ),
+    **dict.fromkeys(
+        ("ModelInfo", "create_model", "list_models", "model_info", "register_model"),
+        "attnunet.registry",
+    ),
+}
+
+_LAZY_SUBMODULES = (
+    "blocks",
+    "convert",
+    "data",
+    "encoders",
+    "layers",
+    "losses",
+    "metrics",
+    "models",
+)
+
+__all__ = [*sorted(_EXPORTS), "__version__"]
 
 
 def __getattr__(name: str) -> object:
-    """Import ``attnunet.data``, ``attnunet.metrics`` and ``attnunet.convert`` on first use,
-    so ``import attnunet`` stays light."""
+    """Import a public name or submodule on first use."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     if name in _LAZY_SUBMODULES:
-        import importlib
-
         return importlib.import_module(f"attnunet.{name}")
     raise AttributeError(f"module 'attnunet' has no attribute {name!r}")
 
 
-__all__ = [
-    "GATES",
-    "RAUNET_PRESET",
-    "AugmentedAttentionModule",
-    "LinkNetDecoderBlock",
-    "RAUNet",
-    "raunet_ni",
-    "KRD_PRESET",
-    "OKTAY_PRESET",
-    "AdditiveAttentionGate",
-    "AttentionUNet",
-    "ConvMappedAttentionGate",
-    "GridGatingSignal",
-    "MultiAttentionGate",
-    "SelfAttentionSkip",
-    "attention_unet_oktay",
-    "attention_unet_oktay_1024",
-    "attention_unet_oktay_conv_mapped",
-    "attention_unet_oktay_single",
-    "AgResUNet",
-    "AgUNet",
-    "AttentionUNetPlusPlus",
-    "ChannelLayerNorm",
-    "ConvNormAct",
-    "DoubleConv",
-    "Down",
-    "GridAttentionGate",
-    "ModelInfo",
-    "ResUNet",
-    "ResidualBlock",
-    "SegmentationHead",
-    "SegmentationModel",
-    "UNet",
-    "UNetPlusPlus",
-    "UNetSkeleton",
-    "Up",
-    "__version__",
-    "ag_res_unet_krd",
-    "ag_unet_krd",
-    "build_gate",
-    "create_model",
-    "list_models",
-    "model_info",
-    "register_model",
-    "res_unet_krd",
-    "unet_krd",
-]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS) | set(_LAZY_SUBMODULES))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the names eagerly
+    from attnunet.blocks import (  # noqa: F401
+        GATES,
+        AdditiveAttentionGate,
+        AugmentedAttentionModule,
+        ConvMappedAttentionGate,
+        ConvNormAct,
+        DoubleConv,
+        Down,
+        GridAttentionGate,
+        GridGatingSignal,
+        LinkNetDecoderBlock,
+        MultiAttentionGate,
+        ResidualBlock,
+        SegmentationHead,
+        SelfAttentionSkip,
+        Up,
+        build_gate,
+    )
+    from attnunet.layers import ChannelLayerNorm  # noqa: F401
+    from attnunet.models import (  # noqa: F401
+        KRD_PRESET,
+        OKTAY_PRESET,
+        RAUNET_PRESET,
+        AgResUNet,
+        AgUNet,
+        AttentionUNet,
+        AttentionUNetPlusPlus,
+        RAUNet,
+        ResUNet,
+        SegmentationModel,
+        UNet,
+        UNetPlusPlus,
+        UNetSkeleton,
+        ag_res_unet_krd,
+        ag_unet_krd,
+        attention_unet_oktay,
+        attention_unet_oktay_1024,
+        attention_unet_oktay_conv_mapped,
+        attention_unet_oktay_single,
+        raunet_ni,
+        res_unet_krd,
+        unet_krd,
+    )
+    from attnunet.registry import (  # noqa: F401
+        ModelInfo,
+        create_model,
+        list_models,
+        model_info,
+        register_model,
+    )

@@ -53,6 +53,14 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
+def _load_zoo() -> None:
+    """Import the model zoo so its ``@register_model`` decorators have run.
+
+    ``import attnunet`` is lazy, so the registry fills on the first lookup instead.
+    """
+    import attnunet.models  # noqa: F401
+
+
 def register_model(
     name: str,
     *,
@@ -89,6 +97,7 @@ def register_model(
         raise ValueError(f"model names are snake_case ([a-z0-9_]), got {name!r}")
 
     def decorator(obj: T) -> T:
+        _load_zoo()  # so a user's name that clashes with the zoo's is caught here
         if name in _REGISTRY:
             raise ValueError(
                 f"a model named {name!r} is already registered "
@@ -130,6 +139,7 @@ def model_info(name: str) -> ModelInfo:
     Raises:
         ValueError: for an unknown name, with close matches.
     """
+    _load_zoo()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -150,6 +160,7 @@ def list_models(
         >>> "ag_res_unet" in list_models("ag_*", spatial_dims=3)
         True
     """
+    _load_zoo()
     names = []
     for key, info in _REGISTRY.items():
         if not fnmatch.fnmatch(key, pattern.lower()):

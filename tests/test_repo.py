@@ -51,6 +51,20 @@ def test_submodules_load_lazily():
     assert "(512, 512)" in out.stdout
 
 
+def test_metrics_and_losses_do_not_load_the_model_zoo():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import attnunet.metrics, attnunet.losses; "
+        "zoo = [m for m in sys.modules if m.startswith(('attnunet.models', 'attnunet.blocks'))]; "
+        "assert not zoo, zoo; "
+        "from attnunet import create_model; "
+        "assert type(create_model('unet', channels=(2, 4))).__name__ == 'UNet'"
+    )
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+
 def test_every_public_name_resolves():
     for name in attnunet.__all__:
         assert getattr(attnunet, name) is not None, name
