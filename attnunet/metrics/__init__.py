@@ -1,0 +1,30 @@
+"""Segmentation metrics on NumPy arrays and torch tensors, batched, for any spatial_dims.
+
+Overlap (:mod:`~attnunet.metrics.overlap`): Dice, IoU, mean IoU, precision, recall, pixel
+accuracy and exact confusion counts, computed on the tensor's device.
+
+This package depends on torch, NumPy and SciPy only; it never imports the model zoo.
+See ``docs/metrics.md`` for every definition and convention.
+"""
+
+from attnunet.metrics.overlap import (
+    ConfusionCounts,
+    confusion_counts,
+    dice_score,
+    iou_score,
+    mean_iou,
+    pixel_accuracy,
+    precision_score,
+    recall_score,
+)
+
+__all__ = [
+    "ConfusionCounts",
+    "confusion_counts",
+    "dice_score",
+    "iou_score",
+    "mean_iou",
+    "pixel_accuracy",
+    "precision_score",
+    "recall_score",
+]

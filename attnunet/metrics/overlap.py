@@ -1,0 +1,400 @@
+"""Overlap metrics: Dice, IoU (Jaccard), mean IoU, precision, recall, pixel accuracy.
+
+Scores are computed per image and per class from exact integer counts, then averaged
+(``reduction="mean"``) or returned per image (``reduction="none"``). On torch tensors
+everything runs on the tensor's device as whole-tensor operations; with
+``check_labels=False`` there is not even a host synchronisation.
+
+Example:
+    >>> import torch
+    >>> logits = torch.tensor([[[2.0, -1.0], [0.5, -3.0]]])  # (B=1, H=2, W=2)
+    >>> target = torch.tensor([[[1, 0], [0, 0]]])
+    >>> dice_score(logits > 0, target)  # 2 * 1 / (2 + 1)
+    tensor(0.6667)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from attnunet.metrics._common import Array, Reduction, check_reduction, class_masks, output, reduce
+
+__all__ = [
+    "ConfusionCounts",
+    "confusion_counts",
+    "dice_score",
+    "iou_score",
+    "mean_iou",
+    "pixel_accuracy",
+    "precision_score",
+    "recall_score",
+]
+
+
+class ConfusionCounts(NamedTuple):
+    """Exact per-image, per-class voxel counts, each an ``int64`` tensor of shape ``(B, K)``."""
+
+    tp: torch.Tensor
+    fp: torch.Tensor
+    fn: torch.Tensor
+    tn: torch.Tensor
+
+
+class _Counts(NamedTuple):
+    tp: torch.Tensor
+    pred: torch.Tensor  # |P| = tp + fp
+    target: torch.Tensor  # |T| = tp + fn
+    total: int  # voxels per image
+    binary: bool
+    numpy: bool
+
+
+def _counts(
+    pred: Array,
+    target: Array,
+    num_classes: int | None,
+    include_background: bool,
+    one_hot: bool,
+    check_labels: bool,
+    reduction: str,
+) -> _Counts:
+    check_reduction(reduction)
+    p, t, binary, numpy = class_masks(
+        pred, target, num_classes, include_background, one_hot, check_labels
+    )
+    dims = tuple(range(2, p.dim()))
+    tp = (p & t).sum(dims)
+    total = int(np.prod(p.shape[2:]))
+    return _Counts(tp, p.sum(dims), t.sum(dims), total, binary, numpy)
+
+
+def _float(x: torch.Tensor) -> torch.Tensor:
+    # float64 keeps counts beyond 2**24 exact; MPS has no float64.
+    return x.float() if x.device.type == "mps" else x.double()
+
+
+def _ratio(
+    num: torch.Tensor,
+    den: torch.Tensor,
+    both_empty: torch.Tensor,
+    empty_value: float,
+    zero_division: float,
+) -> torch.Tensor:
+    num, den = _float(num), _float(den)
+    score = num / den.clamp_min(1)
+    score = score.masked_fill((den == 0) & ~both_empty, zero_division)
+    return score.masked_fill(both_empty, empty_value)
+
+
+def _finish(values: torch.Tensor, c: _Counts, reduction: str) -> torch.Tensor | np.ndarray:
+    out = reduce(values, c.binary, reduction)
+    return output(out if c.numpy else out.float(), c.numpy)
+
+
+_ARGS_DOC = """
+        pred: prediction, ``(B, *spatial)`` mask or label map (integer or bool), or
+            ``(B, C, *spatial)`` masks with ``one_hot=True``. A ``torch.Tensor`` or a
+            ``numpy.ndarray``.
+        target: ground truth of the same shape and kind.
+        num_classes: ``None`` (default) for binary input: every non-zero value is
+            foreground, so instance maps work as masks. Otherwise the number of classes
+            ``C >= 2`` of a label map, class 0 being background; labels must lie in
+            ``0..C-1``.
+        include_background: with ``num_classes`` or ``one_hot``, also score class 0
+            (default ``False``: background dominates and inflates the average).
+        one_hot: inputs are ``(B, C, *spatial)`` per-class masks (one-hot or
+            multi-label, channels may overlap) instead of label maps.
+        reduction: ``"mean"`` (default) averages over images and classes into a scalar,
+            leaving NaN entries out; ``"none"`` returns ``(B,)`` for binary input and
+            ``(B, K)`` with ``K`` scored classes otherwise.
+        check_labels: check that label maps hold only ``0..C-1`` (default). The check
+            reads two numbers back to the host; pass ``False`` to keep a GPU pipeline free
+            of synchronisation (out-of-range labels then match no class)."""
+
+
+def confusion_counts(
+    pred: Array,
+    target: Array,
+    num_classes: int | None = None,
+    include_background: bool = False,
+    one_hot: bool = False,
+    check_labels: bool = True,
+) -> ConfusionCounts:
+    """True/false positives and negatives per image and class, as exact integers.
+
+    Useful to pool counts over a whole dataset before dividing (a "micro" average) or to
+    build any ratio not offered here.
+
+    Args:
+        pred: prediction (see :func:`dice_score` for the accepted forms).
+        target: ground truth of the same shape and kind.
+        num_classes: ``None`` for binary input, or the number of classes of a label map.
+        include_background: also count class 0.
+        one_hot: inputs are ``(B, C, *spatial)`` per-class masks.
+        check_labels: check that label maps hold only ``0..C-1``.
+
+    Returns:
+        :class:`ConfusionCounts` of ``int64`` tensors, each ``(B, K)``, on the inputs'
+        device (``K = 1`` for binary input).
+
+    Example:
+        >>> pred = torch.tensor([[1, 1, 0, 0]])
+        >>> target = torch.tensor([[1, 0, 1, 0]])
+        >>> confusion_counts(pred, target)
+        ConfusionCounts(tp=tensor([[1]]), fp=tensor([[1]]), fn=tensor([[1]]), tn=tensor([[1]]))
+    """
+    c = _counts(pred, target, num_classes, include_background, one_hot, check_labels, "none")
+    fp = c.pred - c.tp
+    fn = c.target - c.tp
+    return ConfusionCounts(c.tp, fp, fn, c.total - c.tp - fp - fn)
+
+
+def dice_score(
+    pred: Array,
+    target: Array,
+    num_classes: int | None = None,
+    include_background: bool = False,
+    empty_value: float = 1.0,
+    reduction: Reduction = "mean",
+    one_hot: bool = False,
+    check_labels: bool = True,
+) -> torch.Tensor | np.ndarray:
+    """Dice coefficient ``2 |P & T| / (|P| + |T|)`` per image and class, then averaged.
+
+    Args:{args}
+        empty_value: the score when ``pred`` and ``target`` are both empty, so the ratio
+            is ``0 / 0``. The default 1.0 counts "correctly found nothing" as perfect;
+            ``0.0`` counts it as a miss; ``float("nan")`` leaves such pairs out of the
+            ``"mean"``. When only one side is empty the score is 0.
+
+    Returns:
+        For torch input a ``float32`` tensor on the inputs' device; for NumPy input a
+        ``float64`` array (a scalar for ``"mean"``). Values lie in ``[0, 1]`` (or are
+        ``empty_value``).
+
+    Raises:
+        ValueError: shapes differ or have no spatial axis, ``num_classes < 2``, labels out
+            of range, or an unknown ``reduction``.
+        TypeError: floating-point inputs (threshold probabilities first).
+
+    Example:
+        >>> pred = torch.tensor([[0, 1, 1, 2], [0, 0, 0, 0]])
+        >>> target = torch.tensor([[0, 1, 2, 2], [0, 0, 0, 0]])
+        >>> dice_score(pred, target, reduction="none")  # binary: image 2 is both-empty
+        tensor([1., 1.])
+        >>> dice_score(pred, target, num_classes=3, reduction="none")
+        tensor([[0.6667, 0.6667],
+                [1.0000, 1.0000]])
+        >>> import numpy as np
+        >>> float(dice_score(np.array([[1, 1, 0]]), np.array([[1, 0, 0]])))
+        0.6666666666666666
+    """
+    c = _counts(pred, target, num_classes, include_background, one_hot, check_labels, reduction)
+    both_empty = (c.pred + c.target) == 0
+    return _finish(_ratio(2 * c.tp, c.pred + c.target, both_empty, empty_value, 0.0), c, reduction)
+
+
+def iou_score(
+    pred: Array,
+    target: Array,
+    num_classes: int | None = None,
+    include_background: bool = False,
+    empty_value: float = 1.0,
+    reduction: Reduction = "mean",
+    one_hot: bool = False,
+    check_labels: bool = True,
+) -> torch.Tensor | np.ndarray:
+    """Intersection over union (Jaccard index) ``|P & T| / |P | T|`` per image and class,
+    then averaged.
+
+    It relates to Dice per image and class by ``IoU = D / (2 - D)``; averages of the two
+    do not relate that simply.
+
+    Args:{args}
+        empty_value: the score when ``pred`` and ``target`` are both empty (default 1.0;
+            ``float("nan")`` leaves such pairs out of the ``"mean"``).
+
+    Returns:
+        As :func:`dice_score`.
+
+    Raises:
+        ValueError, TypeError: as :func:`dice_score`.
+
+    Example:
+        >>> pred = torch.tensor([[[True, True], [False, False]]])
+        >>> target = torch.tensor([[[True, False], [True, False]]])
+        >>> iou_score(pred, target)  # 1 shared pixel / 3 in the union
+        tensor(0.3333)
+    """
+    c = _counts(pred, target, num_classes, include_background, one_hot, check_labels, reduction)
+    union = c.pred + c.target - c.tp
+    return _finish(_ratio(c.tp, union, union == 0, empty_value, 0.0), c, reduction)
+
+
+def mean_iou(
+    pred: Array,
+    target: Array,
+    num_classes: int | None = None,
+    include_background: bool = True,
+    reduction: Reduction = "mean",
+    one_hot: bool = False,
+    check_labels: bool = True,
+) -> torch.Tensor | np.ndarray:
+    """Mean IoU over classes per image, the semantic-segmentation convention, then over
+    images.
+
+    Unlike :func:`iou_score`, background is scored by default and a class absent from
+    both ``pred`` and ``target`` in an image is left out of that image's mean (neither a
+    free 1 nor a 0). Binary input is scored as the two classes background and foreground.
+
+    Args:{args}
+
+    Returns:
+        ``"mean"``: a scalar; ``"none"``: shape ``(B,)``, one mean IoU per image (NaN for an
+        image where every scored class is absent). Types as :func:`dice_score`.
+
+    Raises:
+        ValueError, TypeError: as :func:`dice_score`.
+
+    Example:
+        >>> pred = torch.tensor([[[1, 1], [0, 0]]])
+        >>> target = torch.tensor([[[1, 0], [0, 0]]])
+        >>> mean_iou(pred, target)  # background 2/3, foreground 1/2
+        tensor(0.5833)
+    """
+    check_reduction(reduction)
+    if num_classes is None and not one_hot:  # binary: score background and foreground
+        pred, target, num_classes = _as_label_map(pred), _as_label_map(target), 2
+    c = _counts(pred, target, num_classes, include_background, one_hot, check_labels, "none")
+    union = c.pred + c.target - c.tp
+    per_class = _ratio(c.tp, union, union == 0, float("nan"), 0.0)
+    per_image = per_class.nanmean(dim=1, keepdim=True)
+    return _finish(per_image, c._replace(binary=True), reduction)
+
+
+def _as_label_map(x: Array) -> Array:
+    """A binary mask or instance map as a 0/1 label map of the same kind."""
+    if isinstance(x, np.ndarray):
+        return (x != 0).astype(np.int64)
+    if isinstance(x, torch.Tensor):
+        return (x != 0).long()
+    raise TypeError(f"expected a torch.Tensor or a numpy.ndarray, got {type(x).__name__}")
+
+
+def precision_score(
+    pred: Array,
+    target: Array,
+    num_classes: int | None = None,
+    include_background: bool = False,
+    empty_value: float = 1.0,
+    zero_division: float = 0.0,
+    reduction: Reduction = "mean",
+    one_hot: bool = False,
+    check_labels: bool = True,
+) -> torch.Tensor | np.ndarray:
+    """Precision (positive predictive value) ``|P & T| / |P|`` per image and class.
+
+    Args:{args}
+        empty_value: the score when ``pred`` and ``target`` are both empty (default 1.0).
+        zero_division: the score when ``pred`` is empty but ``target`` is not, so the
+            ratio is ``0 / 0`` although objects were missed (default 0.0, as
+            scikit-learn; ``float("nan")`` leaves such pairs out of the ``"mean"``).
+
+    Returns:
+        As :func:`dice_score`.
+
+    Raises:
+        ValueError, TypeError: as :func:`dice_score`.
+
+    Example:
+        >>> pred = torch.tensor([[1, 1, 1, 0]])
+        >>> target = torch.tensor([[1, 0, 0, 0]])
+        >>> precision_score(pred, target)  # 1 of 3 predicted voxels is right
+        tensor(0.3333)
+    """
+    c = _counts(pred, target, num_classes, include_background, one_hot, check_labels, reduction)
+    both_empty = (c.pred + c.target) == 0
+    return _finish(_ratio(c.tp, c.pred, both_empty, empty_value, zero_division), c, reduction)
+
+
+def recall_score(
+    pred: Array,
+    target: Array,
+    num_classes: int | None = None,
+    include_background: bool = False,
+    empty_value: float = 1.0,
+    zero_division: float = 0.0,
+    reduction: Reduction = "mean",
+    one_hot: bool = False,
+    check_labels: bool = True,
+) -> torch.Tensor | np.ndarray:
+    """Recall (sensitivity) ``|P & T| / |T|`` per image and class.
+
+    Args:{args}
+        empty_value: the score when ``pred`` and ``target`` are both empty (default 1.0).
+        zero_division: the score when ``target`` is empty but ``pred`` is not (default
+            0.0, as scikit-learn; ``float("nan")`` leaves such pairs out of the mean).
+
+    Returns:
+        As :func:`dice_score`.
+
+    Raises:
+        ValueError, TypeError: as :func:`dice_score`.
+
+    Example:
+        >>> pred = torch.tensor([[1, 1, 1, 0]])
+        >>> target = torch.tensor([[1, 0, 0, 0]])
+        >>> recall_score(pred, target)  # the one target voxel was found
+        tensor(1.)
+    """
+    c = _counts(pred, target, num_classes, include_background, one_hot, check_labels, reduction)
+    both_empty = (c.pred + c.target) == 0
+    return _finish(_ratio(c.tp, c.target, both_empty, empty_value, zero_division), c, reduction)
+
+
+def pixel_accuracy(
+    pred: Array,
+    target: Array,
+    num_classes: int | None = None,
+    reduction: Reduction = "mean",
+    one_hot: bool = False,
+    check_labels: bool = True,
+) -> torch.Tensor | np.ndarray:
+    """Fraction of voxels labelled correctly, per image.
+
+    For binary input the masks must agree; for a label map the labels must be equal; for
+    one-hot input every channel must agree. Background counts: a voxel both call
+    background is correct.
+
+    Args:
+        pred: prediction (see :func:`dice_score` for the accepted forms).
+        target: ground truth of the same shape and kind.
+        num_classes: ``None`` for binary input, or the number of classes of a label map
+            (only used to check the labels).
+        reduction: ``"mean"`` (scalar) or ``"none"`` (shape ``(B,)``).
+        one_hot: inputs are ``(B, C, *spatial)`` per-class masks.
+        check_labels: check that label maps hold only ``0..C-1``.
+
+    Returns:
+        As :func:`dice_score`, in ``[0, 1]``.
+
+    Example:
+        >>> pred = torch.tensor([[0, 1, 2, 2]])
+        >>> target = torch.tensor([[0, 1, 1, 2]])
+        >>> pixel_accuracy(pred, target, num_classes=3)
+        tensor(0.7500)
+    """
+    check_reduction(reduction)
+    p, t, _, numpy = class_masks(pred, target, num_classes, True, one_hot, check_labels)
+    right = (p == t).all(dim=1).flatten(1)
+    acc = _float(right.sum(1)) / right.shape[1]
+    out = reduce(acc.unsqueeze(1), True, reduction)
+    return output(out if numpy else out.float(), numpy)
+
+
+for _f in (dice_score, iou_score, mean_iou, precision_score, recall_score):
+    _f.__doc__ = (_f.__doc__ or "").replace("Args:{args}", "Args:" + _ARGS_DOC)
+del _f
