@@ -3,6 +3,9 @@
 Overlap (:mod:`~attnunet.metrics.overlap`): Dice, IoU, mean IoU, precision, recall, pixel
 accuracy and exact confusion counts, computed on the tensor's device.
 
+Surface distances (:mod:`~attnunet.metrics.surface`): Hausdorff distance, HD95 in both
+percentile conventions, ASSD and the surface-to-surface distance, with voxel spacing.
+
 This package depends on torch, NumPy and SciPy only; it never imports the model zoo.
 See ``docs/metrics.md`` for every definition and convention.
 """
@@ -17,8 +20,26 @@ from attnunet.metrics.overlap import (
     precision_score,
     recall_score,
 )
+from attnunet.metrics.surface import (
+    SurfaceDistances,
+    assd,
+    hausdorff_distance,
+    hd95,
+    surface_distances,
+    surface_metrics,
+    surface_to_surface,
+    surface_voxels,
+)
 
 __all__ = [
+    "SurfaceDistances",
+    "assd",
+    "hausdorff_distance",
+    "hd95",
+    "surface_distances",
+    "surface_metrics",
+    "surface_to_surface",
+    "surface_voxels",
     "ConfusionCounts",
     "confusion_counts",
     "dice_score",

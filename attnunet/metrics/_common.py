@@ -86,7 +86,8 @@ def class_masks(
         first = 0 if include_background or p.shape[1] == 1 else 1
         return p[:, first:] != 0, t[:, first:] != 0, False, p_numpy
     if num_classes is None:
-        return (p != 0).unsqueeze(1), (t != 0).unsqueeze(1), True, p_numpy
+        p, t = (x if x.dtype == torch.bool else x != 0 for x in (p, t))
+        return p.unsqueeze(1), t.unsqueeze(1), True, p_numpy
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
             f"num_classes must be an int >= 2 (background included), or None for binary "
