@@ -348,3 +348,19 @@ def test_returns_surface_distances_tuple():
     assert isinstance(d, SurfaceDistances)
     assert d.pred_to_target.tolist() == [0.0] and d.target_to_pred.tolist() == [0.0]
     assert surface_to_surface(a[None], a[None]) == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    pair=small_masks.flatmap(lambda m: st.tuples(st.just(m), hnp.arrays(np.bool_, m.shape))),
+    spacing=st.tuples(st.floats(0.2, 5.0), st.floats(0.2, 5.0), st.floats(0.2, 5.0)),
+)
+def test_neighbour_lookup_is_exact_for_any_spacing(pair, spacing):
+    # "auto" resolves near voxels by grid lookups; a plain k-d tree search is the reference.
+    pred, target = pair
+    if not pred.any() or not target.any():
+        return
+    auto = surface_distances(pred, target, spacing=spacing, method="auto")
+    tree = surface_distances(pred, target, spacing=spacing, method="kdtree")
+    np.testing.assert_allclose(auto.pred_to_target, tree.pred_to_target, rtol=1e-12)
+    np.testing.assert_allclose(auto.target_to_pred, tree.target_to_pred, rtol=1e-12)
