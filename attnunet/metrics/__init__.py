@@ -6,10 +6,15 @@ accuracy and exact confusion counts, computed on the tensor's device.
 Surface distances (:mod:`~attnunet.metrics.surface`): Hausdorff distance, HD95 in both
 percentile conventions, ASSD and the surface-to-surface distance, with voxel spacing.
 
+Topology and partitions (:mod:`~attnunet.metrics.components`,
+:mod:`~attnunet.metrics.partition`): connected components, the fraction of one-piece
+masks, and the ISBI 2012 scores V^rand and V^info in pixel and segment form.
+
 This package depends on torch, NumPy and SciPy only; it never imports the model zoo.
 See ``docs/metrics.md`` for every definition and convention.
 """
 
+from attnunet.metrics.components import label_components, num_components, one_piece_fraction
 from attnunet.metrics.overlap import (
     ConfusionCounts,
     confusion_counts,
@@ -20,6 +25,7 @@ from attnunet.metrics.overlap import (
     precision_score,
     recall_score,
 )
+from attnunet.metrics.partition import v_info, v_rand
 from attnunet.metrics.surface import (
     SurfaceDistances,
     assd,
@@ -44,6 +50,11 @@ __all__ = [
     "confusion_counts",
     "dice_score",
     "iou_score",
+    "label_components",
+    "num_components",
+    "one_piece_fraction",
+    "v_info",
+    "v_rand",
     "mean_iou",
     "pixel_accuracy",
     "precision_score",
