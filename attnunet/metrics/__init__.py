@@ -10,10 +10,14 @@ Topology and partitions (:mod:`~attnunet.metrics.components`,
 :mod:`~attnunet.metrics.partition`): connected components, the fraction of one-piece
 masks, and the ISBI 2012 scores V^rand and V^info in pixel and segment form.
 
+:class:`~attnunet.metrics.accumulator.MetricAccumulator` gathers per-image values over an
+epoch and reports mean ± standard deviation, as the source papers do.
+
 This package depends on torch, NumPy and SciPy only; it never imports the model zoo.
 See ``docs/metrics.md`` for every definition and convention.
 """
 
+from attnunet.metrics.accumulator import MetricAccumulator, MetricSummary
 from attnunet.metrics.components import label_components, num_components, one_piece_fraction
 from attnunet.metrics.overlap import (
     ConfusionCounts,
@@ -38,6 +42,8 @@ from attnunet.metrics.surface import (
 )
 
 __all__ = [
+    "MetricAccumulator",
+    "MetricSummary",
     "SurfaceDistances",
     "assd",
     "hausdorff_distance",
