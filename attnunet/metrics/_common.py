@@ -13,6 +13,7 @@ array (``float64``) for NumPy input.
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal, TypeAlias
 
 import numpy as np
@@ -33,11 +34,18 @@ def check_reduction(reduction: str) -> None:
 def as_tensor(x: object, label: str) -> tuple[torch.Tensor, bool]:
     """``x`` as a tensor (NumPy arrays are wrapped without a copy) and whether it was NumPy."""
     if isinstance(x, torch.Tensor):
+        if x.dtype in (torch.uint16, torch.uint32, torch.uint64):  # few ops support these
+            x = x.long()
         return x, False
     if isinstance(x, np.ndarray):
-        if x.dtype == np.uint16 or x.dtype == np.uint32 or x.dtype == np.uint64:
+        if x.dtype in (np.uint16, np.uint32, np.uint64):
             x = x.astype(np.int64)
-        return torch.from_numpy(np.ascontiguousarray(x)), True
+        elif not x.dtype.isnative:  # big-endian data from some NIfTI/DICOM readers
+            x = x.astype(x.dtype.newbyteorder("="))
+        x = np.ascontiguousarray(x)
+        with warnings.catch_warnings():  # read-only arrays are fine: nothing writes to them
+            warnings.filterwarnings("ignore", message=".*not writable.*")
+            return torch.from_numpy(x), True
     raise TypeError(f"{label} must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}")
 
 

@@ -20,7 +20,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from attnunet.metrics._common import Array, Reduction, check_reduction, class_masks, output, reduce
+from attnunet.metrics._common import (
+    Array,
+    Reduction,
+    as_tensor,
+    check_reduction,
+    class_masks,
+    output,
+    reduce,
+)
 
 __all__ = [
     "ConfusionCounts",
@@ -267,7 +275,9 @@ def mean_iou(
     """
     check_reduction(reduction)
     if num_classes is None and not one_hot:  # binary: score background and foreground
+        # 0/1 by construction, so there is nothing to check (and no reason to synchronise).
         pred, target, num_classes = _as_label_map(pred), _as_label_map(target), 2
+        check_labels = False
     c = _counts(pred, target, num_classes, include_background, one_hot, check_labels, "none")
     union = c.pred + c.target - c.tp
     per_class = _ratio(c.tp, union, union == 0, float("nan"), 0.0)
@@ -277,6 +287,13 @@ def mean_iou(
 
 def _as_label_map(x: Array) -> Array:
     """A binary mask or instance map as a 0/1 label map of the same kind."""
+    if isinstance(x, np.ndarray | torch.Tensor) and (
+        x.dtype.is_floating_point if isinstance(x, torch.Tensor) else x.dtype.kind in "fc"
+    ):
+        raise TypeError(
+            f"masks must be a label map (integer) or a mask (bool), got {x.dtype}: threshold "
+            f"probabilities or logits first, e.g. (logits > 0)"
+        )
     if isinstance(x, np.ndarray):
         return (x != 0).astype(np.int64)
     if isinstance(x, torch.Tensor):
@@ -389,6 +406,8 @@ def pixel_accuracy(
     """
     check_reduction(reduction)
     p, t, _, numpy = class_masks(pred, target, num_classes, True, one_hot, check_labels)
+    if num_classes is not None:  # label maps: compare the labels themselves
+        p, t = (as_tensor(x, "")[0].unsqueeze(1) for x in (pred, target))
     right = (p == t).all(dim=1).flatten(1)
     acc = _float(right.sum(1)) / right.shape[1]
     out = reduce(acc.unsqueeze(1), True, reduction)
