@@ -77,13 +77,20 @@ _EXPORTS: dict[str, str] = {
 
 _LAZY_SUBMODULES = (
     "blocks",
+    "cli",
     "convert",
     "data",
     "encoders",
+    "hub",
+    "inference",
     "layers",
     "losses",
     "metrics",
     "models",
+    "norm_calibration",
+    "study",
+    "training",
+    "transforms",
 )
 
 __all__ = [*sorted(_EXPORTS), "__version__"]

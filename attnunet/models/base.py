@@ -1,7 +1,9 @@
 """The base class every attnunet model shares: config, input checks, size policy."""
 
 import copy
-from typing import Any, Literal
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,7 @@ __all__ = ["SIZE_POLICIES", "SegmentationModel", "SizePolicy", "check_size_polic
 
 SizePolicy = Literal["pad", "resize", "error"]
 SIZE_POLICIES = ("pad", "resize", "error")
+_Model = TypeVar("_Model", bound="SegmentationModel")
 
 
 def check_size_policy(size_policy: str) -> str:
@@ -64,6 +67,27 @@ class SegmentationModel(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of (trainable) parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def save_pretrained(self, directory: "str | os.PathLike[str]", **kwargs: Any) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory``; see
+        :func:`attnunet.hub.save_pretrained` (keywords ``overwrite``, ``metadata``)."""
+        from attnunet.hub import save_pretrained
+
+        return save_pretrained(self, directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls: type[_Model], directory: "str | os.PathLike[str]", **kwargs: Any
+    ) -> _Model:
+        """Load a model saved by :meth:`save_pretrained`, in eval mode, without network;
+        see :func:`attnunet.hub.from_pretrained`. Called on a subclass (``UNet``), the
+        saved model must be an instance of it (else ``TypeError``); called on
+        ``SegmentationModel``, any saved model loads."""
+        from attnunet.hub import from_pretrained
+
+        model = from_pretrained(directory, expected_class=cls, **kwargs)
+        assert isinstance(model, cls)
+        return model
 
     # ------------------------------------------------------------------ input handling
     def _check_input(self, x: torch.Tensor) -> None:
