@@ -81,7 +81,8 @@ def tiles(volume: Volume, size: Sequence[int]) -> list[Volume]:
             slice(starts[d][c][0], starts[d][c][0] + starts[d][c][1]) for d, c in enumerate(corner)
         )
         mask = None if volume.mask is None else volume.mask[window]
-        out.append(Volume(volume.image[(slice(None),) + window], mask, f"{volume.name}#{index}"))
+        channels_and_window = (slice(None), *window)
+        out.append(Volume(volume.image[channels_and_window], mask, f"{volume.name}#{index}"))
     return out
 
 

@@ -251,7 +251,8 @@ class PatchSampler:
                     for p, s in zip(self.patch, shape, strict=True)
                 ]
             window = tuple(slice(a, a + p) for a, p in zip(start, self.patch, strict=True))
-            x, y = image[(slice(None),) + window], mask[window]
+            channels_and_window = (slice(None), *window)
+            x, y = image[channels_and_window], mask[window]
             if self.transform is not None:
                 x, transformed = self.transform(x, y, generator=generator)
                 y = y if transformed is None else transformed

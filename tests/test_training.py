@@ -192,7 +192,7 @@ def test_settings_validate_and_round_trip():
 def test_prepare_output_never_touches_other_files(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "results.json").write_text("{}")
-    with pytest.raises(FileExistsError, match="results.json.*--overwrite"):
+    with pytest.raises(FileExistsError, match=r"results\.json.*--overwrite"):
         prepare_output(tmp_path, ("results.json", "curves.png"), overwrite=False)
     assert (tmp_path / "results.json").read_text() == "{}"
     prepare_output(tmp_path, ("results.json", "curves.png"), overwrite=True)
