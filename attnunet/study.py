@@ -150,7 +150,7 @@ def build_study_model(
     return create_model(name, **kwargs)
 
 
-def prepare_output(out: Path, names: Sequence[str], overwrite: bool) -> None:
+def prepare_output(out: Path, names: Sequence[str], overwrite: bool, hint: str = "") -> None:
     """Make ``out`` ready for a run that writes ``names``.
 
     Existing results are never replaced silently: without ``overwrite`` the first one
@@ -161,7 +161,7 @@ def prepare_output(out: Path, names: Sequence[str], overwrite: bool) -> None:
     if existing and not overwrite:
         raise FileExistsError(
             f"{existing[0]} already exists: choose another --out folder, or pass "
-            f"--overwrite to replace this run's results (other files are left alone)"
+            f"--overwrite to replace this run's results (other files are left alone){hint}"
         )
     for path in existing:
         if path.is_dir():

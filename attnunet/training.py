@@ -53,6 +53,7 @@ __all__ = [
     "TrainSettings",
     "Volume",
     "evaluate",
+    "init_distributed",
     "object_one_piece_fraction",
     "predict",
     "train",
@@ -319,7 +320,7 @@ class _Dist:
         return self.rank == 0
 
 
-def _distributed(device: torch.device) -> _Dist:
+def init_distributed(device: torch.device) -> _Dist:
     """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -554,7 +555,7 @@ def train(
     from attnunet.transforms import default_augmentation
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    ctx = _distributed(device)
+    ctx = init_distributed(device)
     if device.type == "cuda" and ctx.world > 1:
         device = torch.device("cuda", ctx.local_rank)
     model.to(device)
@@ -671,6 +672,7 @@ def train(
                     "best_epoch": best_epoch,
                     "recipe": recipe,
                     "model_name": model_name,
+                    "world_size": ctx.world,
                 },
                 out / CHECKPOINT,
             )
