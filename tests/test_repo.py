@@ -18,8 +18,8 @@ def _readme_commands() -> list[str]:
 def test_readme_starts_with_install_main_job_and_tests():
     install, main_job, tests = _readme_commands()
     assert install.startswith("python -m pip install") and "[test]" in install
-    assert main_job == "python examples/quickstart.py"
-    assert (ROOT / "examples" / "quickstart.py").is_file()
+    assert main_job == "attnunet compare"
+    assert 'attnunet = "attnunet.cli:main"' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert tests == "python -m pytest"
 
 
