@@ -481,7 +481,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             spacing=None,
             description=f"{args.data}: {len(train_v)} training and {len(val_v)} validation images",
         )
-    defaults = {2: (8, 25), 3: (5, 15)}[args.spatial_dims]
+    defaults = {2: (8, 25), 3: (4, 12)}[args.spatial_dims]
     if args.epochs is None:
         args.epochs = defaults[0]
     if args.steps_per_epoch is None:

@@ -206,13 +206,18 @@ def run_study(
     pretrained: bool | str = False,
     save_models: bool = False,
     progress: bool = True,
-    log: Any = print,
+    log: Any = None,
 ) -> list[dict[str, Any]]:
     """Train and score every model of ``models`` on ``data`` with ``settings``; write
     ``results.json``, ``results.csv``, ``per_image.csv``, ``curves.png`` and one
     attention figure per gated model under ``out`` (``models/<name>/`` too with
     ``save_models``). Returns one summary row per model."""
     from attnunet._plots import attention_figure, line_chart
+
+    if log is None:
+
+        def log(message: str) -> None:
+            print(message, flush=True)
 
     rows: list[dict[str, Any]] = []
     per_image: list[dict[str, Any]] = []
