@@ -520,7 +520,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _threads(args.threads)
     device = _device(args.device)
     ctx = init_distributed(device)  # under torchrun: join the group; rank 0 writes files
-    model_info(args.model)  # unknown names fail here, with close matches
+    try:
+        model_info(args.model)  # unknown names fail here, with close matches
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     volumes = _load_folder(args.images, args.masks, args.spatial_dims, args.num_classes)
     if args.val_images is not None:
         train_v = volumes
@@ -560,6 +563,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         f"--resume: {key} was {previous.get(key)!r} in {saved}, now "
                         f"{record[key]!r}; resume with the same options"
                     )
+            saved_settings = dict(previous.get("settings") or {})
+            now = settings.to_dict()
+            changed = sorted(
+                k for k in now if k != "epochs" and saved_settings.get(k, now[k]) != now[k]
+            )
+            if changed:
+                raise UsageError(
+                    f"--resume: {', '.join(changed)} differ from the interrupted run "
+                    f"({saved}); resume with the same options (only --epochs may change)"
+                )
         else:
             prepare_output(
                 out,

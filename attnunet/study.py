@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attnunet.training import METRICS, TrainSettings, Volume, train
+from attnunet.training import METRICS, TrainSettings, Volume, jsonable, train
 
 __all__ = [
     "STUDY_MODELS",
@@ -289,20 +289,9 @@ def run_study(
         "history": histories,
     }
     (out / "results.json").write_text(
-        json.dumps(_jsonable(report), indent=2) + "\n", encoding="utf-8"
+        json.dumps(jsonable(report), indent=2) + "\n", encoding="utf-8"
     )
     return rows
-
-
-def _jsonable(value: Any) -> Any:
-    """Replace NaN and infinities (not valid JSON) by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -497,6 +497,17 @@ def _rng_state(generator: torch.Generator) -> dict[str, Any]:
     return {"generator": generator.get_state(), "torch": torch.get_rng_state()}
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` with NaN and infinities (not valid JSON) replaced by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -583,7 +594,10 @@ def train(
             )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["rng"]["generator"])
+        if ctx.rank == 0:
+            generator.set_state(state["rng"]["generator"])
+        else:  # the checkpoint holds rank 0's stream: give the others fresh, distinct ones
+            generator.manual_seed(settings.seed + 1000 * ctx.rank + 7919 * state["epoch"])
         torch.set_rng_state(state["rng"]["torch"])
         history = [EpochRecord(**h) for h in state["history"]]
         best_dice, best_epoch = state["best_dice"], state["best_epoch"]
@@ -677,7 +691,7 @@ def train(
                 out / CHECKPOINT,
             )
             (out / "history.json").write_text(
-                json.dumps([dataclasses.asdict(h) for h in history], indent=2) + "\n",
+                json.dumps(jsonable([dataclasses.asdict(h) for h in history]), indent=2) + "\n",
                 encoding="utf-8",
             )
         if ctx.world > 1:

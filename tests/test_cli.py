@@ -275,6 +275,11 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, capsys, monk
     # Without --resume the folder is protected; with it the run finishes.
     code, _, err = _run([*common, "--out", tmp_path / "parts"], capsys)
     assert code == 2 and "--resume" in err
+    # Resuming with another recipe is refused before anything is written.
+    before = (tmp_path / "parts" / "training.json").read_text()
+    code, _, err = _run([*common, "--out", tmp_path / "parts", "--resume", "--lr", "0.5"], capsys)
+    assert code == 2 and "learning_rate" in err
+    assert (tmp_path / "parts" / "training.json").read_text() == before
     assert _run([*common, "--out", tmp_path / "parts", "--resume"], capsys)[0] == 0
     a = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=False)["model"]
     b = torch.load(tmp_path / "parts" / CHECKPOINT, weights_only=False)["model"]
@@ -369,6 +374,8 @@ def test_usage_errors_name_what_would_work(tmp_path, capsys):
     assert code == 2 and "needs 2 sizes" in err
     code, _, err = _run(["compare", "--models", "unett"], capsys)
     assert code == 2 and "unknown model 'unett'" in err
+    code, _, err = _run(_train_args(data, tmp_path / "r2", "--model", "ag_res_unett"), capsys)
+    assert code == 2 and "ag_res_unet" in err
     code, _, err = _run(["evaluate", "--model", tmp_path, "--images", data / "images"], capsys)
     assert code == 2 and "holds no trained model" in err
     code, _, err = _run(
