@@ -49,6 +49,30 @@ def as_tensor(x: object, label: str) -> tuple[torch.Tensor, bool]:
     raise TypeError(f"{label} must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}")
 
 
+def tensor_pair(
+    pred: Array, target: Array, one_hot: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Both inputs as tensors after checking they agree in shape and device and have a
+    batch axis (and a class axis with ``one_hot``) plus at least one spatial axis.
+
+    Returns ``(pred, target, whether pred was NumPy)``.
+    """
+    p, p_numpy = as_tensor(pred, "pred")
+    t, _ = as_tensor(target, "target")
+    if p.shape != t.shape:
+        raise ValueError(
+            f"pred and target must have the same shape, got {list(p.shape)} and {list(t.shape)}"
+        )
+    if p.device != t.device:
+        raise ValueError(f"pred is on {p.device} but target is on {t.device}")
+    if p.dim() < (3 if one_hot else 2):
+        form = "(B, C, *spatial)" if one_hot else "(B, *spatial)"
+        raise ValueError(
+            f"expected inputs of shape {form} with at least one spatial axis, got {list(p.shape)}"
+        )
+    return p, t, p_numpy
+
+
 def class_masks(
     pred: Array,
     target: Array,
@@ -64,20 +88,7 @@ def class_masks(
         inputs' device (``K = 1`` for binary input), whether the input was binary (so
         ``reduction="none"`` drops the class axis), and whether ``pred`` was NumPy.
     """
-    p, p_numpy = as_tensor(pred, "pred")
-    t, _ = as_tensor(target, "target")
-    if p.shape != t.shape:
-        raise ValueError(
-            f"pred and target must have the same shape, got {list(p.shape)} and {list(t.shape)}"
-        )
-    if p.device != t.device:
-        raise ValueError(f"pred is on {p.device} but target is on {t.device}")
-    min_dim = 3 if one_hot else 2
-    if p.dim() < min_dim:
-        form = "(B, C, *spatial)" if one_hot else "(B, *spatial)"
-        raise ValueError(
-            f"expected inputs of shape {form} with at least one spatial axis, got {list(p.shape)}"
-        )
+    p, t, p_numpy = tensor_pair(pred, target, one_hot)
     for label, x in (("pred", p), ("target", t)):
         if x.is_floating_point() or x.is_complex():
             raise TypeError(

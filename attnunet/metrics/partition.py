@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from attnunet.metrics._common import Array, Reduction, as_tensor, check_reduction, output, reduce
+from attnunet.metrics._common import Array, Reduction, check_reduction, output, reduce, tensor_pair
 from attnunet.metrics.components import connectivity_structure
 
 __all__ = ["v_info", "v_rand"]
@@ -135,19 +135,7 @@ def _tables(
             f"ignore_background must be True, False or None (None: True for "
             f"form='segment', False for form='pixel'), got {ignore_background!r}"
         )
-    p, numpy = as_tensor(pred, "pred")
-    t, _ = as_tensor(target, "target")
-    if p.shape != t.shape:
-        raise ValueError(
-            f"pred and target must have the same shape, got {list(p.shape)} and {list(t.shape)}"
-        )
-    if p.device != t.device:
-        raise ValueError(f"pred is on {p.device} but target is on {t.device}")
-    if p.dim() < 2:
-        raise ValueError(
-            f"expected label maps of shape (B, *spatial) with at least one spatial axis, "
-            f"got {list(p.shape)}"
-        )
+    p, t, numpy = tensor_pair(pred, target)
     for label, x in (("pred", p), ("target", t)):
         if x.is_floating_point() or x.is_complex():
             raise TypeError(
