@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
             "table (mean ± std of IoU, Dice, HD95, ASSD, one-piece fraction; parameters; "
             "seconds per step). Writes results.json/.csv, per_image.csv, curves.png and "
             "attention/<model>.png under --out. With no option it uses the bundled 2D "
-            "nuclei sample and takes a few minutes on 2 CPU cores."
+            "nuclei sample and takes about 3 minutes on 2 CPU cores."
         ),
     )
     c.add_argument(

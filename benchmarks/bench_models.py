@@ -1,0 +1,638 @@
+"""Speed, FLOPs and memory of attnunet's U-Nets against MONAI's, in one process and run.
+
+Workloads (channels ``(16, 32, 64, 128, 256)``, one input channel, two classes):
+
+* ``W1``: a 2D training step (forward, Dice + CE loss, backward, Adam step), batch 4,
+  input ``1 x 256 x 256``;
+* ``W2``: a 3D training step, batch 1, input ``1 x 96^3``, plus the peak memory of the
+  step (see "Peak memory" below);
+* ``W3``: inference (``eval()`` and ``torch.inference_mode()``): a 2D image of
+  ``512 x 512`` (batch 1), and a ``160 x 160 x 96`` volume by sliding windows of ``96^3``
+  (overlap 0.25, constant blending, 4 windows per batch).
+
+Models: attnunet's ``AttentionUNet`` (Oktay's layout with its defaults: two grid gates
+per skip merged by a 1x1 conv, gates on all skips but the finest, gating signal,
+parameter-free linear up-sampling, batch norm, single output without deep supervision),
+``AgUNet`` (one grid gate per skip, transposed-conv up-sampling) and ``UNet``; MONAI's
+``AttentionUnet`` (strides 2, batch norm, one same-resolution gate per skip) and MONAI's
+``UNet`` with ``num_res_units=2`` (strided residual units with two convolutions each, the
+setting of MONAI's tutorials and the closest to a double-convolution stage; instance norm
+and PReLU, MONAI's defaults). Every model is trained with :class:`attnunet.losses.DiceCELoss`
+and windowed with :func:`attnunet.inference.sliding_window_inference`, so the loss and the
+windowing cost the same for all.
+
+Measurements:
+
+* parameters;
+* FLOPs counted by :class:`torch.utils.flop_counter.FlopCounterMode` on one step
+  (forward + backward for training, forward for inference). It counts convolutions and
+  matrix products (multiply and add = 2 FLOPs); element-wise work, norms, pooling and
+  interpolation are not counted, so "achieved GFLOP/s" is a lower bound of the work done;
+* the median time of ``--repeats`` steps (default 5 in 2D, 3 in 3D), after warm-up: one
+  step under the FLOP counter (it runs the same kernels), then ``--warmup`` plain steps
+  (default 1 in 2D, 0 in 3D, where a step takes seconds). The models take turns within
+  each repeat, starting from a different model each time, so load on the machine affects
+  all alike;
+* achieved GFLOP/s and the fraction of a matrix-multiply peak measured in the same run
+  (median time of a float32 ``torch.mm`` of two ``n x n`` matrices, ``2 n^3`` FLOPs,
+  before and after the workloads; the higher is used). On CUDA, cuDNN convolutions may
+  use TF32 (PyTorch's default) while the float32 matmul does not, so the fraction can
+  exceed 1 there;
+* the speed ratio to MONAI's ``AttentionUnet``: its median time divided by the model's
+  (> 1: faster than MONAI's ``AttentionUnet`` on the same workload).
+
+Peak memory (``W2``): on CPU, each model runs its training steps in a fresh subprocess
+(the same script, with a private flag). After building the model, optimizer, loss and
+data and a ``gc.collect()``, the child reads its resident set size (``VmRSS``) as the
+baseline, resets the kernel's peak-RSS counter (writing ``5`` to
+``/proc/self/clear_refs`` resets ``VmHWM``), runs ``--memory-steps`` steps and reports
+``VmHWM - baseline``: the most memory the steps held at once, beyond the model, data and
+imports (Adam's state is included, as it is allocated in the first step). The children
+run after the timing, one at a time unless ``--memory-jobs`` says otherwise (a peak RSS is
+per process, so running them side by side changes their speed, not their result). Where
+``clear_refs`` cannot be written it falls back on ``ru_maxrss``, which is only right when
+the steps exceed every earlier peak of the process (true here: the steps use gigabytes).
+In one long process the counters mislead: ``ru_maxrss`` never goes down, and memory that
+earlier models freed can stay mapped by the C allocator, so a later step reuses it without
+raising the peak. On CUDA it is ``torch.cuda.max_memory_allocated()`` minus the memory allocated
+before the steps, in the main process (the caching allocator's own counters).
+
+Usage::
+
+    python benchmarks/bench_models.py                   # everything (several minutes on CPU)
+    python benchmarks/bench_models.py --workloads W1,W3 --repeats 3
+    python benchmarks/bench_models.py --smoke --json smoke.json   # seconds: tiny sizes
+    python benchmarks/bench_models.py --device cuda --models attention_unet,monai_attention_unet
+
+MONAI comes with ``pip install -e ".[test]"``; without it the MONAI rows are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.metadata
+import importlib.util
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+try:
+    import resource
+except ImportError:  # Windows: no getrusage, and no /proc either
+    resource = None  # type: ignore[assignment]
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import attnunet
+from attnunet.inference import sliding_window_inference
+from attnunet.losses import DiceCELoss
+
+CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 256)
+SMOKE_CHANNELS: tuple[int, ...] = (4, 8, 16)
+NUM_CLASSES = 2
+MONAI_RES_UNITS = 2
+REFERENCE = "monai_attention_unet"  # the model every ratio is taken against
+CHILD_FLAG = "--_memory-child"
+
+
+# ---------------------------------------------------------------------------- models
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str
+    label: str
+    library: str
+    build: Callable[[int, Sequence[int]], nn.Module]
+
+
+def _strides(channels: Sequence[int]) -> tuple[int, ...]:
+    return (2,) * (len(channels) - 1)
+
+
+def _monai_attention_unet(spatial_dims: int, channels: Sequence[int]) -> nn.Module:
+    from monai.networks.nets import AttentionUnet  # imported on use: it takes seconds
+
+    return AttentionUnet(
+        spatial_dims, 1, NUM_CLASSES, channels=channels, strides=_strides(channels)
+    )
+
+
+def _monai_unet(spatial_dims: int, channels: Sequence[int]) -> nn.Module:
+    from monai.networks.nets import UNet
+
+    return UNet(
+        spatial_dims,
+        1,
+        NUM_CLASSES,
+        channels=channels,
+        strides=_strides(channels),
+        num_res_units=MONAI_RES_UNITS,
+    )
+
+
+def model_specs() -> list[ModelSpec]:
+    """Every model to compare; MONAI's only when MONAI imports."""
+    specs = [
+        ModelSpec(
+            "attention_unet",
+            "attnunet AttentionUNet",
+            "attnunet",
+            lambda d, ch: attnunet.AttentionUNet(d, 1, NUM_CLASSES, channels=ch),
+        ),
+        ModelSpec(
+            "ag_unet",
+            "attnunet AgUNet",
+            "attnunet",
+            lambda d, ch: attnunet.AgUNet(d, 1, NUM_CLASSES, channels=ch),
+        ),
+        ModelSpec(
+            "unet",
+            "attnunet UNet",
+            "attnunet",
+            lambda d, ch: attnunet.UNet(d, 1, NUM_CLASSES, channels=ch),
+        ),
+    ]
+    if importlib.util.find_spec("monai") is None:
+        print("MONAI is not installed: its models are skipped", file=sys.stderr)
+        return specs
+    specs += [
+        ModelSpec(REFERENCE, "MONAI AttentionUnet", "monai", _monai_attention_unet),
+        ModelSpec("monai_unet", f"MONAI UNet (res units {MONAI_RES_UNITS})", "monai", _monai_unet),
+    ]
+    return specs
+
+
+# ---------------------------------------------------------------------------- workloads
+@dataclass(frozen=True)
+class Workload:
+    key: str  # W1, W2, W3
+    name: str  # unique row label
+    kind: str  # "train", "infer" or "sliding"
+    spatial_dims: int
+    batch: int
+    size: tuple[int, ...]
+    channels: tuple[int, ...]
+    repeats: int
+    roi: int = 0
+    sw_batch_size: int = 4
+
+
+def workloads(smoke: bool) -> list[Workload]:
+    """The workloads in running order; ``smoke`` shrinks them to seconds."""
+    if smoke:
+        ch, s2, s3, i2, vol, roi = SMOKE_CHANNELS, 32, 16, 64, (24, 24, 16), 16
+        r2 = r3 = 1
+    else:
+        ch, s2, s3, i2, vol, roi = CHANNELS, 256, 96, 512, (160, 160, 96), 96
+        r2, r3 = 5, 3
+    return [
+        Workload("W1", "W1 train 2D", "train", 2, 4, (s2, s2), ch, r2),
+        Workload("W2", "W2 train 3D", "train", 3, 1, (s3, s3, s3), ch, r3),
+        Workload("W3", "W3 infer 2D", "infer", 2, 1, (i2, i2), ch, r2),
+        Workload("W3", "W3 infer 3D sliding", "sliding", 3, 1, vol, ch, r3, roi=roi),
+    ]
+
+
+def make_step(model: nn.Module, wl: Workload, device: torch.device) -> Callable[[], None]:
+    """One step of ``wl`` for ``model`` (moved to ``device``), as a call without arguments."""
+    model.to(device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(wl.batch, 1, *wl.size, generator=gen).to(device)
+    if wl.kind == "train":
+        model.train()
+        target = torch.randint(0, NUM_CLASSES, (wl.batch, 1, *wl.size), generator=gen).to(device)
+        loss_fn = DiceCELoss()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def train_step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), target)
+            loss.backward()
+            optimizer.step()
+
+        return train_step
+    model.eval()
+    if wl.kind == "infer":
+
+        def infer_step() -> None:
+            with torch.inference_mode():
+                model(x)
+
+        return infer_step
+
+    def sliding_step() -> None:
+        with torch.inference_mode():
+            sliding_window_inference(
+                x,
+                model,
+                wl.roi,
+                overlap=0.25,
+                blend="constant",
+                sw_batch_size=wl.sw_batch_size,
+            )
+
+    return sliding_step
+
+
+# ---------------------------------------------------------------------------- measuring
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of the convolutions and matrix products ``fn()`` runs (FlopCounterMode)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _synchronizer(device: torch.device) -> Callable[[], None]:
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def timed(fn: Callable[[], Any], sync: Callable[[], None]) -> float:
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - start
+
+
+def matmul_peak(device: torch.device, n: int, repeats: int) -> dict[str, float]:
+    """Median time and GFLOP/s of a float32 ``n x n`` by ``n x n`` ``torch.mm``."""
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(n, n, generator=gen).to(device)
+    b = torch.randn(n, n, generator=gen).to(device)
+    sync = _synchronizer(device)
+    for _ in range(2):
+        torch.mm(a, b)
+    seconds = statistics.median(timed(lambda: torch.mm(a, b), sync) for _ in range(repeats))
+    return {"n": n, "seconds": seconds, "gflops": 2 * n**3 / seconds / 1e9}
+
+
+def _rss_kib(field: str) -> int | None:
+    """A ``VmRSS``/``VmHWM`` line of ``/proc/self/status`` in KiB, or None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _maxrss_kib() -> int:
+    """``ru_maxrss`` in KiB (macOS reports bytes, Linux KiB)."""
+    if resource is None:
+        raise RuntimeError("no way to read the peak memory here: use --no-memory")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak
+
+
+def child_memory(model_key: str, wl_name: str, smoke: bool, steps: int) -> dict[str, Any]:
+    """Runs in a fresh process: the CPU peak memory of ``steps`` steps (see module docs)."""
+    spec = next(s for s in model_specs() if s.key == model_key)
+    wl = next(w for w in workloads(smoke) if w.name == wl_name)
+    torch.manual_seed(0)
+    step = make_step(spec.build(wl.spatial_dims, wl.channels), wl, torch.device("cpu"))
+    gc.collect()
+    base = _rss_kib("VmRSS")
+    if base is not None and _reset_peak_rss():
+        method = "VmHWM after clear_refs"
+    elif base is not None:
+        method = "ru_maxrss"  # right when the steps exceed every earlier peak
+    else:  # no /proc: how far the steps raise the lifetime peak (a lower bound)
+        base, method = _maxrss_kib(), "ru_maxrss increase"
+    for _ in range(steps):
+        step()
+    peak = _rss_kib("VmHWM") if method.startswith("VmHWM") else _maxrss_kib()
+    assert peak is not None
+    return {"peak_mib": (peak - base) / 1024, "baseline_mib": base / 1024, "method": method}
+
+
+def memory_in_subprocess(
+    spec: ModelSpec, wl: Workload, smoke: bool, threads: int, steps: int
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        CHILD_FLAG,
+        f"{spec.key}:{wl.name}",
+        "--threads",
+        str(threads),
+        "--memory-steps",
+        str(steps),
+    ]
+    if smoke:
+        cmd.append("--smoke")
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory child for {spec.label} / {wl.name} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memory_cuda(step: Callable[[], None], device: torch.device, steps: int) -> dict[str, Any]:
+    torch.cuda.synchronize(device)
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    return {
+        "peak_mib": (peak - base) / 2**20,
+        "baseline_mib": base / 2**20,
+        "method": "torch.cuda.max_memory_allocated",
+    }
+
+
+# ---------------------------------------------------------------------------- running
+@dataclass(frozen=True)
+class Options:
+    device: torch.device
+    threads: int
+    smoke: bool
+    repeats: int | None  # None: the workload's default
+    warmup: int | None  # None: 1 for 2D, 0 for 3D
+    memory: bool
+    memory_steps: int
+    memory_jobs: int
+
+
+def measure_memory(
+    wl: Workload, specs: list[ModelSpec], steps: dict[str, Callable[[], None]], opt: Options
+) -> dict[str, dict[str, Any]]:
+    """Peak memory of each model's step: a subprocess each on CPU, in process on CUDA."""
+    if opt.device.type == "cuda":
+        return {s.key: memory_cuda(steps[s.key], opt.device, opt.memory_steps) for s in specs}
+    with ThreadPoolExecutor(max_workers=max(1, opt.memory_jobs)) as pool:
+        futures = {
+            s.key: pool.submit(
+                memory_in_subprocess, s, wl, opt.smoke, opt.threads, opt.memory_steps
+            )
+            for s in specs
+        }
+        return {key: future.result() for key, future in futures.items()}
+
+
+def run_workload(wl: Workload, specs: list[ModelSpec], opt: Options) -> list[dict[str, Any]]:
+    """Time every model on ``wl``, taking turns; one row per model."""
+    sync = _synchronizer(opt.device)
+    repeats = opt.repeats or wl.repeats
+    warmup = (1 if wl.spatial_dims < 3 else 0) if opt.warmup is None else opt.warmup
+    steps: dict[str, Callable[[], None]] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        torch.manual_seed(0)
+        model = spec.build(wl.spatial_dims, wl.channels)
+        steps[spec.key] = make_step(model, wl, opt.device)
+        rows[spec.key] = {
+            "workload": wl.key,
+            "name": wl.name,
+            "model": spec.label,
+            "model_key": spec.key,
+            "library": spec.library,
+            "params": sum(p.numel() for p in model.parameters()),
+            "repeats": repeats,
+            "warmup": warmup,
+        }
+    for spec in specs:  # the counted step is also the first warm-up
+        sync()
+        rows[spec.key]["flops"] = count_flops(steps[spec.key])
+    for _ in range(warmup):
+        for spec in specs:
+            steps[spec.key]()
+    times: dict[str, list[float]] = {spec.key: [] for spec in specs}
+    for r in range(repeats):
+        for i in range(len(specs)):
+            key = specs[(r + i) % len(specs)].key  # rotate who goes first
+            times[key].append(timed(steps[key], sync))
+    for spec in specs:
+        row = rows[spec.key]
+        row["seconds"] = statistics.median(times[spec.key])
+        row["seconds_all"] = times[spec.key]
+        row["gflops_per_s"] = row["flops"] / row["seconds"] / 1e9
+    if REFERENCE in rows:
+        for row in rows.values():
+            row["speed_vs_monai_attention_unet"] = rows[REFERENCE]["seconds"] / row["seconds"]
+    if opt.memory and wl.key == "W2":
+        for key, result in measure_memory(wl, specs, steps, opt).items():
+            rows[key]["peak_memory_mib"] = result["peak_mib"]
+            rows[key]["memory_method"] = result["method"]
+    del steps
+    gc.collect()
+    return list(rows.values())
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+    try:
+        info["monai"] = importlib.metadata.version("monai")
+    except importlib.metadata.PackageNotFoundError:
+        info["monai"] = None
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        info["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    return info
+
+
+def memory_method(device: torch.device, rows: list[dict[str, Any]]) -> str:
+    if device.type == "cuda":
+        return "torch.cuda.max_memory_allocated minus memory allocated before the steps"
+    methods = {row["memory_method"] for row in rows if "memory_method" in row}
+    if methods - {"VmHWM after clear_refs"}:
+        return f"subprocess per model: {', '.join(sorted(methods))} (see the module docs)"
+    return (
+        "subprocess per model: VmHWM (reset via /proc/self/clear_refs) minus VmRSS after "
+        "building model, optimizer and data"
+    )
+
+
+def _fmt_ratio(row: dict[str, Any]) -> str:
+    ratio = row.get("speed_vs_monai_attention_unet")
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    peak = result["matmul_peak_gflops"]
+    lines = [
+        "| workload | model | params (M) | GFLOP/step | median s | GFLOP/s | % of mm peak"
+        " | speed vs MONAI AttentionUnet | peak MiB |",
+        "|" + "---|" * 9,
+    ]
+    for r in result["rows"]:
+        mem = r.get("peak_memory_mib")
+        lines.append(
+            f"| {r['name']} | {r['model']} | {r['params'] / 1e6:.3f} | {r['flops'] / 1e9:.2f} | "
+            f"{r['seconds']:.4f} | {r['gflops_per_s']:.1f} | "
+            f"{100 * r['gflops_per_s'] / peak:.1f}% | {_fmt_ratio(r)} | "
+            f"{'' if mem is None else f'{mem:.0f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def parse_workloads(text: str) -> list[str]:
+    keys = [k.strip().upper() for k in text.split(",") if k.strip()]
+    for k in keys:
+        if k not in ("W1", "W2", "W3"):
+            raise argparse.ArgumentTypeError(f"unknown workload {k!r}: use W1, W2, W3")
+    return keys
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workloads", type=parse_workloads, default=["W1", "W2", "W3"])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    parser.add_argument(
+        "--repeats", type=int, help="timed steps per model (default 5 for 2D, 3 for 3D)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        help="plain warm-up steps per model after the counted one (default 1 for 2D, 0 for 3D)",
+    )
+    parser.add_argument(
+        "--models", help="comma-separated model keys to run (default: all), e.g. unet,monai_unet"
+    )
+    parser.add_argument("--memory-steps", type=int, default=2, help="steps per W2 memory run")
+    parser.add_argument("--no-memory", action="store_true", help="skip the W2 peak memory")
+    parser.add_argument(
+        "--memory-jobs", type=int, default=1, help="memory subprocesses run at once (CPU)"
+    )
+    parser.add_argument("--matmul-n", type=int, help="matmul size (default 2048; 256 in smoke)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: finishes in seconds")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument(CHILD_FLAG, dest="memory_child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    if args.memory_child:
+        model_key, wl_name = args.memory_child.split(":", 1)
+        print(json.dumps(child_memory(model_key, wl_name, args.smoke, args.memory_steps)))
+        return
+
+    if args.json and args.json.exists():
+        sys.exit(f"{args.json} exists; choose another name (nothing was overwritten)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: CUDA is not available")
+    device = torch.device(args.device)
+    specs = model_specs()
+    if args.models:
+        wanted = {k.strip() for k in args.models.split(",") if k.strip()}
+        unknown = wanted - {s.key for s in specs}
+        if unknown:
+            sys.exit(f"unknown model key(s) {sorted(unknown)}; known: {[s.key for s in specs]}")
+        specs = [s for s in specs if s.key in wanted]
+    threads = torch.get_num_threads()
+    n = args.matmul_n or (256 if args.smoke else 2048)
+    mm_repeats = 3 if args.smoke else 7
+    info = machine(device)
+    print(
+        f"{info['cpu']}, {threads} threads, torch {info['torch']}, MONAI {info['monai']}, "
+        f"device {device}{', ' + info['gpu'] if 'gpu' in info else ''}"
+        f"{' (smoke sizes)' if args.smoke else ''}\n",
+        flush=True,
+    )
+
+    opt = Options(
+        device=device,
+        threads=threads,
+        smoke=args.smoke,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        memory=not args.no_memory,
+        memory_steps=args.memory_steps,
+        memory_jobs=args.memory_jobs,
+    )
+    started = time.perf_counter()
+    mm_before = matmul_peak(device, n, mm_repeats)
+    rows: list[dict[str, Any]] = []
+    for wl in workloads(args.smoke):
+        if wl.key not in args.workloads:
+            continue
+        t0 = time.perf_counter()
+        rows += run_workload(wl, specs, opt)
+        print(f"{wl.name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    mm_after = matmul_peak(device, n, mm_repeats)
+    peak = max(mm_before["gflops"], mm_after["gflops"])
+    for row in rows:
+        row["fraction_of_matmul_peak"] = row["gflops_per_s"] / peak
+
+    result = {
+        "machine": info,
+        "config": {
+            "workloads": [asdict(w) for w in workloads(args.smoke) if w.key in args.workloads],
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "memory_steps": args.memory_steps,
+            "memory_jobs": args.memory_jobs,
+            "smoke": args.smoke,
+            "monai_unet_num_res_units": MONAI_RES_UNITS,
+            "sliding_window": {"overlap": 0.25, "blend": "constant"},
+        },
+        "matmul": {"before": mm_before, "after": mm_after},
+        "matmul_peak_gflops": peak,
+        "flops_counter": "torch.utils.flop_counter.FlopCounterMode (convolutions, matmuls)",
+        "memory_method": memory_method(device, rows),
+        "total_seconds": time.perf_counter() - started,
+        "rows": rows,
+    }
+    print(markdown(result))
+    print(
+        f"\nmatmul peak: {peak:.1f} GFLOP/s (float32 {n}x{n} torch.mm, median of {mm_repeats};"
+        f" before {mm_before['gflops']:.1f}, after {mm_after['gflops']:.1f}). Speed vs MONAI"
+        f" AttentionUnet = its median time / the model's (> 1: faster)."
+        + (
+            f" Peak MiB: W2 step, {result['memory_method']}."
+            if any("peak_memory_mib" in r for r in rows)
+            else ""
+        )
+        + f" Total {result['total_seconds']:.0f} s."
+    )
+    if args.json:
+        if args.json.exists():
+            sys.exit(f"{args.json} exists; choose another name (nothing was overwritten)")
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

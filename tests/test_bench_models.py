@@ -1,0 +1,85 @@
+"""benchmarks/bench_models.py: its FLOP counter is exact and ``--smoke`` runs end to end."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "bench_models.py"
+ROW_NAMES = {"W1 train 2D", "W2 train 3D", "W3 infer 2D", "W3 infer 3D sliding"}
+ATTNUNET = {"attnunet AttentionUNet", "attnunet AgUNet", "attnunet UNet"}
+HAS_MONAI = importlib.util.find_spec("monai") is not None
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_models_under_test", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("cin", "cout", "k", "h", "w"), [(3, 8, 3, 20, 24), (1, 16, 5, 17, 9)])
+def test_conv2d_flops_match_the_hand_count(cin, cout, k, h, w):
+    conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+    x = torch.randn(1, cin, h, w)
+    assert _bench().count_flops(lambda: conv(x)) == 2 * cin * cout * k * k * h * w
+
+
+def test_conv3d_training_flops_are_forward_plus_backward():
+    conv = nn.Conv3d(2, 4, 3, padding=1, bias=False)
+    x = torch.randn(1, 2, 6, 5, 4, requires_grad=True)
+    forward = 2 * 2 * 4 * 27 * 6 * 5 * 4
+    # backward: one convolution for the input gradient, one for the weight gradient
+    assert _bench().count_flops(lambda: conv(x).sum().backward()) == 3 * forward
+
+
+def test_json_is_never_overwritten(tmp_path):
+    existing = tmp_path / "results.json"
+    existing.write_text("{}", encoding="utf-8")
+    with pytest.raises(SystemExit, match="exists"):
+        _bench().main(["--smoke", "--json", str(existing)])
+    assert existing.read_text(encoding="utf-8") == "{}"
+
+
+def test_smoke_run_end_to_end(tmp_path):
+    out = tmp_path / "smoke.json"
+    cmd = [sys.executable, str(SCRIPT), "--smoke", "--threads", "1", "--memory-jobs", "2"]
+    done = subprocess.run(
+        [*cmd, "--json", str(out)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "| workload | model |" in done.stdout and "matmul peak" in done.stdout
+
+    result = json.loads(out.read_text(encoding="utf-8"))
+    for key in ("machine", "config", "matmul", "matmul_peak_gflops", "memory_method", "rows"):
+        assert key in result
+    assert {"cpu", "threads", "torch"} <= set(result["machine"])
+    assert result["machine"]["threads"] == 1
+    assert result["matmul_peak_gflops"] > 0
+
+    rows = result["rows"]
+    models = ATTNUNET | (
+        {"MONAI AttentionUnet", "MONAI UNet (res units 2)"} if HAS_MONAI else set()
+    )
+    assert {(r["name"], r["model"]) for r in rows} == {(n, m) for n in ROW_NAMES for m in models}
+    for r in rows:
+        assert r["params"] > 0 and r["flops"] > 0, r
+        assert r["seconds"] > 0 and all(t > 0 for t in r["seconds_all"]), r
+        assert r["gflops_per_s"] > 0 and r["fraction_of_matmul_peak"] > 0, r
+        if HAS_MONAI:
+            assert r["speed_vs_monai_attention_unet"] > 0, r
+        if r["workload"] == "W2":
+            assert r["peak_memory_mib"] >= 0 and r["memory_method"], r
+        else:
+            assert "peak_memory_mib" not in r, r
+    if HAS_MONAI:
+        reference = [r for r in rows if r["model"] == "MONAI AttentionUnet"]
+        assert all(r["speed_vs_monai_attention_unet"] == 1.0 for r in reference)
