@@ -375,20 +375,17 @@ def _load_folder(
 
 
 def _split(volumes: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """The reproducible image-level split of :func:`attnunet.data.io.split_pairs`."""
+    from attnunet.data import io
+
     if not 0.0 <= fraction < 1.0:
         raise UsageError(f"--val-fraction must lie in [0, 1), got {fraction}")
-    if fraction == 0.0:
-        return volumes, []
-    if len(volumes) < 2:
+    if fraction > 0 and len(volumes) < 2:
         raise UsageError(
             f"only {len(volumes)} image found: cannot hold one out for validation; add images, "
             f"give --val-images/--val-masks, or pass --val-fraction 0"
         )
-    order = np.random.default_rng(seed).permutation(len(volumes))
-    n_val = min(len(volumes) - 1, max(1, round(fraction * len(volumes))))
-    val = [volumes[i] for i in sorted(order[:n_val])]
-    train = [volumes[i] for i in sorted(order[n_val:])]
-    return train, val
+    return io.split_pairs(volumes, fraction, seed)
 
 
 def _settings(args: argparse.Namespace, spatial_dims: int, num_classes: int, spacing: Any) -> Any:
@@ -641,9 +638,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         out / "curves.png",
     )
     if result.val_rows:
-        from attnunet.study import _write_csv
+        from attnunet.study import write_csv
 
-        _write_csv(out / "val_metrics.csv", result.val_rows)
+        write_csv(out / "val_metrics.csv", result.val_rows)
     best = (
         f"best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch}"
         if val_v
@@ -680,7 +677,7 @@ def _load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, An
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from attnunet.study import _write_csv
+    from attnunet.study import write_csv
     from attnunet.training import evaluate
 
     _threads(args.threads)
@@ -706,7 +703,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(acc.summary())
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        _write_csv(args.out, rows)
+        write_csv(args.out, rows)
         print(f"per-image metrics in {args.out}")
     return 0
 

@@ -34,6 +34,7 @@ __all__ = [
     "run_study",
     "sample_study_data",
     "tiles",
+    "write_csv",
 ]
 
 STUDY_MODELS = ("unet", "ag_unet", "res_unet", "ag_res_unet", "attention_unet", "raunet")
@@ -270,8 +271,8 @@ def run_study(
         ],
         out / "curves.png",
     )
-    _write_csv(out / "results.csv", rows)
-    _write_csv(out / "per_image.csv", per_image)
+    write_csv(out / "results.csv", rows)
+    write_csv(out / "per_image.csv", per_image)
     report = {
         "data": data.description,
         "spatial_dims": data.spatial_dims,
@@ -294,7 +295,8 @@ def run_study(
     return rows
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` (dicts) as CSV with the union of their keys as columns."""
     if not rows:
         return
     fields = list(dict.fromkeys(k for r in rows for k in r))

@@ -427,3 +427,11 @@ def test_distributed_training_with_two_cpu_processes(tmp_path):
     state = torch.load(run / CHECKPOINT, weights_only=False)
     assert state["world_size"] == 2 and state["epoch"] == 2
     assert (run / "best" / "model.safetensors").is_file()
+
+
+def test_a_single_image_cannot_be_split(tmp_path, capsys):
+    data = _folder_2d(tmp_path / "data", n=1)
+    code, _, err = _run(_train_args(data, tmp_path / "run"), capsys)
+    assert code == 2 and "only 1 image" in err and "--val-fraction 0" in err
+    code, _, err = _run(_train_args(data, tmp_path / "run", "--val-fraction", "0"), capsys)
+    assert code == 0, err
