@@ -112,6 +112,19 @@ def _add_recipe(p: argparse.ArgumentParser, epochs: int | None, steps: int | Non
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
 
 
+def _add_inference_options(p: argparse.ArgumentParser) -> None:
+    """The options evaluate and predict share: windowing, threads, device, progress."""
+    p.add_argument(
+        "--overlap",
+        type=float,
+        default=None,
+        help="sliding-window overlap (default: the training value)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnunet",
@@ -283,15 +296,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     e.add_argument("--spacing", type=_floats, default=None, help="voxel size for surface metrics")
-    e.add_argument(
-        "--overlap",
-        type=float,
-        default=None,
-        help="sliding-window overlap (default: the training value)",
-    )
-    e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    e.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: %(default)s)")
-    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_inference_options(e)
 
     pr = sub.add_parser(
         "predict",
@@ -313,15 +318,7 @@ def _parser() -> argparse.ArgumentParser:
         help="file format (default: png for 2D, tif for 3D)",
     )
     pr.add_argument("--overwrite", action="store_true", help="replace existing predictions")
-    pr.add_argument(
-        "--overlap",
-        type=float,
-        default=None,
-        help="sliding-window overlap (default: the training value)",
-    )
-    pr.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    pr.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: %(default)s)")
-    pr.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_inference_options(pr)
 
     m = sub.add_parser(
         "models",
@@ -650,8 +647,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, Any]:
-    """A model saved by ``train`` (its folder or its ``best/``) and its recipe."""
+def _load_trained(
+    path: Path, device: torch.device, overlap: float | None = None
+) -> tuple[torch.nn.Module, Any]:
+    """A model saved by ``train`` (its folder or its ``best/``) and its recipe, with the
+    sliding-window ``overlap`` replaced when given."""
     from attnunet.hub import from_pretrained
     from attnunet.training import TrainSettings
 
@@ -673,6 +673,8 @@ def _load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, An
             num_classes=max(2, int(config.get("num_classes", 2))),
             patch_size=(64,) * dims if dims < 3 else (32, 64, 64),
         )
+    if overlap is not None:
+        settings.overlap = overlap
     return model, settings
 
 
@@ -686,9 +688,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise FileExistsError(
             f"{args.out} already exists: choose another --out or pass --overwrite"
         )
-    model, settings = _load_trained(args.model, device)
-    if args.overlap is not None:
-        settings.overlap = args.overlap
+    model, settings = _load_trained(args.model, device, args.overlap)
     if args.spacing is not None:
         settings.spacing = tuple(args.spacing)
     volumes = _load_folder(args.images, args.masks, settings.spatial_dims, settings.num_classes)
@@ -714,9 +714,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     _threads(args.threads)
     device = _device(args.device)
-    model, settings = _load_trained(args.model, device)
-    if args.overlap is not None:
-        settings.overlap = args.overlap
+    model, settings = _load_trained(args.model, device, args.overlap)
     if args.images.is_file():
         pairs = [io.Pair(args.images)]
     else:

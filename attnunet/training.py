@@ -36,13 +36,7 @@ from scipy import ndimage
 from torch import nn
 
 from attnunet.losses import DeepSupervisionLoss, DiceCELoss
-from attnunet.metrics import (
-    MetricAccumulator,
-    assd,
-    dice_score,
-    hd95,
-    iou_score,
-)
+from attnunet.metrics import MetricAccumulator, dice_score, iou_score, surface_metrics
 
 __all__ = [
     "CHECKPOINT",
@@ -373,14 +367,22 @@ def _metric_row(pred: np.ndarray, target: np.ndarray, settings: TrainSettings) -
     k = settings.num_classes
     binary = k == 2
     kw: dict[str, Any] = {} if binary else {"num_classes": k}
-    surf = {**kw, "empty_pred": math.nan, "empty_target": math.nan}
+    # One distance measurement serves both surface metrics. A surface distance to an empty
+    # mask is unbounded: such images are left out of the mean (NaN) and show up in Dice.
+    surface = surface_metrics(
+        p.numpy(),
+        t.numpy(),
+        ("hd95", "assd"),
+        spacing=settings.spacing,
+        empty_pred=math.nan,
+        empty_target=math.nan,
+        **kw,
+    )
     return {
         "dice": float(dice_score(p, t, **kw)),
         "iou": float(iou_score(p, t, **kw)),
-        # A surface distance to an empty mask is unbounded: such images are left out of
-        # the mean (NaN) and show up in Dice instead.
-        "hd95": float(hd95(p.numpy(), t.numpy(), spacing=settings.spacing, **surf)),
-        "assd": float(assd(p.numpy(), t.numpy(), spacing=settings.spacing, **surf)),
+        "hd95": float(surface["hd95"]),
+        "assd": float(surface["assd"]),
         "one_piece": object_one_piece_fraction(pred, target),
     }
 
