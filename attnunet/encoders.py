@@ -114,9 +114,12 @@ class ResNetEncoder(nn.Module):
             stages.append(nn.Sequential(*stage))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
 
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        """``conv1 -> bn1 -> relu -> maxpool``: the input at stride 4, before ``layer1``."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        e1 = self.layer1(x)
+        e1 = self.layer1(self.stem(x))
         e2 = self.layer2(e1)
         e3 = self.layer3(e2)
         e4 = self.layer4(e3)

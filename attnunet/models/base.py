@@ -1,17 +1,29 @@
 """The base class every attnunet model shares: config, input checks, size policy."""
 
+import contextlib
 import copy
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from attnunet._shape import crop_to
 
-__all__ = ["SIZE_POLICIES", "SegmentationModel", "SizePolicy", "check_size_policy"]
+__all__ = [
+    "SIZE_POLICIES",
+    "CheckpointSegment",
+    "SegmentationModel",
+    "SizePolicy",
+    "check_size_policy",
+    "checkpoint_active",
+    "run_checkpointed",
+]
 
 SizePolicy = Literal["pad", "resize", "error"]
 SIZE_POLICIES = ("pad", "resize", "error")
@@ -31,6 +43,81 @@ def check_size_policy(size_policy: str) -> str:
     return size_policy
 
 
+def checkpoint_active(enabled: bool, training: bool) -> bool:
+    """Whether a segment with checkpointing ``enabled`` recomputes its activations now:
+    only in training mode, with gradients enabled and in eager Python (never in TorchScript,
+    under ``torch.no_grad()`` or in ``torch.inference_mode()``)."""
+    return enabled and training and torch.is_grad_enabled() and not torch.jit.is_scripting()
+
+
+class _RestoreBuffers:
+    """Recompute context of a checkpointed segment: every buffer of ``modules`` ends as it
+    was before the recomputation.
+
+    In training mode a recomputed batch norm updates its running statistics (and
+    ``num_batches_tracked``) a second time; restoring the buffers after the recomputation
+    leaves exactly the one update of the original forward pass. The outputs are unaffected:
+    in training mode batch norm normalises with the batch statistics."""
+
+    def __init__(self, modules: tuple[nn.Module, ...]) -> None:
+        self.modules = modules
+        self.saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __enter__(self) -> None:
+        self.saved = [(b, b.clone()) for m in self.modules for b in m.buffers()]
+
+    def __exit__(self, *exc: object) -> None:
+        with torch.no_grad():
+            for buffer, value in self.saved:
+                buffer.copy_(value)
+        self.saved = []
+
+
+def _segment_contexts(
+    modules: tuple[nn.Module, ...],
+) -> tuple[contextlib.AbstractContextManager[None], _RestoreBuffers]:
+    return contextlib.nullcontext(), _RestoreBuffers(modules)
+
+
+def run_checkpointed(modules: tuple[nn.Module, ...], fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` under non-reentrant activation checkpointing
+    (``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``): nothing inside is
+    kept for backward but the inputs; backward runs ``fn`` again (with the forward pass's
+    RNG state, so dropout draws the same masks). The recomputation leaves the buffers of
+    ``modules`` (the modules ``fn`` runs) as it found them, so batch-norm running
+    statistics are updated once per step. Under ``torch.compile`` the compiler's own
+    recomputation never replays buffer updates, and checkpoint is called plainly.
+
+    Pass tensors as top-level ``args`` (not inside lists): checkpoint preserves the RNG
+    state of the devices of those tensors only.
+    """
+    if torch.compiler.is_compiling():
+        return checkpoint(fn, *args, use_reentrant=False)
+    context_fn = functools.partial(_segment_contexts, modules)
+    return checkpoint(fn, *args, use_reentrant=False, context_fn=context_fn)
+
+
+class CheckpointSegment(nn.Module):
+    """A module that is one segment of activation checkpointing (an encoder stage, a decoder
+    level, a UNet++ node, ...).
+
+    Its ``checkpointing`` attribute is set by
+    :meth:`SegmentationModel.set_checkpointing`; its ``forward`` asks
+    :meth:`_checkpoint_now` and then runs under :func:`run_checkpointed` from a
+    ``@torch.jit.unused`` method, so TorchScript never sees the checkpoint call. The
+    attribute is a plain ``bool``: state-dict keys are unchanged.
+    """
+
+    checkpointing: bool
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checkpointing = False
+
+    def _checkpoint_now(self) -> bool:
+        return checkpoint_active(self.checkpointing, self.training)
+
+
 class SegmentationModel(nn.Module):
     """Base class: a model that remembers its constructor keywords and checks its inputs.
 
@@ -44,25 +131,87 @@ class SegmentationModel(nn.Module):
     :meth:`_restore` around their network, which gives every model the same input errors
     and the same handling of sizes not divisible by ``2**depth`` (see
     ``docs/conventions.md``).
+
+    ``model.set_checkpointing()`` turns on activation checkpointing (recomputation of each
+    encoder stage and decoder level in backward, to train with less memory; see
+    ``docs/training.md``); ``model.checkpointing`` tells whether it is on. It is a runtime
+    setting, not part of ``config`` or of saved files.
     """
 
     __jit_ignored_attributes__ = ("_config",)
-    __jit_unused_properties__ = ("config",)
+    __jit_unused_properties__ = ("config", "checkpointing")
 
     spatial_dims: int
     in_channels: int
     depth: int
     divisor: int
     size_policy: str
+    _checkpointing: bool
 
     def __init__(self) -> None:
         super().__init__()
         self._config: dict[str, Any] = {}
+        self._checkpointing = False
 
     @property
     def config(self) -> dict[str, Any]:
         """A copy of the constructor keywords of this model."""
         return copy.deepcopy(self._config)
+
+    @property
+    def checkpointing(self) -> bool:
+        """Whether activation checkpointing is on (see :meth:`set_checkpointing`)."""
+        return self._checkpointing
+
+    def set_checkpointing(self: _Model, enabled: bool = True) -> _Model:
+        """Turn activation checkpointing on (or off) and return the model itself.
+
+        With it on, a training-mode forward pass with gradients enabled keeps only the
+        inputs and outputs of each segment (every encoder stage, every decoder level with
+        its up-sampling, gate and concatenation, every UNet++ node; RAUNet's encoder
+        stages and decoder blocks) and backward recomputes the rest
+        (``torch.utils.checkpoint``, non-reentrant): less activation memory for about one
+        extra forward pass of compute. Losses and gradients are the same as without it,
+        dropout included (the RNG state is replayed), and batch-norm running statistics
+        are updated once per step, not again by the recomputation. Evaluation mode,
+        ``torch.no_grad()``, ``torch.inference_mode()`` and TorchScript run the normal
+        path. The setting is not part of :attr:`config` nor of saved weights.
+
+        Example:
+            >>> from attnunet import UNet
+            >>> model = UNet(3, 1, 2, channels=(4, 8, 16)).set_checkpointing()
+            >>> model.checkpointing
+            True
+        """
+        flag = bool(enabled)
+        self._checkpointing = flag
+        for module in self.modules():
+            if isinstance(module, CheckpointSegment):
+                module.checkpointing = flag
+        return self
+
+    def to_channels_last(self: _Model) -> _Model:
+        """Store the weights channels-last (``torch.channels_last`` for 2D models,
+        ``torch.channels_last_3d`` for 3D ones) and return the model itself.
+
+        PyTorch's CPU (oneDNN) and cuDNN convolutions then produce channels-last
+        activations even from an ordinary ``(B, C, *S)`` input, so the whole network runs
+        in that layout; outputs have the usual shape and values (only their strides
+        differ). On CPU this is the largest single speed-up for 2D models and for 3D
+        models without linear up-sampling (``docs/performance.md`` has the figures). 1D
+        models are returned unchanged.
+
+        Example:
+            >>> from attnunet import UNet
+            >>> model = UNet(2, 1, 2, channels=(4, 8, 16)).to_channels_last()
+            >>> model.head.conv.weight.is_contiguous(memory_format=torch.channels_last)
+            True
+        """
+        if self.spatial_dims == 2:
+            return self.to(memory_format=torch.channels_last)
+        if self.spatial_dims == 3:
+            return self.to(memory_format=torch.channels_last_3d)
+        return self
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         """Number of (trainable) parameters."""

@@ -1,7 +1,8 @@
 """RAUNet: a ResNet encoder, LinkNet decoder blocks and augmented attention skip fusion."""
 
 import contextlib
-from typing import Any
+import functools
+from typing import Any, Final
 
 import torch
 from torch import nn
@@ -29,7 +30,14 @@ from attnunet.layers import (
     conv_type,
     parse_spec,
 )
-from attnunet.models.base import SegmentationModel, SizePolicy, check_size_policy
+from attnunet.models.base import (
+    CheckpointSegment,
+    SegmentationModel,
+    SizePolicy,
+    check_size_policy,
+    checkpoint_active,
+    run_checkpointed,
+)
 from attnunet.registry import register_model
 
 __all__ = ["RAUNET_PRESET", "RAUNet", "raunet_ni"]
@@ -40,10 +48,13 @@ NI_PAPER = (
 )
 
 
-class NativeEncoder(nn.Module):
+class NativeEncoder(CheckpointSegment):
     """attnunet's own :class:`~attnunet.encoders.ResNetEncoder` under the same ``model``
     attribute as :class:`~attnunet.encoders.TimmEncoder`, so state-dict keys read
-    ``encoder.model.layer1...`` in 2D and 3D alike."""
+    ``encoder.model.layer1...`` in 2D and 3D alike.
+
+    With activation checkpointing on, its segments are ``stem + layer1``, ``layer2``,
+    ``layer3`` and ``layer4``."""
 
     def __init__(self, model: ResNetEncoder) -> None:
         super().__init__()
@@ -51,11 +62,35 @@ class NativeEncoder(nn.Module):
         self.feature_channels = list(model.feature_channels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self._checkpoint_now():
+            return self._checkpointed(x)
         return self.model(x)
 
+    @torch.jit.unused
+    def _checkpointed(self, x: torch.Tensor) -> list[torch.Tensor]:
+        m = self.model
 
-class RAUNetDecoder(nn.Module):
-    """``blocks[0..3]`` (LinkNet blocks, coarse to fine) and ``fusions[0..2]`` (AAMs)."""
+        def stem_and_layer1(t: torch.Tensor) -> Any:
+            return m.layer1(m.stem(t))
+
+        e1 = run_checkpointed((m.bn1, m.layer1), stem_and_layer1, x)
+        e2 = run_checkpointed((m.layer2,), m.layer2, e1)
+        e3 = run_checkpointed((m.layer3,), m.layer3, e2)
+        e4 = run_checkpointed((m.layer4,), m.layer4, e3)
+        return [e1, e2, e3, e4]
+
+
+def _block_and_fusion(
+    block: nn.Module, fusion: nn.Module, x: torch.Tensor, skip: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return fusion.attend(match_size(block(x), list(skip.shape[2:])), skip)  # type: ignore[operator]
+
+
+class RAUNetDecoder(CheckpointSegment):
+    """``blocks[0..3]`` (LinkNet blocks, coarse to fine) and ``fusions[0..2]`` (AAMs).
+
+    With activation checkpointing on, each block with the fusion that follows it is one
+    segment (the last block alone)."""
 
     def __init__(self, blocks: list[nn.Module], fusions: list[nn.Module]) -> None:
         super().__init__()
@@ -63,6 +98,8 @@ class RAUNetDecoder(nn.Module):
         self.fusions = nn.ModuleList(fusions)
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if self._checkpoint_now():
+            return self._checkpointed(features)
         x = features[3]
         weights: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
@@ -72,6 +109,22 @@ class RAUNetDecoder(nn.Module):
                     skip = features[2 - i]
                     x, w = fusion.attend(match_size(x, list(skip.shape[2:])), skip)  # type: ignore[operator]
                     weights.append(w)
+        return x, weights
+
+    @torch.jit.unused
+    def _checkpointed(
+        self, features: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = features[3]
+        weights: list[torch.Tensor] = []
+        for i, block in enumerate(self.blocks):
+            if i < len(self.fusions):
+                fusion = self.fusions[i]
+                run = functools.partial(_block_and_fusion, block, fusion)
+                x, w = run_checkpointed((block, fusion), run, x, features[2 - i])
+                weights.append(w)
+            else:
+                x = run_checkpointed((block,), block, x)
         return x, weights
 
 
@@ -145,6 +198,12 @@ class RAUNet(SegmentationModel):
             do on an offline machine).
         FileNotFoundError: ``pretrained`` names a missing file.
 
+    Activation checkpointing (:meth:`~attnunet.models.base.SegmentationModel.set_checkpointing`)
+    recomputes the native encoder stage by stage (``stem + layer1``, ``layer2``, ``layer3``,
+    ``layer4``) and each decoder block with its AAM; a timm encoder is recomputed as one
+    segment. timm's own ``set_grad_checkpointing`` is not used: its recomputation would
+    update the encoder's batch-norm running statistics a second time each step.
+
     Differences from the paper's code:
         logits instead of ``log_softmax``; any input size instead of multiples of 32; the
         AAM's post-pooling norm is selectable (``"layer"`` by default, see above); 3D and
@@ -156,6 +215,8 @@ class RAUNet(SegmentationModel):
         >>> model(torch.randn(1, 1, 70, 90)).shape
         torch.Size([1, 2, 70, 90])
     """
+
+    whole_encoder_segment: Final[bool]
 
     def __init__(
         self,
@@ -187,6 +248,8 @@ class RAUNet(SegmentationModel):
         self.divisor = 32
         self.size_policy = size_policy
         self.encoder = self._build_encoder(spatial_dims, in_channels, encoder, pretrained)
+        # a timm encoder is checkpointed as one segment (see set_checkpointing)
+        self.whole_encoder_segment = not isinstance(self.encoder, NativeEncoder)
         channels: list[int] = list(self.encoder.feature_channels)  # type: ignore[arg-type]
         c1, c2, c3, c4 = channels
 
@@ -246,10 +309,19 @@ class RAUNet(SegmentationModel):
             load_encoder_state(encoder.model, load_weights_file(pretrained), in_channels)
         return encoder
 
+    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.whole_encoder_segment and checkpoint_active(self._checkpointing, self.training):
+            return self._encode_checkpointed(x)
+        return self.encoder(x)
+
+    @torch.jit.unused
+    def _encode_checkpointed(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return run_checkpointed((self.encoder,), self.encoder, x)
+
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         self._check_input(x)
         prepared, size = self._prepare(x)
-        features = self.encoder(prepared)
+        features = self._encode(prepared)
         decoded, weights = self.decoder(features)
         logits = match_size(self.head(decoded), list(prepared.shape[2:]))
         return self._restore([logits], size, prepared)[0], weights

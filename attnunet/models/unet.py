@@ -26,7 +26,13 @@ from attnunet.layers import (
     norm_has_affine,
     parse_spec,
 )
-from attnunet.models.base import SegmentationModel, SizePolicy, check_size_policy
+from attnunet.models.base import (
+    CheckpointSegment,
+    SegmentationModel,
+    SizePolicy,
+    check_size_policy,
+    run_checkpointed,
+)
 from attnunet.registry import register_model
 
 __all__ = [
@@ -76,8 +82,12 @@ def build_block(
     )
 
 
-class EncoderStage(nn.Module):
-    """``down -> dropout -> block`` (the first stage has neither down nor dropout)."""
+class EncoderStage(CheckpointSegment):
+    """``down -> dropout -> block`` (the first stage has neither down nor dropout).
+
+    One segment of activation checkpointing (see
+    :meth:`~attnunet.models.base.SegmentationModel.set_checkpointing`).
+    """
 
     def __init__(self, down: nn.Module, dropout: nn.Module, block: nn.Module) -> None:
         super().__init__()
@@ -86,15 +96,24 @@ class EncoderStage(nn.Module):
         self.block = block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._checkpoint_now():
+            return self._checkpointed(x)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(self.dropout(self.down(x)))
 
+    @torch.jit.unused
+    def _checkpointed(self, x: torch.Tensor) -> torch.Tensor:
+        return run_checkpointed((self,), self._forward, x)
 
-class DecoderLevel(nn.Module):
+
+class DecoderLevel(CheckpointSegment):
     """``up -> gate(skip) -> concat[skip, up] -> dropout -> block``.
 
     The gate's gating signal is the coarse decoder feature *before* up-sampling (grid
     gates) or the up-sampled feature (same-resolution gates), as the gate declares in
-    its ``gating`` attribute.
+    its ``gating`` attribute. The whole level is one segment of activation checkpointing.
     """
 
     gate_on_coarse: Final[bool]
@@ -114,13 +133,34 @@ class DecoderLevel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``gating`` is the coarse gating feature (``coarse`` itself, or Oktay's gating
         signal at the deepest level); same-resolution gates get the up-sampled feature."""
+        if self._checkpoint_now():
+            return self._checkpointed(coarse, skip, gating)
+        return self._forward(coarse, skip, gating)
+
+    def _forward(
+        self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x, alpha = self._fuse(coarse, skip, gating)
+        x = self.dropout(x)  # drops the reference to the concatenation
+        return self.block(x), alpha
+
+    def _fuse(
+        self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``concat[gate(skip), up(coarse)]`` and the gate's coefficients; the up-sampled
+        and gated features die on return, so they are not alive while the block runs."""
         up = self.up(coarse, list(skip.shape[2:]))
         alpha: torch.Tensor | None = None
         gate = self.gate
         if gate is not None:
             skip, alpha = gate.attend(skip, gating if self.gate_on_coarse else up)  # type: ignore[operator]
-        x = self.block(self.dropout(torch.cat([skip, up], dim=1)))
-        return x, alpha
+        return torch.cat([skip, up], dim=1), alpha
+
+    @torch.jit.unused
+    def _checkpointed(
+        self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return run_checkpointed((self,), self._forward, coarse, skip, gating)
 
 
 class Encoder(nn.Module):

@@ -25,7 +25,13 @@ from attnunet.blocks.gates import GateSpec, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
 from attnunet.blocks.sampling import DownMode, Up, UpMode
 from attnunet.layers import ActSpec, NormSpec, check_spatial_dims, get_dropout, norm_has_affine
-from attnunet.models.base import SegmentationModel, SizePolicy, check_size_policy
+from attnunet.models.base import (
+    CheckpointSegment,
+    SegmentationModel,
+    SizePolicy,
+    check_size_policy,
+    run_checkpointed,
+)
 from attnunet.models.unet import _channels_list, build_block, build_encoder
 from attnunet.registry import register_model
 
@@ -43,8 +49,9 @@ ZHOU_PAPER = (
 )
 
 
-class NestedNode(nn.Module):
-    """One node ``X[i, j]`` (``j >= 1``) of UNet++.
+class NestedNode(CheckpointSegment):
+    """One node ``X[i, j]`` (``j >= 1``) of UNet++, and one segment of activation
+    checkpointing.
 
     ``up(X[i + 1, j - 1])`` is matched to the size of the level's skips; each skip
     ``X[i, k]``, ``k < j``, passes through its own gate (when gated); then
@@ -80,6 +87,22 @@ class NestedNode(nn.Module):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Return ``(X[i, j], maps)`` from ``skips = [X[i, 0], ..., X[i, j - 1]]`` and
         ``coarse = X[i + 1, j - 1]``; ``maps`` holds one coefficient map per gate."""
+        if self._checkpoint_now():
+            return self._checkpointed(skips, coarse)
+        return self._forward(skips, coarse)
+
+    def _forward(
+        self, skips: list[torch.Tensor], coarse: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x, maps = self._fuse(skips, coarse)
+        x = self.dropout(x)  # drops the reference to the concatenation
+        return self.block(x), maps
+
+    def _fuse(
+        self, skips: list[torch.Tensor], coarse: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The concatenation and the gates' maps; the up-sampled and gated features die on
+        return, so they are not alive while the block runs."""
         up = self.up(coarse, list(skips[0].shape[2:]))
         parts: list[torch.Tensor] = []
         maps: list[torch.Tensor] = []
@@ -93,7 +116,17 @@ class NestedNode(nn.Module):
             for skip in skips:
                 parts.append(skip)
         parts.append(up)
-        return self.block(self.dropout(torch.cat(parts, dim=1))), maps
+        return torch.cat(parts, dim=1), maps
+
+    @torch.jit.unused
+    def _checkpointed(
+        self, skips: list[torch.Tensor], coarse: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        # tensors as top-level arguments, so checkpoint saves every device's RNG state
+        def run(coarse: torch.Tensor, *skips: torch.Tensor) -> Any:
+            return self._forward(list(skips), coarse)
+
+        return run_checkpointed((self,), run, coarse, *skips)
 
 
 @register_model(

@@ -1,0 +1,239 @@
+"""Activation checkpointing: same losses, gradients and batch-norm statistics as without it."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import attnunet.models.base as base
+from attnunet import create_model
+from attnunet.models.raunet import RAUNet
+
+TINY = (4, 8, 16)
+SIZES = {1: (20,), 2: (20, 18), 3: (8, 12, 10)}
+UNET_FAMILY = ["unet", "res_unet", "ag_unet", "ag_res_unet", "attention_unet"]
+NESTED = ["unet_plus_plus", "attention_unet_plus_plus"]
+
+
+def _norms(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _step(model: nn.Module, x: torch.Tensor, enabled: bool):
+    """One training step (forward, loss over every output, backward) on a copy of
+    ``model``; returns the loss, the gradients and the buffers afterwards."""
+    model = copy.deepcopy(model).train().set_checkpointing(enabled)
+    torch.manual_seed(123)  # the same dropout masks for both runs
+    out = model(x)
+    outputs = out if isinstance(out, list) else [out]
+    loss = sum((k + 1) * (y**2).mean() + y.mean() for k, y in enumerate(outputs))
+    loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters()}
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    return loss.detach(), grads, buffers
+
+
+def _assert_same_step(model: nn.Module, x: torch.Tensor) -> None:
+    loss_off, grads_off, buffers_off = _step(model, x, False)
+    loss_on, grads_on, buffers_on = _step(model, x, True)
+    torch.testing.assert_close(loss_on, loss_off, rtol=1e-5, atol=1e-6)
+    assert grads_on.keys() == grads_off.keys()
+    assert any(grad is not None for grad in grads_off.values())
+    for name, grad in grads_off.items():
+        if grad is None:  # pruned by ds_mode="fast"
+            assert grads_on[name] is None, name
+            continue
+        torch.testing.assert_close(grads_on[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    # batch-norm running statistics and num_batches_tracked: updated once, not twice
+    assert buffers_on.keys() == buffers_off.keys()
+    for name, buffer in buffers_off.items():
+        torch.testing.assert_close(buffers_on[name], buffer, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("name", UNET_FAMILY + NESTED)
+@pytest.mark.parametrize("dims", [2, 3])
+def test_same_loss_gradients_and_statistics(name, dims):
+    """Every U-Net and UNet++ model, with dropout (the recomputation must draw the masks
+    of the forward pass) and sizes that need padding."""
+    torch.manual_seed(0)
+    model = create_model(
+        name, spatial_dims=dims, in_channels=1, num_classes=2, channels=TINY, dropout=0.2
+    )
+    _assert_same_step(model, torch.randn(2, 1, *SIZES[dims]))
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("unet", {"deep_supervision": True}),
+        ("attention_unet", {"deep_supervision": True, "ds_fusion": True}),
+        ("attention_unet_plus_plus", {"deep_supervision": True, "ds_mode": "list"}),
+        ("unet_plus_plus", {"deep_supervision": True, "ds_mode": "fast", "fast_column": 1}),
+    ],
+)
+def test_deep_supervision(name, kwargs):
+    torch.manual_seed(0)
+    model = create_model(name, spatial_dims=3, channels=TINY, **kwargs)
+    _assert_same_step(model, torch.randn(1, 1, *SIZES[3]))
+
+
+def test_same_step_in_float64():
+    torch.manual_seed(0)
+    model = create_model("ag_res_unet", spatial_dims=3, channels=TINY, dropout=0.2).double()
+    _assert_same_step(model, torch.randn(2, 1, *SIZES[3], dtype=torch.float64))
+
+
+def test_raunet_native_encoder():
+    """RAUNet's own ResNet encoder (1D here, the same code as 3D): stem + layer1, layer2,
+    layer3, layer4 and every decoder block with its AAM are segments."""
+    torch.manual_seed(0)
+    model = RAUNet(1, 1, 2, encoder="resnet18", pool_norm="batch")
+    _assert_same_step(model, torch.randn(2, 1, 64))
+
+
+def test_raunet_timm_encoder_is_one_segment():
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = RAUNet(2, 1, 2, encoder="resnet18")
+    x = torch.randn(2, 1, 32, 32)
+    _assert_same_step(model, x)
+    model.set_checkpointing()
+    assert _count_forwards(model, model.encoder.model.conv1, x) == 2
+    assert _count_forwards(model, model.encoder.model.layer4, x) == 2
+
+
+# ------------------------------------------------------------------------- recomputation
+def _count_forwards(model: nn.Module, module: nn.Module, x: torch.Tensor) -> int:
+    calls = []
+    # a pre-hook: the recomputation may stop early, before the module's forward returns
+    handle = module.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        out = model.train()(x)
+        (out if isinstance(out, torch.Tensor) else out[0]).sum().backward()
+    finally:
+        handle.remove()
+    return len(calls)
+
+
+@pytest.mark.parametrize("name", ["ag_unet", "attention_unet_plus_plus"])
+def test_blocks_really_run_twice(name):
+    torch.manual_seed(0)
+    model = create_model(name, spatial_dims=2, channels=TINY)
+    x = torch.randn(2, 1, *SIZES[2])
+    blocks = [model.encoder.stages[0].block, model.encoder.stages[-1].block]
+    blocks.append(model.decoder.levels[0].block if name == "ag_unet" else model.nodes[1][0].block)
+    for block in blocks:
+        assert _count_forwards(model.set_checkpointing(False), block, x) == 1
+        assert _count_forwards(model.set_checkpointing(True), block, x) == 2
+
+
+def test_raunet_segments_really_run_twice():
+    model = RAUNet(1, 1, 2, encoder="resnet18").set_checkpointing()
+    x = torch.randn(1, 1, 64)
+    encoder, decoder = model.encoder.model, model.decoder
+    for module in [encoder.conv1, encoder.layer4, decoder.blocks[0], decoder.fusions[2].conv4]:
+        assert _count_forwards(model, module, x) == 2
+    assert _count_forwards(model, model.head, x) == 1  # the head is not a segment
+
+
+@pytest.fixture
+def checkpoint_calls(monkeypatch):
+    calls = []
+    original = base.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(base, "checkpoint", counting)
+    return calls
+
+
+def test_segments_and_the_normal_path(checkpoint_calls):
+    """Training mode with gradients checkpoints every segment; evaluation mode,
+    ``no_grad`` and ``inference_mode`` run the normal path."""
+    model = create_model("ag_unet", spatial_dims=2, channels=TINY).set_checkpointing()
+    x = torch.randn(1, 1, *SIZES[2])
+    model.train()(x).sum().backward()
+    assert len(checkpoint_calls) == 3 + 2  # every encoder stage and decoder level
+    checkpoint_calls.clear()
+    with torch.no_grad():
+        model(x)
+    with torch.inference_mode():
+        model(x)
+    model.eval()(x)
+    assert checkpoint_calls == []
+    model.train().set_checkpointing(False)(x)
+    assert checkpoint_calls == []
+
+
+@pytest.mark.parametrize("name", ["ag_res_unet", "attention_unet_plus_plus"])
+def test_eval_output_unchanged(name):
+    torch.manual_seed(0)
+    model = create_model(name, spatial_dims=3, channels=TINY, deep_supervision=True)
+    with torch.no_grad():
+        model.train()(torch.randn(2, 1, *SIZES[3]))  # non-trivial running statistics
+    model.eval()
+    x = torch.randn(1, 1, *SIZES[3])
+    expected = model(x)
+    out = model.set_checkpointing()(x)  # with gradients enabled, but in eval mode
+    for a, b in zip(out, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------- the switch
+def test_switch_returns_the_model_and_is_a_runtime_setting():
+    model = create_model("attention_unet", spatial_dims=2, channels=TINY)
+    keys = list(model.state_dict())
+    config = model.config
+    assert model.checkpointing is False
+    assert model.set_checkpointing() is model
+    assert model.checkpointing is True
+    segments = [m for m in model.modules() if isinstance(m, base.CheckpointSegment)]
+    assert len(segments) == 3 + 2 and all(m.checkpointing for m in segments)
+    assert list(model.state_dict()) == keys  # no new modules, no new buffers
+    assert model.config == config
+    assert "checkpointing" not in model.config
+    assert model.set_checkpointing(False).checkpointing is False
+    assert not any(m.checkpointing for m in segments)
+    with pytest.raises(AttributeError):
+        model.checkpointing = True  # read-only: use set_checkpointing
+
+
+def test_saved_weights_load_across_the_switch():
+    source = create_model("ag_unet", spatial_dims=2, channels=TINY).set_checkpointing()
+    target = create_model("ag_unet", **source.config)
+    target.load_state_dict(source.state_dict())  # strict
+    assert target.checkpointing is False
+
+
+def test_survives_deepcopy():
+    model = create_model("unet_plus_plus", spatial_dims=2, channels=TINY).set_checkpointing()
+    clone = copy.deepcopy(model)
+    assert clone.checkpointing
+    assert all(m.checkpointing for m in clone.nodes[1])
+    assert _count_forwards(clone, clone.nodes[1][0].block, torch.randn(1, 1, 16, 16)) == 2
+
+
+@pytest.mark.parametrize("name", ["attention_unet", "attention_unet_plus_plus"])
+def test_torchscript(name):
+    torch.manual_seed(0)
+    model = create_model(name, spatial_dims=2, channels=TINY).eval()
+    x = torch.randn(1, 1, *SIZES[2])
+    scripted = torch.jit.script(model)  # checkpointing off
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x))
+    # with it on, TorchScript runs the normal path
+    scripted_on = torch.jit.script(copy.deepcopy(model).set_checkpointing())
+    with torch.no_grad():
+        torch.testing.assert_close(scripted_on(x), model(x))
+    scripted_on.train()(x).sum().backward()
+
+
+def test_raunet_torchscript_with_checkpointing_on():
+    model = RAUNet(1, 1, 2, encoder="resnet18").set_checkpointing().eval()
+    x = torch.randn(1, 1, 64)
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x))
