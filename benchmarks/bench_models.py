@@ -28,28 +28,39 @@ Measurements:
   (forward + backward for training, forward for inference). It counts convolutions and
   matrix products (multiply and add = 2 FLOPs); element-wise work, norms, pooling and
   interpolation are not counted, so "achieved GFLOP/s" is a lower bound of the work done;
-* the median time of ``--repeats`` steps (default 5 in 2D, 3 in 3D), after warm-up: one
-  step under the FLOP counter (it runs the same kernels), then ``--warmup`` plain steps
-  (default 1 in 2D, 0 in 3D, where a step takes seconds). The models take turns within
-  each repeat, starting from a different model each time, so load on the machine affects
+* each model runs under several *settings* (``--settings``; default ``eager``, ``cl`` and
+  ``cl+bf16``): ``eager`` is the model as shipped (float32, default memory layout, no
+  compile); the levers are ``cl`` (channels-last), ``bf16`` (autocast), ``ckpt``
+  (activation checkpointing, attnunet only) and ``compile`` (``torch.compile``), joined by
+  ``+``. FLOPs are counted once per model (eager) and credited to all its settings;
+* the median time of ``--repeats`` steps (default 5 in 2D, 3 in 3D), after ``--warmup``
+  untimed steps (default 1; it also compiles). The (model, setting) pairs take turns within
+  each repeat, starting from a different one each time, so load on the machine affects
   all alike;
 * achieved GFLOP/s and the fraction of a matrix-multiply peak measured in the same run
   (median time of a float32 ``torch.mm`` of two ``n x n`` matrices, ``2 n^3`` FLOPs,
-  before and after the workloads; the higher is used). On CUDA, cuDNN convolutions may
+  before and after the workloads; the higher is used; the JSON also gives bf16 rows their
+  fraction of a bfloat16 ``torch.mm``). On CUDA, cuDNN convolutions may
   use TF32 (PyTorch's default) while the float32 matmul does not, so the fraction can
   exceed 1 there;
-* the speed ratio to MONAI's ``AttentionUnet``: its median time divided by the model's
-  (> 1: faster than MONAI's ``AttentionUnet`` on the same workload).
+* ratios to MONAI's ``AttentionUnet``: the row's GFLOP/s divided by those of MONAI's
+  ``AttentionUnet`` as shipped (``eager``), and by those of MONAI's ``AttentionUnet`` under
+  the same setting (JSON: ``gflops_vs_monai_attention_unet``,
+  ``gflops_vs_monai_same_setting``; also ``speed_vs_monai_attention_unet``, a time ratio,
+  and ``speed_vs_own_eager``, each lever's effect on the model itself).
 
-Peak memory (``W2``): on CPU, each model runs its training steps in a fresh subprocess
+Peak memory (``W2``, settings ``--memory-settings``, default ``eager`` and ``ckpt``, which
+are timed too): on CPU, each model runs its training steps in a fresh subprocess
 (the same script, with a private flag). After building the model, optimizer, loss and
 data and a ``gc.collect()``, the child reads its resident set size (``VmRSS``) as the
 baseline, resets the kernel's peak-RSS counter (writing ``5`` to
 ``/proc/self/clear_refs`` resets ``VmHWM``), runs ``--memory-steps`` steps and reports
 ``VmHWM - baseline``: the most memory the steps held at once, beyond the model, data and
-imports (Adam's state is included, as it is allocated in the first step). The children
-run after the timing, one at a time unless ``--memory-jobs`` says otherwise (a peak RSS is
-per process, so running them side by side changes their speed, not their result). Where
+imports. The children run with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 1 MiB, so freed
+tensors leave the resident set at once and it follows live memory (see :func:`child_env`).
+Adam's state is included, as it is allocated in the first step. The children run after
+the timing, one at a time unless ``--memory-jobs`` says otherwise (a peak RSS is per
+process, so running them side by side changes their speed, not their result). Where
 ``clear_refs`` cannot be written it falls back on ``ru_maxrss``, which is only right when
 the steps exceed every earlier peak of the process (true here: the steps use gigabytes).
 In one long process the counters mislead: ``ru_maxrss`` never goes down, and memory that
@@ -74,6 +85,7 @@ import gc
 import importlib.metadata
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -175,6 +187,52 @@ def model_specs() -> list[ModelSpec]:
     return specs
 
 
+# ---------------------------------------------------------------------------- settings
+LEVERS = ("cl", "bf16", "ckpt", "compile")
+"""Settings are ``"eager"`` or levers joined by ``+`` (``"cl+bf16"``):
+
+* ``cl``: channels-last weights and input (``torch.channels_last`` / ``channels_last_3d``);
+* ``bf16``: the forward pass under ``torch.autocast(dtype=torch.bfloat16)`` (the loss is
+  computed in float32 on the float32 cast of the logits);
+* ``ckpt``: activation checkpointing (``model.set_checkpointing()``; attnunet models only);
+* ``compile``: ``torch.compile(model)`` (inductor), compiled during the warm-up step.
+
+``eager`` is float32, the default memory layout, no compile: the model as shipped."""
+DEFAULT_SETTINGS = ("eager", "cl", "cl+bf16")
+MEMORY_SETTINGS = ("eager", "ckpt")
+
+
+def parse_setting(text: str) -> str:
+    """The canonical name of a setting (levers in :data:`LEVERS` order), or an error."""
+    text = text.strip().lower()
+    if text in ("eager", ""):
+        return "eager"
+    tokens = {t.strip() for t in text.split("+") if t.strip()}
+    unknown = tokens - set(LEVERS)
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown lever(s) {sorted(unknown)} in setting {text!r}: use 'eager' or levers "
+            f"{', '.join(LEVERS)} joined by '+', e.g. 'cl+bf16'"
+        )
+    return "+".join(lever for lever in LEVERS if lever in tokens)
+
+
+def parse_settings(text: str) -> list[str]:
+    settings = [parse_setting(t) for t in text.split(",") if t.strip()]
+    if not settings:
+        raise argparse.ArgumentTypeError("give at least one setting, e.g. eager,cl")
+    return list(dict.fromkeys(settings))
+
+
+def levers(setting: str) -> set[str]:
+    return set() if setting == "eager" else set(setting.split("+"))
+
+
+def applies(spec: ModelSpec, setting: str) -> bool:
+    """Whether ``spec`` can run ``setting`` (only attnunet models have a checkpointing switch)."""
+    return "ckpt" not in levers(setting) or spec.library == "attnunet"
+
+
 # ---------------------------------------------------------------------------- workloads
 @dataclass(frozen=True)
 class Workload:
@@ -206,11 +264,26 @@ def workloads(smoke: bool) -> list[Workload]:
     ]
 
 
-def make_step(model: nn.Module, wl: Workload, device: torch.device) -> Callable[[], None]:
-    """One step of ``wl`` for ``model`` (moved to ``device``), as a call without arguments."""
+def make_step(
+    model: nn.Module, wl: Workload, device: torch.device, setting: str = "eager"
+) -> Callable[[], None]:
+    """One step of ``wl`` for ``model`` (moved to ``device``) under ``setting``, as a call
+    without arguments."""
     model.to(device)
+    lever_set = levers(setting)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(wl.batch, 1, *wl.size, generator=gen).to(device)
+    if "cl" in lever_set:
+        layout = torch.channels_last if wl.spatial_dims == 2 else torch.channels_last_3d
+        model.to(memory_format=layout)
+        x = x.contiguous(memory_format=layout)
+    if "ckpt" in lever_set:
+        model.set_checkpointing(True)  # type: ignore[operator]
+    net: Callable[[torch.Tensor], Any] = torch.compile(model) if "compile" in lever_set else model
+
+    def autocast() -> Any:
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in lever_set)
+
     if wl.kind == "train":
         model.train()
         target = torch.randint(0, NUM_CLASSES, (wl.batch, 1, *wl.size), generator=gen).to(device)
@@ -219,7 +292,9 @@ def make_step(model: nn.Module, wl: Workload, device: torch.device) -> Callable[
 
         def train_step() -> None:
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), target)
+            with autocast():
+                logits = net(x)
+            loss = loss_fn(logits.float(), target)
             loss.backward()
             optimizer.step()
 
@@ -228,16 +303,16 @@ def make_step(model: nn.Module, wl: Workload, device: torch.device) -> Callable[
     if wl.kind == "infer":
 
         def infer_step() -> None:
-            with torch.inference_mode():
-                model(x)
+            with torch.inference_mode(), autocast():
+                net(x)
 
         return infer_step
 
     def sliding_step() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             sliding_window_inference(
                 x,
-                model,
+                net,
                 wl.roi,
                 overlap=0.25,
                 blend="constant",
@@ -269,11 +344,13 @@ def timed(fn: Callable[[], Any], sync: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def matmul_peak(device: torch.device, n: int, repeats: int) -> dict[str, float]:
-    """Median time and GFLOP/s of a float32 ``n x n`` by ``n x n`` ``torch.mm``."""
+def matmul_peak(
+    device: torch.device, n: int, repeats: int, dtype: torch.dtype = torch.float32
+) -> dict[str, float]:
+    """Median time and GFLOP/s of an ``n x n`` by ``n x n`` ``torch.mm`` in ``dtype``."""
     gen = torch.Generator().manual_seed(1)
-    a = torch.randn(n, n, generator=gen).to(device)
-    b = torch.randn(n, n, generator=gen).to(device)
+    a = torch.randn(n, n, generator=gen).to(device, dtype)
+    b = torch.randn(n, n, generator=gen).to(device, dtype)
     sync = _synchronizer(device)
     for _ in range(2):
         torch.mm(a, b)
@@ -308,12 +385,15 @@ def _maxrss_kib() -> int:
     return peak // 1024 if sys.platform == "darwin" else peak
 
 
-def child_memory(model_key: str, wl_name: str, smoke: bool, steps: int) -> dict[str, Any]:
+def child_memory(
+    model_key: str, wl_name: str, setting: str, smoke: bool, steps: int
+) -> dict[str, Any]:
     """Runs in a fresh process: the CPU peak memory of ``steps`` steps (see module docs)."""
     spec = next(s for s in model_specs() if s.key == model_key)
     wl = next(w for w in workloads(smoke) if w.name == wl_name)
     torch.manual_seed(0)
-    step = make_step(spec.build(wl.spatial_dims, wl.channels), wl, torch.device("cpu"))
+    model = spec.build(wl.spatial_dims, wl.channels)
+    step = make_step(model, wl, torch.device("cpu"), setting)
     gc.collect()
     base = _rss_kib("VmRSS")
     if base is not None and _reset_peak_rss():
@@ -329,14 +409,25 @@ def child_memory(model_key: str, wl_name: str, smoke: bool, steps: int) -> dict[
     return {"peak_mib": (peak - base) / 1024, "baseline_mib": base / 1024, "method": method}
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a memory child: glibc's mmap threshold fixed at 1 MiB.
+
+    By default glibc raises its mmap threshold each time a large block is freed, after
+    which tensors come from the heap and freed ones stay resident, so the peak RSS then
+    depends on fragmentation and on what ran before. A fixed threshold (which also turns
+    the adaptation off) serves every tensor of 1 MiB or more by ``mmap`` and returns it to
+    the system when freed, so RSS follows live memory. It applies to every model alike."""
+    return {**os.environ, "MALLOC_MMAP_THRESHOLD_": "1048576"}
+
+
 def memory_in_subprocess(
-    spec: ModelSpec, wl: Workload, smoke: bool, threads: int, steps: int
+    spec: ModelSpec, wl: Workload, setting: str, smoke: bool, threads: int, steps: int
 ) -> dict[str, Any]:
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
         CHILD_FLAG,
-        f"{spec.key}:{wl.name}",
+        f"{spec.key}:{wl.name}:{setting}",
         "--threads",
         str(threads),
         "--memory-steps",
@@ -344,9 +435,11 @@ def memory_in_subprocess(
     ]
     if smoke:
         cmd.append("--smoke")
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=child_env())
     if done.returncode != 0:
-        raise RuntimeError(f"memory child for {spec.label} / {wl.name} failed:\n{done.stderr}")
+        raise RuntimeError(
+            f"memory child for {spec.label} / {wl.name} / {setting} failed:\n{done.stderr}"
+        )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -373,73 +466,121 @@ class Options:
     device: torch.device
     threads: int
     smoke: bool
+    settings: tuple[str, ...]
     repeats: int | None  # None: the workload's default
-    warmup: int | None  # None: 1 for 2D, 0 for 3D
+    warmup: int | None  # None: 1
     memory: bool
+    memory_settings: tuple[str, ...]
     memory_steps: int
     memory_jobs: int
 
 
+Key = tuple[str, str]  # (model key, setting)
+
+
 def measure_memory(
-    wl: Workload, specs: list[ModelSpec], steps: dict[str, Callable[[], None]], opt: Options
-) -> dict[str, dict[str, Any]]:
-    """Peak memory of each model's step: a subprocess each on CPU, in process on CUDA."""
+    wl: Workload,
+    specs: list[ModelSpec],
+    steps: dict[Key, Callable[[], None]],
+    opt: Options,
+) -> dict[Key, dict[str, Any]]:
+    """Peak memory of each model's step under each memory setting: a subprocess each on
+    CPU, in process on CUDA (settings the timing did not run are skipped there)."""
+    pairs = [(s, st) for st in opt.memory_settings for s in specs if applies(s, st)]
     if opt.device.type == "cuda":
-        return {s.key: memory_cuda(steps[s.key], opt.device, opt.memory_steps) for s in specs}
+        return {
+            (s.key, st): memory_cuda(steps[(s.key, st)], opt.device, opt.memory_steps)
+            for s, st in pairs
+            if (s.key, st) in steps
+        }
     with ThreadPoolExecutor(max_workers=max(1, opt.memory_jobs)) as pool:
         futures = {
-            s.key: pool.submit(
-                memory_in_subprocess, s, wl, opt.smoke, opt.threads, opt.memory_steps
+            (s.key, st): pool.submit(
+                memory_in_subprocess, s, wl, st, opt.smoke, opt.threads, opt.memory_steps
             )
-            for s in specs
+            for s, st in pairs
         }
         return {key: future.result() for key, future in futures.items()}
 
 
+def _row(wl: Workload, spec: ModelSpec, setting: str, params: int, opt: Options) -> dict[str, Any]:
+    return {
+        "workload": wl.key,
+        "name": wl.name,
+        "model": spec.label,
+        "model_key": spec.key,
+        "library": spec.library,
+        "setting": setting,
+        "params": params,
+        "repeats": opt.repeats or wl.repeats,
+        "warmup": 1 if opt.warmup is None else opt.warmup,
+    }
+
+
 def run_workload(wl: Workload, specs: list[ModelSpec], opt: Options) -> list[dict[str, Any]]:
-    """Time every model on ``wl``, taking turns; one row per model."""
+    """Time every model under every setting on ``wl``, taking turns; one row per pair.
+
+    FLOPs are counted once per model, on an eager float32 step: the levers change neither
+    the convolutions nor their shapes, and checkpointing's recomputation is not useful work,
+    so every setting of a model is credited with the same FLOPs. On ``W2`` the memory
+    settings are timed as well (their rows carry both)."""
     sync = _synchronizer(opt.device)
+    settings = list(opt.settings)
+    if opt.memory and wl.key == "W2":
+        settings += [st for st in opt.memory_settings if st not in settings]
     repeats = opt.repeats or wl.repeats
-    warmup = (1 if wl.spatial_dims < 3 else 0) if opt.warmup is None else opt.warmup
-    steps: dict[str, Callable[[], None]] = {}
-    rows: dict[str, dict[str, Any]] = {}
+    warmup = 1 if opt.warmup is None else opt.warmup
+    steps: dict[Key, Callable[[], None]] = {}
+    rows: dict[Key, dict[str, Any]] = {}
+    flops: dict[str, int] = {}
     for spec in specs:
         torch.manual_seed(0)
-        model = spec.build(wl.spatial_dims, wl.channels)
-        steps[spec.key] = make_step(model, wl, opt.device)
-        rows[spec.key] = {
-            "workload": wl.key,
-            "name": wl.name,
-            "model": spec.label,
-            "model_key": spec.key,
-            "library": spec.library,
-            "params": sum(p.numel() for p in model.parameters()),
-            "repeats": repeats,
-            "warmup": warmup,
-        }
-    for spec in specs:  # the counted step is also the first warm-up
+        probe = spec.build(wl.spatial_dims, wl.channels)
+        params = sum(p.numel() for p in probe.parameters())
         sync()
-        rows[spec.key]["flops"] = count_flops(steps[spec.key])
-    for _ in range(warmup):
-        for spec in specs:
-            steps[spec.key]()
-    times: dict[str, list[float]] = {spec.key: [] for spec in specs}
+        flops[spec.key] = count_flops(make_step(probe, wl, opt.device))
+        del probe
+        for setting in settings:
+            if not applies(spec, setting):
+                continue
+            torch.manual_seed(0)
+            model = spec.build(wl.spatial_dims, wl.channels)
+            steps[(spec.key, setting)] = make_step(model, wl, opt.device, setting)
+            rows[(spec.key, setting)] = _row(wl, spec, setting, params, opt)
+            rows[(spec.key, setting)]["flops"] = flops[spec.key]
+    keys = list(steps)
+    for _ in range(warmup):  # compiles the compiled settings
+        for key in keys:
+            steps[key]()
+    times: dict[Key, list[float]] = {key: [] for key in keys}
     for r in range(repeats):
-        for i in range(len(specs)):
-            key = specs[(r + i) % len(specs)].key  # rotate who goes first
+        for i in range(len(keys)):
+            key = keys[(r + i) % len(keys)]  # rotate who goes first
             times[key].append(timed(steps[key], sync))
-    for spec in specs:
-        row = rows[spec.key]
-        row["seconds"] = statistics.median(times[spec.key])
-        row["seconds_all"] = times[spec.key]
+    for key, row in rows.items():
+        row["seconds"] = statistics.median(times[key])
+        row["seconds_all"] = times[key]
         row["gflops_per_s"] = row["flops"] / row["seconds"] / 1e9
-    if REFERENCE in rows:
-        for row in rows.values():
-            row["speed_vs_monai_attention_unet"] = rows[REFERENCE]["seconds"] / row["seconds"]
+    for (model_key, setting), row in rows.items():
+        own = rows.get((model_key, "eager"))
+        if own is not None:
+            row["speed_vs_own_eager"] = own["seconds"] / row["seconds"]
+        shipped = rows.get((REFERENCE, "eager"))
+        if shipped is not None:
+            row["speed_vs_monai_attention_unet"] = shipped["seconds"] / row["seconds"]
+            row["gflops_vs_monai_attention_unet"] = row["gflops_per_s"] / shipped["gflops_per_s"]
+        same = rows.get((REFERENCE, setting))
+        if same is not None:
+            row["gflops_vs_monai_same_setting"] = row["gflops_per_s"] / same["gflops_per_s"]
     if opt.memory and wl.key == "W2":
         for key, result in measure_memory(wl, specs, steps, opt).items():
-            rows[key]["peak_memory_mib"] = result["peak_mib"]
-            rows[key]["memory_method"] = result["method"]
+            row = rows[key]
+            row["peak_memory_mib"] = result["peak_mib"]
+            row["memory_method"] = result["method"]
+        for (model_key, _setting), row in rows.items():
+            own = rows.get((model_key, "eager"), {}).get("peak_memory_mib")
+            if own and "peak_memory_mib" in row:
+                row["memory_vs_own_eager"] = row["peak_memory_mib"] / own
     del steps
     gc.collect()
     return list(rows.values())
@@ -484,24 +625,27 @@ def memory_method(device: torch.device, rows: list[dict[str, Any]]) -> str:
     )
 
 
-def _fmt_ratio(row: dict[str, Any]) -> str:
-    ratio = row.get("speed_vs_monai_attention_unet")
-    return "n/a" if ratio is None else f"{ratio:.2f}x"
+def _fmt_x(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
 
 
 def markdown(result: dict[str, Any]) -> str:
+    """The results as a Markdown table (the README's)."""
     peak = result["matmul_peak_gflops"]
     lines = [
-        "| workload | model | params (M) | GFLOP/step | median s | GFLOP/s | % of mm peak"
-        " | speed vs MONAI AttentionUnet | peak MiB |",
-        "|" + "---|" * 9,
+        "| workload | model | setting | params (M) | GFLOP/step | median s | GFLOP/s"
+        " | % of mm peak | GFLOP/s vs MONAI AU shipped | vs MONAI AU same setting"
+        " | peak MiB |",
+        "|" + "---|" * 11,
     ]
     for r in result["rows"]:
         mem = r.get("peak_memory_mib")
         lines.append(
-            f"| {r['name']} | {r['model']} | {r['params'] / 1e6:.3f} | {r['flops'] / 1e9:.2f} | "
-            f"{r['seconds']:.4f} | {r['gflops_per_s']:.1f} | "
-            f"{100 * r['gflops_per_s'] / peak:.1f}% | {_fmt_ratio(r)} | "
+            f"| {r['name']} | {r['model']} | {r['setting']} | {r['params'] / 1e6:.3f} | "
+            f"{r['flops'] / 1e9:.2f} | {r['seconds']:.4f} | {r['gflops_per_s']:.1f} | "
+            f"{100 * r['gflops_per_s'] / peak:.1f}% | "
+            f"{_fmt_x(r.get('gflops_vs_monai_attention_unet'))} | "
+            f"{_fmt_x(r.get('gflops_vs_monai_same_setting'))} | "
             f"{'' if mem is None else f'{mem:.0f}'} |"
         )
     return "\n".join(lines)
@@ -526,10 +670,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--warmup",
         type=int,
-        help="plain warm-up steps per model after the counted one (default 1 for 2D, 0 for 3D)",
+        help="untimed steps per model and setting before the timed ones (default 1)",
     )
     parser.add_argument(
         "--models", help="comma-separated model keys to run (default: all), e.g. unet,monai_unet"
+    )
+    parser.add_argument(
+        "--settings",
+        type=parse_settings,
+        default=list(DEFAULT_SETTINGS),
+        help="comma-separated settings to time: 'eager' or levers cl, bf16, ckpt, compile "
+        f"joined by '+' (default: {','.join(DEFAULT_SETTINGS)})",
+    )
+    parser.add_argument(
+        "--memory-settings",
+        type=parse_settings,
+        default=list(MEMORY_SETTINGS),
+        help="settings whose W2 peak memory is measured (and timed); default "
+        f"{','.join(MEMORY_SETTINGS)}",
     )
     parser.add_argument("--memory-steps", type=int, default=2, help="steps per W2 memory run")
     parser.add_argument("--no-memory", action="store_true", help="skip the W2 peak memory")
@@ -546,8 +704,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     if args.memory_child:
-        model_key, wl_name = args.memory_child.split(":", 1)
-        print(json.dumps(child_memory(model_key, wl_name, args.smoke, args.memory_steps)))
+        model_key, wl_name, setting = args.memory_child.split(":", 2)
+        print(json.dumps(child_memory(model_key, wl_name, setting, args.smoke, args.memory_steps)))
         return
 
     if args.json and args.json.exists():
@@ -577,9 +735,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         device=device,
         threads=threads,
         smoke=args.smoke,
+        settings=tuple(args.settings),
         repeats=args.repeats,
         warmup=args.warmup,
         memory=not args.no_memory,
+        memory_settings=tuple(args.memory_settings),
         memory_steps=args.memory_steps,
         memory_jobs=args.memory_jobs,
     )
@@ -594,13 +754,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"{wl.name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     mm_after = matmul_peak(device, n, mm_repeats)
     peak = max(mm_before["gflops"], mm_after["gflops"])
+    bf16_mm = matmul_peak(device, n, mm_repeats, torch.bfloat16)
     for row in rows:
         row["fraction_of_matmul_peak"] = row["gflops_per_s"] / peak
+        if "bf16" in levers(row["setting"]):
+            row["fraction_of_bf16_matmul_peak"] = row["gflops_per_s"] / bf16_mm["gflops"]
 
     result = {
         "machine": info,
         "config": {
             "workloads": [asdict(w) for w in workloads(args.smoke) if w.key in args.workloads],
+            "settings": args.settings,
+            "memory_settings": args.memory_settings,
+            "levers": {
+                "cl": "channels-last weights and input",
+                "bf16": "forward under torch.autocast(dtype=torch.bfloat16), loss in float32",
+                "ckpt": "model.set_checkpointing(True) (attnunet only)",
+                "compile": "torch.compile(model), compiled in the warm-up",
+            },
             "repeats": args.repeats,
             "warmup": args.warmup,
             "memory_steps": args.memory_steps,
@@ -609,7 +780,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "monai_unet_num_res_units": MONAI_RES_UNITS,
             "sliding_window": {"overlap": 0.25, "blend": "constant"},
         },
-        "matmul": {"before": mm_before, "after": mm_after},
+        "matmul": {"before": mm_before, "after": mm_after, "bfloat16": bf16_mm},
         "matmul_peak_gflops": peak,
         "flops_counter": "torch.utils.flop_counter.FlopCounterMode (convolutions, matmuls)",
         "memory_method": memory_method(device, rows),
@@ -619,8 +790,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(markdown(result))
     print(
         f"\nmatmul peak: {peak:.1f} GFLOP/s (float32 {n}x{n} torch.mm, median of {mm_repeats};"
-        f" before {mm_before['gflops']:.1f}, after {mm_after['gflops']:.1f}). Speed vs MONAI"
-        f" AttentionUnet = its median time / the model's (> 1: faster)."
+        f" before {mm_before['gflops']:.1f}, after {mm_after['gflops']:.1f}; bfloat16"
+        f" {bf16_mm['gflops']:.1f}, which the JSON uses for bf16 rows). GFLOP/s vs"
+        f" MONAI AU shipped: the row's GFLOP/s divided by those of MONAI's AttentionUnet in"
+        f" the eager setting (float32, default layout, as shipped); same setting: divided by"
+        f" those of MONAI's AttentionUnet under the same levers."
         + (
             f" Peak MiB: W2 step, {result['memory_method']}."
             if any("peak_memory_mib" in r for r in rows)

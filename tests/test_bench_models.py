@@ -1,5 +1,6 @@
 """benchmarks/bench_models.py: its FLOP counter is exact and ``--smoke`` runs end to end."""
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -52,6 +53,7 @@ def test_json_is_never_overwritten(tmp_path):
 def test_smoke_run_end_to_end(tmp_path):
     out = tmp_path / "smoke.json"
     cmd = [sys.executable, str(SCRIPT), "--smoke", "--threads", "1", "--memory-jobs", "2"]
+    cmd += ["--settings", "eager,bf16+cl", "--memory-settings", "eager,ckpt"]
     done = subprocess.run(
         [*cmd, "--json", str(out)], capture_output=True, text=True, timeout=300, check=False
     )
@@ -69,17 +71,51 @@ def test_smoke_run_end_to_end(tmp_path):
     models = ATTNUNET | (
         {"MONAI AttentionUnet", "MONAI UNet (res units 2)"} if HAS_MONAI else set()
     )
-    assert {(r["name"], r["model"]) for r in rows} == {(n, m) for n in ROW_NAMES for m in models}
+    expected = {(n, m, "eager") for n in ROW_NAMES for m in models}
+    expected |= {(n, m, "cl+bf16") for n in ROW_NAMES for m in models}
+    expected |= {("W2 train 3D", m, "ckpt") for m in ATTNUNET}  # MONAI has no switch
+    assert {(r["name"], r["model"], r["setting"]) for r in rows} == expected
+    assert result["config"]["settings"] == ["eager", "cl+bf16"]  # canonical lever order
     for r in rows:
         assert r["params"] > 0 and r["flops"] > 0, r
         assert r["seconds"] > 0 and all(t > 0 for t in r["seconds_all"]), r
         assert r["gflops_per_s"] > 0 and r["fraction_of_matmul_peak"] > 0, r
         if HAS_MONAI:
             assert r["speed_vs_monai_attention_unet"] > 0, r
-        if r["workload"] == "W2":
+            if r["setting"] != "ckpt":  # MONAI has no checkpointing switch
+                assert r["gflops_vs_monai_same_setting"] > 0, r
+            else:
+                assert "gflops_vs_monai_same_setting" not in r, r
+        assert r["speed_vs_own_eager"] > 0, r
+        if r["setting"] == "cl+bf16":
+            assert 0 < r["fraction_of_bf16_matmul_peak"] < r["fraction_of_matmul_peak"] * 10, r
+        if r["workload"] == "W2" and r["setting"] in ("eager", "ckpt"):
             assert r["peak_memory_mib"] >= 0 and r["memory_method"], r
         else:
             assert "peak_memory_mib" not in r, r
+        same_model = [o for o in rows if o["model"] == r["model"] and o["name"] == r["name"]]
+        assert {o["flops"] for o in same_model} == {r["flops"]}  # counted once per model
     if HAS_MONAI:
-        reference = [r for r in rows if r["model"] == "MONAI AttentionUnet"]
-        assert all(r["speed_vs_monai_attention_unet"] == 1.0 for r in reference)
+        shipped = [
+            r for r in rows if r["model"] == "MONAI AttentionUnet" and r["setting"] == "eager"
+        ]
+        assert len(shipped) == len(ROW_NAMES)
+        assert all(r["gflops_vs_monai_attention_unet"] == 1.0 for r in shipped)
+        assert all(
+            r["gflops_vs_monai_same_setting"] == 1.0
+            for r in rows
+            if r["model"] == "MONAI AttentionUnet"
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [("eager", "eager"), ("BF16+cl", "cl+bf16"), ("compile+ckpt+cl", "cl+ckpt+compile")],
+)
+def test_settings_are_canonical(text, canonical):
+    assert _bench().parse_setting(text) == canonical
+
+
+def test_unknown_lever_is_refused_with_the_known_ones():
+    with pytest.raises(argparse.ArgumentTypeError, match=r"unknown lever.*cl, bf16, ckpt, compile"):
+        _bench().parse_setting("cl+fp8")
