@@ -273,7 +273,10 @@ def sliding_window_inference(
     Returns:
         A ``(B, C_out, *spatial)`` tensor, the spatial size of ``inputs``, with the dtype
         of the predictor's output (accumulated in at least ``float32``) on
-        ``output_device``.
+        ``output_device``. Under ``torch.autocast`` a model usually returns
+        ``bfloat16``/``float16`` logits, so the result has that dtype too (blended in
+        ``float32``, then rounded once); pass ``lambda w: model(w).float()`` to get
+        ``float32``.
 
     Raises:
         TypeError: ``inputs`` is not a tensor or ``predictor`` is not callable.
