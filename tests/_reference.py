@@ -22,3 +22,18 @@ def assert_outputs_close(a, b, **kwargs) -> None:
     else:
         assert isinstance(b, torch.Tensor)
         torch.testing.assert_close(a, b, **kwargs)
+
+
+def randomise_norms(model: nn.Module) -> nn.Module:
+    """Give every batch norm non-trivial statistics and affine parameters, so that eval mode
+    is not (nearly) the identity on the norms; returns the model."""
+    gen = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            n = module.num_features
+            with torch.no_grad():
+                module.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+                module.weight.copy_(0.5 + torch.rand(n, generator=gen))
+                module.bias.copy_(0.2 * torch.randn(n, generator=gen))
+    return model

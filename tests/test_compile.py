@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from _reference import randomise_norms
 from torch import nn
 
 from attnunet import (
@@ -79,21 +80,6 @@ def _fresh_dynamo():
         torch.set_num_threads(threads)
 
 
-def _randomise_norms(model: nn.Module) -> nn.Module:
-    """Give every batch norm non-trivial statistics and affine parameters, so that eval
-    mode is not (nearly) the identity on the norms."""
-    gen = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            n = module.num_features
-            with torch.no_grad():
-                module.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                module.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                module.bias.copy_(0.2 * torch.randn(n, generator=gen))
-    return model
-
-
 def _tensors(output: object) -> list[torch.Tensor]:
     """The tensors of a model output: a tensor, a list, or ``(output, maps)``."""
     if isinstance(output, torch.Tensor):
@@ -153,7 +139,7 @@ def test_compiled_eval_forward_matches_eager(name, dims):
     if name == "raunet":
         pytest.importorskip("timm")
     torch.manual_seed(0)
-    model = _randomise_norms(FAMILIES[name](dims)).eval()
+    model = randomise_norms(FAMILIES[name](dims)).eval()
     x = _input(name, dims)
     compiled = torch.compile(model, fullgraph=True, dynamic=False)
     with torch.no_grad():
@@ -171,7 +157,7 @@ def test_compiled_forward_with_attention_matches_eager():
     model = AttentionUNet(
         2, 1, 2, channels=SMALL, conv_mapping=True, deep_supervision=True, ds_fusion=True
     )
-    model = _randomise_norms(model).eval()
+    model = randomise_norms(model).eval()
     x = _input("attention_unet", 2)
     compiled = torch.compile(model.forward_with_attention, fullgraph=True, dynamic=False)
     with torch.no_grad():

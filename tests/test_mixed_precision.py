@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from _reference import randomise_norms
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -85,22 +86,7 @@ def _build(name: str, dims: int) -> nn.Module:
     if name == "raunet" and dims == 2:
         pytest.importorskip("timm")
     torch.manual_seed(0)
-    return _randomise_norms(FAMILIES[name](dims))
-
-
-def _randomise_norms(model: nn.Module) -> nn.Module:
-    """Non-trivial batch-norm statistics and affine parameters, so that eval mode is not
-    (nearly) the identity on the norms."""
-    gen = torch.Generator().manual_seed(1)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            n = module.num_features
-            with torch.no_grad():
-                module.running_mean.copy_(0.2 * torch.randn(n, generator=gen))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=gen))
-                module.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                module.bias.copy_(0.2 * torch.randn(n, generator=gen))
-    return model
+    return randomise_norms(FAMILIES[name](dims))
 
 
 def _input(name: str, dims: int, batch: int = 2) -> torch.Tensor:
