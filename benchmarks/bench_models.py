@@ -51,14 +51,18 @@ Measurements:
 
 Peak memory (``W2``, settings ``--memory-settings``, default ``eager`` and ``ckpt``, which
 are timed too): on CPU, each model runs its training steps in a fresh subprocess
-(the same script, with a private flag). After building the model, optimizer, loss and
-data and a ``gc.collect()``, the child reads its resident set size (``VmRSS``) as the
-baseline, resets the kernel's peak-RSS counter (writing ``5`` to
+(the same script, with a private flag). The child builds the model, optimizer, loss and
+data and runs one warm-up step, which creates Adam's state and the convolution library's
+caches. Then, after a ``gc.collect()``, it reads its resident set size (``VmRSS``) as the
+baseline: what a training run holds between steps (weights, optimizer state, data,
+imports). It resets the kernel's peak-RSS counter (writing ``5`` to
 ``/proc/self/clear_refs`` resets ``VmHWM``), runs ``--memory-steps`` steps and reports
-``VmHWM - baseline``: the most memory the steps held at once, beyond the model, data and
-imports. The children run with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 1 MiB, so freed
+``VmHWM - baseline`` as ``peak_memory_mib``: the most memory a step adds, activations,
+gradients and scratch space. The warm-up step is measured too, from before it
+(``cold_peak_memory_mib``: the first step of a run, with the optimizer state it creates).
+The children run with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 1 MiB, so freed
 tensors leave the resident set at once and it follows live memory (see :func:`child_env`).
-Adam's state is included, as it is allocated in the first step. The children run after
+The children run after
 the timing, one at a time unless ``--memory-jobs`` says otherwise (a peak RSS is per
 process, so running them side by side changes their speed, not their result). Where
 ``clear_refs`` cannot be written it falls back on ``ru_maxrss``, which is only right when
@@ -395,6 +399,11 @@ def child_memory(
     model = spec.build(wl.spatial_dims, wl.channels)
     step = make_step(model, wl, torch.device("cpu"), setting)
     gc.collect()
+    cold_base = _rss_kib("VmRSS")
+    cold_reset = cold_base is not None and _reset_peak_rss()
+    step()  # warm-up: creates the optimizer state and the convolution library's caches
+    cold_peak = _rss_kib("VmHWM") if cold_reset else None
+    gc.collect()
     base = _rss_kib("VmRSS")
     if base is not None and _reset_peak_rss():
         method = "VmHWM after clear_refs"
@@ -406,7 +415,14 @@ def child_memory(
         step()
     peak = _rss_kib("VmHWM") if method.startswith("VmHWM") else _maxrss_kib()
     assert peak is not None
-    return {"peak_mib": (peak - base) / 1024, "baseline_mib": base / 1024, "method": method}
+    result: dict[str, Any] = {
+        "peak_mib": (peak - base) / 1024,
+        "baseline_mib": base / 1024,
+        "method": method,
+    }
+    if cold_peak is not None and cold_base is not None:
+        result["cold_peak_mib"] = (cold_peak - cold_base) / 1024
+    return result
 
 
 def child_env() -> dict[str, str]:
@@ -444,6 +460,9 @@ def memory_in_subprocess(
 
 
 def memory_cuda(step: Callable[[], None], device: torch.device, steps: int) -> dict[str, Any]:
+    """The same measure as the CPU children's, from the caching allocator's counters: the
+    peak a step adds to what is allocated between steps (after a warm-up step)."""
+    step()  # warm-up: the optimizer state exists from here on
     torch.cuda.synchronize(device)
     gc.collect()
     torch.cuda.empty_cache()
@@ -577,6 +596,8 @@ def run_workload(wl: Workload, specs: list[ModelSpec], opt: Options) -> list[dic
             row = rows[key]
             row["peak_memory_mib"] = result["peak_mib"]
             row["memory_method"] = result["method"]
+            if "cold_peak_mib" in result:
+                row["cold_peak_memory_mib"] = result["cold_peak_mib"]
         for (model_key, _setting), row in rows.items():
             own = rows.get((model_key, "eager"), {}).get("peak_memory_mib")
             if own and "peak_memory_mib" in row:
@@ -620,8 +641,8 @@ def memory_method(device: torch.device, rows: list[dict[str, Any]]) -> str:
     if methods - {"VmHWM after clear_refs"}:
         return f"subprocess per model: {', '.join(sorted(methods))} (see the module docs)"
     return (
-        "subprocess per model: VmHWM (reset via /proc/self/clear_refs) minus VmRSS after "
-        "building model, optimizer and data"
+        "subprocess per model: VmHWM (reset via /proc/self/clear_refs) minus VmRSS between "
+        "steps (model, optimizer state, data), after a warm-up step"
     )
 
 

@@ -281,3 +281,67 @@ def test_every_block_runs_and_backpropagates(dims, block):
     assert x.grad is not None and x.grad.abs().sum() > 0
     for name, p in module.named_parameters():
         assert p.grad is not None, name
+
+
+# ------------------------------------------------------- concatenation-free and in-place
+@pytest.mark.parametrize("dims", DIMS)
+@pytest.mark.parametrize("split", [(3,), (1, 2), (2, 1, 4)])
+@pytest.mark.parametrize("norm", ["batch", None])
+def test_forward_parts_equals_the_concatenated_input(dims, split, norm):
+    """``forward_parts(parts)`` is the unit applied to ``cat(parts)``: outputs and every
+    gradient (inputs and weights) agree in float64, bias included when there is no norm."""
+    torch.manual_seed(0)
+    unit = ConvNormAct(dims, sum(split), 5, norm=norm).double().train()
+    parts = [torch.randn(2, c, *SIZES[dims], dtype=torch.float64) for c in split]
+    a = [p.clone().requires_grad_() for p in parts]
+    b = [p.clone().requires_grad_() for p in parts]
+    ref = unit(torch.cat(a, dim=1))
+    out = unit.forward_parts(b)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    g = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, [*a, *unit.parameters()], g)
+    out_grads = torch.autograd.grad(out, [*b, *unit.parameters()], g)
+    for x, y in zip(out_grads, ref_grads, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+def test_forward_parts_rejects_parts_that_do_not_fill_the_input():
+    unit = ConvNormAct(2, 6, 4)
+    with pytest.raises(ValueError, match=r"add up to in_channels=6.*\[2, 3\]"):
+        unit.forward_parts([torch.randn(1, 2, 5, 5), torch.randn(1, 3, 5, 5)])
+    with pytest.raises(ValueError, match="in_channels=6"):
+        unit.forward_parts([])
+
+
+@pytest.mark.parametrize(
+    ("act", "in_place"),
+    [
+        ("relu", True),
+        (("leaky_relu", {"negative_slope": 0.1}), True),
+        (("leaky_relu", {"negative_slope": -0.5}), False),  # in-place backward unsupported
+        ("elu", True),
+        (("relu", {"inplace": False}), False),  # the user's choice is kept
+        ("silu", False),  # backward needs the input: never in place
+        ("prelu", None),
+    ],
+)
+def test_activation_runs_in_place_only_where_it_is_safe(act, in_place):
+    """The unit's activation overwrites the norm's fresh output where backward allows it;
+    the output and the gradients equal conv -> norm -> act written out of place."""
+    torch.manual_seed(0)
+    unit = ConvNormAct(2, 3, 4, act=act).double().train()
+    assert getattr(unit.act, "inplace", None) is in_place
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+    out_of_place = unit.act
+    if in_place:  # a twin that does not run in place
+        out_of_place = get_act(act if isinstance(act, str) else (act[0], {**act[1]}))
+        assert not out_of_place.inplace
+    expected = out_of_place(unit.norm(unit.conv(x)))
+    out = unit(x)
+    torch.testing.assert_close(out, expected)
+    g = torch.randn_like(out)
+    params = list(unit.parameters())
+    torch.testing.assert_close(
+        torch.autograd.grad(out, [x, *params], g),
+        torch.autograd.grad(expected, [x, *params], g),
+    )

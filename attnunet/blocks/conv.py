@@ -1,5 +1,6 @@
 """Convolutional building blocks: conv-norm-act, DoubleConv and ResidualBlock."""
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -13,6 +14,7 @@ from attnunet.layers import (
     get_act,
     get_norm,
     norm_has_affine,
+    parse_spec,
 )
 
 __all__ = ["ConvNormAct", "DoubleConv", "ResidualBlock"]
@@ -35,12 +37,34 @@ def _check_kernel(kernel_size: int) -> int:
     return kernel_size
 
 
+def _act_in_place(layer: nn.Module, spec: ActSpec) -> None:
+    """Let a ReLU, a leaky ReLU with a non-negative slope or an ELU with a non-negative
+    alpha overwrite its input. Inside :class:`ConvNormAct` that input is the fresh output of
+    the norm (or conv), which nothing else reads: backward needs the norm's input and the
+    activation's output. In a checkpointed decoder level this keeps one feature map fewer
+    alive while the level is recomputed. A callable spec, or a spec that sets ``inplace``
+    itself, is left as built."""
+    if callable(spec) and not isinstance(spec, str):
+        return
+    _, kwargs = parse_spec(spec, "activation")
+    if "inplace" in kwargs:
+        return
+    if (
+        type(layer) is nn.ReLU
+        or (type(layer) is nn.LeakyReLU and layer.negative_slope >= 0)
+        or (type(layer) is nn.ELU and layer.alpha >= 0)
+    ):
+        layer.inplace = True
+
+
 class ConvNormAct(nn.Sequential):
     """Convolution, then normalisation, then activation, for any ``spatial_dims``.
 
     Padding is ``kernel_size // 2`` so an odd kernel at stride 1 keeps the spatial size.
     Submodules are named ``conv``, ``norm`` and ``act``; the last two are absent when
-    their spec is ``None``.
+    their spec is ``None``. A ReLU, leaky ReLU or ELU named by its spec runs in place (on
+    the fresh output of the norm or conv), unless the spec sets ``inplace`` itself.
+    :meth:`forward_parts` applies the unit to a channel concatenation without building it.
 
     Args:
         spatial_dims: 1, 2 or 3.
@@ -94,7 +118,42 @@ class ConvNormAct(nn.Sequential):
             self.add_module("norm", norm_layer)
         act_layer = get_act(act)
         if act_layer is not None:
+            _act_in_place(act_layer, act)
             self.add_module("act", act_layer)
+
+    def forward_parts(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``self(torch.cat(parts, dim=1))`` without the concatenation.
+
+        A convolution is linear in its input channels, so it equals the sum of one
+        convolution per part with that part's slice of the weight (the bias added once).
+        The parts need not be copied into a new tensor, which saves one feature map per
+        part's worth of channels where memory is tight (checkpointed decoder levels).
+        Results equal the concatenated form up to float rounding.
+
+        Raises:
+            ValueError: if the parts' channels do not add up to ``in_channels``.
+        """
+        conv = self.conv
+        assert isinstance(conv, nn.modules.conv._ConvNd)
+        sizes = [int(p.shape[1]) for p in parts]
+        if not parts or sum(sizes) != conv.in_channels or conv.groups != 1:
+            raise ValueError(
+                f"forward_parts needs parts whose channels add up to in_channels="
+                f"{conv.in_channels} (groups=1); got channels {sizes}"
+            )
+        y: torch.Tensor | None = None
+        start = 0
+        for i, part in enumerate(parts):
+            stop = start + sizes[i]
+            bias = conv.bias if i == 0 else None
+            out = conv._conv_forward(part, conv.weight[:, start:stop], bias)
+            y = out if y is None else y.add_(out)
+            start = stop
+        assert y is not None
+        for name, module in self.named_children():
+            if name != "conv":
+                y = module(y)
+        return y
 
 
 class DoubleConv(nn.Sequential):

@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from attnunet._shape import crop_to
+from attnunet.blocks.conv import ConvNormAct
 
 __all__ = [
     "SIZE_POLICIES",
@@ -23,6 +24,7 @@ __all__ = [
     "check_size_policy",
     "checkpoint_active",
     "run_checkpointed",
+    "split_last",
 ]
 
 SizePolicy = Literal["pad", "resize", "error"]
@@ -95,6 +97,45 @@ def run_checkpointed(modules: tuple[nn.Module, ...], fn: Callable[..., Any], *ar
         return checkpoint(fn, *args, use_reentrant=False)
     context_fn = functools.partial(_segment_contexts, modules)
     return checkpoint(fn, *args, use_reentrant=False, context_fn=context_fn)
+
+
+def split_last(
+    block: nn.Module, dropout: nn.Module
+) -> tuple[Callable[[list[torch.Tensor]], torch.Tensor], nn.Module] | None:
+    """Cut a decoder stage ``block(dropout(torch.cat(parts, dim=1)))`` in two for
+    checkpointing, when ``block`` is sequential with two or more modules (``DoubleConv``).
+
+    Returns a function of ``parts`` that runs the dropout and every module but the last,
+    and the last module; ``None`` for any other block. When there is no dropout and the
+    first module is a :class:`~attnunet.blocks.ConvNormAct`, the function never builds the
+    concatenation (:meth:`~attnunet.blocks.ConvNormAct.forward_parts`).
+
+    Checkpointing the two halves as separate segments means the concatenation and the last
+    convolution's activations are never alive together while a level is recomputed, and
+    skipping the concatenation keeps no second copy of the skip feature: at the finest
+    level of the W2 benchmark the two together cut the recomputation's peak from about 9 to
+    6 full-resolution feature maps.
+    """
+    if not isinstance(block, nn.Sequential) or len(block) < 2:
+        return None
+    first, *middle, last = block
+    if isinstance(dropout, nn.Identity) and isinstance(first, ConvNormAct):
+
+        def run_lead(parts: list[torch.Tensor]) -> torch.Tensor:
+            x = first.forward_parts(parts)
+            for module in middle:
+                x = module(x)
+            return x
+
+    else:
+
+        def run_lead(parts: list[torch.Tensor]) -> torch.Tensor:
+            x = dropout(torch.cat(parts, dim=1))
+            for module in (first, *middle):
+                x = module(x)
+            return x
+
+    return run_lead, last
 
 
 class CheckpointSegment(nn.Module):

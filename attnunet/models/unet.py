@@ -32,6 +32,7 @@ from attnunet.models.base import (
     SizePolicy,
     check_size_policy,
     run_checkpointed,
+    split_last,
 )
 from attnunet.registry import register_model
 
@@ -113,7 +114,8 @@ class DecoderLevel(CheckpointSegment):
 
     The gate's gating signal is the coarse decoder feature *before* up-sampling (grid
     gates) or the up-sampled feature (same-resolution gates), as the gate declares in
-    its ``gating`` attribute. The whole level is one segment of activation checkpointing.
+    its ``gating`` attribute. The level is one segment of activation checkpointing, or two
+    when the block is sequential (see :func:`~attnunet.models.base.split_last`).
     """
 
     gate_on_coarse: Final[bool]
@@ -149,18 +151,37 @@ class DecoderLevel(CheckpointSegment):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``concat[gate(skip), up(coarse)]`` and the gate's coefficients; the up-sampled
         and gated features die on return, so they are not alive while the block runs."""
+        parts, alpha = self._parts(coarse, skip, gating)
+        return torch.cat(parts, dim=1), alpha
+
+    def _parts(
+        self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """``[gate(skip), up(coarse)]`` and the gate's coefficients."""
         up = self.up(coarse, list(skip.shape[2:]))
         alpha: torch.Tensor | None = None
         gate = self.gate
         if gate is not None:
             skip, alpha = gate.attend(skip, gating if self.gate_on_coarse else up)  # type: ignore[operator]
-        return torch.cat([skip, up], dim=1), alpha
+        return [skip, up], alpha
 
     @torch.jit.unused
     def _checkpointed(
         self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return run_checkpointed((self,), self._forward, coarse, skip, gating)
+        split = split_last(self.block, self.dropout)
+        if split is None:
+            return run_checkpointed((self,), self._forward, coarse, skip, gating)
+        lead, last = split
+
+        def head(
+            coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+            parts, alpha = self._parts(coarse, skip, gating)
+            return lead(parts), alpha
+
+        x, alpha = run_checkpointed((self,), head, coarse, skip, gating)
+        return run_checkpointed((last,), last, x), alpha
 
 
 class Encoder(nn.Module):

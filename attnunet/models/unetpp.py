@@ -31,6 +31,7 @@ from attnunet.models.base import (
     SizePolicy,
     check_size_policy,
     run_checkpointed,
+    split_last,
 )
 from attnunet.models.unet import _channels_list, build_block, build_encoder
 from attnunet.registry import register_model
@@ -51,7 +52,8 @@ ZHOU_PAPER = (
 
 class NestedNode(CheckpointSegment):
     """One node ``X[i, j]`` (``j >= 1``) of UNet++, and one segment of activation
-    checkpointing.
+    checkpointing (two when the block is sequential, see
+    :func:`~attnunet.models.base.split_last`).
 
     ``up(X[i + 1, j - 1])`` is matched to the size of the level's skips; each skip
     ``X[i, k]``, ``k < j``, passes through its own gate (when gated); then
@@ -103,6 +105,13 @@ class NestedNode(CheckpointSegment):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The concatenation and the gates' maps; the up-sampled and gated features die on
         return, so they are not alive while the block runs."""
+        parts, maps = self._parts(skips, coarse)
+        return torch.cat(parts, dim=1), maps
+
+    def _parts(
+        self, skips: list[torch.Tensor], coarse: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``[gated skips..., up(coarse)]`` and the gates' maps."""
         up = self.up(coarse, list(skips[0].shape[2:]))
         parts: list[torch.Tensor] = []
         maps: list[torch.Tensor] = []
@@ -116,17 +125,28 @@ class NestedNode(CheckpointSegment):
             for skip in skips:
                 parts.append(skip)
         parts.append(up)
-        return torch.cat(parts, dim=1), maps
+        return parts, maps
 
     @torch.jit.unused
     def _checkpointed(
         self, skips: list[torch.Tensor], coarse: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         # tensors as top-level arguments, so checkpoint saves every device's RNG state
-        def run(coarse: torch.Tensor, *skips: torch.Tensor) -> Any:
-            return self._forward(list(skips), coarse)
+        split = split_last(self.block, self.dropout)
+        if split is None:
 
-        return run_checkpointed((self,), run, coarse, *skips)
+            def run(coarse: torch.Tensor, *skips: torch.Tensor) -> Any:
+                return self._forward(list(skips), coarse)
+
+            return run_checkpointed((self,), run, coarse, *skips)
+        lead, last = split
+
+        def head(coarse: torch.Tensor, *skips: torch.Tensor) -> Any:
+            parts, maps = self._parts(list(skips), coarse)
+            return lead(parts), maps
+
+        x, maps = run_checkpointed((self,), head, coarse, *skips)
+        return run_checkpointed((last,), last, x), maps
 
 
 @register_model(
