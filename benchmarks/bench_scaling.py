@@ -4,10 +4,10 @@ For each model and setting, a 2D training step (batch 1, one input channel, size
 1024^2) and a 3D one (batch 1, 48^3 to 128^3) run in a fresh subprocess per size, with
 the workload, loss, optimizer and memory measurement of ``bench_models.py`` (W1/W2 at
 other sizes; channels ``(16, 32, 64, 128, 256)``). Each child runs ``--warmup`` untimed
-steps, then ``--repeats`` timed ones, and reports their median time and its peak resident
-memory during all of them above the resident memory before them (``VmHWM`` after a reset
-through ``/proc/self/clear_refs``, minus ``VmRSS``), with glibc's mmap threshold fixed as
-in ``bench_models.py``.
+steps, then ``--repeats`` timed ones, and reports their median time and the peak
+resident memory of the timed steps above the resident memory between steps (``VmHWM``
+after a reset through ``/proc/self/clear_refs``, minus ``VmRSS`` after the warm-up: the
+measure of ``bench_models.py``), with glibc's mmap threshold fixed as there.
 
 Growth is linear when the cost per voxel is constant. The table gives, per size, the
 median step time, the time per megavoxel, the peak memory, the memory per voxel, and
@@ -62,11 +62,11 @@ def child(model_key: str, setting: str, dims: int, size: int, smoke: bool, args:
     step = bm.make_step(spec.build(dims, channels), wl, torch.device("cpu"), setting)
     import gc
 
-    gc.collect()
-    base = bm._rss_kib("VmRSS")
-    can_reset = base is not None and bm._reset_peak_rss()
     for _ in range(args.warmup):
         step()
+    gc.collect()
+    base = bm._rss_kib("VmRSS")  # between steps: weights, optimizer state, data
+    can_reset = base is not None and bm._reset_peak_rss()
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()

@@ -19,6 +19,7 @@ from attnunet import (
     Up,
     build_gate,
 )
+from attnunet.blocks import conv_parts
 from attnunet.layers import get_act, get_norm, norm_has_affine
 
 DIMS = (1, 2, 3)
@@ -345,3 +346,33 @@ def test_activation_runs_in_place_only_where_it_is_safe(act, in_place):
         torch.autograd.grad(out, [x, *params], g),
         torch.autograd.grad(expected, [x, *params], g),
     )
+
+
+@pytest.mark.parametrize("dims", DIMS)
+@pytest.mark.parametrize("shortcut", ["projection", "identity"])
+def test_residual_branches_parts_then_merge_equal_the_block(dims, shortcut):
+    """``merge(*branches_parts(parts))`` is the block on ``cat(parts)`` (the checkpointed
+    decoder's two segments), with every gradient, in float64."""
+    torch.manual_seed(0)
+    block = ResidualBlock(dims, 6, 6, shortcut=shortcut).double().train()
+    parts = [torch.randn(2, c, *SIZES[dims], dtype=torch.float64) for c in (2, 4)]
+    a = [p.clone().requires_grad_() for p in parts]
+    b = [p.clone().requires_grad_() for p in parts]
+    ref = block(torch.cat(a, dim=1))
+    out = block.merge(*block.branches_parts(b))
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    g = torch.randn_like(ref)
+    params = list(block.parameters())
+    for x, y in zip(
+        torch.autograd.grad(out, [*b, *params], g),
+        torch.autograd.grad(ref, [*a, *params], g),
+        strict=True,
+    ):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+def test_conv_parts_refuses_what_it_cannot_split():
+    with pytest.raises(TypeError, match="Conv1d/2d/3d"):
+        conv_parts(nn.ConvTranspose2d(4, 2, 2), [torch.randn(1, 4, 3, 3)])
+    with pytest.raises(ValueError, match="ungrouped"):
+        conv_parts(nn.Conv2d(4, 4, 1, groups=2), [torch.randn(1, 4, 3, 3)])

@@ -1,7 +1,7 @@
 """Composable building blocks, each written once for any ``spatial_dims``."""
 
 from attnunet.blocks.aam import AugmentedAttentionModule, LinkNetDecoderBlock
-from attnunet.blocks.conv import ConvNormAct, DoubleConv, ResidualBlock
+from attnunet.blocks.conv import ConvNormAct, DoubleConv, ResidualBlock, conv_parts
 from attnunet.blocks.gates import (
     GATES,
     AdditiveAttentionGate,
@@ -34,4 +34,5 @@ __all__ = [
     "Up",
     "build_gate",
     "build_skip_gate",
+    "conv_parts",
 ]

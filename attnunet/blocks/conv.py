@@ -17,7 +17,7 @@ from attnunet.layers import (
     parse_spec,
 )
 
-__all__ = ["ConvNormAct", "DoubleConv", "ResidualBlock"]
+__all__ = ["ConvNormAct", "DoubleConv", "ResidualBlock", "conv_parts"]
 
 
 def _check_channels(**channels: int) -> None:
@@ -35,6 +35,37 @@ def _check_kernel(kernel_size: int) -> int:
             f"use an odd kernel such as {kernel_size + 1}"
         )
     return kernel_size
+
+
+def conv_parts(conv: nn.Module, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``conv(torch.cat(parts, dim=1))`` as a sum of one convolution per part.
+
+    A convolution is linear in its input channels: each part is convolved with its slice of
+    the weight and the results are summed (the bias added once), so the concatenation is
+    never built. Equal to the concatenated form up to float rounding.
+
+    Raises:
+        ValueError: if the parts' channels do not add up to ``conv.in_channels``, or the
+            convolution is grouped.
+    """
+    if not isinstance(conv, nn.modules.conv._ConvNd) or conv.transposed:
+        raise TypeError(f"conv_parts needs a Conv1d/2d/3d, got {type(conv).__name__}")
+    sizes = [int(p.shape[1]) for p in parts]
+    if not parts or sum(sizes) != conv.in_channels or conv.groups != 1:
+        raise ValueError(
+            f"the parts' channels must add up to in_channels={conv.in_channels} of an "
+            f"ungrouped convolution; got channels {sizes}"
+        )
+    y: torch.Tensor | None = None
+    start = 0
+    for i, part in enumerate(parts):
+        stop = start + sizes[i]
+        bias = conv.bias if i == 0 else None
+        out = conv._conv_forward(part, conv.weight[:, start:stop], bias)
+        y = out if y is None else y.add_(out)
+        start = stop
+    assert y is not None
+    return y
 
 
 def _act_in_place(layer: nn.Module, spec: ActSpec) -> None:
@@ -135,21 +166,7 @@ class ConvNormAct(nn.Sequential):
         """
         conv = self.conv
         assert isinstance(conv, nn.modules.conv._ConvNd)
-        sizes = [int(p.shape[1]) for p in parts]
-        if not parts or sum(sizes) != conv.in_channels or conv.groups != 1:
-            raise ValueError(
-                f"forward_parts needs parts whose channels add up to in_channels="
-                f"{conv.in_channels} (groups=1); got channels {sizes}"
-            )
-        y: torch.Tensor | None = None
-        start = 0
-        for i, part in enumerate(parts):
-            stop = start + sizes[i]
-            bias = conv.bias if i == 0 else None
-            out = conv._conv_forward(part, conv.weight[:, start:stop], bias)
-            y = out if y is None else y.add_(out)
-            start = stop
-        assert y is not None
+        y = conv_parts(conv, parts)
         for name, module in self.named_children():
             if name != "conv":
                 y = module(y)
@@ -257,7 +274,25 @@ class ResidualBlock(nn.Module):
             self.shortcut = nn.Identity()
         else:
             raise ValueError(f"shortcut must be 'projection' or 'identity', got {shortcut!r}")
-        self.act = get_act(act) or nn.Identity()
+        act_layer = get_act(act)
+        if act_layer is not None:
+            _act_in_place(act_layer, act)  # on the fresh sum
+        self.act = act_layer or nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.shortcut(x) + self.conv2(self.conv1(x)))
+
+    def branches_parts(self, parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first unit and the shortcut on ``torch.cat(parts, dim=1)``, built without
+        the concatenation where the shortcut is a projection; :meth:`merge` finishes the
+        block. ``merge(*branches_parts([x]))`` equals ``self(x)``."""
+        shortcut = self.shortcut
+        if isinstance(shortcut, nn.Identity):
+            s = torch.cat(parts, dim=1)
+        else:
+            s = conv_parts(shortcut, parts)
+        return self.conv1.forward_parts(parts), s
+
+    def merge(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """``act(s + conv2(h))``: the block after :meth:`branches_parts`."""
+        return self.act(s + self.conv2(h))

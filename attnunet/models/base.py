@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from attnunet._shape import crop_to
-from attnunet.blocks.conv import ConvNormAct
+from attnunet.blocks.conv import ConvNormAct, ResidualBlock
 
 __all__ = [
     "SIZE_POLICIES",
@@ -99,43 +99,52 @@ def run_checkpointed(modules: tuple[nn.Module, ...], fn: Callable[..., Any], *ar
     return checkpoint(fn, *args, use_reentrant=False, context_fn=context_fn)
 
 
+_Lead = Callable[[list[torch.Tensor]], tuple[torch.Tensor, ...]]
+
+
 def split_last(
     block: nn.Module, dropout: nn.Module
-) -> tuple[Callable[[list[torch.Tensor]], torch.Tensor], nn.Module] | None:
+) -> tuple[_Lead, Callable[..., torch.Tensor], nn.Module] | None:
     """Cut a decoder stage ``block(dropout(torch.cat(parts, dim=1)))`` in two for
-    checkpointing, when ``block`` is sequential with two or more modules (``DoubleConv``).
+    checkpointing: a sequential block of two or more modules (``DoubleConv``) before its
+    last module, a :class:`~attnunet.blocks.ResidualBlock` after its first unit and
+    shortcut.
 
-    Returns a function of ``parts`` that runs the dropout and every module but the last,
-    and the last module; ``None`` for any other block. When there is no dropout and the
-    first module is a :class:`~attnunet.blocks.ConvNormAct`, the function never builds the
-    concatenation (:meth:`~attnunet.blocks.ConvNormAct.forward_parts`).
+    Returns ``(lead, tail, tail_module)``: ``lead(parts)`` gives the tensors at the cut,
+    ``tail(*those)`` the block's output, and ``tail_module`` holds every module ``tail``
+    runs. ``None`` for any other block, and for a residual block after dropout.
 
-    Checkpointing the two halves as separate segments means the concatenation and the last
-    convolution's activations are never alive together while a level is recomputed, and
-    skipping the concatenation keeps no second copy of the skip feature: at the finest
-    level of the W2 benchmark the two together cut the recomputation's peak from about 9 to
-    6 full-resolution feature maps.
+    When there is no dropout, the first convolution never sees the concatenation: it sums
+    one convolution per part (:meth:`~attnunet.blocks.ConvNormAct.forward_parts`).
+    Checkpointing the two halves as separate segments means the concatenation and the
+    later activations are never alive together while a level is recomputed, and skipping
+    the concatenation keeps no second copy of the skip: at the finest level of the W2
+    benchmark the recomputation's peak fell from about 9 to 6 full-resolution feature maps.
     """
+    if isinstance(block, ResidualBlock):
+        if not isinstance(dropout, nn.Identity):
+            return None
+        return block.branches_parts, block.merge, block
     if not isinstance(block, nn.Sequential) or len(block) < 2:
         return None
     first, *middle, last = block
     if isinstance(dropout, nn.Identity) and isinstance(first, ConvNormAct):
 
-        def run_lead(parts: list[torch.Tensor]) -> torch.Tensor:
+        def run_lead(parts: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
             x = first.forward_parts(parts)
             for module in middle:
                 x = module(x)
-            return x
+            return (x,)
 
     else:
 
-        def run_lead(parts: list[torch.Tensor]) -> torch.Tensor:
+        def run_lead(parts: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
             x = dropout(torch.cat(parts, dim=1))
             for module in (first, *middle):
                 x = module(x)
-            return x
+            return (x,)
 
-    return run_lead, last
+    return run_lead, last, last
 
 
 class CheckpointSegment(nn.Module):

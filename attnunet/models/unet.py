@@ -114,8 +114,9 @@ class DecoderLevel(CheckpointSegment):
 
     The gate's gating signal is the coarse decoder feature *before* up-sampling (grid
     gates) or the up-sampled feature (same-resolution gates), as the gate declares in
-    its ``gating`` attribute. The level is one segment of activation checkpointing, or two
-    when the block is sequential (see :func:`~attnunet.models.base.split_last`).
+    its ``gating`` attribute. The level is two segments of activation checkpointing when
+    its block is a ``DoubleConv`` or a ``ResidualBlock`` and one otherwise (see
+    :func:`~attnunet.models.base.split_last`).
     """
 
     gate_on_coarse: Final[bool]
@@ -172,16 +173,16 @@ class DecoderLevel(CheckpointSegment):
         split = split_last(self.block, self.dropout)
         if split is None:
             return run_checkpointed((self,), self._forward, coarse, skip, gating)
-        lead, last = split
+        lead, tail, tail_module = split
 
         def head(
             coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
-        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None]:
             parts, alpha = self._parts(coarse, skip, gating)
             return lead(parts), alpha
 
-        x, alpha = run_checkpointed((self,), head, coarse, skip, gating)
-        return run_checkpointed((last,), last, x), alpha
+        cut, alpha = run_checkpointed((self,), head, coarse, skip, gating)
+        return run_checkpointed((tail_module,), tail, *cut), alpha
 
 
 class Encoder(nn.Module):

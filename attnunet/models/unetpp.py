@@ -52,7 +52,7 @@ ZHOU_PAPER = (
 
 class NestedNode(CheckpointSegment):
     """One node ``X[i, j]`` (``j >= 1``) of UNet++, and one segment of activation
-    checkpointing (two when the block is sequential, see
+    checkpointing (two when the block is a ``DoubleConv`` or a ``ResidualBlock``, see
     :func:`~attnunet.models.base.split_last`).
 
     ``up(X[i + 1, j - 1])`` is matched to the size of the level's skips; each skip
@@ -139,14 +139,14 @@ class NestedNode(CheckpointSegment):
                 return self._forward(list(skips), coarse)
 
             return run_checkpointed((self,), run, coarse, *skips)
-        lead, last = split
+        lead, tail, tail_module = split
 
         def head(coarse: torch.Tensor, *skips: torch.Tensor) -> Any:
             parts, maps = self._parts(list(skips), coarse)
             return lead(parts), maps
 
-        x, maps = run_checkpointed((self,), head, coarse, *skips)
-        return run_checkpointed((last,), last, x), maps
+        cut, maps = run_checkpointed((self,), head, coarse, *skips)
+        return run_checkpointed((tail_module,), tail, *cut), maps
 
 
 @register_model(
