@@ -24,6 +24,7 @@ from attnunet import (
     ResUNet,
     UNet,
     UNetPlusPlus,
+    create_model,
 )
 from attnunet.inference import sliding_window_inference
 from attnunet.losses import (
@@ -428,3 +429,38 @@ def test_sliding_window_inference_under_autocast(roi):
     _assert_bf16_close(actual, expected, "sliding window (bf16)")
     _assert_bf16_close(as_float, expected, "sliding window (cast to float32)")
     torch.testing.assert_close(actual, as_float.bfloat16(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "dims"), [("ag_unet", 2), ("res_unet", 3), ("attention_unet_plus_plus", 2)]
+)
+def test_channels_last_decoders_convolve_per_part(name, dims, monkeypatch):
+    """With channels-last activations each decoder stage convolves the skip and the
+    up-sampled feature separately (no interleaving concatenation): every stage takes that
+    path, and no torch.cat of decoder inputs runs; the default layout keeps the
+    concatenation. Equality with the default layout is tested above."""
+    from attnunet.models import unet as unet_module
+    from attnunet.models import unetpp as unetpp_module
+
+    torch.manual_seed(0)
+    model = create_model(name, spatial_dims=dims, channels=(4, 8, 16)).train()
+    stages = [
+        m
+        for m in model.modules()
+        if isinstance(m, (unet_module.DecoderLevel, unetpp_module.NestedNode))
+    ]
+    assert stages and all(m.by_parts for m in stages)
+    calls: list[str] = []
+    for cls in (unet_module.DecoderLevel, unetpp_module.NestedNode):
+        original = cls._forward_by_parts
+        monkeypatch.setattr(
+            cls,
+            "_forward_by_parts",
+            lambda self, *a, _o=original: calls.append("parts") or _o(self, *a),
+        )
+    x = torch.randn(2, 1, *([16] * dims))
+    model(x)
+    assert calls == []  # default layout: the concatenation
+    model.to_channels_last()
+    model(x).sum().backward()
+    assert len(calls) == len(stages)

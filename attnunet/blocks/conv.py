@@ -280,7 +280,9 @@ class ResidualBlock(nn.Module):
         self.act = act_layer or nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.shortcut(x) + self.conv2(self.conv1(x)))
+        # the body first: the sum takes its memory layout, which is channels-last after
+        # model.to_channels_last() even where a 1x1 shortcut of a 1-channel input is not
+        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
 
     def branches_parts(self, parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The first unit and the shortcut on ``torch.cat(parts, dim=1)``, built without
@@ -295,4 +297,4 @@ class ResidualBlock(nn.Module):
 
     def merge(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """``act(s + conv2(h))``: the block after :meth:`branches_parts`."""
-        return self.act(s + self.conv2(h))
+        return self.act(self.conv2(h) + s)

@@ -23,6 +23,7 @@ __all__ = [
     "SizePolicy",
     "check_size_policy",
     "checkpoint_active",
+    "parts_fast_path",
     "run_checkpointed",
     "split_last",
 ]
@@ -145,6 +146,26 @@ def split_last(
             return (x,)
 
     return run_lead, last, last
+
+
+def parts_fast_path(x: torch.Tensor, enabled: bool) -> bool:
+    """Whether a decoder stage fed ``x`` (a skip) runs its first convolution per part
+    (see :func:`split_last`) instead of on the concatenation, outside checkpointing.
+
+    True for genuinely channels-last activations (after ``model.to_channels_last()``):
+    concatenating those along channels interleaves every pixel's channels in a copy, which
+    took 9 % of a 2D training step of AttentionUNet, while one convolution per part was
+    as fast as or faster than the convolution of the concatenation (0.74-1.01x its time
+    forward and backward). In the default layout the concatenation is a block copy and
+    the per-part convolutions were not reliably faster, so it stays. Never in TorchScript.
+    """
+    if not enabled or torch.jit.is_scripting() or x.is_contiguous():
+        return False
+    if x.dim() == 4:
+        return x.is_contiguous(memory_format=torch.channels_last)
+    if x.dim() == 5:
+        return x.is_contiguous(memory_format=torch.channels_last_3d)
+    return False
 
 
 class CheckpointSegment(nn.Module):

@@ -31,6 +31,7 @@ from attnunet.models.base import (
     SegmentationModel,
     SizePolicy,
     check_size_policy,
+    parts_fast_path,
     run_checkpointed,
     split_last,
 )
@@ -120,6 +121,7 @@ class DecoderLevel(CheckpointSegment):
     """
 
     gate_on_coarse: Final[bool]
+    by_parts: Final[bool]
 
     def __init__(
         self, up: Up, gate: nn.Module | None, dropout: nn.Module, block: nn.Module
@@ -130,6 +132,7 @@ class DecoderLevel(CheckpointSegment):
         self.gate_on_coarse = getattr(gate, "gating", "coarse") != "upsampled"
         self.dropout = dropout
         self.block = block
+        self.by_parts = isinstance(dropout, nn.Identity) and split_last(block, dropout) is not None
 
     def forward(
         self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
@@ -138,7 +141,20 @@ class DecoderLevel(CheckpointSegment):
         signal at the deepest level); same-resolution gates get the up-sampled feature."""
         if self._checkpoint_now():
             return self._checkpointed(coarse, skip, gating)
+        if parts_fast_path(skip, self.by_parts):
+            return self._forward_by_parts(coarse, skip, gating)
         return self._forward(coarse, skip, gating)
+
+    @torch.jit.unused
+    def _forward_by_parts(
+        self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``_forward`` with the first convolution run per part (channels-last inputs)."""
+        split = split_last(self.block, self.dropout)
+        assert split is not None
+        lead, tail, _ = split
+        parts, alpha = self._parts(coarse, skip, gating)
+        return tail(*lead(parts)), alpha
 
     def _forward(
         self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor

@@ -30,6 +30,7 @@ from attnunet.models.base import (
     SegmentationModel,
     SizePolicy,
     check_size_policy,
+    parts_fast_path,
     run_checkpointed,
     split_last,
 )
@@ -72,6 +73,7 @@ class NestedNode(CheckpointSegment):
 
     gated: Final[bool]
     gate_on_coarse: Final[bool]
+    by_parts: Final[bool]
 
     def __init__(
         self, up: Up, gates: list[nn.Module], dropout: nn.Module, block: nn.Module
@@ -83,6 +85,7 @@ class NestedNode(CheckpointSegment):
         self.gate_on_coarse = not gates or getattr(gates[0], "gating", "coarse") != "upsampled"
         self.dropout = dropout
         self.block = block
+        self.by_parts = isinstance(dropout, nn.Identity) and split_last(block, dropout) is not None
 
     def forward(
         self, skips: list[torch.Tensor], coarse: torch.Tensor
@@ -91,7 +94,20 @@ class NestedNode(CheckpointSegment):
         ``coarse = X[i + 1, j - 1]``; ``maps`` holds one coefficient map per gate."""
         if self._checkpoint_now():
             return self._checkpointed(skips, coarse)
+        if parts_fast_path(skips[0], self.by_parts):
+            return self._forward_by_parts(skips, coarse)
         return self._forward(skips, coarse)
+
+    @torch.jit.unused
+    def _forward_by_parts(
+        self, skips: list[torch.Tensor], coarse: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``_forward`` with the first convolution run per part (channels-last inputs)."""
+        split = split_last(self.block, self.dropout)
+        assert split is not None
+        lead, tail, _ = split
+        parts, maps = self._parts(skips, coarse)
+        return tail(*lead(parts)), maps
 
     def _forward(
         self, skips: list[torch.Tensor], coarse: torch.Tensor
