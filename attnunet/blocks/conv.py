@@ -44,9 +44,20 @@ def conv_parts(conv: nn.Module, parts: Sequence[torch.Tensor]) -> torch.Tensor:
     the weight and the results are summed (the bias added once), so the concatenation is
     never built. Equal to the concatenated form up to float rounding.
 
+    Shape:
+        parts ``(B, C_k, *S)`` with ``sum(C_k) == conv.in_channels`` -> the convolution's
+        output for ``(B, in_channels, *S)``.
+
     Raises:
+        TypeError: if ``conv`` is not a (non-transposed) ``Conv1d``/``Conv2d``/``Conv3d``.
         ValueError: if the parts' channels do not add up to ``conv.in_channels``, or the
             convolution is grouped.
+
+    Example:
+        >>> conv = nn.Conv3d(5, 2, 3, padding=1)
+        >>> a, b = torch.randn(1, 3, 4, 4, 4), torch.randn(1, 2, 4, 4, 4)
+        >>> torch.allclose(conv_parts(conv, [a, b]), conv(torch.cat([a, b], 1)), atol=1e-5)
+        True
     """
     if not isinstance(conv, nn.modules.conv._ConvNd) or conv.transposed:
         raise TypeError(f"conv_parts needs a Conv1d/2d/3d, got {type(conv).__name__}")
@@ -161,8 +172,18 @@ class ConvNormAct(nn.Sequential):
         part's worth of channels where memory is tight (checkpointed decoder levels).
         Results equal the concatenated form up to float rounding.
 
+        Shape:
+            parts ``(B, C_k, *S)`` with ``sum(C_k) == in_channels`` ->
+            ``(B, out_channels, *S')`` as for :meth:`forward`.
+
         Raises:
             ValueError: if the parts' channels do not add up to ``in_channels``.
+
+        Example:
+            >>> unit = ConvNormAct(2, 6, 4).eval()
+            >>> a, b = torch.randn(1, 2, 5, 5), torch.randn(1, 4, 5, 5)
+            >>> torch.allclose(unit.forward_parts([a, b]), unit(torch.cat([a, b], 1)), atol=1e-5)
+            True
         """
         conv = self.conv
         assert isinstance(conv, nn.modules.conv._ConvNd)
@@ -296,5 +317,5 @@ class ResidualBlock(nn.Module):
         return self.conv1.forward_parts(parts), s
 
     def merge(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """``act(s + conv2(h))``: the block after :meth:`branches_parts`."""
+        """``act(conv2(h) + s)``: the block after :meth:`branches_parts`."""
         return self.act(self.conv2(h) + s)
