@@ -53,10 +53,10 @@ Peak memory (``W2``, settings ``--memory-settings``, default ``eager`` and ``ckp
 are timed too): on CPU, each model runs its training steps in a fresh subprocess
 (the same script, with a private flag). The child builds the model, optimizer, loss and
 data and runs one warm-up step, which creates Adam's state and the convolution library's
-caches. Then, after a ``gc.collect()``, it reads its resident set size (``VmRSS``) as the
-baseline: what a training run holds between steps (weights, optimizer state, data,
-imports). It resets the kernel's peak-RSS counter (writing ``5`` to
-``/proc/self/clear_refs`` resets ``VmHWM``), runs ``--memory-steps`` steps and reports
+caches. Then, after a ``gc.collect()``, it resets the kernel's peak-RSS counter (writing
+``5`` to ``/proc/self/clear_refs`` resets ``VmHWM``) and reads its resident set size
+(``VmRSS``) as the baseline: what a training run holds between steps (weights, optimizer
+state, data, imports). It runs ``--memory-steps`` steps and reports
 ``VmHWM - baseline`` as ``peak_memory_mib``: the most memory a step adds, activations,
 gradients and scratch space. The warm-up step is measured too, from before it
 (``cold_peak_memory_mib``: the first step of a run, with the optimizer state it creates).
@@ -398,14 +398,16 @@ def child_memory(
     torch.manual_seed(0)
     model = spec.build(wl.spatial_dims, wl.channels)
     step = make_step(model, wl, torch.device("cpu"), setting)
+    # Each baseline is read after the peak counter's reset, so a peak cannot fall below it.
     gc.collect()
+    cold_reset = _reset_peak_rss()
     cold_base = _rss_kib("VmRSS")
-    cold_reset = cold_base is not None and _reset_peak_rss()
     step()  # warm-up: creates the optimizer state and the convolution library's caches
     cold_peak = _rss_kib("VmHWM") if cold_reset else None
     gc.collect()
+    reset = _reset_peak_rss()
     base = _rss_kib("VmRSS")
-    if base is not None and _reset_peak_rss():
+    if base is not None and reset:
         method = "VmHWM after clear_refs"
     elif base is not None:
         method = "ru_maxrss"  # right when the steps exceed every earlier peak

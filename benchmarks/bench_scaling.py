@@ -65,8 +65,9 @@ def child(model_key: str, setting: str, dims: int, size: int, smoke: bool, args:
     for _ in range(args.warmup):
         step()
     gc.collect()
+    can_reset = bm._reset_peak_rss()  # first, so the peak cannot fall below the baseline
     base = bm._rss_kib("VmRSS")  # between steps: weights, optimizer state, data
-    can_reset = base is not None and bm._reset_peak_rss()
+    can_reset = can_reset and base is not None
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
