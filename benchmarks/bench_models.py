@@ -381,6 +381,15 @@ def _reset_peak_rss() -> bool:
     return True
 
 
+def peak_above_mib(peak_kib: int, base_kib: int) -> float:
+    """How far a peak resident size rose above a baseline, in MiB, never below 0.
+
+    The kernel raises its high-water mark lazily (not on every page it frees), so when the
+    steps allocate next to nothing, ``VmHWM`` can read a few KiB below a ``VmRSS`` taken
+    just after the reset; such a reading means "no rise" and is reported as 0."""
+    return max(0.0, (peak_kib - base_kib) / 1024)
+
+
 def _maxrss_kib() -> int:
     """``ru_maxrss`` in KiB (macOS reports bytes, Linux KiB)."""
     if resource is None:
@@ -418,12 +427,12 @@ def child_memory(
     peak = _rss_kib("VmHWM") if method.startswith("VmHWM") else _maxrss_kib()
     assert peak is not None
     result: dict[str, Any] = {
-        "peak_mib": (peak - base) / 1024,
+        "peak_mib": peak_above_mib(peak, base),
         "baseline_mib": base / 1024,
         "method": method,
     }
     if cold_peak is not None and cold_base is not None:
-        result["cold_peak_mib"] = (cold_peak - cold_base) / 1024
+        result["cold_peak_mib"] = peak_above_mib(cold_peak, cold_base)
     return result
 
 

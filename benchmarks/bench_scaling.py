@@ -77,7 +77,7 @@ def child(model_key: str, setting: str, dims: int, size: int, smoke: bool, args:
     return {
         "seconds": statistics.median(times),
         "seconds_all": times,
-        "peak_memory_mib": None if peak is None or base is None else (peak - base) / 1024,
+        "peak_memory_mib": None if peak is None or base is None else bm.peak_above_mib(peak, base),
     }
 
 

@@ -119,3 +119,9 @@ def test_settings_are_canonical(text, canonical):
 def test_unknown_lever_is_refused_with_the_known_ones():
     with pytest.raises(argparse.ArgumentTypeError, match=r"unknown lever.*cl, bf16, ckpt, compile"):
         _bench().parse_setting("cl+fp8")
+
+
+def test_peak_above_baseline_in_mib_never_negative():
+    peak_above = _bench().peak_above_mib
+    assert peak_above(2048 + 1536, 2048) == 1.5  # KiB in, MiB out
+    assert peak_above(1000, 1012) == 0.0  # a lazily raised high-water mark: no rise
