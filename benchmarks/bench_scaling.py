@@ -152,6 +152,7 @@ def markdown(rows: list[dict[str, Any]], fits: list[dict[str, Any]]) -> str:
     for r in rows:
         mvox = r["voxels"] / 1e6
         mem = r["peak_memory_mib"]
+        rel = r.get("memory_per_voxel_vs_largest")  # absent when the largest rose by 0 MiB
         size = "x".join(str(s) for s in r["size"])
         lines.append(
             f"| {r['model']} | {r['setting']} | {size} | {mvox:.3f} | {r['seconds']:.3f} | "
@@ -159,7 +160,8 @@ def markdown(rows: list[dict[str, Any]], fits: list[dict[str, Any]]) -> str:
             + (
                 "n/a | n/a | n/a |"
                 if mem is None
-                else f"{mem:.0f} | {mem / mvox:.0f} | {r['memory_per_voxel_vs_largest']:.2f} |"
+                else f"{mem:.0f} | {mem / mvox:.0f} | "
+                + ("n/a |" if rel is None else f"{rel:.2f} |")
             )
         )
     lines += ["", "| model | setting | dims | s per Mvox (fit) | R^2 | MiB per Mvox (fit) | R^2 |"]
