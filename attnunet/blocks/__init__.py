@@ -14,7 +14,7 @@ from attnunet.blocks.gates import (
     build_skip_gate,
 )
 from attnunet.blocks.heads import SegmentationHead
-from attnunet.blocks.sampling import Down, Up
+from attnunet.blocks.sampling import Down, Up, Upsample2x
 
 __all__ = [
     "GATES",
@@ -32,6 +32,7 @@ __all__ = [
     "SegmentationHead",
     "SelfAttentionSkip",
     "Up",
+    "Upsample2x",
     "build_gate",
     "build_skip_gate",
     "conv_parts",

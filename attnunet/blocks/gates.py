@@ -14,10 +14,9 @@ from collections.abc import Callable
 from typing import Any, Final, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from attnunet._shape import interp_mode
+from attnunet._shape import interp_mode, resize
 from attnunet.blocks.conv import ConvNormAct, _check_channels
 from attnunet.layers import (
     ActSpec,
@@ -153,18 +152,14 @@ class GridAttentionGate(nn.Module):
         theta_x = self.theta(x)
         phi_g = self.phi(g)
         if phi_g.shape[2:] != theta_x.shape[2:]:
-            phi_g = F.interpolate(
-                phi_g, size=theta_x.shape[2:], mode=self.mode, align_corners=self.align_corners
-            )
+            phi_g = resize(phi_g, list(theta_x.shape[2:]), self.mode, self.align_corners)
         logit = self.psi(self.combine(theta_x, phi_g))
         if self.softmax:
             alpha = torch.softmax(logit.flatten(2), dim=2).view(logit.shape)
         else:
             alpha = torch.sigmoid(logit)
         if alpha.shape[2:] != x.shape[2:]:
-            alpha = F.interpolate(
-                alpha, size=x.shape[2:], mode=self.mode, align_corners=self.align_corners
-            )
+            alpha = resize(alpha, list(x.shape[2:]), self.mode, self.align_corners)
         alpha = self.coefficients(alpha)
         return self.output(alpha * x), alpha
 
@@ -294,7 +289,7 @@ class AdditiveAttentionGate(nn.Module):
         """Return ``(gated skip, alpha)``; ``alpha`` has shape ``(B, 1, *x.shape[2:])``."""
         g1 = self.w_g(g)
         if g1.shape[2:] != x.shape[2:]:
-            g1 = F.interpolate(g1, size=x.shape[2:], mode=self.mode, align_corners=False)
+            g1 = resize(g1, list(x.shape[2:]), self.mode, False)
         alpha = self.coefficients(torch.sigmoid(self.psi(self.act(g1 + self.w_x(x)))))
         return alpha * x, alpha
 

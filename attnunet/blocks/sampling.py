@@ -1,11 +1,11 @@
 """Down- and up-sampling blocks for any ``spatial_dims``."""
 
-from typing import Literal
+from typing import Final, Literal
 
 import torch
 from torch import nn
 
-from attnunet._shape import interp_mode, match_size
+from attnunet._shape import interp_mode, match_size, resize
 from attnunet.layers import (
     avg_pool_type,
     check_spatial_dims,
@@ -14,7 +14,7 @@ from attnunet.layers import (
     max_pool_type,
 )
 
-__all__ = ["Down", "Up"]
+__all__ = ["Down", "Up", "Upsample2x"]
 
 DownMode = Literal["maxpool", "avgpool", "conv"]
 UpMode = Literal["transpose", "interp", "upsample"]
@@ -51,6 +51,39 @@ class Down(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.op(x)
+
+
+class Upsample2x(nn.Module):
+    """Parameter-free doubling of every spatial axis: ``nn.Upsample(scale_factor=2,
+    mode=mode)`` (``align_corners=False`` for the linear modes).
+
+    Eager mode and TorchScript call :func:`torch.nn.functional.interpolate`; under
+    :func:`torch.compile` the same values are computed with slices and sums
+    (:func:`attnunet._shape.upsample_x2`), which inductor fuses, instead of the
+    gather/scatter kernels it generates for the interpolation.
+
+    Args:
+        mode: ``"nearest"``, ``"linear"``, ``"bilinear"`` or ``"trilinear"``.
+
+    Example:
+        >>> Upsample2x("bilinear")(torch.randn(1, 2, 3, 5)).shape
+        torch.Size([1, 2, 6, 10])
+    """
+
+    def __init__(self, mode: str = "nearest") -> None:
+        super().__init__()
+        if mode not in ("nearest", "linear", "bilinear", "trilinear"):
+            raise ValueError(
+                f"mode must be 'nearest', 'linear', 'bilinear' or 'trilinear', got {mode!r}"
+            )
+        self.mode: Final[str] = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = [2 * n for n in x.shape[2:]]
+        return resize(x, size, self.mode, None if self.mode == "nearest" else False)
+
+    def extra_repr(self) -> str:
+        return f"scale_factor=2, mode={self.mode!r}"
 
 
 class Up(nn.Module):
@@ -114,11 +147,7 @@ class Up(nn.Module):
             how = interp or ("nearest" if mode == "interp" else "linear")
             if how not in ("nearest", "linear"):
                 raise ValueError(f"interp must be 'nearest' or 'linear', got {interp!r}")
-            upsample = nn.Upsample(
-                scale_factor=2.0,
-                mode="nearest" if how == "nearest" else interp_mode(spatial_dims),
-                align_corners=None if how == "nearest" else False,
-            )
+            upsample = Upsample2x("nearest" if how == "nearest" else interp_mode(spatial_dims))
             if mode == "upsample":
                 if out_channels != in_channels:
                     raise ValueError(

@@ -9,10 +9,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from attnunet._shape import interp_mode
+from attnunet._shape import interp_mode, resize
 from attnunet.blocks.conv import DoubleConv, ResidualBlock, _check_channels
 from attnunet.blocks.gates import GateSpec, GridGatingSignal, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
@@ -493,9 +492,7 @@ class UNetSkeleton(SegmentationModel):
             full = list(x.shape[2:])
             resized = [logits[0]]
             for y in logits[1:]:
-                resized.append(
-                    F.interpolate(y, size=full, mode=self.interp_mode, align_corners=False)
-                )
+                resized.append(resize(y, full, self.interp_mode, False))
             fused = self.fuse(torch.cat(resized, dim=1))
             logits = [fused] + logits if self.deep_supervision else [fused]  # noqa: RUF005
         return self._restore(logits, size, x), self._restore(maps, size, x)
