@@ -268,6 +268,20 @@ def workloads(smoke: bool) -> list[Workload]:
     ]
 
 
+def allow_recompiles(limit: int = 256) -> None:
+    """Raise dynamo's per-function recompile limit (8 by default) to ``limit``.
+
+    All attnunet models share one ``forward`` code object, so each compiled model (and
+    each new input shape, such as a sliding window's last, smaller batch) adds an entry
+    to that function's cache. Past the limit dynamo silently runs the function in eager
+    mode, and the later ``compile`` rows of a run would time eager code.
+    """
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(int(getattr(config, name)), limit))
+
+
 def make_step(
     model: nn.Module, wl: Workload, device: torch.device, setting: str = "eager"
 ) -> Callable[[], None]:
@@ -283,7 +297,10 @@ def make_step(
         x = x.contiguous(memory_format=layout)
     if "ckpt" in lever_set:
         model.set_checkpointing(True)  # type: ignore[operator]
-    net: Callable[[torch.Tensor], Any] = torch.compile(model) if "compile" in lever_set else model
+    net: Callable[[torch.Tensor], Any] = model
+    if "compile" in lever_set:
+        allow_recompiles()
+        net = torch.compile(model)
 
     def autocast() -> Any:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled="bf16" in lever_set)

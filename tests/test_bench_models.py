@@ -125,3 +125,32 @@ def test_peak_above_baseline_in_mib_never_negative():
     peak_above = _bench().peak_above_mib
     assert peak_above(2048 + 1536, 2048) == 1.5  # KiB in, MiB out
     assert peak_above(1000, 1012) == 0.0  # a lazily raised high-water mark: no rise
+
+
+def test_compile_rows_are_not_silently_eager_past_the_recompile_limit():
+    """Every attnunet model shares one ``forward``: with dynamo's default limit of 8
+    entries per function, the ninth differently built model compiled in a run ran eagerly
+    (seen in a benchmark run). ``allow_recompiles`` lifts the limit, so each of 12 models
+    of different widths gets its own graph."""
+    from attnunet import UNet
+
+    compiled: list[int] = []
+
+    def backend(gm, example_inputs):
+        compiled.append(1)
+        return gm.forward
+
+    config = torch._dynamo.config
+    saved = config.recompile_limit
+    try:
+        torch._dynamo.reset()
+        _bench().allow_recompiles(64)
+        assert config.recompile_limit >= 64
+        x = torch.randn(1, 1, 8, 8)
+        for width in range(1, 13):
+            model = UNet(2, 1, 2, channels=(width, 2 * width)).eval()
+            torch.testing.assert_close(torch.compile(model, backend=backend)(x), model(x))
+        assert len(compiled) == 12
+    finally:
+        config.recompile_limit = saved
+        torch._dynamo.reset()
