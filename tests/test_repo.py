@@ -68,3 +68,33 @@ def test_metrics_and_losses_do_not_load_the_model_zoo():
 def test_every_public_name_resolves():
     for name in attnunet.__all__:
         assert getattr(attnunet, name) is not None, name
+
+
+def test_readme_speed_table_matches_the_benchmark_json():
+    """Every ratio in the README's speed table is the rounded figure of the JSON it cites."""
+    import json
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    cited = re.search(r"\(`(benchmarks/results/[\w.-]+\.json)`", text)
+    assert cited is not None, "the README's speed section names no results file"
+    rows = json.loads((ROOT / cited.group(1)).read_text(encoding="utf-8"))["rows"]
+    ratio = {
+        (r["name"], r["model_key"], r["setting"]): r["gflops_vs_monai_attention_unet"] for r in rows
+    }
+    header = re.search(r"^\| workload \| AttentionUNet (.*)$", text, re.M)
+    assert header is not None
+    columns = [c.strip() for c in header.group(0).strip("|").split("|")][1:]
+    models = ["attention_unet", "unet", "monai_attention_unet"]
+    names = {"W1 train 2D", "W2 train 3D", "W3 infer 2D"}
+    checked = 0
+    for line in re.findall(r"^\| (W\d [^|]+)\|(.*)$", text, re.M):
+        label, cells = line[0].strip(), [c.strip() for c in line[1].strip("|").split("|")]
+        name = label if label in names else "W3 infer 3D sliding"
+        for model, column, cell in zip(models, columns, cells, strict=True):
+            first, *rest = column.split(" / ")  # "UNet eager / cl / ..."
+            settings = [first.split()[-1], *rest]
+            values = [float(v.strip("*x ")) for v in cell.split(" / ")]
+            for setting, value in zip(settings, values, strict=True):
+                assert round(ratio[(name, model, setting)], 2) == value, (name, model, setting)
+                checked += 1
+    assert checked == 4 * (4 + 4 + 3)
