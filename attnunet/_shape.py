@@ -88,13 +88,10 @@ def resize(
     ``torch.compile``, an exact doubling of every axis (nearest or linear without
     ``align_corners``) takes :func:`upsample_x2` instead (same values, much faster
     compiled code)."""
-    if not torch.jit.is_scripting():
+    if not torch.jit.is_scripting() and not align_corners and _compiling():
         doubling = len(size) == x.dim() - 2 and all(
             size[d] == 2 * x.shape[d + 2] for d in range(len(size))
         )
-        if doubling and not align_corners and _compiling():
-            if mode in ("linear", "bilinear", "trilinear"):
-                return upsample_x2(x, linear=True)
-            if mode == "nearest":
-                return upsample_x2(x, linear=False)
+        if doubling and mode in ("linear", "bilinear", "trilinear", "nearest"):
+            return upsample_x2(x, linear=mode != "nearest")
     return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)

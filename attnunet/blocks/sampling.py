@@ -65,6 +65,10 @@ class Upsample2x(nn.Module):
     Args:
         mode: ``"nearest"``, ``"linear"``, ``"bilinear"`` or ``"trilinear"``.
 
+    Shape:
+        ``(B, C, *S)`` -> ``(B, C, *2S)``; a channels-last input gives a channels-last
+        output.
+
     Example:
         >>> Upsample2x("bilinear")(torch.randn(1, 2, 3, 5)).shape
         torch.Size([1, 2, 6, 10])
