@@ -88,10 +88,11 @@ def resize(
     ``torch.compile``, an exact doubling of every axis (nearest or linear without
     ``align_corners``) takes :func:`upsample_x2` instead (same values, much faster
     compiled code)."""
-    if not torch.jit.is_scripting() and not align_corners and _compiling():
-        doubling = len(size) == x.dim() - 2 and all(
-            size[d] == 2 * x.shape[d + 2] for d in range(len(size))
-        )
-        if doubling and mode in ("linear", "bilinear", "trilinear", "nearest"):
-            return upsample_x2(x, linear=mode != "nearest")
+    if not torch.jit.is_scripting():  # noqa: SIM102 (alone, or TorchScript compiles the rest)
+        if not align_corners and _compiling():
+            doubling = len(size) == x.dim() - 2 and all(
+                size[d] == 2 * x.shape[d + 2] for d in range(len(size))
+            )
+            if doubling and mode in ("linear", "bilinear", "trilinear", "nearest"):
+                return upsample_x2(x, linear=mode != "nearest")
     return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
