@@ -25,6 +25,7 @@ __all__ = [
     "checkpoint_active",
     "parts_fast_path",
     "run_checkpointed",
+    "run_split_checkpointed",
     "split_last",
 ]
 
@@ -146,6 +147,25 @@ def split_last(
             return (x,)
 
     return run_lead, last, last
+
+
+def run_split_checkpointed(
+    owner: nn.Module,
+    split: tuple[_Lead, Callable[..., torch.Tensor], nn.Module],
+    parts_fn: Callable[..., tuple[list[torch.Tensor], Any]],
+    *args: torch.Tensor,
+) -> tuple[torch.Tensor, Any]:
+    """A decoder stage as two checkpoint segments: ``parts_fn(*args)`` (the stage's parts
+    and its extra output, e.g. attention maps) then ``lead`` of :func:`split_last` in the
+    first, owned by ``owner``; ``tail`` in the second. Returns ``(output, extra)``."""
+    lead, tail, tail_module = split
+
+    def head(*inputs: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
+        parts, extra = parts_fn(*inputs)
+        return lead(parts), extra
+
+    cut, extra = run_checkpointed((owner,), head, *args)
+    return run_checkpointed((tail_module,), tail, *cut), extra
 
 
 def parts_fast_path(x: torch.Tensor, enabled: bool) -> bool:

@@ -32,6 +32,7 @@ from attnunet.models.base import (
     check_size_policy,
     parts_fast_path,
     run_checkpointed,
+    run_split_checkpointed,
     split_last,
 )
 from attnunet.registry import register_model
@@ -188,16 +189,7 @@ class DecoderLevel(CheckpointSegment):
         split = split_last(self.block, self.dropout)
         if split is None:
             return run_checkpointed((self,), self._forward, coarse, skip, gating)
-        lead, tail, tail_module = split
-
-        def head(
-            coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
-        ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None]:
-            parts, alpha = self._parts(coarse, skip, gating)
-            return lead(parts), alpha
-
-        cut, alpha = run_checkpointed((self,), head, coarse, skip, gating)
-        return run_checkpointed((tail_module,), tail, *cut), alpha
+        return run_split_checkpointed(self, split, self._parts, coarse, skip, gating)
 
 
 class Encoder(nn.Module):

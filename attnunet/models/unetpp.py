@@ -32,6 +32,7 @@ from attnunet.models.base import (
     check_size_policy,
     parts_fast_path,
     run_checkpointed,
+    run_split_checkpointed,
     split_last,
 )
 from attnunet.models.unet import _channels_list, build_block, build_encoder
@@ -155,14 +156,11 @@ class NestedNode(CheckpointSegment):
                 return self._forward(list(skips), coarse)
 
             return run_checkpointed((self,), run, coarse, *skips)
-        lead, tail, tail_module = split
 
-        def head(coarse: torch.Tensor, *skips: torch.Tensor) -> Any:
-            parts, maps = self._parts(list(skips), coarse)
-            return lead(parts), maps
+        def parts(coarse: torch.Tensor, *skips: torch.Tensor) -> Any:
+            return self._parts(list(skips), coarse)
 
-        cut, maps = run_checkpointed((self,), head, coarse, *skips)
-        return run_checkpointed((tail_module,), tail, *cut), maps
+        return run_split_checkpointed(self, split, parts, coarse, *skips)
 
 
 @register_model(
