@@ -366,7 +366,9 @@ def _metric_row(pred: np.ndarray, target: np.ndarray, settings: TrainSettings) -
     p, t = torch.from_numpy(pred)[None], torch.from_numpy(target)[None]
     k = settings.num_classes
     binary = k == 2
-    kw: dict[str, Any] = {} if binary else {"num_classes": k}
+    kw: dict[str, Any] = {"spatial_dims": settings.spatial_dims}
+    if not binary:
+        kw["num_classes"] = k
     # One distance measurement serves both surface metrics. A surface distance to an empty
     # mask is unbounded: such images are left out of the mean (NaN) and show up in Dice.
     surface = surface_metrics(

@@ -1,27 +1,48 @@
 """Input handling shared by the metrics: NumPy or torch in, per-class masks out.
 
-Every metric accepts the same three input forms (see :doc:`/metrics`):
+The input contract (see :doc:`/metrics`): ``spatial_dims`` says how many trailing axes of an
+input are spatial, and so how the leading axes read. It is required, because no shape alone
+tells a batch of 2-D slices ``(B, H, W)`` from one volume ``(D, H, W)``, or a thresholded
+model output ``(B, 1, H, W)`` from a batch of volumes. With ``S = spatial_dims``:
 
-* binary masks or instance maps ``(B, *spatial)``: every non-zero value is foreground;
-* label maps ``(B, *spatial)`` with ``num_classes=C``: one mask per class ``0..C-1``;
-* one-hot or multi-label masks ``(B, C, *spatial)`` with ``one_hot=True``: channel ``c``
-  is the mask of class ``c`` (channels may overlap).
+===========================  ================  ================================================
+shape                        ``one_hot``       read as
+===========================  ================  ================================================
+``(*spatial)``               ``False``         one unbatched mask or label map (a batch of 1)
+``(B, *spatial)``            ``False``         a batch of masks or label maps
+``(B, 1, *spatial)``         ``False``         the same with a channel axis (``logits > 0`` of a
+                                               one-channel model, MONAI's ``argmax(keepdim)``)
+``(B, C, *spatial)``, C > 1  ``False``         refused: pass ``one_hot=True``, or ``argmax(1)``
+``(C, *spatial)``            ``True``          one unbatched image's per-class masks
+``(B, C, *spatial)``         ``True``          per-class masks (one-hot or multi-label)
+===========================  ================  ================================================
 
-Results come back as the input kind: a torch tensor on the input's device, or a NumPy
-array (``float64``) for NumPy input.
+Integer and boolean inputs are taken as they are. Floating-point inputs are accepted when
+every value is a whole number (MONAI's one-hot and ``AsDiscrete`` outputs are float 0/1
+tensors); probabilities and logits are refused with the thresholding that fits their shape.
+
+Results come back as the input kind: a torch tensor on the input's device, or a NumPy array
+(``float64``) for NumPy input.
 """
 
 from __future__ import annotations
 
+import numbers
 import warnings
-from typing import Literal, TypeAlias
+from collections.abc import Sequence
+from typing import Literal, NamedTuple, TypeAlias
 
 import numpy as np
 import torch
 
 Array: TypeAlias = "torch.Tensor | np.ndarray"
-Reduction = Literal["mean", "none"]
-REDUCTIONS = ("mean", "none")
+Reduction = Literal["mean", "mean_batch", "none"]
+REDUCTIONS = ("mean", "mean_batch", "none")
+
+LAYOUTS = (
+    "(*spatial) or (B, *spatial) masks or label maps, (B, 1, *spatial) with a channel axis, "
+    "or (B, C, *spatial) / (C, *spatial) per-class masks with one_hot=True"
+)
 
 
 def check_reduction(reduction: str) -> None:
@@ -49,91 +70,258 @@ def as_tensor(x: object, label: str) -> tuple[torch.Tensor, bool]:
     raise TypeError(f"{label} must be a torch.Tensor or a numpy.ndarray, got {type(x).__name__}")
 
 
-def tensor_pair(
-    pred: Array, target: Array, one_hot: bool = False
+# ------------------------------------------------------------------------------ layouts
+
+
+def _size(shape: Sequence[int]) -> str:
+    return " x ".join(str(n) for n in shape)
+
+
+def _reading(shape: Sequence[int], spatial_dims: int, one_hot: bool) -> str:
+    """How ``shape`` reads under ``spatial_dims`` (and ``one_hot``), for messages."""
+    n, s = len(shape), spatial_dims
+    spatial = _size(shape[n - s :]) if n >= s else ""
+    if one_hot:
+        if n == s + 1:
+            return f"one image's {shape[0]} class masks of {spatial}"
+        return f"a batch of {shape[0]} image(s) with {shape[1]} class masks of {spatial}"
+    if n == s:
+        return f"one unbatched image of {spatial}"
+    if n == s + 1:
+        return f"a batch of {shape[0]} image(s) of {spatial}"
+    return f"a batch of {shape[0]} image(s) with {shape[1]} channel(s) of {spatial}"
+
+
+def check_spatial_dims(
+    spatial_dims: object, shape: Sequence[int], label: str, one_hot: bool
+) -> int:
+    """``spatial_dims`` as an int, or a ValueError that lists how ``shape`` could be read."""
+    if spatial_dims is None:
+        n = len(shape)
+        readings = []
+        for s in range(min(3, n), 0, -1):
+            extra = n - s
+            fits = extra in (1, 2) if one_hot else extra in (0, 1) or (extra == 2 and shape[1] == 1)
+            if fits:
+                readings.append(f"spatial_dims={s}: {_reading(shape, s, one_hot)}")
+            elif not one_hot and extra == 2:
+                readings.append(f"spatial_dims={s} with one_hot=True: {_reading(shape, s, True)}")
+        options = "; ".join(readings) or "none of 1..3 fits this shape"
+        raise ValueError(
+            f"{label} has shape {list(shape)}, which can be read more than one way: pass "
+            f"spatial_dims, the number of spatial axes ({options}). Accepted layouts: "
+            f"{LAYOUTS}"
+        )
+    if (
+        isinstance(spatial_dims, bool)
+        or not isinstance(spatial_dims, numbers.Integral)
+        or int(spatial_dims) < 1
+    ):
+        raise ValueError(
+            f"spatial_dims must be a positive int (2 for images, 3 for volumes), got "
+            f"{spatial_dims!r}"
+        )
+    return int(spatial_dims)
+
+
+def canonical(x: torch.Tensor, spatial_dims: int, one_hot: bool, label: str) -> torch.Tensor:
+    """``x`` as ``(B, *spatial)`` (masks, label maps) or ``(B, C, *spatial)`` (``one_hot``).
+
+    Raises:
+        ValueError: ``x`` has too few or too many axes for ``spatial_dims``, or a channel
+            axis of more than one channel without ``one_hot=True``.
+    """
+    shape, n, s = list(x.shape), x.dim(), spatial_dims
+    lowest = s + 1 if one_hot else s
+    if n < lowest or n > s + 2:
+        need = (
+            f"{s + 1} or {s + 2} axes ((C, *spatial) or (B, C, *spatial)) with one_hot=True"
+            if one_hot
+            else f"{s}, {s + 1} or {s + 2} axes ((*spatial), (B, *spatial) or (B, 1, *spatial))"
+        )
+        raise ValueError(
+            f"{label} has shape {shape} ({n} axes), but spatial_dims={s} needs {need}; "
+            f"pass the spatial_dims that matches the data"
+        )
+    if one_hot:
+        return x.unsqueeze(0) if n == s + 1 else x
+    if n == s:
+        return x.unsqueeze(0)
+    if n == s + 2:
+        if shape[1] != 1:
+            raise ValueError(
+                f"{label} has shape {shape}; with spatial_dims={s} that is "
+                f"{_reading(shape, s, False)}, but a mask or label map has one channel or "
+                f"none. Pass one_hot=True if channel c is the mask of class c (MONAI and "
+                f"torchmetrics one-hot), or make a label map first (x.argmax(1), then "
+                f"num_classes={shape[1]})"
+            )
+        return x[:, 0]
+    return x
+
+
+def _whole(x: torch.Tensor, label: str, multi_channel: bool) -> torch.Tensor:
+    """A floating-point input whose values are all whole numbers, as ``int64``."""
+    if x.is_complex():
+        raise TypeError(f"{label} must be real, got {x.dtype}")
+    finite = bool(torch.isfinite(x).all())
+    if finite and bool((x == torch.round(x)).all()):
+        return x.long()
+    bad = x[~torch.isfinite(x) | (x != torch.round(x))].flatten()[0].item()
+    advice = (
+        "for these per-class channels take x.argmax(1) (a label map, with num_classes) or "
+        "threshold each channel (probs > 0.5) for multi-label outputs"
+        if multi_channel
+        else "threshold them: (logits > 0) for a one-channel model's logits, (probs > 0.5) "
+        "for probabilities; for a C-channel model's output (B, C, *spatial) take "
+        "logits.argmax(1) and pass num_classes=C"
+    )
+    raise TypeError(
+        f"{label} holds floating-point values that are not whole numbers (e.g. {bad:g}): "
+        f"probabilities or logits, not a mask or label map; {advice}"
+    )
+
+
+def num_classes_value(num_classes: object) -> int | None:
+    """``num_classes`` as an int >= 2 or None; NumPy and torch integer scalars accepted."""
+    if num_classes is None:
+        return None
+    value = num_classes
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
+        value = int(value.item())
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iu":
+        value = int(value)
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+    if integral and int(value) >= 2:  # type: ignore[call-overload]
+        return int(value)  # type: ignore[call-overload]
+    hint = ""
+    if isinstance(value, float | np.floating) or (
+        isinstance(value, Sequence | np.ndarray | torch.Tensor) and not isinstance(value, str)
+    ):
+        hint = (
+            " If this is a voxel spacing (MedPy passes it third), pass it by name: "
+            f"spacing={num_classes!r}"
+        )
+    raise ValueError(
+        f"num_classes must be an int >= 2 (background included), or None for binary "
+        f"masks, got {num_classes!r}.{hint}"
+    )
+
+
+class Masks(NamedTuple):
+    """Per-class boolean masks of a prediction/target pair, ``(B, K, *spatial)``."""
+
+    pred: torch.Tensor
+    target: torch.Tensor
+    binary: bool  # K = 1 from a mask: reduction="none" drops the class axis
+    numpy: bool  # pred was NumPy
+
+
+def layout_pair(
+    pred: Array,
+    target: Array,
+    spatial_dims: int | None,
+    one_hot: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """Both inputs as tensors after checking they agree in shape and device and have a
-    batch axis (and a class axis with ``one_hot``) plus at least one spatial axis.
+    """Both inputs as canonical tensors of one shape: ``(B, *spatial)``, or
+    ``(B, C, *spatial)`` with ``one_hot``. Float inputs holding whole numbers become
+    ``int64``; other floats are refused.
 
     Returns ``(pred, target, whether pred was NumPy)``.
     """
     p, p_numpy = as_tensor(pred, "pred")
     t, _ = as_tensor(target, "target")
-    if p.shape != t.shape:
-        raise ValueError(
-            f"pred and target must have the same shape, got {list(p.shape)} and {list(t.shape)}"
-        )
+    s = check_spatial_dims(spatial_dims, list(p.shape), "pred", one_hot)
     if p.device != t.device:
         raise ValueError(f"pred is on {p.device} but target is on {t.device}")
-    if p.dim() < (3 if one_hot else 2):
-        form = "(B, C, *spatial)" if one_hot else "(B, *spatial)"
+    p, t = canonical(p, s, one_hot, "pred"), canonical(t, s, one_hot, "target")
+    if p.shape != t.shape:
         raise ValueError(
-            f"expected inputs of shape {form} with at least one spatial axis, got {list(p.shape)}"
+            f"pred and target must hold the same images, got shapes {list(pred.shape)} and "
+            f"{list(target.shape)} (read with spatial_dims={s} as {list(p.shape)} and "
+            f"{list(t.shape)})"
         )
+    multi = one_hot and p.shape[1] > 1
+    p = _whole(p, "pred", multi) if p.is_floating_point() or p.is_complex() else p
+    t = _whole(t, "target", multi) if t.is_floating_point() or t.is_complex() else t
     return p, t, p_numpy
+
+
+def layout_one(
+    x: Array, spatial_dims: int | None, one_hot: bool, label: str
+) -> tuple[torch.Tensor, bool]:
+    """One input as :func:`layout_pair` makes it; returns ``(tensor, whether NumPy)``."""
+    t, numpy = as_tensor(x, label)
+    s = check_spatial_dims(spatial_dims, list(t.shape), label, one_hot)
+    t = canonical(t, s, one_hot, label)
+    if t.is_floating_point() or t.is_complex():
+        t = _whole(t, label, one_hot and t.shape[1] > 1)
+    return t, numpy
 
 
 def class_masks(
     pred: Array,
     target: Array,
-    num_classes: int | None,
+    num_classes: object,
     include_background: bool,
     one_hot: bool = False,
     check_labels: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, bool, bool]:
+    spatial_dims: int | None = None,
+) -> Masks:
     """Validate a prediction/target pair and turn it into per-class boolean masks.
 
     Returns:
-        ``(P, T, binary, numpy)``: boolean tensors of shape ``(B, K, *spatial)`` on the
-        inputs' device (``K = 1`` for binary input), whether the input was binary (so
-        ``reduction="none"`` drops the class axis), and whether ``pred`` was NumPy.
+        :class:`Masks`: boolean tensors of shape ``(B, K, *spatial)`` on the inputs' device
+        (``K = 1`` for binary input), whether the input was binary (so ``reduction="none"``
+        drops the class axis), and whether ``pred`` was NumPy.
     """
-    p, t, p_numpy = tensor_pair(pred, target, one_hot)
-    for label, x in (("pred", p), ("target", t)):
-        if x.is_floating_point() or x.is_complex():
-            raise TypeError(
-                f"{label} must be a label map (integer) or a mask (bool), got {x.dtype}: "
-                f"threshold probabilities or logits first, e.g. (logits > 0) or "
-                f"logits.argmax(1)"
-            )
-    if one_hot:
-        if num_classes is not None:
-            raise ValueError(
-                "pass either one_hot=True (the class axis is dim 1) or num_classes (label "
-                "maps), not both"
-            )
-        first = 0 if include_background or p.shape[1] == 1 else 1
-        return p[:, first:] != 0, t[:, first:] != 0, False, p_numpy
-    if num_classes is None:
-        p, t = (x if x.dtype == torch.bool else x != 0 for x in (p, t))
-        return p.unsqueeze(1), t.unsqueeze(1), True, p_numpy
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    k = num_classes_value(num_classes)
+    if one_hot and k is not None:
         raise ValueError(
-            f"num_classes must be an int >= 2 (background included), or None for binary "
-            f"masks, got {num_classes!r}"
+            "pass either one_hot=True (the class axis is dim 1) or num_classes (label "
+            "maps), not both"
         )
+    p, t, p_numpy = layout_pair(pred, target, spatial_dims, one_hot)
+    if one_hot:
+        first = 0 if include_background or p.shape[1] == 1 else 1
+        return Masks(p[:, first:] != 0, t[:, first:] != 0, False, p_numpy)
+    if k is None:
+        p, t = (x if x.dtype == torch.bool else x != 0 for x in (p, t))
+        return Masks(p.unsqueeze(1), t.unsqueeze(1), True, p_numpy)
     if check_labels:
-        for label, x in (("pred", p), ("target", t)):
-            if x.numel() and (int(x.min()) < 0 or int(x.max()) >= num_classes):
-                raise ValueError(
-                    f"{label} holds labels outside 0..{num_classes - 1} "
-                    f"(min {int(x.min())}, max {int(x.max())}); pass the right num_classes, "
-                    f"or None to score every non-zero label as foreground"
-                )
+        check_label_range(p, t, k)
     first = 0 if include_background else 1
     shape = (1, -1) + (1,) * (p.dim() - 1)
-    classes = torch.arange(first, num_classes, device=p.device).view(shape)
-    return p.unsqueeze(1) == classes, t.unsqueeze(1) == classes, False, p_numpy
+    classes = torch.arange(first, k, device=p.device).view(shape)
+    return Masks(p.unsqueeze(1) == classes, t.unsqueeze(1) == classes, False, p_numpy)
+
+
+def check_label_range(p: torch.Tensor, t: torch.Tensor, num_classes: int) -> None:
+    for label, x in (("pred", p), ("target", t)):
+        if x.numel() == 0:
+            continue
+        low, high = (int(v) for v in torch.aminmax(x.long() if x.dtype == torch.bool else x))
+        if low < 0 or high >= num_classes:
+            raise ValueError(
+                f"{label} holds labels outside 0..{num_classes - 1} (min {low}, max {high}); "
+                f"pass the right num_classes, or None to score every non-zero label as "
+                f"foreground"
+            )
 
 
 def reduce(values: torch.Tensor, binary: bool, reduction: str) -> torch.Tensor:
     """``values`` of shape ``(B, K)``: ``"none"`` keeps them (``(B,)`` when binary),
-    ``"mean"`` averages everything, leaving NaN entries out (NaN if all are NaN).
+    ``"mean_batch"`` averages over images per class (``(K,)``, a scalar when binary),
+    ``"mean"`` averages everything; NaN entries are left out of the means (NaN if all are
+    NaN).
 
     Runs on the tensor's device without a host synchronisation.
     """
     if reduction == "none":
         return values[:, 0] if binary else values
+    if reduction == "mean_batch":
+        per_class = values.nanmean(dim=0)
+        return per_class[0] if binary else per_class
     return values.nanmean()
 
 

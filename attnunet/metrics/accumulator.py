@@ -23,19 +23,22 @@ Conventions:
 Example:
     >>> import torch
     >>> from attnunet.metrics.overlap import dice_score
-    >>> acc = MetricAccumulator({"dice": dice_score})
-    >>> pred = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]])
-    >>> target = torch.tensor([[1, 0, 0, 0], [1, 0, 0, 0]])
+    >>> acc = MetricAccumulator({"dice": dice_score}, spatial_dims=2)
+    >>> pred = torch.tensor([[[1, 1], [0, 0]], [[1, 0], [0, 0]]])  # two 2 x 2 images
+    >>> target = torch.tensor([[[1, 0], [0, 0]], [[1, 0], [0, 0]]])
     >>> acc.update(pred, target)["dice"].round(4)  # 2 * 1 / (2 + 1), then a perfect match
     array([0.6667, 1.    ])
+    >>> acc.update(pred[0], target[0])["dice"].round(4)  # one unbatched image is one image
+    array([0.6667])
     >>> print(acc.summary())
-    dice  0.833 ± 0.236  (n=2)
+    dice  0.778 ± 0.192  (n=3)
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -121,20 +124,21 @@ class MetricAccumulator:
     Example:
         >>> import torch
         >>> from attnunet.metrics.overlap import dice_score, iou_score
-        >>> acc = MetricAccumulator(
-        ...     {"dice": dice_score, "iou": iou_score}, num_classes=3, empty_value=float("nan")
-        ... )
+        >>> acc = MetricAccumulator({"dice": dice_score, "iou": iou_score}, num_classes=3,
+        ...                         spatial_dims=1)
         >>> pred = torch.tensor([[0, 1, 1, 2], [0, 2, 2, 0]])
         >>> target = torch.tensor([[0, 1, 2, 2], [0, 2, 2, 0]])
         >>> batch = acc.update(pred, target)
         >>> batch["dice"].shape  # 2 images, classes 1 and 2
         (2, 2)
         >>> acc.add("volume_error", [0.5, 1.5])  # values computed elsewhere
-        >>> print(acc.summary(digits=2))
+        >>> print(acc.summary(digits=2))  # class 1 is absent from image 2: left out
         dice[1]       0.67 ± nan  (n=1, missing=1)
         dice[2]       0.83 ± 0.24  (n=2)
+        dice[mean]    0.83 ± 0.24  (n=2)
         iou[1]        0.50 ± nan  (n=1, missing=1)
         iou[2]        0.75 ± 0.35  (n=2)
+        iou[mean]     0.75 ± 0.35  (n=2)
         volume_error  1.00 ± 0.71  (n=2)
     """
 
@@ -179,8 +183,8 @@ class MetricAccumulator:
         Example:
             >>> import numpy as np
             >>> from attnunet.metrics.overlap import iou_score
-            >>> acc = MetricAccumulator({"iou": iou_score})
-            >>> acc.update(np.array([[1, 1, 0]]), np.array([[1, 0, 0]]))
+            >>> acc = MetricAccumulator({"iou": iou_score}, spatial_dims=2)
+            >>> acc.update(np.array([[1, 1, 0]]), np.array([[1, 0, 0]]))  # one 1 x 3 image
             {'iou': array([0.5])}
         """
         if not self._metrics:
@@ -188,13 +192,14 @@ class MetricAccumulator:
                 "this MetricAccumulator has no metric functions: pass metrics={name: fn} "
                 "when building it, or record precomputed values with add(name, values)"
             )
-        shape = getattr(pred, "shape", None)
-        batch = int(shape[0]) if shape is not None and len(shape) > 0 else None
+        batch = self._batch_size(pred)
         results: dict[str, np.ndarray] = {}
         for name, fn in self._metrics.items():
             raw = fn(pred, target, **self._kwargs_for[name], reduction="none")
             values = _as_float64(raw, f"metric {name!r}", scalar_ok=False)
-            if batch is not None and values.shape[0] != batch:
+            if batch is None:  # no layout to read the batch from: the metrics must agree
+                batch = int(values.shape[0])
+            if values.shape[0] != batch:
                 raise ValueError(
                     f"metric {name!r} returned shape {list(values.shape)} for a batch of "
                     f"{batch} images; expected one value (or one row of per-class values) "
@@ -307,6 +312,38 @@ class MetricAccumulator:
         """
         return self._data(name).copy()
 
+    def overall(self, name: str) -> MetricSummary:
+        """The summary over images of each image's mean over its scored classes.
+
+        For per-class values ``(N, K)`` every image first gets the mean of its non-NaN
+        classes (a class absent from both prediction and target is NaN by default, so it
+        is left out), then the mean ± std is taken over images; an image with no scored
+        class counts as missing. This is the "mean Dice" of a paper that averages classes
+        per case. For one value per image it equals ``self[name]``.
+
+        Args:
+            name: a metric name.
+
+        Returns:
+            A :class:`MetricSummary` of Python scalars.
+
+        Raises:
+            KeyError: no value was recorded under ``name``.
+
+        Example:
+            >>> acc = MetricAccumulator()
+            >>> acc.add("dice", [[0.5, float("nan")], [0.7, 0.9], [0.9, 0.7]])
+            >>> s = acc.overall("dice")  # image means 0.5, 0.8, 0.8
+            >>> round(s.mean, 6), round(s.std, 6), s.count, s.missing
+            (0.7, 0.173205, 3, 0)
+        """
+        data = self._data(name)
+        if data.ndim == 2:
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
+                data = np.nanmean(data, axis=1) if data.shape[1] else np.full(len(data), np.nan)
+        return MetricSummary(*_stats(data, self.ddof))
+
     def compute(self) -> dict[str, MetricSummary]:
         """Mean, std, count and missing count of every metric with recorded values.
 
@@ -327,8 +364,9 @@ class MetricAccumulator:
     def summary(self, digits: int = 3, *, first_class: int | None = None) -> str:
         """A human-readable table of ``name  mean ± std  (n=count)`` lines.
 
-        Per-class metrics get one line per class, ``name[c]``. A ``missing=`` count is
-        added where NaN entries were left out.
+        Per-class metrics get one line per class, ``name[c]``, and a line ``name[mean]``
+        for :meth:`overall`, each image's mean over its scored classes summarised over
+        images. A ``missing=`` count is added where NaN entries were left out.
 
         Args:
             digits: decimals to print.
@@ -375,18 +413,20 @@ class MetricAccumulator:
 
         Returns:
             ``{name: {"mean", "std", "count", "missing"}}`` with scalars, or with lists
-            (one entry per class) and a ``"classes"`` list of labels for per-class
-            metrics. NaN and infinite means stay floats: :func:`json.dumps` writes them
-            as ``NaN`` and ``Infinity``, which Python reads back but strict JSON parsers
-            reject.
+            (one entry per class), a ``"classes"`` list of labels and an ``"overall"`` dict
+            (:meth:`overall`, the per-image mean over classes) for per-class metrics.
+            NaN and infinite means stay floats: :func:`json.dumps` writes them as ``NaN``
+            and ``Infinity``, which Python reads back but strict JSON parsers reject.
 
         Example:
             >>> import json
             >>> acc = MetricAccumulator()
             >>> acc.add("dice", [[0.5, 1.0], [1.0, 1.0]])
-            >>> json.dumps(acc.to_dict())
-            '{"dice": {"mean": [0.75, 1.0], "std": [0.3535533905932738, 0.0], "count": [2, 2], \
-"missing": [0, 0], "classes": [1, 2]}}'
+            >>> d = acc.to_dict()["dice"]
+            >>> json.dumps({k: d[k] for k in ("mean", "count", "classes")})
+            '{"mean": [0.75, 1.0], "count": [2, 2], "classes": [1, 2]}'
+            >>> d["overall"]  # each image's mean over its classes (0.75, 1.0), over images
+            {'mean': 0.875, 'std': 0.1767766952966369, 'count': 2, 'missing': 0}
         """
         first = self._first_class(first_class)
         out: dict[str, dict[str, Any]] = {}
@@ -395,6 +435,13 @@ class MetricAccumulator:
             if isinstance(s.mean, np.ndarray):  # per class: lists, and the class labels
                 out[name] = {key: array.tolist() for key, array in fields.items()}
                 out[name]["classes"] = [first + k for k in range(len(fields["mean"]))]
+                o = self.overall(name)
+                out[name]["overall"] = {
+                    "mean": o.mean,
+                    "std": o.std,
+                    "count": o.count,
+                    "missing": o.missing,
+                }
             else:
                 out[name] = {key: array[0].item() for key, array in fields.items()}
         return out
@@ -406,6 +453,18 @@ class MetricAccumulator:
         )
 
     # ------------------------------------------------------------------ internals
+
+    def _batch_size(self, pred: Any) -> int | None:
+        """The number of images in ``pred`` under the ``spatial_dims`` (and ``one_hot``)
+        given as metric keywords: an unbatched image is one image; None without them."""
+        shape = getattr(pred, "shape", None)
+        spatial_dims = self._metric_kwargs.get("spatial_dims")
+        if shape is None or not isinstance(spatial_dims, int) or isinstance(spatial_dims, bool):
+            return None
+        unbatched = spatial_dims + (1 if self._metric_kwargs.get("one_hot", False) else 0)
+        if len(shape) == unbatched:
+            return 1
+        return int(shape[0]) if len(shape) > unbatched else None
 
     def _check_width(self, name: str, values: np.ndarray) -> None:
         width = None if values.ndim == 1 else int(values.shape[1])
@@ -458,6 +517,8 @@ class MetricAccumulator:
                 continue
             for k in range(len(mean)):
                 rows.append((f"{name}[{first + k}]", (mean[k], std[k], count[k], missing[k])))
+            o = self.overall(name)
+            rows.append((f"{name}[mean]", (o.mean, o.std, o.count, o.missing)))
         return rows
 
     def _first_class(self, first_class: int | None) -> int:

@@ -11,9 +11,9 @@ Example:
     >>> import torch
     >>> masks = torch.tensor([[[1, 1, 0], [0, 0, 0], [0, 1, 1]],  # two pieces
     ...                       [[1, 1, 0], [0, 1, 0], [0, 1, 1]]])  # one piece
-    >>> num_components(masks)
+    >>> num_components(masks, spatial_dims=2)
     tensor([2, 1])
-    >>> one_piece_fraction(masks)
+    >>> one_piece_fraction(masks, spatial_dims=2)
     tensor(0.5000)
 """
 
@@ -87,6 +87,7 @@ def label_components(mask: Array, connectivity: int = 1) -> tuple[np.ndarray, in
 def num_components(
     pred: Array,
     *,
+    spatial_dims: int | None = None,
     connectivity: int = 1,
     num_classes: int | None = None,
     include_background: bool = False,
@@ -95,9 +96,11 @@ def num_components(
     """Number of connected components per image (and class).
 
     Args:
-        pred: ``(B, *spatial)`` mask, instance map or label map (integer or bool), or
-            ``(B, C, *spatial)`` masks with ``one_hot=True``; a ``torch.Tensor`` or a
-            ``numpy.ndarray``.
+        pred: ``(B, *spatial)`` mask, instance map or label map (integer or bool; also
+            ``(*spatial)`` or ``(B, 1, *spatial)``), or ``(B, C, *spatial)`` masks with
+            ``one_hot=True``; a ``torch.Tensor`` or a ``numpy.ndarray``.
+        spatial_dims: how many trailing axes are spatial (required; see
+            :func:`attnunet.metrics.dice_score`).
         connectivity: ``1..len(spatial)`` (default 1: faces only); see
             :func:`label_components`.
         num_classes: ``None`` (default): every non-zero voxel is foreground and the
@@ -120,11 +123,11 @@ def num_components(
     Example:
         >>> import numpy as np
         >>> labels = np.array([[1, 0, 1, 2, 2]])  # class 1 in two pieces, class 2 in one
-        >>> num_components(labels, num_classes=3)
+        >>> num_components(labels, num_classes=3, spatial_dims=1)
         array([[2, 1]])
     """
     counts, binary, numpy, device = _counts(
-        pred, connectivity, num_classes, include_background, one_hot
+        pred, spatial_dims, connectivity, num_classes, include_background, one_hot
     )
     out = counts[:, 0] if binary else counts
     return out if numpy else torch.from_numpy(out).to(device)
@@ -133,6 +136,7 @@ def num_components(
 def one_piece_fraction(
     pred: Array,
     *,
+    spatial_dims: int | None = None,
     connectivity: int = 1,
     num_classes: int | None = None,
     include_background: bool = False,
@@ -148,10 +152,12 @@ def one_piece_fraction(
     found nothing did not produce a one-piece object).
 
     Args:
-        pred: ``(B, *spatial)`` mask, instance map or label map (integer or bool), or
-            ``(B, C, *spatial)`` masks with ``one_hot=True``; a ``torch.Tensor`` or a
-            ``numpy.ndarray``. With ``num_classes=None`` every non-zero voxel is
-            foreground.
+        pred: ``(B, *spatial)`` mask, instance map or label map (integer or bool; also
+            ``(*spatial)`` or ``(B, 1, *spatial)``), or ``(B, C, *spatial)`` masks with
+            ``one_hot=True``; a ``torch.Tensor`` or a ``numpy.ndarray``. With
+            ``num_classes=None`` every non-zero voxel is foreground.
+        spatial_dims: how many trailing axes are spatial (required; see
+            :func:`attnunet.metrics.dice_score`).
         connectivity: ``1..len(spatial)`` (default 1: faces only); see
             :func:`label_components`.
         num_classes: ``None`` (default) for a binary mask, or the number of classes
@@ -176,16 +182,16 @@ def one_piece_fraction(
         >>> import numpy as np
         >>> masks = np.array([[[1, 0], [0, 1]],   # diagonal pair
         ...                   [[0, 0], [0, 0]]])  # empty
-        >>> one_piece_fraction(masks, reduction="none").tolist()
+        >>> one_piece_fraction(masks, spatial_dims=2, reduction="none").tolist()
         [0.0, 0.0]
-        >>> one_piece_fraction(masks, connectivity=2, reduction="none").tolist()
+        >>> one_piece_fraction(masks, spatial_dims=2, connectivity=2, reduction="none").tolist()
         [1.0, 0.0]
-        >>> float(one_piece_fraction(masks, connectivity=2, empty_value=float("nan")))
+        >>> float(one_piece_fraction(masks, spatial_dims=2, connectivity=2, empty_value=np.nan))
         1.0
     """
     check_reduction(reduction)
     counts, binary, numpy, device = _counts(
-        pred, connectivity, num_classes, include_background, one_hot
+        pred, spatial_dims, connectivity, num_classes, include_background, one_hot
     )
     scores = np.where(counts == 1, 1.0, 0.0)
     scores[counts == 0] = empty_value
@@ -195,13 +201,16 @@ def one_piece_fraction(
 
 def _counts(
     pred: Array,
+    spatial_dims: int | None,
     connectivity: int,
     num_classes: int | None,
     include_background: bool,
     one_hot: bool,
 ) -> tuple[np.ndarray, bool, bool, torch.device]:
     """Component counts ``(B, K)`` (``int64``), whether binary, whether NumPy, device."""
-    masks, _, binary, numpy = class_masks(pred, pred, num_classes, include_background, one_hot)
+    masks, _, binary, numpy = class_masks(
+        pred, pred, num_classes, include_background, one_hot, spatial_dims=spatial_dims
+    )
     structure = connectivity_structure(masks.dim() - 2, connectivity)
     host = masks.detach().cpu().numpy()
     counts = np.zeros(host.shape[:2], dtype=np.int64)

@@ -7,14 +7,19 @@ everything runs on the tensor's device as whole-tensor operations; with
 
 Example:
     >>> import torch
-    >>> logits = torch.tensor([[[2.0, -1.0], [0.5, -3.0]]])  # (B=1, H=2, W=2)
-    >>> target = torch.tensor([[[1, 0], [0, 0]]])
-    >>> dice_score(logits > 0, target)  # 2 * 1 / (2 + 1)
+    >>> logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]]])  # (B=1, C=1, H=2, W=2)
+    >>> target = torch.tensor([[[1, 0], [0, 0]]])  # (B=1, H=2, W=2)
+    >>> dice_score(logits > 0, target, spatial_dims=2)  # 2 * 1 / (2 + 1)
     tensor(0.6667)
+    >>> dice_score(logits > 0, target)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: pred has shape [1, 1, 2, 2], which can be read more than one way: ...
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -23,9 +28,11 @@ import torch
 from attnunet.metrics._common import (
     Array,
     Reduction,
-    as_tensor,
+    check_label_range,
     check_reduction,
     class_masks,
+    layout_pair,
+    num_classes_value,
     output,
     reduce,
 )
@@ -64,6 +71,7 @@ def _counts(
     pred: Array,
     target: Array,
     num_classes: int | None,
+    spatial_dims: int | None,
     include_background: bool,
     one_hot: bool,
     check_labels: bool,
@@ -71,7 +79,7 @@ def _counts(
 ) -> _Counts:
     check_reduction(reduction)
     p, t, binary, numpy = class_masks(
-        pred, target, num_classes, include_background, one_hot, check_labels
+        pred, target, num_classes, include_background, one_hot, check_labels, spatial_dims
     )
     dims = tuple(range(2, p.dim()))
     tp = (p & t).sum(dims)
@@ -103,21 +111,27 @@ def _finish(values: torch.Tensor, c: _Counts, reduction: str) -> torch.Tensor | 
 
 
 _ARGS_DOC = """
-        pred: prediction, ``(B, *spatial)`` mask or label map (integer or bool), or
-            ``(B, C, *spatial)`` masks with ``one_hot=True``. A ``torch.Tensor`` or a
-            ``numpy.ndarray``.
-        target: ground truth of the same shape and kind.
+        pred: prediction, a ``torch.Tensor`` or a ``numpy.ndarray``: a mask or label map
+            ``(*spatial)``, ``(B, *spatial)`` or ``(B, 1, *spatial)``, or per-class masks
+            ``(B, C, *spatial)`` / ``(C, *spatial)`` with ``one_hot=True``. Integer or bool;
+            floats only if every value is a whole number (threshold probabilities first).
+        target: ground truth in the same layout.
         num_classes: ``None`` (default) for binary input: every non-zero value is
             foreground, so instance maps work as masks. Otherwise the number of classes
             ``C >= 2`` of a label map, class 0 being background; labels must lie in
-            ``0..C-1``.
+            ``0..C-1``. An int, or a NumPy or torch integer scalar.
+        spatial_dims: how many trailing axes are spatial (2 for images, 3 for volumes).
+            Required: it fixes how the leading axes read (see :doc:`/metrics`); a shape
+            alone cannot tell a batch of slices ``(B, H, W)`` from a volume ``(D, H, W)``.
         include_background: with ``num_classes`` or ``one_hot``, also score class 0
             (default ``False``: background dominates and inflates the average).
-        one_hot: inputs are ``(B, C, *spatial)`` per-class masks (one-hot or
-            multi-label, channels may overlap) instead of label maps.
+        one_hot: inputs carry a class axis of per-class masks (one-hot, as MONAI and
+            torchmetrics use, or multi-label; channels may overlap) instead of label maps.
         reduction: ``"mean"`` (default) averages over images and classes into a scalar,
-            leaving NaN entries out; ``"none"`` returns ``(B,)`` for binary input and
-            ``(B, K)`` with ``K`` scored classes otherwise.
+            leaving NaN entries out; ``"mean_batch"`` averages over images per class
+            (``(K,)``, a scalar for binary input); ``"none"`` returns ``(B,)`` for binary
+            input and ``(B, K)`` with ``K`` scored classes otherwise. An unbatched input
+            counts as a batch of one.
         check_labels: check that label maps hold only ``0..C-1`` (default). The check
             reads two numbers back to the host; pass ``False`` to keep a GPU pipeline free
             of synchronisation (out-of-range labels then match no class)."""
@@ -127,6 +141,8 @@ def confusion_counts(
     pred: Array,
     target: Array,
     num_classes: int | None = None,
+    *,
+    spatial_dims: int | None = None,
     include_background: bool = False,
     one_hot: bool = False,
     check_labels: bool = True,
@@ -140,6 +156,8 @@ def confusion_counts(
         pred: prediction (see :func:`dice_score` for the accepted forms).
         target: ground truth of the same shape and kind.
         num_classes: ``None`` for binary input, or the number of classes of a label map.
+        spatial_dims: how many trailing axes are spatial (required; see
+            :func:`dice_score`).
         include_background: also count class 0.
         one_hot: inputs are ``(B, C, *spatial)`` per-class masks.
         check_labels: check that label maps hold only ``0..C-1``.
@@ -151,10 +169,19 @@ def confusion_counts(
     Example:
         >>> pred = torch.tensor([[1, 1, 0, 0]])
         >>> target = torch.tensor([[1, 0, 1, 0]])
-        >>> confusion_counts(pred, target)
+        >>> confusion_counts(pred, target, spatial_dims=1)
         ConfusionCounts(tp=tensor([[1]]), fp=tensor([[1]]), fn=tensor([[1]]), tn=tensor([[1]]))
     """
-    c = _counts(pred, target, num_classes, include_background, one_hot, check_labels, "none")
+    c = _counts(
+        pred,
+        target,
+        num_classes,
+        spatial_dims,
+        include_background,
+        one_hot,
+        check_labels,
+        "none",
+    )
     fp = c.pred - c.tp
     fn = c.target - c.tp
     return ConfusionCounts(c.tp, fp, fn, c.total - c.tp - fp - fn)
@@ -164,8 +191,10 @@ def dice_score(
     pred: Array,
     target: Array,
     num_classes: int | None = None,
+    *,
+    spatial_dims: int | None = None,
     include_background: bool = False,
-    empty_value: float = 1.0,
+    empty_value: float = math.nan,
     reduction: Reduction = "mean",
     one_hot: bool = False,
     check_labels: bool = True,
@@ -173,10 +202,11 @@ def dice_score(
     """Dice coefficient ``2 |P & T| / (|P| + |T|)`` per image and class, then averaged.
 
     Args:{args}
-        empty_value: the score when ``pred`` and ``target`` are both empty, so the ratio
-            is ``0 / 0``. The default 1.0 counts "correctly found nothing" as perfect;
-            ``0.0`` counts it as a miss; ``float("nan")`` leaves such pairs out of the
-            ``"mean"``. When only one side is empty the score is 0.
+        empty_value: the score of a class absent from both ``pred`` and ``target`` in an
+            image, so the ratio is ``0 / 0``. The default NaN leaves it out of the means
+            (as MONAI's ``ignore_empty`` and nnU-Net do): a class that is not there can
+            neither be found nor missed. ``1.0`` counts it as perfect, ``0.0`` as a miss.
+            When only one side is empty the score is 0.
 
     Returns:
         For torch input a ``float32`` tensor on the inputs' device; for NumPy input a
@@ -191,16 +221,27 @@ def dice_score(
     Example:
         >>> pred = torch.tensor([[0, 1, 1, 2], [0, 0, 0, 0]])
         >>> target = torch.tensor([[0, 1, 2, 2], [0, 0, 0, 0]])
-        >>> dice_score(pred, target, reduction="none")  # binary: image 2 is both-empty
-        tensor([1., 1.])
-        >>> dice_score(pred, target, num_classes=3, reduction="none")
+        >>> dice_score(pred, target, spatial_dims=1, reduction="none")  # image 2: empty
+        tensor([1., nan])
+        >>> dice_score(pred, target, num_classes=3, spatial_dims=1, reduction="none")
         tensor([[0.6667, 0.6667],
-                [1.0000, 1.0000]])
+                [   nan,    nan]])
+        >>> dice_score(pred, target, num_classes=3, spatial_dims=1)  # absent classes left out
+        tensor(0.6667)
         >>> import numpy as np
-        >>> float(dice_score(np.array([[1, 1, 0]]), np.array([[1, 0, 0]])))
+        >>> float(dice_score(np.array([1, 1, 0]), np.array([1, 0, 0]), spatial_dims=1))
         0.6666666666666666
     """
-    c = _counts(pred, target, num_classes, include_background, one_hot, check_labels, reduction)
+    c = _counts(
+        pred,
+        target,
+        num_classes,
+        spatial_dims,
+        include_background,
+        one_hot,
+        check_labels,
+        reduction,
+    )
     both_empty = (c.pred + c.target) == 0
     return _finish(_ratio(2 * c.tp, c.pred + c.target, both_empty, empty_value, 0.0), c, reduction)
 
@@ -209,8 +250,10 @@ def iou_score(
     pred: Array,
     target: Array,
     num_classes: int | None = None,
+    *,
+    spatial_dims: int | None = None,
     include_background: bool = False,
-    empty_value: float = 1.0,
+    empty_value: float = math.nan,
     reduction: Reduction = "mean",
     one_hot: bool = False,
     check_labels: bool = True,
@@ -222,8 +265,8 @@ def iou_score(
     do not relate that simply.
 
     Args:{args}
-        empty_value: the score when ``pred`` and ``target`` are both empty (default 1.0;
-            ``float("nan")`` leaves such pairs out of the ``"mean"``).
+        empty_value: the score of a class absent from both ``pred`` and ``target``
+            (default NaN: left out of the means; ``1.0`` counts it as perfect).
 
     Returns:
         As :func:`dice_score`.
@@ -234,10 +277,19 @@ def iou_score(
     Example:
         >>> pred = torch.tensor([[[True, True], [False, False]]])
         >>> target = torch.tensor([[[True, False], [True, False]]])
-        >>> iou_score(pred, target)  # 1 shared pixel / 3 in the union
+        >>> iou_score(pred, target, spatial_dims=2)  # 1 shared pixel / 3 in the union
         tensor(0.3333)
     """
-    c = _counts(pred, target, num_classes, include_background, one_hot, check_labels, reduction)
+    c = _counts(
+        pred,
+        target,
+        num_classes,
+        spatial_dims,
+        include_background,
+        one_hot,
+        check_labels,
+        reduction,
+    )
     union = c.pred + c.target - c.tp
     return _finish(_ratio(c.tp, union, union == 0, empty_value, 0.0), c, reduction)
 
@@ -246,6 +298,8 @@ def mean_iou(
     pred: Array,
     target: Array,
     num_classes: int | None = None,
+    *,
+    spatial_dims: int | None = None,
     include_background: bool = True,
     reduction: Reduction = "mean",
     one_hot: bool = False,
@@ -270,43 +324,46 @@ def mean_iou(
     Example:
         >>> pred = torch.tensor([[[1, 1], [0, 0]]])
         >>> target = torch.tensor([[[1, 0], [0, 0]]])
-        >>> mean_iou(pred, target)  # background 2/3, foreground 1/2
+        >>> mean_iou(pred, target, spatial_dims=2)  # background 2/3, foreground 1/2
         tensor(0.5833)
     """
     check_reduction(reduction)
-    if num_classes is None and not one_hot:  # binary: score background and foreground
-        # 0/1 by construction, so there is nothing to check (and no reason to synchronise).
-        pred, target, num_classes = _as_label_map(pred), _as_label_map(target), 2
-        check_labels = False
-    c = _counts(pred, target, num_classes, include_background, one_hot, check_labels, "none")
+    c = _counts(
+        pred,
+        target,
+        num_classes,
+        spatial_dims,
+        include_background,
+        one_hot,
+        check_labels,
+        "none",
+    )
+    if c.binary:  # score background and foreground: background counts follow from |P|, |T|
+        bg_tp = c.total - c.pred - c.target + c.tp
+        tp, size_p, size_t = (
+            torch.cat([bg, fg], dim=1)
+            for bg, fg in (
+                (bg_tp, c.tp),
+                (c.total - c.pred, c.pred),
+                (c.total - c.target, c.target),
+            )
+        )
+        first = 0 if include_background else 1
+        c = c._replace(tp=tp[:, first:], pred=size_p[:, first:], target=size_t[:, first:])
     union = c.pred + c.target - c.tp
     per_class = _ratio(c.tp, union, union == 0, float("nan"), 0.0)
     per_image = per_class.nanmean(dim=1, keepdim=True)
     return _finish(per_image, c._replace(binary=True), reduction)
 
 
-def _as_label_map(x: Array) -> Array:
-    """A binary mask or instance map as a 0/1 label map of the same kind."""
-    if isinstance(x, np.ndarray | torch.Tensor) and (
-        x.dtype.is_floating_point if isinstance(x, torch.Tensor) else x.dtype.kind in "fc"
-    ):
-        raise TypeError(
-            f"masks must be a label map (integer) or a mask (bool), got {x.dtype}: threshold "
-            f"probabilities or logits first, e.g. (logits > 0)"
-        )
-    if isinstance(x, np.ndarray):
-        return (x != 0).astype(np.int64)
-    if isinstance(x, torch.Tensor):
-        return (x != 0).long()
-    raise TypeError(f"expected a torch.Tensor or a numpy.ndarray, got {type(x).__name__}")
-
-
 def precision_score(
     pred: Array,
     target: Array,
     num_classes: int | None = None,
+    *,
+    spatial_dims: int | None = None,
     include_background: bool = False,
-    empty_value: float = 1.0,
+    empty_value: float = math.nan,
     zero_division: float = 0.0,
     reduction: Reduction = "mean",
     one_hot: bool = False,
@@ -315,7 +372,8 @@ def precision_score(
     """Precision (positive predictive value) ``|P & T| / |P|`` per image and class.
 
     Args:{args}
-        empty_value: the score when ``pred`` and ``target`` are both empty (default 1.0).
+        empty_value: the score when ``pred`` and ``target`` are both empty (default NaN:
+            left out of the means).
         zero_division: the score when ``pred`` is empty but ``target`` is not, so the
             ratio is ``0 / 0`` although objects were missed (default 0.0, as
             scikit-learn; ``float("nan")`` leaves such pairs out of the ``"mean"``).
@@ -329,10 +387,19 @@ def precision_score(
     Example:
         >>> pred = torch.tensor([[1, 1, 1, 0]])
         >>> target = torch.tensor([[1, 0, 0, 0]])
-        >>> precision_score(pred, target)  # 1 of 3 predicted voxels is right
+        >>> precision_score(pred, target, spatial_dims=1)  # 1 of 3 predicted voxels is right
         tensor(0.3333)
     """
-    c = _counts(pred, target, num_classes, include_background, one_hot, check_labels, reduction)
+    c = _counts(
+        pred,
+        target,
+        num_classes,
+        spatial_dims,
+        include_background,
+        one_hot,
+        check_labels,
+        reduction,
+    )
     both_empty = (c.pred + c.target) == 0
     return _finish(_ratio(c.tp, c.pred, both_empty, empty_value, zero_division), c, reduction)
 
@@ -341,8 +408,10 @@ def recall_score(
     pred: Array,
     target: Array,
     num_classes: int | None = None,
+    *,
+    spatial_dims: int | None = None,
     include_background: bool = False,
-    empty_value: float = 1.0,
+    empty_value: float = math.nan,
     zero_division: float = 0.0,
     reduction: Reduction = "mean",
     one_hot: bool = False,
@@ -351,7 +420,8 @@ def recall_score(
     """Recall (sensitivity) ``|P & T| / |T|`` per image and class.
 
     Args:{args}
-        empty_value: the score when ``pred`` and ``target`` are both empty (default 1.0).
+        empty_value: the score when ``pred`` and ``target`` are both empty (default NaN:
+            left out of the means).
         zero_division: the score when ``target`` is empty but ``pred`` is not (default
             0.0, as scikit-learn; ``float("nan")`` leaves such pairs out of the mean).
 
@@ -364,10 +434,19 @@ def recall_score(
     Example:
         >>> pred = torch.tensor([[1, 1, 1, 0]])
         >>> target = torch.tensor([[1, 0, 0, 0]])
-        >>> recall_score(pred, target)  # the one target voxel was found
+        >>> recall_score(pred, target, spatial_dims=1)  # the one target voxel was found
         tensor(1.)
     """
-    c = _counts(pred, target, num_classes, include_background, one_hot, check_labels, reduction)
+    c = _counts(
+        pred,
+        target,
+        num_classes,
+        spatial_dims,
+        include_background,
+        one_hot,
+        check_labels,
+        reduction,
+    )
     both_empty = (c.pred + c.target) == 0
     return _finish(_ratio(c.tp, c.target, both_empty, empty_value, zero_division), c, reduction)
 
@@ -376,6 +455,8 @@ def pixel_accuracy(
     pred: Array,
     target: Array,
     num_classes: int | None = None,
+    *,
+    spatial_dims: int | None = None,
     reduction: Reduction = "mean",
     one_hot: bool = False,
     check_labels: bool = True,
@@ -391,6 +472,8 @@ def pixel_accuracy(
         target: ground truth of the same shape and kind.
         num_classes: ``None`` for binary input, or the number of classes of a label map
             (only used to check the labels).
+        spatial_dims: how many trailing axes are spatial (required; see
+            :func:`dice_score`).
         reduction: ``"mean"`` (scalar) or ``"none"`` (shape ``(B,)``).
         one_hot: inputs are ``(B, C, *spatial)`` per-class masks.
         check_labels: check that label maps hold only ``0..C-1``.
@@ -401,14 +484,23 @@ def pixel_accuracy(
     Example:
         >>> pred = torch.tensor([[0, 1, 2, 2]])
         >>> target = torch.tensor([[0, 1, 1, 2]])
-        >>> pixel_accuracy(pred, target, num_classes=3)
+        >>> pixel_accuracy(pred, target, num_classes=3, spatial_dims=1)
         tensor(0.7500)
     """
     check_reduction(reduction)
-    p, t, _, numpy = class_masks(pred, target, num_classes, True, one_hot, check_labels)
-    if num_classes is not None:  # label maps: compare the labels themselves
-        p, t = (as_tensor(x, "")[0].unsqueeze(1) for x in (pred, target))
-    right = (p == t).all(dim=1).flatten(1)
+    k = num_classes_value(num_classes)
+    if one_hot and k is not None:
+        raise ValueError("pass either one_hot=True or num_classes (label maps), not both")
+    p, t, numpy = layout_pair(pred, target, spatial_dims, one_hot)
+    if k is not None:  # label maps: compare the labels themselves
+        if check_labels:
+            check_label_range(p, t, k)
+        right = p == t
+    else:  # masks (every channel of one-hot input) must agree on foreground
+        right = (p != 0) == (t != 0)
+        if one_hot:
+            right = right.all(dim=1)
+    right = right.flatten(1)
     acc = _float(right.sum(1)) / right.shape[1]
     out = reduce(acc.unsqueeze(1), True, reduction)
     return output(out if numpy else out.float(), numpy)

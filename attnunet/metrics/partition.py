@@ -26,9 +26,10 @@ Example:
     >>> import torch
     >>> pred = torch.tensor([[1, 1, 2, 2]])
     >>> target = torch.tensor([[5, 5, 5, 9]])
-    >>> v_rand(pred, target)  # (2^2 + 1 + 1) / ((2^2 + 2^2) / 2 + (3^2 + 1) / 2) = 6 / 9
+    >>> # (2^2 + 1 + 1) / ((2^2 + 2^2) / 2 + (3^2 + 1) / 2) = 6 / 9
+    >>> v_rand(pred, target, spatial_dims=1)  # one row: a batch of one 1-D image
     tensor(0.6667)
-    >>> v_info(pred, pred * 10)  # relabelling changes nothing
+    >>> v_info(pred, pred * 10, spatial_dims=1)  # relabelling changes nothing
     tensor(1.)
 """
 
@@ -41,7 +42,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from attnunet.metrics._common import Array, Reduction, check_reduction, output, reduce, tensor_pair
+from attnunet.metrics._common import Array, Reduction, check_reduction, layout_pair, output, reduce
 from attnunet.metrics.components import connectivity_structure
 
 __all__ = ["v_info", "v_rand"]
@@ -117,6 +118,7 @@ def _tables(
     alpha: float,
     ignore_background: bool | None,
     connectivity: int,
+    spatial_dims: int | None,
 ) -> _Batch:
     """Validate the arguments and build one contingency table per image."""
     if form not in FORMS:
@@ -135,14 +137,7 @@ def _tables(
             f"ignore_background must be True, False or None (None: True for "
             f"form='segment', False for form='pixel'), got {ignore_background!r}"
         )
-    p, t, numpy = tensor_pair(pred, target)
-    for label, x in (("pred", p), ("target", t)):
-        if x.is_floating_point() or x.is_complex():
-            raise TypeError(
-                f"{label} must be a label map (integer) or a mask (bool), got {x.dtype}: "
-                f"threshold probabilities or logits first, e.g. (logits > 0) or "
-                f"logits.argmax(1)"
-            )
+    p, t, numpy = layout_pair(pred, target, spatial_dims)
     structure = connectivity_structure(p.dim() - 1, connectivity)
     if ignore_background is None:
         ignore_background = form == "segment"
@@ -218,11 +213,13 @@ def _check_pairs(pairs: str) -> None:
 
 
 _ARGS_DOC = """
-        pred: predicted label maps ``(B, *spatial)``, at least one spatial axis, integer or
-            bool, as a ``torch.Tensor`` or a ``numpy.ndarray``. Class maps and instance
-            maps both work; label values only name segments (any integers, e.g. ids 7 and
-            1000).
-        target: true label maps of the same shape.
+        pred: predicted label maps ``(B, *spatial)``, ``(B, 1, *spatial)`` or one unbatched
+            ``(*spatial)``, integer or bool (floats holding whole numbers too), as a
+            ``torch.Tensor`` or a ``numpy.ndarray``. Class maps and instance maps both
+            work; label values only name segments (any integers, e.g. ids 7 and 1000).
+        target: true label maps in the same layout.
+        spatial_dims: how many trailing axes are spatial (required; see
+            :func:`attnunet.metrics.dice_score`).
         form: ``"pixel"`` (default) scores the labels exactly as given, so each label is
             one segment even if it is in several pieces. ``"segment"`` first relabels the
             connected components of the foreground (non-zero voxels) of each input,
@@ -250,6 +247,7 @@ def v_rand(
     pred: Array,
     target: Array,
     *,
+    spatial_dims: int | None = None,
     form: Form = "pixel",
     alpha: float = 0.5,
     ignore_background: bool | None = None,
@@ -295,18 +293,19 @@ def v_rand(
         >>> pred = torch.tensor([[1, 1, 2, 2]])
         >>> target = torch.tensor([[1, 1, 1, 2]])
         >>> # n_ij: (1,1) 2, (2,1) 1, (2,2) 1; a = (2, 2); b = (3, 1)
-        >>> v_rand(pred, target)  # 6 / (8 / 2 + 10 / 2)
+        >>> v_rand(pred, target, spatial_dims=1)  # 6 / (8 / 2 + 10 / 2)
         tensor(0.6667)
-        >>> v_rand(pred, target, pairs="distinct")  # (6 - 4) / (4 / 2 + 6 / 2)
+        >>> # (6 - 4) / (4 / 2 + 6 / 2)
+        >>> v_rand(pred, target, pairs="distinct", spatial_dims=1)
         tensor(0.4000)
         >>> import numpy as np
         >>> v_rand(np.array([[1, 1, 0], [0, 0, 0]]), np.array([[1, 0, 0], [0, 0, 0]]),
-        ...        form="segment", reduction="none")  # image 2: no target foreground
+        ...        form="segment", spatial_dims=1, reduction="none")  # image 2: no foreground
         array([1., 1.])
     """
     check_reduction(reduction)
     _check_pairs(pairs)
-    batch = _tables(pred, target, form, alpha, ignore_background, connectivity)
+    batch = _tables(pred, target, form, alpha, ignore_background, connectivity, spatial_dims)
     scores = [_rand(t, float(alpha), pairs, empty_value) for t in batch.tables]
     return _finish(scores, batch, reduction)
 
@@ -315,6 +314,7 @@ def v_info(
     pred: Array,
     target: Array,
     *,
+    spatial_dims: int | None = None,
     form: Form = "pixel",
     alpha: float = 0.5,
     ignore_background: bool | None = None,
@@ -348,13 +348,14 @@ def v_info(
         >>> pred = torch.tensor([[1, 1, 2, 2]])
         >>> target = torch.tensor([[1, 1, 1, 2]])
         >>> # H(S) = 1 bit, H(T) = 0.8113 bits, H(S, T) = 1.5 bits, I = 0.3113 bits
-        >>> v_info(pred, target)  # 0.3113 / (1 / 2 + 0.8113 / 2)
+        >>> v_info(pred, target, spatial_dims=1)  # 0.3113 / (1 / 2 + 0.8113 / 2)
         tensor(0.3437)
-        >>> v_info(pred, torch.ones_like(target), alpha=0.0)  # I = 0, H(S) = 1 bit
+        >>> # I = 0, H(S) = 1 bit
+        >>> v_info(pred, torch.ones_like(target), alpha=0.0, spatial_dims=1)
         tensor(0.)
     """
     check_reduction(reduction)
-    batch = _tables(pred, target, form, alpha, ignore_background, connectivity)
+    batch = _tables(pred, target, form, alpha, ignore_background, connectivity, spatial_dims)
     scores = [_info(t, float(alpha), empty_value) for t in batch.tables]
     return _finish(scores, batch, reduction)
 

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
+import warnings
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
@@ -312,6 +314,22 @@ def _pair_distances(
     return SurfaceDistances(d_pt, d_tp)
 
 
+def _check_percentile(percentile: float) -> None:
+    if (
+        isinstance(percentile, bool)
+        or not isinstance(percentile, numbers.Real)
+        or not 0.0 <= float(percentile) <= 100.0
+    ):
+        raise ValueError(f"percentile must be a number in [0, 100], got {percentile!r}")
+    if 0.0 < float(percentile) < 1.0:
+        warnings.warn(
+            f"percentile={percentile} is read on the 0-100 scale, so it asks for the "
+            f"{percentile}th percentile (near the minimum distance); for HD95 pass 95",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def _check_method(method: str) -> None:
     if method not in _METHODS:
         raise ValueError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
@@ -398,6 +416,8 @@ def surface_metrics(
     target: Array,
     metrics: Sequence[str] = SURFACE_METRICS,
     num_classes: int | None = None,
+    *,
+    spatial_dims: int | None = None,
     include_background: bool = False,
     one_hot: bool = False,
     spacing: float | Sequence[float] | None = None,
@@ -407,30 +427,36 @@ def surface_metrics(
     connectivity: int = 1,
     empty_pred: float = math.inf,
     empty_target: float = math.inf,
-    both_empty: float = 0.0,
+    both_empty: float = math.nan,
     method: Method = "auto",
     reduction: Reduction = "mean",
 ) -> dict[str, torch.Tensor | np.ndarray]:
     """Several surface metrics at once, measuring the distances only once per image.
 
     Args:
-        pred: prediction: ``(B, *spatial)`` mask or label map (integer or bool), or
-            ``(B, C, *spatial)`` masks with ``one_hot=True``; NumPy or torch (computed on
-            the CPU, results returned on the input's device).
-        target: ground truth of the same shape and kind.
+        pred: prediction: a mask or label map ``(*spatial)``, ``(B, *spatial)`` or
+            ``(B, 1, *spatial)`` (integer or bool), or per-class masks ``(B, C, *spatial)``
+            / ``(C, *spatial)`` with ``one_hot=True``; NumPy or torch (computed on the
+            CPU, results returned on the input's device). See
+            :func:`attnunet.metrics.dice_score` for the whole contract.
+        target: ground truth in the same layout.
         metrics: any of ``"hd"`` (Hausdorff distance), ``"hd95"`` (the ``percentile``-th
             percentile Hausdorff distance), ``"assd"`` (average symmetric surface
             distance, pooled) and ``"s2s"`` (surface-to-surface distance, the mean of the
             two directed means). Default: all four.
         num_classes: ``None`` for binary input (non-zero is foreground), or the number of
             classes of a label map; each class is scored as its own mask.
+        spatial_dims: how many trailing axes are spatial (2 for images, 3 for volumes).
+            Required: ``(96, 96)`` is one image with ``spatial_dims=2`` but 96 1-D signals
+            with ``1``, and ``(B, 1, H, W)`` is a batch of single-channel masks with ``2``.
         include_background: with ``num_classes`` or ``one_hot``, also score class 0.
         one_hot: inputs are ``(B, C, *spatial)`` per-class masks.
         spacing: physical voxel size per spatial axis, or one number (default 1), the same
             for the whole batch.
         directed: measure only from the prediction's surface to the target's (then
             ``assd`` and ``s2s`` are both the directed mean, and both conventions agree).
-        percentile: the percentile of ``"hd95"`` (default 95).
+        percentile: the percentile of ``"hd95"`` on the 0-100 scale (default 95; a
+            value in ``(0, 1)`` warns, as it is probably meant as a fraction).
         convention: how ``"hd95"`` combines the two directions: ``"max"`` (default) takes
             the larger of the two directed percentiles, as MONAI and DeepMind's
             surface-distance do; ``"pooled"`` takes the percentile of both distance sets
@@ -442,13 +468,15 @@ def surface_metrics(
             such images out of the ``"mean"``, or a number such as the image diagonal.
         empty_target: the value when the target is empty but the prediction is not
             (default ``inf``).
-        both_empty: the value when both are empty (default ``0.0``: nothing to find,
-            nothing found). A single-voxel mask needs no special case: the voxel is its
+        both_empty: the value when both are empty, a class absent from both (default
+            NaN: left out of the means, as MONAI and nnU-Net do; ``0.0`` counts it as a
+            perfect match). A single-voxel mask needs no special case: the voxel is its
             own surface, and every summary of one distance is that distance.
         method: how nearest distances are found: ``"kdtree"``, ``"edt"`` or ``"auto"``
             (default, the cheaper; all are exact and agree).
-        reduction: ``"mean"`` (average over images and classes, NaN left out) or
-            ``"none"`` (``(B,)`` for binary input, ``(B, K)`` otherwise).
+        reduction: ``"mean"`` (average over images and classes, NaN left out),
+            ``"mean_batch"`` (per class over images, ``(K,)``) or ``"none"`` (``(B,)`` for
+            binary input, ``(B, K)`` otherwise).
 
     Returns:
         A dict from metric name to values, each as :func:`attnunet.metrics.dice_score`
@@ -462,7 +490,7 @@ def surface_metrics(
     Example:
         >>> a = np.zeros((1, 1, 7), dtype=bool); a[0, 0, 1:3] = True
         >>> b = np.zeros((1, 1, 7), dtype=bool); b[0, 0, 4:6] = True
-        >>> out = surface_metrics(a, b, reduction="none")
+        >>> out = surface_metrics(a, b, spatial_dims=2, reduction="none")
         >>> {k: v.tolist() for k, v in out.items()}
         {'hd': [3.0], 'hd95': [2.95], 'assd': [2.5], 's2s': [2.5]}
     """
@@ -478,10 +506,11 @@ def surface_metrics(
             f"convention must be 'max' (MONAI: larger directed percentile) or 'pooled' "
             f"(MedPy: percentile of both directions pooled), got {convention!r}"
         )
-    if not 0.0 <= float(percentile) <= 100.0:
-        raise ValueError(f"percentile must lie in [0, 100], got {percentile}")
+    _check_percentile(percentile)
     _check_method(method)
-    p, t, binary, numpy = class_masks(pred, target, num_classes, include_background, one_hot)
+    p, t, binary, numpy = class_masks(
+        pred, target, num_classes, include_background, one_hot, spatial_dims=spatial_dims
+    )
     device = p.device
     p_np, t_np = p.cpu().numpy(), t.cpu().numpy()
     ndim = p_np.ndim - 2
@@ -514,16 +543,20 @@ def surface_metrics(
 
 
 _COMMON_ARGS = """
-        pred: prediction, ``(B, *spatial)`` mask or label map, or ``(B, C, *spatial)``
-            masks with ``one_hot=True``; NumPy or torch.
-        target: ground truth of the same shape and kind.
-        num_classes, include_background, one_hot: the input form, as
+        pred: prediction, a mask or label map ``(*spatial)``, ``(B, *spatial)`` or
+            ``(B, 1, *spatial)``, or per-class masks ``(B, C, *spatial)`` with
+            ``one_hot=True``; NumPy or torch.
+        target: ground truth in the same layout.
+        num_classes: ``None`` for binary masks, or the number of classes of a label map.
+            A voxel spacing belongs in ``spacing=``, not here (MedPy takes it third).
+        spatial_dims: how many trailing axes are spatial (required), as
             :func:`surface_metrics`.
+        include_background, one_hot: the input form, as :func:`surface_metrics`.
         spacing: physical voxel size per spatial axis, or one number (default 1).
         directed: only measure from the prediction's surface to the target's.
         connectivity: the surface's erosion neighbourhood (default 1, faces).
         empty_pred, empty_target, both_empty: the values for empty masks (defaults
-            ``inf``, ``inf``, ``0.0``), as :func:`surface_metrics`.
+            ``inf``, ``inf``, NaN), as :func:`surface_metrics`.
         method: ``"auto"``, ``"kdtree"`` or ``"edt"``; all exact.
         reduction: ``"mean"`` or ``"none"``."""
 
@@ -532,6 +565,8 @@ def hausdorff_distance(
     pred: Array,
     target: Array,
     num_classes: int | None = None,
+    *,
+    spatial_dims: int | None = None,
     include_background: bool = False,
     one_hot: bool = False,
     spacing: float | Sequence[float] | None = None,
@@ -541,7 +576,7 @@ def hausdorff_distance(
     connectivity: int = 1,
     empty_pred: float = math.inf,
     empty_target: float = math.inf,
-    both_empty: float = 0.0,
+    both_empty: float = math.nan,
     method: Method = "auto",
     reduction: Reduction = "mean",
 ) -> torch.Tensor | np.ndarray:
@@ -559,7 +594,7 @@ def hausdorff_distance(
     Example:
         >>> a = torch.zeros(1, 5, 5, dtype=torch.bool); a[0, 1:3, 1:3] = True
         >>> b = torch.zeros(1, 5, 5, dtype=torch.bool); b[0, 2:4, 2:4] = True
-        >>> hausdorff_distance(a, b)  # corner (1, 1) to (2, 2): sqrt(2)
+        >>> hausdorff_distance(a, b, spatial_dims=2)  # corner (1, 1) to (2, 2): sqrt(2)
         tensor(1.4142)
     """
     name = "hd" if percentile is None else "hd95"
@@ -568,18 +603,19 @@ def hausdorff_distance(
         target,
         (name,),
         num_classes,
-        include_background,
-        one_hot,
-        spacing,
-        directed,
-        95.0 if percentile is None else percentile,
-        convention,
-        connectivity,
-        empty_pred,
-        empty_target,
-        both_empty,
-        method,
-        reduction,
+        spatial_dims=spatial_dims,
+        include_background=include_background,
+        one_hot=one_hot,
+        spacing=spacing,
+        directed=directed,
+        percentile=95.0 if percentile is None else percentile,
+        convention=convention,
+        connectivity=connectivity,
+        empty_pred=empty_pred,
+        empty_target=empty_target,
+        both_empty=both_empty,
+        method=method,
+        reduction=reduction,
     )[name]
 
 
@@ -587,6 +623,8 @@ def hd95(
     pred: Array,
     target: Array,
     num_classes: int | None = None,
+    *,
+    spatial_dims: int | None = None,
     include_background: bool = False,
     one_hot: bool = False,
     spacing: float | Sequence[float] | None = None,
@@ -595,7 +633,7 @@ def hd95(
     connectivity: int = 1,
     empty_pred: float = math.inf,
     empty_target: float = math.inf,
-    both_empty: float = 0.0,
+    both_empty: float = math.nan,
     method: Method = "auto",
     reduction: Reduction = "mean",
 ) -> torch.Tensor | np.ndarray:
@@ -612,26 +650,32 @@ def hd95(
     Example:
         >>> a = np.zeros((1, 1, 7), dtype=bool); a[0, 0, 1:3] = True
         >>> b = np.zeros((1, 1, 7), dtype=bool); b[0, 0, 4:6] = True
-        >>> float(hd95(a, b)), float(hd95(a, b, convention="pooled"))
-        (2.95, 3.0)
+        >>> float(hd95(a, b, spatial_dims=2))
+        2.95
+        >>> float(hd95(a, b, spatial_dims=2, convention="pooled"))
+        3.0
+        >>> # MedPy's habit, one unbatched image with a spacing: (0.5 mm, 2 mm) pixels
+        >>> float(hd95(a[0], b[0], spatial_dims=2, spacing=(0.5, 2.0)))
+        5.9
     """
     return surface_metrics(
         pred,
         target,
         ("hd95",),
         num_classes,
-        include_background,
-        one_hot,
-        spacing,
-        directed,
-        95.0,
-        convention,
-        connectivity,
-        empty_pred,
-        empty_target,
-        both_empty,
-        method,
-        reduction,
+        spatial_dims=spatial_dims,
+        include_background=include_background,
+        one_hot=one_hot,
+        spacing=spacing,
+        directed=directed,
+        percentile=95.0,
+        convention=convention,
+        connectivity=connectivity,
+        empty_pred=empty_pred,
+        empty_target=empty_target,
+        both_empty=both_empty,
+        method=method,
+        reduction=reduction,
     )["hd95"]
 
 
@@ -639,6 +683,8 @@ def assd(
     pred: Array,
     target: Array,
     num_classes: int | None = None,
+    *,
+    spatial_dims: int | None = None,
     include_background: bool = False,
     one_hot: bool = False,
     spacing: float | Sequence[float] | None = None,
@@ -646,7 +692,7 @@ def assd(
     connectivity: int = 1,
     empty_pred: float = math.inf,
     empty_target: float = math.inf,
-    both_empty: float = 0.0,
+    both_empty: float = math.nan,
     method: Method = "auto",
     reduction: Reduction = "mean",
 ) -> torch.Tensor | np.ndarray:
@@ -666,7 +712,7 @@ def assd(
     Example:
         >>> a = np.zeros((1, 1, 7), dtype=bool); a[0, 0, 1:3] = True
         >>> b = np.zeros((1, 1, 7), dtype=bool); b[0, 0, 4:6] = True
-        >>> float(assd(a, b))  # (3 + 2 + 2 + 3) / 4
+        >>> float(assd(a, b, spatial_dims=2))  # (3 + 2 + 2 + 3) / 4
         2.5
     """
     return surface_metrics(
@@ -674,18 +720,19 @@ def assd(
         target,
         ("assd",),
         num_classes,
-        include_background,
-        one_hot,
-        spacing,
-        directed,
-        95.0,
-        "max",
-        connectivity,
-        empty_pred,
-        empty_target,
-        both_empty,
-        method,
-        reduction,
+        spatial_dims=spatial_dims,
+        include_background=include_background,
+        one_hot=one_hot,
+        spacing=spacing,
+        directed=directed,
+        percentile=95.0,
+        convention="max",
+        connectivity=connectivity,
+        empty_pred=empty_pred,
+        empty_target=empty_target,
+        both_empty=both_empty,
+        method=method,
+        reduction=reduction,
     )["assd"]
 
 
@@ -693,6 +740,8 @@ def surface_to_surface(
     pred: Array,
     target: Array,
     num_classes: int | None = None,
+    *,
+    spatial_dims: int | None = None,
     include_background: bool = False,
     one_hot: bool = False,
     spacing: float | Sequence[float] | None = None,
@@ -700,7 +749,7 @@ def surface_to_surface(
     connectivity: int = 1,
     empty_pred: float = math.inf,
     empty_target: float = math.inf,
-    both_empty: float = 0.0,
+    both_empty: float = math.nan,
     method: Method = "auto",
     reduction: Reduction = "mean",
 ) -> torch.Tensor | np.ndarray:
@@ -720,9 +769,9 @@ def surface_to_surface(
     Example:
         >>> a = np.zeros((1, 1, 9), dtype=bool); a[0, 0, 1:4] = True
         >>> b = np.zeros((1, 1, 9), dtype=bool); b[0, 0, 6:8] = True
-        >>> float(surface_to_surface(a, b))  # (mean(5, 4, 3) + mean(3, 4)) / 2
+        >>> float(surface_to_surface(a, b, spatial_dims=2))  # (mean(5, 4, 3) + mean(3, 4)) / 2
         3.75
-        >>> float(assd(a, b))  # (5 + 4 + 3 + 3 + 4) / 5: every voxel weighs the same
+        >>> float(assd(a, b, spatial_dims=2))  # (5 + 4 + 3 + 3 + 4) / 5: voxels weigh the same
         3.8
     """
     return surface_metrics(
@@ -730,18 +779,19 @@ def surface_to_surface(
         target,
         ("s2s",),
         num_classes,
-        include_background,
-        one_hot,
-        spacing,
-        directed,
-        95.0,
-        "max",
-        connectivity,
-        empty_pred,
-        empty_target,
-        both_empty,
-        method,
-        reduction,
+        spatial_dims=spatial_dims,
+        include_background=include_background,
+        one_hot=one_hot,
+        spacing=spacing,
+        directed=directed,
+        percentile=95.0,
+        convention="max",
+        connectivity=connectivity,
+        empty_pred=empty_pred,
+        empty_target=empty_target,
+        both_empty=both_empty,
+        method=method,
+        reduction=reduction,
     )["s2s"]
 
 
