@@ -83,7 +83,7 @@ def train_and_evaluate(name: str, train: Sample, val: Sample, steps: int) -> Res
     target = torch.from_numpy(val.mask.copy())[None]
     with torch.no_grad():
         pred = model(image)[:, 0] > 0
-    dice = dice_score(pred, target).item()
+    dice = dice_score(pred, target, spatial_dims=2).item()
     # Average the first and last few losses: one batch of crops is a noisy estimate.
     k = max(1, min(5, steps // 4))
     return Result(
