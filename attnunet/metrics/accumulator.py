@@ -111,8 +111,11 @@ class MetricAccumulator:
             0 gives the population std, NumPy's default. Papers seldom say which; for
             ``n = 12`` images they differ by about 4 %.
         **metric_kwargs: keyword arguments for the metric functions, such as
+            ``spatial_dims=3`` (which the metrics of :mod:`attnunet.metrics` require),
             ``num_classes=3`` or ``spacing=(1.0, 1.0, 2.0)``. Each goes to every metric
-            whose signature accepts it (by name, or through ``**kwargs``).
+            whose signature accepts it (by name, or through ``**kwargs``). With
+            ``spatial_dims`` (and ``one_hot``) :meth:`update` also reads the batch size
+            from the layout, so one unbatched image counts as one image.
 
     Raises:
         TypeError: a metric is not callable, its signature cannot be read, it takes no
