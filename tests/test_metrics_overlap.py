@@ -99,7 +99,7 @@ def _label_batch(kind, dims, num_classes, seed):
 class _Case(NamedTuple):
     pred: np.ndarray  # our input
     target: np.ndarray
-    kw: dict  # our input form: {}, {"num_classes": C} or {"one_hot": True}
+    kw: dict  # our input form: {}, {"num_classes": C} or {"one_hot": True}, + spatial_dims
     y_pred: torch.Tensor  # MONAI's input: (B, C, *spatial) float64 masks
     y: torch.Tensor
     binary: bool
@@ -115,20 +115,22 @@ def _case(form, kind, dims, seed=0):
         pred = np.stack([p for p, _ in pairs], axis=1) != 0
         target = np.stack([t for _, t in pairs], axis=1) != 0
         y_pred, y = torch.from_numpy(pred).double(), torch.from_numpy(target).double()
-        return _Case(pred, target, {"one_hot": True}, y_pred, y, False)
+        return _Case(pred, target, {"one_hot": True, "spatial_dims": dims}, y_pred, y, False)
     pred, target = _label_batch(kind, dims, N_CLASSES, seed)
     if form == "binary":  # label maps used as instance maps: every non-zero is foreground
         y_pred = torch.from_numpy(pred != 0)[:, None].double()
         y = torch.from_numpy(target != 0)[:, None].double()
-        return _Case(pred, target, {}, y_pred, y, True)
+        return _Case(pred, target, {"spatial_dims": dims}, y_pred, y, True)
     # MONAI takes one-hot masks; convert the label maps with F.one_hot.
     oh_pred = F.one_hot(torch.from_numpy(pred), N_CLASSES).movedim(-1, 1)
     oh_target = F.one_hot(torch.from_numpy(target), N_CLASSES).movedim(-1, 1)
     y_pred, y = oh_pred.double(), oh_target.double()
     if form == "multiclass":
-        return _Case(pred, target, {"num_classes": N_CLASSES}, y_pred, y, False)
+        return _Case(
+            pred, target, {"num_classes": N_CLASSES, "spatial_dims": dims}, y_pred, y, False
+        )
     oh_pred, oh_target = oh_pred.numpy().astype(np.uint8), oh_target.numpy().astype(np.uint8)
-    return _Case(oh_pred, oh_target, {"one_hot": True}, y_pred, y, False)
+    return _Case(oh_pred, oh_target, {"one_hot": True, "spatial_dims": dims}, y_pred, y, False)
 
 
 def _ours(metric, case, **kw):
@@ -166,11 +168,12 @@ def test_dice_iou_match_monai(monai_metrics, form, kind, dims, include_backgroun
     case = _case(form, kind, dims)
     bg = _monai_bg(case, include_background)
     none = {"reduction": "none", "include_background": include_background}
-    dice, iou = _ours(dice_score, case, **none), _ours(iou_score, case, **none)
+    # ignore_empty=False: both empty -> 1, empty target with a prediction -> 0. That is
+    # empty_value=1.0 for us (one side empty is 0), so every entry must agree.
+    one = {"empty_value": 1.0, **none}
+    dice, iou = _ours(dice_score, case, **one), _ours(iou_score, case, **one)
     assert ((dice > 0) & (dice < 1)).any()  # something other than the edge cases
 
-    # ignore_empty=False: both empty -> 1, empty target with a prediction -> 0. That is our
-    # default (empty_value=1.0; one side empty is 0), so every entry must agree.
     ref_dice = monai_metrics.compute_dice(
         case.y_pred, case.y, include_background=bg, ignore_empty=False
     )
@@ -189,13 +192,22 @@ def test_dice_iou_match_monai(monai_metrics, form, kind, dims, include_backgroun
     ref_iou = monai_metrics.compute_iou(case.y_pred, case.y, include_background=bg).numpy()
     first = 0 if bg or case.y.shape[1] == 1 else 1
     has_target = case.y[:, first:].flatten(2).sum(-1).numpy() > 0
+    has_pred = case.y_pred[:, first:].flatten(2).sum(-1).numpy() > 0
     assert np.array_equal(~np.isnan(ref_dice), has_target)
     np.testing.assert_allclose(dice[has_target], ref_dice[has_target], rtol=dice_tol, atol=0)
     np.testing.assert_allclose(iou[has_target], ref_iou[has_target], rtol=1e-12, atol=0)
+    # Our default (empty_value NaN) is NaN only where both sides are empty (a subset of
+    # MONAI's NaN), and agrees with empty_value=1.0 everywhere else.
+    default_dice, default_iou = _ours(dice_score, case, **none), _ours(iou_score, case, **none)
+    both_empty = ~has_target & ~has_pred
+    assert both_empty.any()
+    for ours, explicit in ((default_dice, dice), (default_iou, iou)):
+        assert np.array_equal(np.isnan(ours), both_empty)
+        np.testing.assert_array_equal(ours[~both_empty], explicit[~both_empty])
 
     # The class API with reduction="mean" (no NaN with ignore_empty=False, so MONAI's
     # two-step mean over classes then images equals our mean over everything).
-    mean = {"include_background": include_background}
+    mean = {"include_background": include_background, "empty_value": 1.0}
     for metric, ref in (
         (dice_score, monai_metrics.DiceMetric(include_background=bg, ignore_empty=False)),
         (iou_score, monai_metrics.MeanIoU(include_background=bg, ignore_empty=False)),
@@ -226,13 +238,22 @@ def test_confusion_metrics_match_monai(monai_metrics, form, kind, dims, include_
         ours = _ours(metric, case, reduction="none", **nans)
         assert np.isnan(ref).any() and not np.isnan(ref).all()
         np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=0, equal_nan=True)
-    # ... and with MONAI's defaults mapped: NaN entries become our default 1.0 / 0.0.
+    # ... and with MONAI's NaN entries mapped to our defaults: both empty stays NaN
+    # (empty_value), an empty prediction alone becomes 0.0 (zero_division).
     pred_empty = (cm[..., 0] + cm[..., 1] == 0).numpy()
     target_empty = (cm[..., 0] + cm[..., 3] == 0).numpy()
     ref = monai_metrics.compute_confusion_matrix_metric("precision", cm).numpy()
-    ref[pred_empty & target_empty], ref[pred_empty & ~target_empty] = 1.0, 0.0
+    ref[pred_empty & ~target_empty] = 0.0
     none = {"reduction": "none", "include_background": include_background}
-    np.testing.assert_allclose(_ours(precision_score, case, **none), ref, rtol=1e-12, atol=0)
+    assert np.array_equal(np.isnan(ref), pred_empty & target_empty)
+    np.testing.assert_allclose(
+        _ours(precision_score, case, **none), ref, rtol=1e-12, atol=0, equal_nan=True
+    )
+    # ... and with empty_value=1.0: both empty becomes 1.0.
+    ref[pred_empty & target_empty] = 1.0
+    np.testing.assert_allclose(
+        _ours(precision_score, case, empty_value=1.0, **none), ref, rtol=1e-12, atol=0
+    )
 
     # Means. reduction="sum" with get_not_nans gives the sum and count of the non-NaN
     # entries: their ratio is our mean over everything that is not NaN. (MONAI's "mean" is
@@ -269,6 +290,7 @@ def test_confusion_metrics_match_monai(monai_metrics, form, kind, dims, include_
             p, t, kw = case.pred[:, c : c + 1], case.target[:, c : c + 1], {"one_hot": True}
         else:
             p, t, kw = case.pred == c, case.target == c, {}
+        kw["spatial_dims"] = dims
         np.testing.assert_allclose(
             pixel_accuracy(p, t, reduction="none", **kw), acc[:, k], rtol=1e-12
         )
@@ -318,20 +340,28 @@ def test_mean_iou_matches_monai(monai_metrics, form, kind, dims, include_backgro
 def test_binary_matches_medpy_per_image(medpy_binary, kind, dims):
     # Instance-like label maps: MedPy, like us, counts every non-zero voxel as foreground.
     pred, target = _label_batch(kind, dims, N_CLASSES, seed=7)
-    # MedPy's conventions for 0 / 0: dc and jc fall back to 1.0 (our default empty_value),
-    # precision (recall) to 0.0 whenever the prediction (target) is empty, both-empty
-    # included, which is empty_value = zero_division = 0.0 for us. MedPy catches
+    # MedPy's conventions for 0 / 0: dc and jc fall back to 1.0 (empty_value=1.0 for us;
+    # our default is NaN), precision (recall) to 0.0 whenever the prediction (target) is
+    # empty, both-empty included, which is empty_value = zero_division = 0.0 for us. MedPy catches
     # ZeroDivisionError to fall back, but with recent NumPy (2.x here) count_nonzero returns
     # np.int64, and dc, precision and recall divide it by 0.0 into NaN instead (jc divides
     # Python floats and still gives 1.0). So on the undefined entries MedPy may give NaN or
     # its fallback, and ours must give the fallback; everywhere else the values must agree.
-    zeros = {"empty_value": 0.0, "zero_division": 0.0, "reduction": "none"}
+    zeros = {"empty_value": 0.0, "zero_division": 0.0, "reduction": "none", "spatial_dims": dims}
+    ones = {"empty_value": 1.0, "reduction": "none", "spatial_dims": dims}
     p_empty = ~pred.reshape(BATCH, -1).any(1)
     t_empty = ~target.reshape(BATCH, -1).any(1)
     assert p_empty.any() and t_empty.any() and (p_empty & t_empty).any()
+    # our default leaves both-empty images out (NaN) and otherwise agrees with empty_value=1.0
+    for metric in (dice_score, iou_score):
+        default = metric(pred, target, reduction="none", spatial_dims=dims)
+        assert np.array_equal(np.isnan(default), p_empty & t_empty)
+        np.testing.assert_array_equal(
+            default[~(p_empty & t_empty)], metric(pred, target, **ones)[~(p_empty & t_empty)]
+        )
     checks = [
-        ("dc", dice_score(pred, target, reduction="none"), p_empty & t_empty, 1.0),
-        ("jc", iou_score(pred, target, reduction="none"), p_empty & t_empty, 1.0),
+        ("dc", dice_score(pred, target, **ones), p_empty & t_empty, 1.0),
+        ("jc", iou_score(pred, target, **ones), p_empty & t_empty, 1.0),
         ("precision", precision_score(pred, target, **zeros), p_empty, 0.0),
         ("recall", recall_score(pred, target, **zeros), t_empty, 0.0),
     ]
@@ -392,13 +422,13 @@ def test_confusion_counts_hand_computed_3d_label_map():
     # class 2: P = {3, 4}, T = {2, 3} -> tp 1, fp 1, fn 1, tn 6 - 3 = 3
     pred = torch.tensor([0, 1, 1, 2, 2, 0]).view(1, 2, 1, 3)
     target = torch.tensor([0, 1, 2, 2, 0, 0]).view(1, 2, 1, 3)
-    counts = confusion_counts(pred, target, num_classes=3)
+    counts = confusion_counts(pred, target, num_classes=3, spatial_dims=3)
     assert counts.tp.tolist() == [[1, 1]]
     assert counts.fp.tolist() == [[1, 1]]
     assert counts.fn.tolist() == [[0, 1]]
     assert counts.tn.tolist() == [[4, 3]]
     # with background: class 0: P = {0, 5}, T = {0, 4, 5} -> tp 2, fp 0, fn 1, tn 3
-    counts = confusion_counts(pred, target, num_classes=3, include_background=True)
+    counts = confusion_counts(pred, target, num_classes=3, spatial_dims=3, include_background=True)
     assert counts.tp[:, 0].tolist() == [2] and counts.fn[:, 0].tolist() == [1]
     assert counts.tn[:, 0].tolist() == [3] and counts.fp[:, 0].tolist() == [0]
 
@@ -425,22 +455,26 @@ MIOU_TARGET = torch.tensor([[[0, 1, 1, 1], [0, 0, 2, 2]], [[0, 0, 0, 0], [0, 0, 
 
 
 def test_mean_iou_hand_computed_label_map():
-    out = mean_iou(MIOU_PRED, MIOU_TARGET, num_classes=4, reduction="none")
+    s2 = {"spatial_dims": 2}
+    out = mean_iou(MIOU_PRED, MIOU_TARGET, num_classes=4, reduction="none", **s2)
     assert out.tolist() == pytest.approx([11 / 18, 3 / 8])
     # mean over images: (11/18 + 3/8) / 2 = (44/72 + 27/72) / 2 = 71/144
-    assert mean_iou(MIOU_PRED, MIOU_TARGET, num_classes=4).item() == pytest.approx(71 / 144)
-    # iou_score instead scores absent classes empty_value (1.0):
+    assert mean_iou(MIOU_PRED, MIOU_TARGET, num_classes=4, **s2).item() == pytest.approx(71 / 144)
+    # iou_score with empty_value=1.0 instead scores absent classes 1.0:
     # A = (1/2 + 2/3 + 2/3 + 1) / 4 = 17/24, not 11/18.
-    iou = iou_score(
-        MIOU_PRED, MIOU_TARGET, num_classes=4, include_background=True, reduction="none"
-    )
+    kw = {"num_classes": 4, "include_background": True, "reduction": "none", **s2}
+    iou = iou_score(MIOU_PRED, MIOU_TARGET, empty_value=1.0, **kw)
     assert iou[0].mean().item() == pytest.approx(17 / 24)
+    # With its default (NaN for absent classes) the per-image mean over the scored classes
+    # is mean IoU.
+    iou = iou_score(MIOU_PRED, MIOU_TARGET, **kw)
+    assert iou[0, 3].isnan() and iou[1, 1:3].isnan().all()
+    assert iou.nanmean(dim=1).tolist() == pytest.approx([11 / 18, 3 / 8])
     # The same as one-hot masks.
     oh_pred = F.one_hot(MIOU_PRED, 4).movedim(-1, 1)
     oh_target = F.one_hot(MIOU_TARGET, 4).movedim(-1, 1)
-    assert mean_iou(oh_pred, oh_target, one_hot=True, reduction="none").tolist() == pytest.approx(
-        [11 / 18, 3 / 8]
-    )
+    out = mean_iou(oh_pred, oh_target, one_hot=True, reduction="none", **s2)
+    assert out.tolist() == pytest.approx([11 / 18, 3 / 8])
 
 
 def test_mean_iou_without_background_and_all_absent_image():
@@ -449,13 +483,13 @@ def test_mean_iou_without_background_and_all_absent_image():
     # and it is left out of the batch mean: (2/3 + 0) / 2 = 1/3.
     pred = torch.cat([MIOU_PRED, torch.zeros_like(MIOU_PRED[:1])])
     target = torch.cat([MIOU_TARGET, torch.zeros_like(MIOU_TARGET[:1])])
-    kw = {"num_classes": 4, "include_background": False}
+    kw = {"num_classes": 4, "include_background": False, "spatial_dims": 2}
     out = mean_iou(pred, target, reduction="none", **kw)
     assert out[:2].tolist() == pytest.approx([2 / 3, 0.0])
     assert math.isnan(out[2].item())
     assert mean_iou(pred, target, **kw).item() == pytest.approx(1 / 3)
     # with background, image C has class 0 only, IoU 1: (11/18 + 3/8 + 1) / 3
-    full = mean_iou(pred, target, num_classes=4).item()
+    full = mean_iou(pred, target, num_classes=4, spatial_dims=2).item()
     assert full == pytest.approx((11 / 18 + 3 / 8 + 1) / 3)
 
 
@@ -468,20 +502,21 @@ def test_mean_iou_binary_scores_background_and_foreground():
     # mean IoU = (1/3 + 3/5) / 2 = (5/15 + 9/15) / 2 = 7/15
     pred = np.array([[[1, 1, 0], [0, 0, 0]]])
     target = np.array([[[0, 1, 1], [0, 0, 0]]])
-    assert mean_iou(pred, target) == pytest.approx(7 / 15)
+    s2 = {"spatial_dims": 2}
+    assert mean_iou(pred, target, **s2) == pytest.approx(7 / 15)
     # instance ids and bool masks are the same masks
-    assert mean_iou(pred * 5, target.astype(bool) * 9) == pytest.approx(7 / 15)
-    assert mean_iou(pred.astype(bool), target.astype(bool)) == pytest.approx(7 / 15)
+    assert mean_iou(pred * 5, target.astype(bool) * 9, **s2) == pytest.approx(7 / 15)
+    assert mean_iou(pred.astype(bool), target.astype(bool), **s2) == pytest.approx(7 / 15)
     # iou_score on the same input scores only the foreground: 1/3
-    assert iou_score(pred, target) == pytest.approx(1 / 3)
+    assert iou_score(pred, target, **s2) == pytest.approx(1 / 3)
     # include_background=False keeps the foreground only
-    assert mean_iou(pred, target, include_background=False) == pytest.approx(1 / 3)
+    assert mean_iou(pred, target, include_background=False, **s2) == pytest.approx(1 / 3)
     # empty masks: background IoU 1, foreground absent -> 1; all foreground: likewise 1.
     empty = np.zeros_like(pred)
-    assert mean_iou(empty, empty) == 1.0
-    assert mean_iou(empty + 1, empty + 1) == 1.0
+    assert mean_iou(empty, empty, **s2) == 1.0
+    assert mean_iou(empty + 1, empty + 1, **s2) == 1.0
     # a mask against its complement: both classes present, IoU 0 each
-    assert mean_iou(pred, 1 - pred) == 0.0
+    assert mean_iou(pred, 1 - pred, **s2) == 0.0
 
 
 # ------------------------------------------------------------------ pixel accuracy
@@ -493,10 +528,11 @@ def test_pixel_accuracy_hand_computed():
     # target 0 1 1 / 1 0 0: 5 of 6 agree -> 5/6.
     pred = torch.tensor([[[0, 1, 2], [2, 2, 0]]])
     target = torch.tensor([[[0, 1, 1], [2, 0, 0]]])
-    assert pixel_accuracy(pred, target, num_classes=3).item() == pytest.approx(2 / 3)
-    assert pixel_accuracy(pred, target).item() == pytest.approx(5 / 6)
+    s2 = {"spatial_dims": 2}
+    assert pixel_accuracy(pred, target, num_classes=3, **s2).item() == pytest.approx(2 / 3)
+    assert pixel_accuracy(pred, target, **s2).item() == pytest.approx(5 / 6)
     oh = F.one_hot(pred, 3).movedim(-1, 1), F.one_hot(target, 3).movedim(-1, 1)
-    assert pixel_accuracy(*oh, one_hot=True).item() == pytest.approx(2 / 3)
+    assert pixel_accuracy(*oh, one_hot=True, **s2).item() == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -531,17 +567,26 @@ PR_TARGET = torch.tensor([[0, 1, 1], [1, 0, 0], [0, 0, 0], [0, 0, 0]])
 
 
 def test_precision_recall_edge_cases():
-    kw = {"reduction": "none", "empty_value": 0.75, "zero_division": 0.25}
+    s1 = {"spatial_dims": 1}
+    kw = {"reduction": "none", "empty_value": 0.75, "zero_division": 0.25, **s1}
     assert precision_score(PR_PRED, PR_TARGET, **kw).tolist() == [0.5, 0.25, 0.0, 0.75]
     assert recall_score(PR_PRED, PR_TARGET, **kw).tolist() == [0.5, 0.0, 0.25, 0.75]
-    # defaults: empty_value 1.0, zero_division 0.0; mean = (1/2 + 0 + 0 + 1) / 4 = 3/8
-    assert precision_score(PR_PRED, PR_TARGET, reduction="none").tolist() == [0.5, 0.0, 0.0, 1.0]
-    assert precision_score(PR_PRED, PR_TARGET).item() == pytest.approx(3 / 8)
-    assert recall_score(PR_PRED, PR_TARGET).item() == pytest.approx(3 / 8)
+    # empty_value 1.0, zero_division 0.0 (default); mean = (1/2 + 0 + 0 + 1) / 4 = 3/8
+    one = {"empty_value": 1.0, **s1}
+    none = precision_score(PR_PRED, PR_TARGET, reduction="none", **one).tolist()
+    assert none == [0.5, 0.0, 0.0, 1.0]
+    assert precision_score(PR_PRED, PR_TARGET, **one).item() == pytest.approx(3 / 8)
+    assert recall_score(PR_PRED, PR_TARGET, **one).item() == pytest.approx(3 / 8)
+    # defaults: empty_value NaN (image 3 left out), zero_division 0.0;
+    # mean = (1/2 + 0 + 0) / 3 = 1/6
+    for metric in (precision_score, recall_score):
+        none = metric(PR_PRED, PR_TARGET, reduction="none", **s1)
+        assert none[:3].tolist() == [0.5, 0.0, 0.0] and none[3].isnan()
+        assert metric(PR_PRED, PR_TARGET, **s1).item() == pytest.approx(1 / 6)
 
 
 def test_precision_recall_nan_options_leave_entries_out():
-    nans = {"empty_value": NAN, "zero_division": NAN}
+    nans = {"empty_value": NAN, "zero_division": NAN, "spatial_dims": 1}
     prec = precision_score(PR_PRED, PR_TARGET, reduction="none", **nans)
     rec = recall_score(PR_PRED, PR_TARGET, reduction="none", **nans)
     assert prec[[0, 2]].tolist() == [0.5, 0.0] and prec[[1, 3]].isnan().all()
@@ -549,8 +594,9 @@ def test_precision_recall_nan_options_leave_entries_out():
     # means over the non-NaN entries: (1/2 + 0) / 2 = 1/4 for both
     assert precision_score(PR_PRED, PR_TARGET, **nans).item() == pytest.approx(1 / 4)
     assert recall_score(PR_PRED, PR_TARGET, **nans).item() == pytest.approx(1 / 4)
-    # only zero_division NaN: precision (1/2 + 0 + 1) / 3 = 1/2
-    assert precision_score(PR_PRED, PR_TARGET, zero_division=NAN).item() == pytest.approx(1 / 2)
+    # only zero_division NaN (empty_value 1.0): precision (1/2 + 0 + 1) / 3 = 1/2
+    only = {"zero_division": NAN, "empty_value": 1.0, "spatial_dims": 1}
+    assert precision_score(PR_PRED, PR_TARGET, **only).item() == pytest.approx(1 / 2)
     # everything NaN: the mean is NaN
     assert precision_score(PR_PRED[3:], PR_TARGET[3:], **nans).isnan().item()
     # per class of a label map: pred 1 1 2, target 1 0 0 with classes 0..2:
@@ -616,8 +662,10 @@ def test_integer_and_bool_dtypes_agree(metric, numpy):
         return [np.asarray(x) for x in out] if metric is confusion_counts else np.asarray(out)
 
     for kw, p, t in forms:
+        kw = {**kw, "spatial_dims": 2}
         expected = run(p.astype(np.int64), t.astype(np.int64), kw)
-        assert np.array_equal(run(p, t, kw), expected)  # as given: bool masks, int64 labels
+        # as given: bool masks, int64 labels (NaN for image 2, empty in both, must match NaN)
+        assert np.array_equal(run(p, t, kw), expected, equal_nan=True)
         for dtype in _int_dtypes(numpy):
             if numpy:
                 p_, t_ = p.astype(dtype), t.astype(dtype)
@@ -633,32 +681,46 @@ def test_integer_and_bool_dtypes_agree(metric, numpy):
 
 @pytest.mark.parametrize("metric", ALL)
 def test_invalid_inputs_raise(metric):
-    mask = torch.tensor([[[1, 0], [1, 1]]])
-    floats = (mask.float(), mask.half(), mask.double().numpy(), mask.numpy().astype(np.float32))
+    mask = torch.tensor([[[1, 0], [1, 1]]])  # one 2 x 2 image
+    s2 = {"spatial_dims": 2}
+    # Probabilities (floats that are not whole numbers) are refused ...
+    probs = mask * 0.6
+    floats = (probs.float(), probs.half(), probs.double().numpy(), probs.numpy().astype(np.float32))
     # mean_iou's binary form is test_mean_iou_rejects_float_binary_input
     forms = [{"num_classes": 2}] if metric is mean_iou else [{}, {"num_classes": 2}]
     for x, kw in ((x, kw) for x in floats for kw in forms):
         with pytest.raises(TypeError, match="threshold"):
-            metric(x, mask, **kw)
+            metric(x, mask, **kw, **s2)
         with pytest.raises(TypeError, match="threshold"):
-            metric(mask, x, **kw)
+            metric(mask, x, **kw, **s2)
         with pytest.raises(TypeError, match="threshold"):
-            metric(x[:, None], mask[:, None], one_hot=True)
-    with pytest.raises(ValueError, match="same shape"):
-        metric(mask, mask[:, :1])
-    with pytest.raises(ValueError, match="same shape"):
-        metric(mask.numpy(), mask.numpy()[None])
+            metric(x[:, None], mask[:, None], one_hot=True, **s2)
+    # ... while floats holding whole numbers are masks and label maps like any other.
+    whole = (mask.float(), mask.half(), mask.double().numpy(), mask.numpy().astype(np.float32))
+    for x, kw in ((x, kw) for x in whole for kw in forms):
+        expected = metric(mask.numpy(), mask.numpy(), **kw, **s2)
+        got = metric(x, mask.numpy() if isinstance(x, np.ndarray) else mask, **kw, **s2)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+    with pytest.raises(ValueError, match="same images"):
+        metric(mask, mask[:, :1], **s2)
+    with pytest.raises(ValueError, match="same images"):  # a batch of 1 against one of 2
+        metric(mask.numpy(), np.concatenate([mask.numpy()] * 2), **s2)
+    with pytest.raises(ValueError, match="needs 2, 3 or 4 axes"):
+        metric(mask.numpy(), mask.numpy()[None, None], **s2)
     with pytest.raises(ValueError, match="not both"):
-        metric(mask[:, None], mask[:, None], one_hot=True, num_classes=2)
+        metric(mask[:, None], mask[:, None], one_hot=True, num_classes=2, **s2)
     with pytest.raises(ValueError, match="outside"):
-        metric(mask * 3, mask, num_classes=3)
+        metric(mask * 3, mask, num_classes=3, **s2)
+    # no spatial axis left for 2 spatial dims; and no spatial_dims at all
     with pytest.raises(ValueError, match="spatial"):
-        metric(mask[0, 0], mask[0, 0])
+        metric(mask[0, 0], mask[0, 0], **s2)
+    with pytest.raises(ValueError, match="pass spatial_dims"):
+        metric(mask, mask)
     if metric is not confusion_counts:
         with pytest.raises(ValueError, match="reduction"):
-            metric(mask, mask, reduction="sum")
+            metric(mask, mask, reduction="sum", **s2)
     with pytest.raises(TypeError, match="numpy"):
-        metric(mask.tolist(), mask)
+        metric(mask.tolist(), mask, **s2)
 
 
 @pytest.mark.parametrize("numpy", [False, True])
@@ -668,15 +730,15 @@ def test_mean_iou_rejects_float_binary_input(numpy):
     if numpy:
         logits, target = logits.numpy(), target.numpy()
     with pytest.raises(TypeError, match="threshold"):
-        mean_iou(logits, target)
+        mean_iou(logits, target, spatial_dims=2)
 
 
 @pytest.mark.parametrize("metric", [dice_score, confusion_counts])
 def test_big_endian_numpy_input(metric):
     pred = np.array([[1, 1, 0, 2]])
     target = np.array([[1, 0, 0, 2]])
-    expected = metric(pred, target, num_classes=3)
-    got = metric(pred.astype(">i2"), target.astype(">i4"), num_classes=3)
+    expected = metric(pred, target, num_classes=3, spatial_dims=1)
+    got = metric(pred.astype(">i2"), target.astype(">i4"), num_classes=3, spatial_dims=1)
     assert np.array_equal(np.asarray(got), np.asarray(expected))
 
 
@@ -684,9 +746,13 @@ def test_big_endian_numpy_input(metric):
 def test_torch_uint16_label_map(check_labels):
     pred = torch.tensor([[1, 1, 0, 2]])
     target = torch.tensor([[1, 0, 0, 2]])
-    expected = dice_score(pred, target, num_classes=3).item()
+    expected = dice_score(pred, target, num_classes=3, spatial_dims=1).item()
     got = dice_score(
-        pred.to(torch.uint16), target.to(torch.uint16), num_classes=3, check_labels=check_labels
+        pred.to(torch.uint16),
+        target.to(torch.uint16),
+        num_classes=3,
+        spatial_dims=1,
+        check_labels=check_labels,
     )
     assert got.item() == expected
 
@@ -746,16 +812,21 @@ DEVICE_FORMS = ("binary", "bool", "labels", "labels-bg", "onehot")
 
 def _device_inputs(device, form):
     g = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 3, (2, 2, 6, 5), generator=g)
+    labels = torch.randint(0, 3, (2, 2, 6, 5), generator=g)  # two 2 x 6 x 5 volumes
     other = torch.randint(0, 3, (2, 2, 6, 5), generator=g)
-    kw = {}
+    kw = {"spatial_dims": 3}
     if form == "bool":  # binary masks; check_labels has nothing to check
         labels, other = labels != 0, other != 0
     elif form == "onehot":  # nothing to check either
         labels, other = F.one_hot(labels, 3).movedim(-1, 1), F.one_hot(other, 3).movedim(-1, 1)
-        kw = {"one_hot": True}
+        kw = {"one_hot": True, "spatial_dims": 3}
     elif form in ("labels", "labels-bg"):
-        kw = {"num_classes": 3, "check_labels": False, "include_background": form == "labels-bg"}
+        kw = {
+            "num_classes": 3,
+            "check_labels": False,
+            "include_background": form == "labels-bg",
+            "spatial_dims": 3,
+        }
     # "binary": the label maps as instance maps, every non-zero label is foreground
     return (labels.to(device), other.to(device)), kw
 
@@ -801,7 +872,7 @@ def test_metrics_never_synchronise_or_leave_the_device(device, metric, form):
 def test_check_labels_reads_back_and_the_recorder_sees_it(metric):
     (labels, other), kw = _device_inputs("cpu", "labels")
     # check_labels=True (the default) on a label map reads min and max back to the host.
-    ops = _run_recorded(lambda: metric(labels, other, num_classes=3))
+    ops = _run_recorded(lambda: metric(labels, other, num_classes=3, spatial_dims=3))
     assert torch.ops.aten._local_scalar_dense in {op for op, _ in ops}
     with pytest.raises(AssertionError, match="synchronisation"):
         _assert_stays_on(labels.device, ops)
@@ -836,10 +907,23 @@ _forms = st.sampled_from([{}, {"num_classes": 3}, {"num_classes": 3, "include_ba
 @given(pair=_pairs(), kw=_forms)
 def test_new_scores_lie_in_unit_interval(pair, kw):
     a, b = pair
+    kw = {**kw, "spatial_dims": a.dim() - 1}
+    counts = confusion_counts(a, b, **kw)
+    absent = counts.tp + counts.fp + counts.fn == 0  # (B, K): a class in neither image
     for metric in (precision_score, recall_score, mean_iou, pixel_accuracy):
-        args = {k: v for k, v in kw.items() if metric is not pixel_accuracy or k == "num_classes"}
+        args = {
+            k: v
+            for k, v in kw.items()
+            if metric is not pixel_accuracy or k in ("num_classes", "spatial_dims")
+        }
         # (mean_iou scores background here, so no image lacks a scored class: no NaN)
         out = metric(a, b, reduction="none", **args)
+        if metric in (precision_score, recall_score):
+            # NaN (the default empty_value) exactly where the class is absent from both
+            assert torch.equal(out.isnan(), absent.reshape(out.shape)), metric.__name__
+            scored = out[~out.isnan()]
+            assert ((scored >= 0) & (scored <= 1)).all(), metric.__name__
+            out = metric(a, b, reduction="none", empty_value=1.0, **args)
         assert ((out >= 0) & (out <= 1)).all(), metric.__name__
 
 
@@ -852,6 +936,7 @@ def test_new_scores_lie_in_unit_interval(pair, kw):
 )
 def test_precision_is_recall_with_roles_swapped(pair, kw, empty_value, zero_division):
     a, b = pair
+    kw = {**kw, "spatial_dims": a.dim() - 1}
     opts = {"empty_value": empty_value, "zero_division": zero_division, **kw}
     prec = precision_score(a, b, reduction="none", **opts)
     rec = recall_score(b, a, reduction="none", **opts)
@@ -867,6 +952,7 @@ def test_precision_is_recall_with_roles_swapped(pair, kw, empty_value, zero_divi
 @given(pair=_pairs(), kw=_forms)
 def test_dice_is_harmonic_mean_of_precision_and_recall(pair, kw):
     a, b = pair
+    kw = {**kw, "spatial_dims": a.dim() - 1}
     p = precision_score(a, b, reduction="none", **kw)
     r = recall_score(a, b, reduction="none", **kw)
     d = dice_score(a, b, reduction="none", **kw)
@@ -877,10 +963,23 @@ def test_dice_is_harmonic_mean_of_precision_and_recall(pair, kw):
 @_fast
 @given(x=_pairs().map(lambda pair: pair[0]), kw=_forms)
 def test_identity_scores_one(x, kw):
-    for metric in (precision_score, recall_score, mean_iou, pixel_accuracy):
-        args = {k: v for k, v in kw.items() if metric is not pixel_accuracy or k == "num_classes"}
-        assert (metric(x, x, reduction="none", **args) == 1).all(), metric.__name__
+    kw = {**kw, "spatial_dims": x.dim() - 1}
     counts = confusion_counts(x, x, **kw)
+    absent = counts.tp == 0  # (B, K): a class absent from the image (from both sides)
+    for metric in (precision_score, recall_score, mean_iou, pixel_accuracy):
+        args = {
+            k: v
+            for k, v in kw.items()
+            if metric is not pixel_accuracy or k in ("num_classes", "spatial_dims")
+        }
+        out = metric(x, x, reduction="none", **args)
+        if metric in (precision_score, recall_score):
+            # by default a class absent from both is NaN; every present one scores 1
+            absent_ = absent.reshape(out.shape)
+            assert torch.equal(out.isnan(), absent_), metric.__name__
+            assert (out[~absent_] == 1).all(), metric.__name__
+            out = metric(x, x, reduction="none", empty_value=1.0, **args)
+        assert (out == 1).all(), metric.__name__
     assert (counts.fp == 0).all() and (counts.fn == 0).all()
     # identical non-empty images score 1 even when "both empty" counts as 0
     nonempty = counts.tp > 0
@@ -892,9 +991,14 @@ def test_identity_scores_one(x, kw):
 @given(pair=_pairs(), kw=_forms, seed=st.integers(0, 2**16))
 def test_mean_is_invariant_to_batch_order(pair, kw, seed):
     a, b = pair
+    kw = {**kw, "spatial_dims": a.dim() - 1}
     perm = torch.randperm(a.shape[0], generator=torch.Generator().manual_seed(seed))
     for metric in (precision_score, recall_score, mean_iou, pixel_accuracy):
-        args = {k: v for k, v in kw.items() if metric is not pixel_accuracy or k == "num_classes"}
+        args = {
+            k: v
+            for k, v in kw.items()
+            if metric is not pixel_accuracy or k in ("num_classes", "spatial_dims")
+        }
         expected = metric(a, b, **args)
         got = metric(a[perm], b[perm], **args)
         torch.testing.assert_close(got, expected, equal_nan=True, atol=1e-6, rtol=0)
@@ -908,4 +1012,5 @@ def test_pixel_accuracy_compares_labels_even_when_unchecked():
     # voxel is wrong. Voxels: (0, 0) right, (1, 1) right, (5, 7) wrong, (2, 2) right.
     pred = torch.tensor([[0, 1, 5, 2]])
     target = torch.tensor([[0, 1, 7, 2]])
-    assert pixel_accuracy(pred, target, num_classes=3, check_labels=False).item() == 0.75
+    out = pixel_accuracy(pred, target, num_classes=3, spatial_dims=1, check_labels=False)
+    assert out.item() == 0.75
