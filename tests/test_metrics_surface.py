@@ -53,16 +53,17 @@ def test_hand_computed_1d_segments():
     a[0, 0, 1:4] = True
     b = np.zeros((1, 1, 9), dtype=bool)
     b[0, 0, 6:8] = True
-    out = surface_metrics(a, b, reduction="none")
+    out = surface_metrics(a, b, spatial_dims=2, reduction="none")
     assert out["hd"].tolist() == [5.0]
     # max convention: max(P95(5, 4, 3), P95(3, 4)) = max(4.9, 3.95) = 4.9.
     assert out["hd95"].tolist() == pytest.approx([4.9])
     # pooled: P95 of (3, 3, 4, 4, 5): position 0.95 * 4 = 3.8 -> 4 + 0.8 * (5 - 4) = 4.8.
-    assert hd95(a, b, convention="pooled", reduction="none").tolist() == pytest.approx([4.8])
+    pooled = hd95(a, b, spatial_dims=2, convention="pooled", reduction="none")
+    assert pooled.tolist() == pytest.approx([4.8])
     assert out["assd"].tolist() == pytest.approx([19 / 5])  # (12 + 7) / 5
     assert out["s2s"].tolist() == pytest.approx([(4 + 3.5) / 2])
     # Directed: only 5, 4, 3.
-    directed = surface_metrics(a, b, directed=True, reduction="none")
+    directed = surface_metrics(a, b, spatial_dims=2, directed=True, reduction="none")
     assert directed["hd"].tolist() == [5.0]
     assert directed["assd"].tolist() == pytest.approx([4.0])
 
@@ -79,10 +80,11 @@ def test_hand_computed_squares_with_anisotropic_spacing():
     # a's voxels in raster order: (1,1), (1,2), (2,1), (2,2) -> sqrt13, 2, 3, 0.
     np.testing.assert_allclose(d.pred_to_target, [math.sqrt(13), 2.0, 3.0, 0.0])
     np.testing.assert_allclose(d.target_to_pred, [0.0, 3.0, 2.0, math.sqrt(13)])
-    hd = hausdorff_distance(a, b, spacing=(2.0, 3.0))
+    hd = hausdorff_distance(a, b, spatial_dims=2, spacing=(2.0, 3.0))
     assert isinstance(hd, torch.Tensor) and hd.dtype == torch.float32
     assert hd.item() == pytest.approx(math.sqrt(13))
-    assert assd(a, b, spacing=(2.0, 3.0)).item() == pytest.approx((5 + math.sqrt(13)) / 4)
+    expected = (5 + math.sqrt(13)) / 4
+    assert assd(a, b, spatial_dims=2, spacing=(2.0, 3.0)).item() == pytest.approx(expected)
 
 
 def test_surface_is_mask_minus_scipy_erosion_for_every_connectivity():
@@ -106,7 +108,7 @@ def test_matches_medpy(dims, connectivity, spacing):
         pytest.skip("connectivity exceeds the dimensionality")
     sp = None if spacing is None else (0.7, 2.5, 1.3)[:dims]
     for pred, target in pairs(dims, noise=0.01):
-        kw = dict(spacing=sp, connectivity=connectivity, reduction="none")
+        kw = dict(spacing=sp, connectivity=connectivity, spatial_dims=dims, reduction="none")
         ref = dict(voxelspacing=sp, connectivity=connectivity)
         ours = surface_metrics(pred[None], target[None], convention="pooled", **kw)
         assert ours["hd"][0] == pytest.approx(medpy_binary.hd(pred, target, **ref), rel=1e-12)
@@ -120,6 +122,10 @@ def test_matches_medpy(dims, connectivity, spacing):
         assert ours["s2s"][0] == pytest.approx(mean_of_means, rel=1e-12)
         directed = assd(pred[None], target[None], directed=True, **kw)
         assert directed[0] == pytest.approx(medpy_binary.asd(pred, target, **ref), rel=1e-12)
+        # MedPy's own layout, one unbatched image, reads as a batch of one
+        unbatched = surface_metrics(pred, target, convention="pooled", **kw)
+        for name, value in ours.items():
+            np.testing.assert_array_equal(unbatched[name], value)
 
 
 # ------------------------------------------------------------------------------- MONAI
@@ -140,7 +146,12 @@ def test_matches_monai(dims, spacing, directed):
     sp = None if spacing is None else [0.7, 2.5, 1.3][:dims]
     for pred, target in pairs(dims, noise=0.01):
         ours = surface_metrics(
-            pred[None], target[None], spacing=sp, directed=directed, reduction="none"
+            pred[None],
+            target[None],
+            spatial_dims=dims,
+            spacing=sp,
+            directed=directed,
+            reduction="none",
         )
         hd_ref = _monai(
             monai_metrics.compute_hausdorff_distance, pred, target, spacing=sp, directed=directed
@@ -175,8 +186,8 @@ def test_conventions_differ_and_each_matches_its_peer():
     target[5:15, 5:15] = True
     pred = target.copy()
     pred[30:33, 30:33] = True
-    max_conv = float(hd95(pred[None], target[None], convention="max"))
-    pooled = float(hd95(pred[None], target[None], convention="pooled"))
+    max_conv = float(hd95(pred[None], target[None], spatial_dims=2, convention="max"))
+    pooled = float(hd95(pred[None], target[None], spatial_dims=2, convention="pooled"))
     assert max_conv != pytest.approx(pooled)
     assert pooled == pytest.approx(medpy_binary.hd95(pred, target))
     assert max_conv == pytest.approx(
@@ -203,18 +214,20 @@ def test_label_maps_one_hot_numpy_and_torch_agree():
     field = ndimage.gaussian_filter(rng.random((3, 24, 20)), sigma=(0, 3, 3))
     pred = np.digitize(field, np.quantile(field, [0.4, 0.7])).astype(np.int64)
     target = np.digitize(np.roll(field, 2, axis=1), np.quantile(field, [0.4, 0.7]))
-    by_class = hd95(pred, target, num_classes=3, reduction="none")
+    s2 = {"spatial_dims": 2}
+    by_class = hd95(pred, target, num_classes=3, reduction="none", **s2)
     assert isinstance(by_class, np.ndarray) and by_class.shape == (3, 2)
     for k in (1, 2):
         for b in range(3):
-            assert by_class[b, k - 1] == float(hd95(pred[b : b + 1] == k, target[b : b + 1] == k))
+            one = hd95(pred[b : b + 1] == k, target[b : b + 1] == k, **s2)
+            assert by_class[b, k - 1] == float(one)
     one_hot = np.stack([pred == k for k in range(3)], axis=1)
     one_hot_t = np.stack([target == k for k in range(3)], axis=1)
     np.testing.assert_array_equal(
-        hd95(one_hot, one_hot_t, one_hot=True, reduction="none"), by_class
+        hd95(one_hot, one_hot_t, one_hot=True, reduction="none", **s2), by_class
     )
     as_torch = hd95(
-        torch.from_numpy(pred), torch.from_numpy(target), num_classes=3, reduction="none"
+        torch.from_numpy(pred), torch.from_numpy(target), num_classes=3, reduction="none", **s2
     )
     assert as_torch.dtype == torch.float32
     np.testing.assert_allclose(as_torch.numpy(), by_class, rtol=1e-6)
@@ -229,15 +242,27 @@ def test_empty_masks_take_their_documented_values():
     empty = np.zeros_like(full)
     pred = np.stack([full[0], empty[0], full[0], empty[0]])
     target = np.stack([full[0], full[0], empty[0], empty[0]])
-    out = hd95(pred, target, reduction="none")
+    s2 = {"spatial_dims": 2}
+    # defaults: inf for one side empty, NaN for both empty (left out of the mean)
+    out = hd95(pred, target, reduction="none", **s2)
+    assert out[:3].tolist() == [0.0, math.inf, math.inf] and math.isnan(out[3])
+    # both_empty=0.0 counts "nothing to find, nothing found" as a perfect match
+    out = hd95(pred, target, both_empty=0.0, reduction="none", **s2)
     assert out.tolist() == [0.0, math.inf, math.inf, 0.0]
     custom = hd95(
-        pred, target, empty_pred=-1.0, empty_target=-2.0, both_empty=-3.0, reduction="none"
+        pred, target, empty_pred=-1.0, empty_target=-2.0, both_empty=-3.0, reduction="none", **s2
     )
     assert custom.tolist() == [0.0, -1.0, -2.0, -3.0]
-    # NaN leaves images out of the mean: only images 0 and 3 remain, both 0.
-    assert float(hd95(pred, target, empty_pred=math.nan, empty_target=math.nan)) == 0.0
-    assert float(hd95(pred, target)) == math.inf
+    # NaN leaves images out of the mean: with both_empty=0.0 images 0 and 3 remain, both 0;
+    # with the default only image 0.
+    nans = {"empty_pred": math.nan, "empty_target": math.nan, **s2}
+    assert float(hd95(pred, target, both_empty=0.0, **nans)) == 0.0
+    assert float(hd95(pred, target, **nans)) == 0.0
+    assert float(hd95(pred, target, **s2)) == math.inf
+    assert float(hd95(pred, target, both_empty=0.0, **s2)) == math.inf
+    # only both-empty images: nothing to average by default
+    assert math.isnan(float(hd95(pred[3:], target[3:], **s2)))
+    assert float(hd95(pred[3:], target[3:], both_empty=0.0, **s2)) == 0.0
     with pytest.raises(ValueError, match="target is empty"):
         surface_distances(full[0], empty[0])
 
@@ -248,36 +273,41 @@ def test_single_voxels():
     b = np.zeros_like(a)
     a[0, 1, 2, 3] = True
     b[0, 4, 6, 3] = True  # offset (3, 4, 0): distance 5
-    out = surface_metrics(a, b, reduction="none")
+    out = surface_metrics(a, b, spatial_dims=3, reduction="none")
     assert {k: float(v[0]) for k, v in out.items()} == {
         "hd": 5.0,
         "hd95": 5.0,
         "assd": 5.0,
         "s2s": 5.0,
     }
-    assert float(hd95(a, a)) == 0.0
+    assert float(hd95(a, a, spatial_dims=3)) == 0.0
 
 
 def test_bad_arguments_say_what_would_work():
     a = np.ones((1, 4, 4), dtype=bool)
+    s2 = {"spatial_dims": 2}
     with pytest.raises(ValueError, match="convention must be 'max'"):
-        hd95(a, a, convention="medpy")
+        hd95(a, a, convention="medpy", **s2)
     with pytest.raises(ValueError, match="one per spatial axis"):
-        hd95(a, a, spacing=(1.0, 1.0, 1.0))
+        hd95(a, a, spacing=(1.0, 1.0, 1.0), **s2)
     with pytest.raises(ValueError, match="positive"):
-        hd95(a, a, spacing=0.0)
+        hd95(a, a, spacing=0.0, **s2)
     with pytest.raises(ValueError, match=r"connectivity must be in 1\.\.2"):
-        hd95(a, a, connectivity=3)
+        hd95(a, a, connectivity=3, **s2)
     with pytest.raises(ValueError, match="percentile"):
-        hausdorff_distance(a, a, percentile=101)
+        hausdorff_distance(a, a, percentile=101, **s2)
     with pytest.raises(ValueError, match="unknown surface metric"):
-        surface_metrics(a, a, metrics=("hd99",))
+        surface_metrics(a, a, metrics=("hd99",), **s2)
+    # probabilities are refused; floats holding whole numbers are masks
     with pytest.raises(TypeError, match="threshold"):
-        hd95(a.astype(np.float32), a.astype(np.float32))
-    with pytest.raises(ValueError, match="same shape"):
-        hd95(a, a[:, :3])
+        hd95(a * np.float32(0.5), a * np.float32(0.5), **s2)
+    assert float(hd95(a.astype(np.float32), a.astype(np.float32), **s2)) == 0.0
+    with pytest.raises(ValueError, match="same images"):
+        hd95(a, a[:, :3], **s2)
     with pytest.raises(ValueError, match="method"):
-        hd95(a, a, method="brute")
+        hd95(a, a, method="brute", **s2)
+    with pytest.raises(ValueError, match="pass spatial_dims"):
+        hd95(a, a)
 
 
 # ------------------------------------------------------------------------- properties
@@ -293,15 +323,16 @@ def test_symmetry_bounds_and_identity(pair):
     pred, target = pair
     if not pred.any() or not target.any():
         return
-    fwd = surface_metrics(pred[None], target[None], reduction="none")
-    bwd = surface_metrics(target[None], pred[None], reduction="none")
-    pooled = hd95(pred[None], target[None], convention="pooled")
+    s3 = {"spatial_dims": 3}
+    fwd = surface_metrics(pred[None], target[None], reduction="none", **s3)
+    bwd = surface_metrics(target[None], pred[None], reduction="none", **s3)
+    pooled = hd95(pred[None], target[None], convention="pooled", **s3)
     for name in fwd:
         assert fwd[name][0] == pytest.approx(bwd[name][0])
     assert fwd["hd"][0] >= fwd["hd95"][0] >= 0.0
     assert fwd["hd"][0] >= pooled >= 0.0
     assert fwd["hd"][0] >= fwd["assd"][0] >= 0.0
-    same = surface_metrics(pred[None], pred[None], reduction="none")
+    same = surface_metrics(pred[None], pred[None], reduction="none", **s3)
     assert all(v[0] == 0.0 for v in same.values())
 
 
@@ -314,9 +345,10 @@ def test_distances_scale_with_spacing(pair, factor):
     pred, target = pair
     if not pred.any() or not target.any():
         return
-    base = surface_metrics(pred[None], target[None], spacing=(1.0, 2.0, 0.5), reduction="none")
+    kw = {"spatial_dims": 3, "reduction": "none"}
+    base = surface_metrics(pred[None], target[None], spacing=(1.0, 2.0, 0.5), **kw)
     scaled = surface_metrics(
-        pred[None], target[None], spacing=(factor, 2.0 * factor, 0.5 * factor), reduction="none"
+        pred[None], target[None], spacing=(factor, 2.0 * factor, 0.5 * factor), **kw
     )
     for name in base:
         assert scaled[name][0] == pytest.approx(factor * base[name][0], rel=1e-9)
@@ -337,8 +369,9 @@ def test_translation_invariance_away_from_the_border(pair, shift):
     p[window], t[window] = pred, target
     p0, t0 = canvas.copy(), canvas.copy()
     p0[:, 2:8, 2:9], t0[:, 2:8, 2:9] = pred, target
-    for name, value in surface_metrics(p, t, reduction="none").items():
-        np.testing.assert_allclose(value, surface_metrics(p0, t0, reduction="none")[name])
+    kw = {"spatial_dims": 2, "reduction": "none"}
+    for name, value in surface_metrics(p, t, **kw).items():
+        np.testing.assert_allclose(value, surface_metrics(p0, t0, **kw)[name])
 
 
 def test_returns_surface_distances_tuple():
@@ -347,7 +380,7 @@ def test_returns_surface_distances_tuple():
     d = surface_distances(a, a)
     assert isinstance(d, SurfaceDistances)
     assert d.pred_to_target.tolist() == [0.0] and d.target_to_pred.tolist() == [0.0]
-    assert surface_to_surface(a[None], a[None]) == 0.0
+    assert surface_to_surface(a[None], a[None], spatial_dims=2) == 0.0
 
 
 @settings(max_examples=40, deadline=None)
