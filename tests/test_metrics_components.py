@@ -43,11 +43,13 @@ def test_num_components_matches_skimage_per_image(shape):
     masks[0] = False  # an empty image counts 0
     for connectivity in range(1, len(shape)):
         ref = [sk_label(m, connectivity=connectivity, return_num=True)[1] for m in masks]
-        out = num_components(masks, connectivity=connectivity)
+        out = num_components(masks, spatial_dims=len(shape) - 1, connectivity=connectivity)
         assert out.dtype == np.int64
         assert out.tolist() == ref
         # one-piece exactly where skimage counts one component
-        scores = one_piece_fraction(masks, connectivity=connectivity, reduction="none")
+        scores = one_piece_fraction(
+            masks, spatial_dims=len(shape) - 1, connectivity=connectivity, reduction="none"
+        )
         assert scores.tolist() == [float(r == 1) for r in ref]
 
 
@@ -55,7 +57,7 @@ def test_multiclass_counts_match_skimage_per_class():
     rng = np.random.default_rng(12)
     labels = rng.integers(0, 4, (2, 10, 11))
     for connectivity in (1, 2):
-        out = num_components(labels, connectivity=connectivity, num_classes=4)
+        out = num_components(labels, spatial_dims=2, connectivity=connectivity, num_classes=4)
         assert out.shape == (2, 3)  # classes 1..3
         ref = [
             [sk_label(img == c, connectivity=connectivity, return_num=True)[1] for c in (1, 2, 3)]
@@ -72,11 +74,11 @@ def test_diagonal_pixels():
     #   0 1
     diagonal = torch.tensor([[[1, 0], [0, 1]]])
     # faces only: the two pixels do not touch -> 2 pieces, not one-piece
-    assert num_components(diagonal).tolist() == [2]
-    assert one_piece_fraction(diagonal).item() == 0.0
+    assert num_components(diagonal, spatial_dims=2).tolist() == [2]
+    assert one_piece_fraction(diagonal, spatial_dims=2).item() == 0.0
     # corners join them -> 1 piece
-    assert num_components(diagonal, connectivity=2).tolist() == [1]
-    assert one_piece_fraction(diagonal, connectivity=2).item() == 1.0
+    assert num_components(diagonal, spatial_dims=2, connectivity=2).tolist() == [1]
+    assert one_piece_fraction(diagonal, spatial_dims=2, connectivity=2).item() == 1.0
 
 
 def test_3d_edge_and_corner_neighbours():
@@ -86,8 +88,9 @@ def test_3d_edge_and_corner_neighbours():
     edge[0, 0, 0, 0] = edge[0, 1, 1, 0] = True
     corner = np.zeros((1, 2, 2, 2), dtype=bool)
     corner[0, 0, 0, 0] = corner[0, 1, 1, 1] = True
-    assert [int(num_components(edge, connectivity=c)[0]) for c in (1, 2, 3)] == [2, 1, 1]
-    assert [int(num_components(corner, connectivity=c)[0]) for c in (1, 2, 3)] == [2, 2, 1]
+    for mask, expected in ((edge, [2, 1, 1]), (corner, [2, 2, 1])):
+        counts = [num_components(mask, spatial_dims=3, connectivity=c) for c in (1, 2, 3)]
+        assert [int(c[0]) for c in counts] == expected
 
 
 def test_label_components_hand_built():
@@ -109,13 +112,14 @@ def test_empty_mask_is_not_one_piece():
     masks[0, 1:3, 1:3] = True  # one square: one piece
     masks[1, 0, 0] = masks[1, 3, 3] = True  # two pixels far apart
     # masks[2] is empty
-    assert num_components(masks).tolist() == [1, 2, 0]
-    assert one_piece_fraction(masks, reduction="none").tolist() == [1.0, 0.0, 0.0]
-    assert float(one_piece_fraction(masks)) == pytest.approx(1 / 3)
+    assert num_components(masks, spatial_dims=2).tolist() == [1, 2, 0]
+    assert one_piece_fraction(masks, spatial_dims=2, reduction="none").tolist() == [1.0, 0.0, 0.0]
+    assert float(one_piece_fraction(masks, spatial_dims=2)) == pytest.approx(1 / 3)
     # users may count empty masks as one-piece, or leave them out of the mean
-    assert one_piece_fraction(masks, empty_value=1.0, reduction="none").tolist() == [1, 0, 1]
-    assert float(one_piece_fraction(masks, empty_value=math.nan)) == 0.5
-    assert math.isnan(float(one_piece_fraction(masks[2:], empty_value=math.nan)))
+    one = one_piece_fraction(masks, spatial_dims=2, empty_value=1.0, reduction="none")
+    assert one.tolist() == [1, 0, 1]
+    assert float(one_piece_fraction(masks, spatial_dims=2, empty_value=math.nan)) == 0.5
+    assert math.isnan(float(one_piece_fraction(masks[2:], spatial_dims=2, empty_value=math.nan)))
 
 
 def test_multiclass_and_one_hot():
@@ -125,25 +129,29 @@ def test_multiclass_and_one_hot():
     # class 1: one piece {(0,0), (0,1), (1,1)}; class 2: two pieces (diagonal) with
     # connectivity 1, one with 2; class 3: absent (empty -> 0.0).
     labels = torch.tensor([[[1, 1, 0, 2, 0], [0, 1, 0, 0, 2]]])
-    out = one_piece_fraction(labels, num_classes=4, reduction="none")
+    out = one_piece_fraction(labels, spatial_dims=2, num_classes=4, reduction="none")
     assert out.tolist() == [[1.0, 0.0, 0.0]]
-    assert one_piece_fraction(labels, num_classes=4).item() == pytest.approx(1 / 3)
-    out = one_piece_fraction(labels, num_classes=4, connectivity=2, reduction="none")
+    assert one_piece_fraction(labels, spatial_dims=2, num_classes=4).item() == pytest.approx(1 / 3)
+    out = one_piece_fraction(
+        labels, spatial_dims=2, num_classes=4, connectivity=2, reduction="none"
+    )
     assert out.tolist() == [[1.0, 1.0, 0.0]]
     # background (class 0) at (0,2), (0,4), (1,0), (1,2), (1,3) is three pieces with
     # connectivity 1: {(0,2), (1,2), (1,3)}, {(0,4)}, {(1,0)}
-    counts = num_components(labels, num_classes=4, include_background=True)
+    counts = num_components(labels, spatial_dims=2, num_classes=4, include_background=True)
     assert counts.tolist() == [[3, 1, 2, 0]]
     # binary: every non-zero label is foreground: {(0,0),(0,1),(1,1)}, {(0,3)}, {(1,4)}
-    assert num_components(labels).tolist() == [3]
+    assert num_components(labels, spatial_dims=2).tolist() == [3]
     # one-hot (B, C, H, W): the same masks give the same numbers; channels may overlap
     one_hot = torch.nn.functional.one_hot(labels, 4).permute(0, 3, 1, 2)
-    assert num_components(one_hot, one_hot=True).tolist() == [[1, 2, 0]]
-    assert num_components(one_hot, one_hot=True, include_background=True).tolist() == [[3, 1, 2, 0]]
+    assert num_components(one_hot, spatial_dims=2, one_hot=True).tolist() == [[1, 2, 0]]
+    counts = num_components(one_hot, spatial_dims=2, one_hot=True, include_background=True)
+    assert counts.tolist() == [[3, 1, 2, 0]]
     overlapping = one_hot.clone()
     overlapping[:, 3] = overlapping[:, 1] | overlapping[:, 2]  # class 1 and 2 together
-    assert num_components(overlapping, one_hot=True).tolist() == [[1, 2, 3]]
-    assert num_components(overlapping, one_hot=True, connectivity=2).tolist() == [[1, 1, 2]]
+    assert num_components(overlapping, spatial_dims=2, one_hot=True).tolist() == [[1, 2, 3]]
+    counts = num_components(overlapping, spatial_dims=2, one_hot=True, connectivity=2)
+    assert counts.tolist() == [[1, 1, 2]]
 
 
 def test_numpy_and_torch_agree():
@@ -152,29 +160,29 @@ def test_numpy_and_torch_agree():
     masks[1] = False
     masks[2] = True  # the full image is one piece
     for kw in ({}, {"connectivity": 2}, {"empty_value": math.nan}):
-        np_out = one_piece_fraction(masks, **kw, reduction="none")
-        t_out = one_piece_fraction(torch.from_numpy(masks), **kw, reduction="none")
+        np_out = one_piece_fraction(masks, spatial_dims=2, **kw, reduction="none")
+        t_out = one_piece_fraction(torch.from_numpy(masks), spatial_dims=2, **kw, reduction="none")
         assert np_out.dtype == np.float64 and t_out.dtype == torch.float32
         np.testing.assert_array_equal(np_out, t_out.numpy())
         np_mean, t_mean = (
-            one_piece_fraction(masks, **kw),
-            one_piece_fraction(torch.from_numpy(masks), **kw),
+            one_piece_fraction(masks, spatial_dims=2, **kw),
+            one_piece_fraction(torch.from_numpy(masks), spatial_dims=2, **kw),
         )
         assert isinstance(np_mean, np.floating) and t_mean.shape == ()
         assert float(t_mean) == pytest.approx(float(np_mean))
-    counts = num_components(torch.from_numpy(masks))
+    counts = num_components(torch.from_numpy(masks), spatial_dims=2)
     assert counts.dtype == torch.int64
-    assert counts.tolist() == num_components(masks).tolist()
+    assert counts.tolist() == num_components(masks, spatial_dims=2).tolist()
     assert counts[1] == 0 and counts[2] == 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_runs_on_the_inputs_device():
     masks = torch.tensor([[[1, 0], [0, 1]], [[1, 1], [0, 0]]], device="cuda")
-    out = one_piece_fraction(masks, reduction="none")
+    out = one_piece_fraction(masks, spatial_dims=2, reduction="none")
     assert out.device == masks.device and out.dtype == torch.float32
     assert out.tolist() == [0.0, 1.0]
-    counts = num_components(masks)
+    counts = num_components(masks, spatial_dims=2)
     assert counts.device == masks.device and counts.tolist() == [2, 1]
 
 
@@ -182,23 +190,29 @@ def test_runs_on_the_inputs_device():
 
 
 def test_invalid_arguments():
-    masks = torch.ones(2, 3, 3, dtype=torch.bool)
+    masks = torch.ones(2, 3, 3, dtype=torch.bool)  # two 3 x 3 images
+    s2 = {"spatial_dims": 2}
     for fn in (num_components, one_piece_fraction):
+        # probabilities are refused; floats holding whole numbers are masks
         with pytest.raises(TypeError, match="threshold"):
-            fn(masks.float())
+            fn(masks.float() * 0.5, **s2)
+        assert torch.equal(fn(masks.float(), **s2), fn(masks, **s2))
         with pytest.raises(TypeError, match=r"numpy\.ndarray"):
-            fn(masks.tolist())
+            fn(masks.tolist(), **s2)
+        # no spatial axis left for 2 spatial dims; and no spatial_dims at all
         with pytest.raises(ValueError, match="spatial"):
-            fn(masks[0, 0])
+            fn(masks[0, 0], **s2)
+        with pytest.raises(ValueError, match="pass spatial_dims"):
+            fn(masks)
         for connectivity in (0, 3, True, 1.5):
             with pytest.raises(ValueError, match=r"connectivity must be an int in 1\.\.2"):
-                fn(masks, connectivity=connectivity)
+                fn(masks, connectivity=connectivity, **s2)
         with pytest.raises(ValueError, match=r"outside 0\.\.2"):
-            fn(masks.long() * 3, num_classes=3)
+            fn(masks.long() * 3, num_classes=3, **s2)
         with pytest.raises(ValueError, match="num_classes"):
-            fn(masks, num_classes=1)
+            fn(masks, num_classes=1, **s2)
     with pytest.raises(ValueError, match="reduction"):
-        one_piece_fraction(masks, reduction="sum")
+        one_piece_fraction(masks, spatial_dims=2, reduction="sum")
     with pytest.raises(
         ValueError, match=r"connectivity must be an int in 1\.\.3 for 3 spatial axes"
     ):
