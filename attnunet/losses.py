@@ -11,9 +11,17 @@ Targets come in two forms, accepted by every loss:
 * a **label map** of integers (or bools): shape ``(B, *spatial)`` or ``(B, 1, *spatial)``,
   values in ``0..C-1`` (``0..1`` for a single-channel, binary output);
 * a **dense** target of floats with the logits' shape ``(B, C, *spatial)``: one-hot,
-  multi-hot (for sigmoid outputs) or probabilistic (soft labels).
+  multi-hot (for sigmoid outputs) or probabilistic (soft labels), values in ``[0, 1]``.
 
-Label values are checked, which costs one host synchronisation per call on a GPU.
+Both are range-checked (label values in ``0..C-1``, dense values in ``[0, 1]``, never
+NaN): a 0/255 mask or a class-index map passed as floats raises a ``ValueError`` that
+names the range found, instead of giving a negative loss. The check reads the minimum
+and maximum back together, one host synchronisation per call on a GPU.
+
+``ignore_index`` (:func:`ce_loss`, :func:`bce_loss`, :func:`dice_loss`, :func:`iou_loss`,
+:func:`dice_ce_loss` and their modules) names a label-map value, e.g. 255 or -100, whose
+voxels count in no term: cross-entropy averages over the other voxels as
+``F.cross_entropy(ignore_index=...)`` does, and Dice leaves them out of every sum.
 
 This module depends on torch only, so it can be imported without the model zoo.
 
@@ -23,6 +31,10 @@ Example:
     >>> target = torch.tensor([[[1, 0], [1, 0]]])  # label map (B, H, W)
     >>> round(dice_loss(logits, target).item(), 4)  # sigmoid(4) = 0.982: 1 - 4.928 / 5
     0.0144
+    >>> unsure = torch.tensor([[[1, 255], [1, 0]]])  # 255: not labelled, left out
+    >>> # three voxels left: I = 2 * 0.982, P = 1.982, G = 2: 1 - 4.928 / 4.982
+    >>> round(dice_loss(logits, unsure, ignore_index=255).item(), 4)
+    0.0108
     >>> loss = DeepSupervisionLoss(DiceCELoss(), weights="exponential")
     >>> outputs = [torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4)]  # a model's DS list
     >>> loss(outputs, torch.randint(0, 3, (2, 8, 8))).shape
@@ -132,13 +144,118 @@ def _resolve_activation(activation: Activation, channels: int) -> str | None:
     return activation
 
 
+def _check_ignore_index(ignore_index: object) -> int | None:
+    if ignore_index is None:
+        return None
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(
+            f"ignore_index must be an int (a label value, e.g. 255 or -100) or None, got "
+            f"{ignore_index!r}"
+        )
+    return int(ignore_index)
+
+
+def _min_max(values: torch.Tensor) -> tuple[float, float]:
+    """``(min, max)`` of a non-empty tensor, read back in one host synchronisation (NaN
+    if it holds any)."""
+    lo, hi = torch.aminmax(values)
+    low, high = torch.stack((lo, hi)).tolist()
+    return low, high
+
+
+def _label_map_advice(c: int, label_shape: list[int]) -> str:
+    """How to make a valid label map; for one channel never by argmax (which is 0)."""
+    if c == 1:
+        return (
+            f"or pass a label map of 0/1 of shape {label_shape} (one channel is a binary "
+            f"output): threshold it, e.g. (target > 0).long() for a 0/1 or 0/255 mask"
+        )
+    return (
+        f"or pass an integer label map of shape {label_shape} with values 0..{c - 1} "
+        f"(e.g. target.argmax(1) for a one-hot target)"
+    )
+
+
+def _check_dense_range(target: torch.Tensor, logits_shape: list[int]) -> None:
+    """A dense target must hold values in ``[0, 1]``: one host synchronisation."""
+    if target.dtype == torch.bool or target.numel() == 0:
+        return
+    lo, hi = _min_max(target)
+    if lo >= 0 and hi <= 1:  # False for NaN
+        return
+    c = logits_shape[1]
+    label_shape = [logits_shape[0], *logits_shape[2:]]
+    floating = target.is_floating_point()
+    kind = "a float" if floating else "an integer"
+    head = (
+        f"{kind} target of the logits' shape {logits_shape} is read as one-hot, multi-hot "
+        f"or probabilistic and must lie in [0, 1]"
+    )
+    nan = torch.isnan(target) if floating else None
+    if nan is not None and bool(nan.any()):
+        rest = target[~nan]
+        found = (
+            f"the other values lie in [{rest.min().item():g}, {rest.max().item():g}]"
+            if rest.numel()
+            else "every value is NaN"
+        )
+        raise ValueError(
+            f"{head}, got {int(nan.sum())} NaN value(s) ({found}); replace them, e.g. with "
+            f"torch.nan_to_num, or find where they come from"
+        )
+    fixes = []
+    if lo >= 0 and hi == 255:
+        fixes.append(
+            "it looks like a 0/255 mask: divide it by 255 "
+            + ("(target / 255)" if floating else "(target // 255)")
+        )
+    elif lo >= 0:
+        fixes.append(f"scale it into [0, 1] (e.g. target / {hi:g} for a mask)")
+    else:
+        fixes.append(
+            "a target holds probabilities, not logits (apply torch.sigmoid or "
+            "torch.softmax to soft logits)"
+        )
+    fixes.append(_label_map_advice(c, label_shape))
+    raise ValueError(f"{head}, got values in [{lo:g}, {hi:g}]; {'; '.join(fixes)}")
+
+
+def _check_label_range(
+    lo: int, hi: int, c: int, label_shape: list[int], ignore_index: int | None
+) -> None:
+    high = max(c - 1, 1)
+    if lo >= 0 and hi <= high:
+        return
+    message = (
+        f"target labels must lie in 0..{high} for {c} output channel(s), got values in {lo}..{hi}"
+    )
+    if c == 1:
+        message += "; a single channel is a binary output (0 or 1)"
+        if lo >= 0:
+            message += ": for a 0/255 (or any non-zero) mask pass (target > 0).long()"
+    if ignore_index is not None:
+        message += f" (ignore_index={ignore_index} exempts that one value only)"
+    elif c > 1 or lo < 0:
+        outside = hi if hi > high else lo
+        message += (
+            f"; if {outside} marks voxels to leave out (unlabelled), pass ignore_index={outside}"
+        )
+        if c > 1 and lo >= 1 and hi == c:
+            message += "; if the labels count from 1, subtract 1"
+    raise ValueError(message)
+
+
 def _parse_target(
-    target: torch.Tensor, logits: torch.Tensor
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Return ``(labels, dense)``: exactly one is set.
+    target: torch.Tensor, logits: torch.Tensor, ignore_index: int | None = None
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Return ``(labels, dense, valid)``: exactly one of ``labels`` and ``dense`` is set.
 
     ``labels`` is an int64 label map ``(B, *S)``; ``dense`` a float tensor ``(B, C, *S)``
-    in the logits' compute dtype.
+    in the logits' compute dtype. ``valid`` is ``None`` without ``ignore_index``, else the
+    bool mask ``(B, *S)`` of the voxels not ignored (ignored voxels hold label 0 in
+    ``labels``; every loss masks them out). Label maps must lie in ``0..C-1`` (``0..1``
+    for one channel) and dense targets in ``[0, 1]``; either check reads back the min
+    and max in one host synchronisation.
     """
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a tensor, got {type(target).__name__}")
@@ -166,32 +283,54 @@ def _parse_target(
             f"(resize_nearest), or wrap the loss in DeepSupervisionLoss for a list of "
             f"outputs at several resolutions"
         )
+    dense_form = target.dim() == logits.dim() and target.shape[1] == c
     if target.is_floating_point():
-        if target.dim() != logits.dim() or target.shape[1] != c:
+        if not dense_form:
+            if c == 1:
+                advice = (
+                    "for a one-channel (binary) output pass a label map of 0/1, e.g. "
+                    "(target > 0).long() for a 0/1 or 0/255 mask, or a float mask in "
+                    f"[0, 1] of shape {dense_shape}"
+                )
+            else:
+                advice = "if it holds class indices, convert it with target.long()"
             raise ValueError(
                 f"a float target is read as one-hot or probabilistic and needs the logits' "
-                f"shape {dense_shape}, got {list(target.shape)}; if it holds class indices, "
-                f"convert it with target.long()"
+                f"shape {dense_shape}, got {list(target.shape)}; {advice}"
             )
-        return None, target.to(_compute_dtype(logits))
-    # integer or bool
+        dense: torch.Tensor | None = target
+    elif dense_form and c > 1:
+        dense = target  # integer one-hot / multi-hot
+    else:
+        dense = None
+    if dense is not None:
+        if ignore_index is not None:
+            raise ValueError(
+                f"ignore_index={ignore_index} applies to label maps (integers of shape "
+                f"{label_shape} or {[b, 1, *spatial]}), but this target of shape "
+                f"{list(target.shape)} and dtype {target.dtype} is dense (one-hot or "
+                f"probabilistic): pass a label map, or ignore_index=None"
+            )
+        _check_dense_range(dense, dense_shape)
+        return None, dense.to(_compute_dtype(logits)), None
     if target.dim() == logits.dim():
-        if target.shape[1] == c and c > 1:
-            return None, target.to(_compute_dtype(logits))  # integer one-hot / multi-hot
         if target.shape[1] != 1:
             raise ValueError(f"target has shape {list(target.shape)}: {hint}")
         target = target[:, 0]
-    high = max(c - 1, 1)
+    valid = None
+    if ignore_index is not None:
+        target = target.long()  # compare in int64: a narrow dtype would wrap the value
+        valid = target != ignore_index
+        target = target.masked_fill(~valid, 0)
     if target.dtype != torch.bool and target.numel():
-        lo, hi = torch.aminmax(target)
-        lo_i, hi_i = int(lo), int(hi)
-        if lo_i < 0 or hi_i > high:
-            raise ValueError(
-                f"target labels must lie in 0..{high} for {c} output channel(s), got values "
-                f"in {lo_i}..{hi_i}"
-                + ("; a single channel is a binary output (0 or 1)" if c == 1 else "")
-            )
-    return target.long(), None
+        lo, hi = _min_max(target)
+        _check_label_range(int(lo), int(hi), c, label_shape, ignore_index)
+    return target.long(), None, valid
+
+
+def _mask_ignored(values: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Zero ``(B, C, *S)`` values at ignored voxels (their gradient is exactly 0)."""
+    return values if valid is None else values.masked_fill(~valid.unsqueeze(1), 0.0)
 
 
 def _one_hot(labels: torch.Tensor, channels: int, dtype: torch.dtype) -> torch.Tensor:
@@ -265,14 +404,14 @@ def _overlap_sums(
 
 
 def _prepare(
-    logits: torch.Tensor, target: torch.Tensor, activation: Activation
-) -> tuple[torch.Tensor, str | None, torch.Tensor | None, torch.Tensor | None]:
+    logits: torch.Tensor, target: torch.Tensor, activation: Activation, ignore_index: int | None
+) -> tuple[torch.Tensor, str | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Validate ``logits`` and ``target``; return the logits in the compute dtype, the
-    resolved activation and the parsed target ``(labels, dense)``."""
+    resolved activation and the parsed target ``(labels, dense, valid)``."""
     _check_logits(logits)
     act = _resolve_activation(activation, logits.shape[1])
-    labels, dense = _parse_target(target, logits)
-    return logits.to(_compute_dtype(logits)), act, labels, dense
+    labels, dense, valid = _parse_target(target, logits, ignore_index)
+    return logits.to(_compute_dtype(logits)), act, labels, dense, valid
 
 
 def _overlap_terms(
@@ -285,9 +424,12 @@ def _overlap_terms(
     smooth_nr: float,
     smooth_dr: float,
     batch: bool,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The unweighted loss terms ``(B, K)`` / ``(K,)`` and the weights of the scored
-    classes ``(K,)`` (or ``None``)."""
+    classes ``(K,)`` (or ``None``). Ignored voxels (``valid`` False) leave both the
+    probabilities and the target, so they count in no sum."""
+    probs, g = _mask_ignored(probs, valid), _mask_ignored(g, valid)
     if not include_background and probs.shape[1] > 1:
         probs, g = probs[:, 1:], g[:, 1:]
         weights = None if weights is None else weights[1:]
@@ -311,15 +453,17 @@ def _overlap_loss(
     class_weights: Weights,
     batch: bool,
     reduction: str,
+    ignore_index: int | None,
 ) -> torch.Tensor:
     _check_choice("reduction", reduction, _REDUCTIONS)
     _check_smoothing(smooth_nr, smooth_dr)
-    x, act, labels, dense = _prepare(logits, target, activation)
+    ignore_index = _check_ignore_index(ignore_index)
+    x, act, labels, dense, valid = _prepare(logits, target, activation, ignore_index)
     probs = _activate(x, act)
     g = _dense_target(labels, dense, x.shape[1], x.dtype)
     weights = _class_weights(class_weights, x.shape[1], x)
     terms, weights = _overlap_terms(
-        kind, probs, g, weights, include_background, squared, smooth_nr, smooth_dr, batch
+        kind, probs, g, weights, include_background, squared, smooth_nr, smooth_dr, batch, valid
     )
     return _reduce(_weighted(terms, weights), reduction)
 
@@ -340,6 +484,7 @@ def dice_loss(
     class_weights: Weights = None,
     batch: bool = False,
     reduction: Reduction = "mean",
+    ignore_index: int | None = None,
 ) -> torch.Tensor:
     """Soft Dice loss ``1 - (2 I + smooth_nr) / (P + G + smooth_dr)`` per image and class.
 
@@ -361,8 +506,9 @@ def dice_loss(
     Args:
         logits: model output ``(B, C, *spatial)``, float.
         target: label map ``(B, *spatial)`` or ``(B, 1, *spatial)`` of integers in
-            ``0..C-1`` (``0..1`` when ``C = 1``), or a float one-hot / multi-hot /
-            probabilistic target of shape ``(B, C, *spatial)``.
+            ``0..C-1`` (``0..1`` when ``C = 1``; ``ignore_index`` exempt), or a float
+            one-hot / multi-hot / probabilistic target of shape ``(B, C, *spatial)``
+            with values in ``[0, 1]``.
         activation: ``"auto"`` (default): sigmoid for one channel, softmax over channels
             otherwise; ``"sigmoid"`` (independent channels, multi-label); ``"softmax"``;
             or ``None`` when ``logits`` already hold probabilities.
@@ -382,6 +528,11 @@ def dice_loss(
             batch Dice), one score per class; steadier with small or empty structures.
         reduction: ``"mean"`` (default) or ``"sum"`` over images and classes, or
             ``"none"``.
+        ignore_index: a label value (it may lie outside ``0..C-1``, e.g. 255 or -100)
+            whose voxels are left out: their probabilities and one-hot target are
+            zeroed, so they count in none of ``I``, ``P``, ``G`` and get a zero
+            gradient. Label maps only (a dense target raises ``ValueError``); default
+            ``None``.
 
     Shape:
         ``logits`` ``(B, C, *S)``; ``target`` ``(B, *S)``, ``(B, 1, *S)`` or
@@ -392,10 +543,12 @@ def dice_loss(
         The loss, in the logits' dtype (at least float32), on their device.
 
     Raises:
-        ValueError: bad shapes (the message says which shapes work), labels out of
-            range, ``softmax`` over one channel, a non-positive ``smooth_dr``, wrong
-            ``class_weights`` or an unknown option.
-        TypeError: non-tensor or integer ``logits``.
+        ValueError: bad shapes (the message says which shapes work), labels outside
+            ``0..C-1`` or a dense target outside ``[0, 1]`` or NaN (the message names the
+            range found), ``ignore_index`` with a dense target, ``softmax`` over one
+            channel, a non-positive ``smooth_dr``, wrong ``class_weights`` or an unknown
+            option.
+        TypeError: non-tensor or integer ``logits``, a non-integer ``ignore_index``.
 
     Example:
         >>> import torch
@@ -404,6 +557,14 @@ def dice_loss(
         >>> # I = 1.5, P = 2, G = 2: 1 - (3 + 1) / (4 + 1)
         >>> dice_loss(probs, target, activation=None)
         tensor(0.2000)
+        >>> unsure = torch.tensor([[1, 1, 0, -100]])  # voxel 3 left out
+        >>> # I = 1.5, P = 1.5, G = 2: 1 - (3 + 1) / (3.5 + 1)
+        >>> dice_loss(probs, unsure, activation=None, ignore_index=-100)
+        tensor(0.1111)
+        >>> mask = torch.tensor([[[0.0, 255.0, 255.0, 0.0]]])  # a 0/255 mask, as floats
+        >>> dice_loss(probs, mask, activation=None)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: a float target ... must lie in [0, 1], got values in [0, 255]; ...
     """
     return _overlap_loss(
         "dice",
@@ -417,6 +578,7 @@ def dice_loss(
         class_weights,
         batch,
         reduction,
+        ignore_index,
     )
 
 
@@ -432,6 +594,7 @@ def iou_loss(
     class_weights: Weights = None,
     batch: bool = False,
     reduction: Reduction = "mean",
+    ignore_index: int | None = None,
 ) -> torch.Tensor:
     """Soft IoU (Jaccard) loss ``1 - (I + smooth_nr) / (P + G - I + smooth_dr)``.
 
@@ -456,6 +619,8 @@ def iou_loss(
         class_weights: one number per logits channel (see :func:`dice_loss`).
         batch: pool the sums over the batch before the ratio.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        ignore_index: a label value whose voxels count in no sum (see
+            :func:`dice_loss`), or ``None``.
 
     Shape:
         As :func:`dice_loss`.
@@ -487,6 +652,7 @@ def iou_loss(
         class_weights,
         batch,
         reduction,
+        ignore_index,
     )
 
 
@@ -498,12 +664,16 @@ def _ce_terms(
     labels: torch.Tensor | None,
     dense: torch.Tensor | None,
     weights: torch.Tensor | None,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-voxel weighted cross-entropy ``-sum_c w_c g_c log p_c`` and its normaliser
-    ``sum_c w_c g_c``, both ``(B, *S)``. ``logits`` are already in the compute dtype."""
+    ``sum_c w_c g_c``, both ``(B, *S)``; both 0 at ignored voxels (``valid`` False), as
+    PyTorch's ``ignore_index``. ``logits`` are already in the compute dtype."""
     if labels is not None:
         loss = F.cross_entropy(logits, labels, weight=weights, reduction="none")
         norm = torch.ones_like(loss) if weights is None else weights[labels]
+        if valid is not None:
+            loss, norm = loss.masked_fill(~valid, 0.0), norm.masked_fill(~valid, 0.0)
         return loss, norm
     assert dense is not None
     g = dense if weights is None else dense * weights.view(1, -1, *[1] * (dense.dim() - 2))
@@ -514,6 +684,17 @@ def _safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """``num / den`` with ``0 / 0 = 0`` (only when every weight of the present classes
     is 0), keeping finite gradients."""
     return num / den.masked_fill(den == 0, 1.0)
+
+
+def _bce_mean(bce: torch.Tensor, valid: torch.Tensor | None, per_image: bool) -> torch.Tensor:
+    """Mean of the per-element BCE ``(B, C, *S)`` over all elements (``per_image``: over
+    each image's), ignored voxels (already zeroed) left out of the count too."""
+    if valid is None:
+        return bce.flatten(1).mean(1) if per_image else bce.mean()
+    count = valid.to(bce.dtype) * bce.shape[1]
+    if per_image:
+        return _safe_ratio(bce.flatten(1).sum(1), count.flatten(1).sum(1))
+    return _safe_ratio(bce.sum(), count.sum())
 
 
 def _bce_terms(
@@ -538,6 +719,7 @@ def ce_loss(
     *,
     class_weights: Weights = None,
     reduction: Reduction = "mean",
+    ignore_index: int | None = None,
 ) -> torch.Tensor:
     """Softmax cross-entropy over the channel axis, for label maps or dense targets.
 
@@ -548,14 +730,23 @@ def ce_loss(
     probabilistic targets instead, so its two forms differ once weights are used.) If
     every present class has weight 0 the mean is 0, not NaN.
 
+    With ``ignore_index`` the ignored voxels have ``l = 0`` and leave the normaliser, so
+    the ``"mean"`` is ``sum l / sum w_y`` over the other voxels: exactly
+    ``F.cross_entropy(..., weight=w, ignore_index=...)``, except that a target with
+    every voxel ignored gives 0 where PyTorch gives NaN.
+
     Args:
         logits: ``(B, C, *spatial)`` with ``C >= 2`` (use :func:`bce_loss` for one
             channel).
         target: label map ``(B, *spatial)`` / ``(B, 1, *spatial)`` of integers in
-            ``0..C-1``, or a float one-hot or probabilistic target ``(B, C, *spatial)``.
+            ``0..C-1`` (``ignore_index`` exempt), or a float one-hot or probabilistic
+            target ``(B, C, *spatial)`` with values in ``[0, 1]``.
         class_weights: one non-negative number per class, or ``None``.
         reduction: ``"mean"`` (default, weighted as above), ``"sum"`` or ``"none"``
-            (per voxel, ``w`` applied, as PyTorch).
+            (per voxel, ``w`` applied, 0 at ignored voxels, as PyTorch).
+        ignore_index: a label value (e.g. 255 or -100; it may lie outside
+            ``0..C-1``) whose voxels are left out, or ``None`` (default). Label maps
+            only.
 
     Shape:
         Output: a scalar, or ``(B, *spatial)`` with ``reduction="none"``.
@@ -564,9 +755,10 @@ def ce_loss(
         The loss in the logits' dtype (at least float32).
 
     Raises:
-        ValueError: one channel, bad shapes, labels out of range, bad weights or
+        ValueError: one channel, bad shapes, labels or dense values out of range (see
+            :func:`dice_loss`), ``ignore_index`` with a dense target, bad weights or
             ``reduction``.
-        TypeError: non-tensor or integer ``logits``.
+        TypeError: non-tensor or integer ``logits``, a non-integer ``ignore_index``.
 
     Example:
         >>> import torch
@@ -574,6 +766,8 @@ def ce_loss(
         >>> # voxel 0: -log(e^0 / (e^0 + e^0)) = log 2; voxel 1: -log(e^2 / (e^2 + 1))
         >>> round(ce_loss(logits, torch.tensor([[1, 0]])).item(), 4)
         0.41
+        >>> round(ce_loss(logits, torch.tensor([[1, 255]]), ignore_index=255).item(), 4)
+        0.6931
     """
     _check_logits(logits)
     _check_choice("reduction", reduction, _REDUCTIONS)
@@ -582,10 +776,11 @@ def ce_loss(
             "ce_loss needs C >= 2 channels (softmax over one channel is constant); use "
             "bce_loss for a single-channel binary output"
         )
-    labels, dense = _parse_target(target, logits)
+    ignore_index = _check_ignore_index(ignore_index)
+    labels, dense, valid = _parse_target(target, logits, ignore_index)
     x = logits.to(_compute_dtype(logits))
     weights = _class_weights(class_weights, logits.shape[1], x)
-    loss, norm = _ce_terms(x, labels, dense, weights)
+    loss, norm = _ce_terms(x, labels, dense, weights, valid)
     if reduction == "mean":
         return _safe_ratio(loss.sum(), norm.sum())
     return _reduce(loss, reduction)
@@ -598,6 +793,7 @@ def bce_loss(
     class_weights: Weights = None,
     pos_weight: Weights = None,
     reduction: Reduction = "mean",
+    ignore_index: int | None = None,
 ) -> torch.Tensor:
     """Binary cross-entropy on logits (sigmoid), per channel, for label maps or dense
     targets.
@@ -610,14 +806,16 @@ def bce_loss(
     Args:
         logits: ``(B, C, *spatial)``, any ``C >= 1``.
         target: label map ``(B, *spatial)`` / ``(B, 1, *spatial)`` (``0..1`` for one
-            channel, ``0..C-1`` otherwise) or a float target ``(B, C, *spatial)`` in
-            ``[0, 1]``.
+            channel, ``0..C-1`` otherwise; ``ignore_index`` exempt) or a float target
+            ``(B, C, *spatial)`` in ``[0, 1]``.
         class_weights: one non-negative number per channel; multiplies that channel's
             loss (PyTorch's ``weight``: the ``"mean"`` still divides by the element
             count).
         pos_weight: one non-negative number per channel weighting the positive term
             (PyTorch's ``pos_weight``), e.g. ``#negatives / #positives``.
         reduction: ``"mean"`` (default) or ``"sum"`` over all elements, or ``"none"``.
+        ignore_index: a label value whose voxels are left out (every channel there is
+            0 and out of the ``"mean"``'s count), or ``None`` (default). Label maps only.
 
     Shape:
         Output: a scalar, or ``(B, C, *spatial)`` with ``reduction="none"``.
@@ -626,8 +824,10 @@ def bce_loss(
         The loss in the logits' dtype (at least float32).
 
     Raises:
-        ValueError: bad shapes, labels out of range, bad weights or ``reduction``.
-        TypeError: non-tensor or integer ``logits``.
+        ValueError: bad shapes, labels or dense values out of range (a 0/255 float mask
+            included; see :func:`dice_loss`), ``ignore_index`` with a dense target, bad
+            weights or ``reduction``.
+        TypeError: non-tensor or integer ``logits``, a non-integer ``ignore_index``.
 
     Example:
         >>> import torch
@@ -637,13 +837,17 @@ def bce_loss(
     """
     _check_logits(logits)
     _check_choice("reduction", reduction, _REDUCTIONS)
-    labels, dense = _parse_target(target, logits)
+    ignore_index = _check_ignore_index(ignore_index)
+    labels, dense, valid = _parse_target(target, logits, ignore_index)
     x = logits.to(_compute_dtype(logits))
     channels = logits.shape[1]
     g = _dense_target(labels, dense, channels, x.dtype)
     weights = _class_weights(class_weights, channels, x)
     pos = _class_weights(pos_weight, channels, x)
-    return _reduce(_bce_terms(x, g, weights, pos), reduction)
+    loss = _mask_ignored(_bce_terms(x, g, weights, pos), valid)
+    if reduction == "mean" and valid is not None:
+        return _bce_mean(loss, valid, per_image=False)
+    return _reduce(loss, reduction)
 
 
 # ------------------------------------------------------------------ combinations
@@ -663,6 +867,7 @@ def dice_ce_loss(
     class_weights: Weights = None,
     batch: bool = False,
     reduction: Reduction = "mean",
+    ignore_index: int | None = None,
 ) -> torch.Tensor:
     """``lambda_dice * dice_loss + lambda_ce * cross-entropy``.
 
@@ -693,6 +898,9 @@ def dice_ce_loss(
             of ``"none"`` equals ``"mean"`` without class weights (with them the CE
             normaliser is per image rather than per batch). ``"none"`` and ``"sum"``
             need ``batch=False``.
+        ignore_index: a label value whose voxels count in neither term (Dice: see
+            :func:`dice_loss`; CE: see :func:`ce_loss`; BCE: out of the mean's count),
+            or ``None`` (default). Label maps only.
 
     Shape:
         Output: a scalar, or ``(B,)`` with ``reduction="none"``.
@@ -701,8 +909,9 @@ def dice_ce_loss(
         The loss, on the logits' device.
 
     Raises:
-        ValueError: as :func:`dice_loss`, negative lambdas, ``activation=None``, or
-            ``reduction`` ``"none"``/``"sum"`` with ``batch=True``.
+        ValueError: as :func:`dice_loss` (targets out of range included), negative
+            lambdas, ``activation=None``, or ``reduction`` ``"none"``/``"sum"`` with
+            ``batch=True``.
         TypeError: as :func:`dice_loss`.
 
     Example:
@@ -712,6 +921,10 @@ def dice_ce_loss(
         >>> total = dice_ce_loss(logits, target, lambda_dice=0.5)
         >>> parts = 0.5 * dice_loss(logits, target) + ce_loss(logits, target)
         >>> torch.allclose(total, parts)
+        True
+        >>> unsure = torch.tensor([[1, -100]])  # voxel 1 left out of both terms
+        >>> total = dice_ce_loss(logits, unsure, ignore_index=-100)
+        >>> torch.allclose(total, dice_ce_loss(logits[..., :1], unsure[..., :1]))
         True
     """
     _check_logits(logits)
@@ -729,7 +942,8 @@ def dice_ce_loss(
             f"so there is no loss per image"
         )
     _check_smoothing(smooth_nr, smooth_dr)
-    x, act, labels, dense = _prepare(logits, target, activation)
+    ignore_index = _check_ignore_index(ignore_index)
+    x, act, labels, dense, valid = _prepare(logits, target, activation, ignore_index)
     channels = x.shape[1]
     g = _dense_target(labels, dense, channels, x.dtype)
     weights = _class_weights(class_weights, channels, x)
@@ -743,17 +957,18 @@ def dice_ce_loss(
         smooth_nr,
         smooth_dr,
         batch,
+        valid,
     )
     dice = _weighted(terms, dice_w)
     if act == "softmax":
-        ce, norm = _ce_terms(x, labels, dense, weights)
+        ce, norm = _ce_terms(x, labels, dense, weights, valid)
         if reduction == "mean":
             ce_value = _safe_ratio(ce.sum(), norm.sum())
         else:
             ce_value = _safe_ratio(ce.flatten(1).sum(1), norm.flatten(1).sum(1))
     else:
-        bce = _bce_terms(x, g, weights, None)
-        ce_value = bce.mean() if reduction == "mean" else bce.flatten(1).mean(1)
+        bce = _mask_ignored(_bce_terms(x, g, weights, None), valid)
+        ce_value = _bce_mean(bce, valid, per_image=reduction != "mean")
     if reduction == "mean":
         return lambda_dice * dice.mean() + lambda_ce * ce_value
     return _reduce(lambda_dice * dice.mean(1) + lambda_ce * ce_value, reduction)
@@ -810,7 +1025,8 @@ def raunet_loss(
         The loss, on the logits' device.
 
     Raises:
-        ValueError: bad shapes or labels, ``dice_weight`` outside ``[0, 1]``, a
+        ValueError: bad shapes, labels or dense values out of range (see
+            :func:`dice_loss`), ``dice_weight`` outside ``[0, 1]``, a
             non-positive ``smooth``, or ``"sum"``/``"none"`` with ``batch=True``.
         TypeError: non-tensor or integer ``logits``.
 
@@ -835,7 +1051,7 @@ def raunet_loss(
             f"reduction={reduction!r} needs batch=False: the batch Dice pools the images, "
             f"so there is no loss per image"
         )
-    labels, dense = _parse_target(target, logits)
+    labels, dense, _ = _parse_target(target, logits)
     x = logits.to(_compute_dtype(logits))
     if x.shape[1] == 1:
         # two-class softmax of (0, z): background 1 - sigmoid(z), foreground sigmoid(z)
@@ -997,7 +1213,8 @@ def deep_supervision_loss(
         loss: any callable ``loss(logits, target) -> scalar`` (a function from this
             module with ``functools.partial``, or a module such as :class:`DiceCELoss`).
         outputs: a list (or tuple) of logits ``(B, C, *S_k)``, or one tensor (weight 1).
-        target: full-resolution target (label map or dense, as the loss accepts).
+        target: full-resolution target (label map or dense, as the loss accepts;
+            nearest-neighbour resizing keeps an ``ignore_index`` value as it is).
         weights: ``"nnunet"`` (default), ``"same"``, ``"exponential"`` (see
             :func:`deep_supervision_weights`; computed for the list's length), or one
             non-negative number per output, used as given (not normalised).
@@ -1088,11 +1305,13 @@ class _OverlapLoss(nn.Module):
         class_weights: Weights = None,
         batch: bool = False,
         reduction: Reduction = "mean",
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__()
         _check_choice("activation", activation, _ACTIVATIONS)
         _check_choice("reduction", reduction, _REDUCTIONS)
         _check_smoothing(smooth_nr, smooth_dr)
+        self.ignore_index = _check_ignore_index(ignore_index)
         self.activation: Activation = activation
         self.include_background = bool(include_background)
         self.squared = bool(squared)
@@ -1111,6 +1330,7 @@ class _OverlapLoss(nn.Module):
             "smooth_dr": self.smooth_dr,
             "batch": self.batch,
             "reduction": self.reduction,
+            "ignore_index": self.ignore_index,
         }
 
     def extra_repr(self) -> str:
@@ -1137,6 +1357,7 @@ class DiceLoss(_OverlapLoss):
         class_weights: one number per logits channel, or ``None``.
         batch: batch Dice (default ``False``).
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        ignore_index: a label value whose voxels are left out, or ``None`` (default).
 
     Shape:
         As :func:`dice_loss`.
@@ -1169,6 +1390,7 @@ class IoULoss(_OverlapLoss):
         class_weights: one number per logits channel (a buffer), or ``None``.
         batch: pool the sums over the batch (default ``False``).
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"``.
+        ignore_index: a label value whose voxels are left out, or ``None`` (default).
 
     Shape:
         As :func:`dice_loss`.
@@ -1201,6 +1423,8 @@ class DiceCELoss(_OverlapLoss):
         class_weights: one number per logits channel (a buffer), used by both terms.
         batch: batch Dice (default ``False``).
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` (per image).
+        ignore_index: a label value whose voxels count in neither term, or ``None``
+            (default).
 
     Shape:
         As :func:`dice_ce_loss`.
@@ -1212,6 +1436,10 @@ class DiceCELoss(_OverlapLoss):
         >>> import torch
         >>> loss = DiceCELoss(lambda_ce=0.5, class_weights=[0.5, 1.0, 1.5])
         >>> loss(torch.randn(2, 3, 16, 16), torch.randint(0, 3, (2, 1, 16, 16))).shape
+        torch.Size([])
+        >>> labels = torch.randint(0, 3, (2, 16, 16))
+        >>> labels[:, :4] = 255  # unlabelled rows
+        >>> DiceCELoss(ignore_index=255)(torch.randn(2, 3, 16, 16), labels).shape
         torch.Size([])
     """
 
@@ -1228,6 +1456,7 @@ class DiceCELoss(_OverlapLoss):
         class_weights: Weights = None,
         batch: bool = False,
         reduction: Reduction = "mean",
+        ignore_index: int | None = None,
     ) -> None:
         if activation is None:
             raise ValueError("DiceCELoss needs logits: activation must not be None")
@@ -1240,6 +1469,7 @@ class DiceCELoss(_OverlapLoss):
             class_weights=class_weights,
             batch=batch,
             reduction=reduction,
+            ignore_index=ignore_index,
         )
         self.lambda_dice = _check_number("lambda_dice", lambda_dice, low=0.0, strict=False)
         self.lambda_ce = _check_number("lambda_ce", lambda_ce, low=0.0, strict=False)
@@ -1266,6 +1496,7 @@ class DiceCELoss(_OverlapLoss):
             class_weights=self.class_weights,
             batch=self.batch,
             reduction=self.reduction,
+            ignore_index=self.ignore_index,
         )
 
 
