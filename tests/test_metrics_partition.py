@@ -25,18 +25,20 @@ from attnunet.metrics.partition import v_info, v_rand
 # target sizes b = (3, 1)                                    sum b_j^2  = 10
 PRED_1X4 = torch.tensor([[1, 1, 2, 2]])
 TARGET_1X4 = torch.tensor([[1, 1, 1, 2]])
+S1 = {"spatial_dims": 1}  # (B, W) inputs: a batch of 1-D images
+S2 = {"spatial_dims": 2}  # (B, H, W) inputs: a batch of 2-D images
 
 
 def test_v_rand_hand_computed_1d():
     # all pairs: 6 / (8/2 + 10/2) = 6/9
-    assert v_rand(PRED_1X4, TARGET_1X4).item() == pytest.approx(6 / 9)
+    assert v_rand(PRED_1X4, TARGET_1X4, **S1).item() == pytest.approx(6 / 9)
     # distinct pairs (n = 4 self-pairs removed): (6 - 4) / ((8 - 4)/2 + (10 - 4)/2) = 2/5
-    assert v_rand(PRED_1X4, TARGET_1X4, pairs="distinct").item() == pytest.approx(2 / 5)
+    assert v_rand(PRED_1X4, TARGET_1X4, **S1, pairs="distinct").item() == pytest.approx(2 / 5)
     # alpha = 1 (merge score): 6 / 8;  alpha = 0 (split score): 6 / 10
-    assert v_rand(PRED_1X4, TARGET_1X4, alpha=1.0).item() == pytest.approx(6 / 8)
-    assert v_rand(PRED_1X4, TARGET_1X4, alpha=0.0).item() == pytest.approx(6 / 10)
+    assert v_rand(PRED_1X4, TARGET_1X4, **S1, alpha=1.0).item() == pytest.approx(6 / 8)
+    assert v_rand(PRED_1X4, TARGET_1X4, **S1, alpha=0.0).item() == pytest.approx(6 / 10)
     # alpha = 0.25: 6 / (8/4 + 3*10/4) = 6 / 9.5
-    assert v_rand(PRED_1X4, TARGET_1X4, alpha=0.25).item() == pytest.approx(6 / 9.5)
+    assert v_rand(PRED_1X4, TARGET_1X4, **S1, alpha=0.25).item() == pytest.approx(6 / 9.5)
 
 
 def test_v_info_hand_computed_1d():
@@ -45,10 +47,10 @@ def test_v_info_hand_computed_1d():
     hs = 1.0
     ht = 0.75 * math.log2(4 / 3) + 0.25 * 2  # = 0.811278...
     mutual = hs + ht - 1.5  # = 0.311278...
-    assert v_info(PRED_1X4, TARGET_1X4).item() == pytest.approx(mutual / (hs / 2 + ht / 2))
+    assert v_info(PRED_1X4, TARGET_1X4, **S1).item() == pytest.approx(mutual / (hs / 2 + ht / 2))
     # alpha = 0: I / H(S); alpha = 1: I / H(T)
-    assert v_info(PRED_1X4, TARGET_1X4, alpha=0.0).item() == pytest.approx(mutual / hs)
-    assert v_info(PRED_1X4, TARGET_1X4, alpha=1.0).item() == pytest.approx(mutual / ht)
+    assert v_info(PRED_1X4, TARGET_1X4, **S1, alpha=0.0).item() == pytest.approx(mutual / hs)
+    assert v_info(PRED_1X4, TARGET_1X4, **S1, alpha=1.0).item() == pytest.approx(mutual / ht)
 
 
 # One 2x3 image:
@@ -66,23 +68,23 @@ def test_hand_computed_2d_with_and_without_background():
     # a: 3 -> 3, 0 -> 2, 4 -> 1                              sum a^2 = 9 + 4 + 1 = 14
     # b: 0 -> 2, 1 -> 2, 2 -> 2                              sum b^2 = 12
     # V_rand = 8 / (14/2 + 12/2) = 8/13
-    assert float(v_rand(PRED_2X3, TARGET_2X3)) == pytest.approx(8 / 13)
+    assert float(v_rand(PRED_2X3, TARGET_2X3, **S2)) == pytest.approx(8 / 13)
 
     # Dropping target background leaves the 4 voxels (3,1) (3,1) (0,2) (4,2):
     # n_ij: (3,1) 2, (0,2) 1, (4,2) 1   sum = 6;  a = (2, 1, 1) sum = 6;  b = (2, 2) sum = 8
     # V_rand = 6 / (6/2 + 8/2) = 6/7; distinct: (6-4) / ((6-4)/2 + (8-4)/2) = 2/3
     # merge score (alpha=1) 6/6 = 1: pred only splits, never merges; split score 6/8.
     kw = {"ignore_background": True}
-    assert float(v_rand(PRED_2X3, TARGET_2X3, **kw)) == pytest.approx(6 / 7)
-    assert float(v_rand(PRED_2X3, TARGET_2X3, pairs="distinct", **kw)) == pytest.approx(2 / 3)
-    assert float(v_rand(PRED_2X3, TARGET_2X3, alpha=1.0, **kw)) == 1.0
-    assert float(v_rand(PRED_2X3, TARGET_2X3, alpha=0.0, **kw)) == pytest.approx(6 / 8)
+    assert float(v_rand(PRED_2X3, TARGET_2X3, **S2, **kw)) == pytest.approx(6 / 7)
+    assert float(v_rand(PRED_2X3, TARGET_2X3, **S2, pairs="distinct", **kw)) == pytest.approx(2 / 3)
+    assert float(v_rand(PRED_2X3, TARGET_2X3, **S2, alpha=1.0, **kw)) == 1.0
+    assert float(v_rand(PRED_2X3, TARGET_2X3, **S2, alpha=0.0, **kw)) == pytest.approx(6 / 8)
     # In bits: H(S) = H(1/2, 1/4, 1/4) = 1.5, H(T) = H(1/2, 1/2) = 1, and pred refines
     # target so H(T | S) = 0, I = H(T) = 1. V_info = 1 / (1.5/2 + 1/2) = 0.8;
     # merge score I / H(T) = 1; split score I / H(S) = 2/3.
-    assert float(v_info(PRED_2X3, TARGET_2X3, **kw)) == pytest.approx(0.8)
-    assert float(v_info(PRED_2X3, TARGET_2X3, alpha=1.0, **kw)) == 1.0
-    assert float(v_info(PRED_2X3, TARGET_2X3, alpha=0.0, **kw)) == pytest.approx(2 / 3)
+    assert float(v_info(PRED_2X3, TARGET_2X3, **S2, **kw)) == pytest.approx(0.8)
+    assert float(v_info(PRED_2X3, TARGET_2X3, **S2, alpha=1.0, **kw)) == 1.0
+    assert float(v_info(PRED_2X3, TARGET_2X3, **S2, alpha=0.0, **kw)) == pytest.approx(2 / 3)
 
 
 def test_segment_form_hand_computed():
@@ -91,12 +93,14 @@ def test_segment_form_hand_computed():
     target = np.array([[2, 2, 2, 2, 2]])
     # pixel form: segments {0,1,3,4} (label 1) and {2} (label 0) vs one segment:
     # sum n_ij^2 = 16 + 1 = 17 = sum a^2; sum b^2 = 25 -> 17 / (17/2 + 25/2) = 17/21
-    assert float(v_rand(pred, target)) == pytest.approx(17 / 21)
+    assert float(v_rand(pred, target, **S1)) == pytest.approx(17 / 21)
     # segment form: label 1 is two components {0,1}, {3,4}, plus background {2}:
     # sum n_ij^2 = 4 + 4 + 1 = 9 = sum a^2 -> 9 / (9/2 + 25/2) = 9/17
-    assert float(v_rand(pred, target, form="segment")) == pytest.approx(9 / 17)
+    assert float(v_rand(pred, target, **S1, form="segment")) == pytest.approx(9 / 17)
     # touching different labels join one segment in the segment form
-    assert float(v_rand(np.array([[1, 1, 2, 2]]), np.array([[5, 5, 5, 5]]), form="segment")) == 1
+    assert (
+        float(v_rand(np.array([[1, 1, 2, 2]]), np.array([[5, 5, 5, 5]]), **S1, form="segment")) == 1
+    )
 
 
 def test_segment_form_connectivity_2d():
@@ -107,23 +111,25 @@ def test_segment_form_connectivity_2d():
     target = torch.ones_like(pred)
     # connectivity 1: pred segments {a}, {d}, background {b, c}: sum n^2 = sum a^2 = 1 + 1 + 4
     # = 6, sum b^2 = 16 -> 6 / (6/2 + 16/2) = 6/11
-    assert v_rand(pred, target, form="segment").item() == pytest.approx(6 / 11)
+    assert v_rand(pred, target, spatial_dims=2, form="segment").item() == pytest.approx(6 / 11)
     # connectivity 2: {a, d} joins, background {b, c}: 4 + 4 = 8 -> 8 / (8/2 + 16/2) = 2/3
-    out = v_rand(pred, target, form="segment", connectivity=2)
+    out = v_rand(pred, target, spatial_dims=2, form="segment", connectivity=2)
     assert out.item() == pytest.approx(2 / 3)
     # V_info: with connectivity 2 pred has H(S) = 1 bit, target H(T) = 0, I = 0 -> 0
-    assert v_info(pred, target, form="segment", connectivity=2).item() == 0.0
+    assert v_info(pred, target, spatial_dims=2, form="segment", connectivity=2).item() == 0.0
 
 
 def test_ignore_background_defaults():
     # pixel form keeps background by default, segment form drops it
-    assert float(v_rand(PRED_2X3, TARGET_2X3)) == float(
-        v_rand(PRED_2X3, TARGET_2X3, ignore_background=False)
+    assert float(v_rand(PRED_2X3, TARGET_2X3, spatial_dims=2)) == float(
+        v_rand(PRED_2X3, TARGET_2X3, spatial_dims=2, ignore_background=False)
     )
-    seg = v_rand(PRED_2X3, TARGET_2X3, form="segment")
-    assert float(seg) == float(v_rand(PRED_2X3, TARGET_2X3, form="segment", ignore_background=True))
+    seg = v_rand(PRED_2X3, TARGET_2X3, spatial_dims=2, form="segment")
+    assert float(seg) == float(
+        v_rand(PRED_2X3, TARGET_2X3, spatial_dims=2, form="segment", ignore_background=True)
+    )
     assert float(seg) != float(
-        v_rand(PRED_2X3, TARGET_2X3, form="segment", ignore_background=False)
+        v_rand(PRED_2X3, TARGET_2X3, spatial_dims=2, form="segment", ignore_background=False)
     )
 
 
@@ -135,50 +141,54 @@ def test_no_voxels_left_takes_empty_value():
     pred = torch.tensor([[1, 1, 2, 2], [1, 2, 3, 4]])
     target = torch.tensor([[1, 1, 1, 2], [0, 0, 0, 0]])
     for metric in (v_rand, v_info):
-        out = metric(pred, target, ignore_background=True, reduction="none")
+        out = metric(pred, target, spatial_dims=1, ignore_background=True, reduction="none")
         assert out[1].item() == 1.0
-        out = metric(pred, target, ignore_background=True, empty_value=0.25, reduction="none")
+        out = metric(
+            pred, target, spatial_dims=1, ignore_background=True, empty_value=0.25, reduction="none"
+        )
         assert out[1].item() == 0.25
-        nan = metric(pred, target, ignore_background=True, empty_value=math.nan)
-        assert nan.item() == pytest.approx(metric(pred[:1], target[:1]).item())
+        nan = metric(pred, target, spatial_dims=1, ignore_background=True, empty_value=math.nan)
+        assert nan.item() == pytest.approx(metric(pred[:1], target[:1], spatial_dims=1).item())
         assert math.isnan(
-            metric(pred[1:], target[1:], ignore_background=True, empty_value=math.nan)
+            metric(
+                pred[1:], target[1:], spatial_dims=1, ignore_background=True, empty_value=math.nan
+            )
         )
 
 
 def test_single_voxel_image():
     one, other = np.array([[3]]), np.array([[5]])
     # all pairs: the voxel paired with itself agrees, 1 / 1
-    assert float(v_rand(one, other, empty_value=0.5)) == 1.0
+    assert float(v_rand(one, other, spatial_dims=1, empty_value=0.5)) == 1.0
     # distinct pairs: 0 / 0 -> empty_value
-    assert float(v_rand(one, other, pairs="distinct", empty_value=0.5)) == 0.5
+    assert float(v_rand(one, other, spatial_dims=1, pairs="distinct", empty_value=0.5)) == 0.5
     # V_info: H(S) = H(T) = 0 -> empty_value
-    assert float(v_info(one, other, empty_value=0.5)) == 0.5
+    assert float(v_info(one, other, spatial_dims=1, empty_value=0.5)) == 0.5
 
 
 def test_trivial_partitions():
     # Both partitions one segment (different ids): identical, V_info 0/0 -> empty_value 1.0
     pred = np.full((1, 3, 3), 4)
     target = np.full((1, 3, 3), 9)
-    assert float(v_info(pred, target)) == 1.0
-    assert float(v_rand(pred, target)) == 1.0
-    assert float(v_info(pred, target, empty_value=0.0)) == 0.0
+    assert float(v_info(pred, target, spatial_dims=2)) == 1.0
+    assert float(v_rand(pred, target, spatial_dims=2)) == 1.0
+    assert float(v_info(pred, target, spatial_dims=2, empty_value=0.0)) == 0.0
     # One trivial side: the denominator is not 0 for 0 < alpha < 1, and I = 0
     split = np.array([[[1, 1, 1], [2, 2, 2], [2, 2, 2]]])
-    assert float(v_info(pred, split)) == 0.0
-    assert float(v_info(split, target)) == 0.0
+    assert float(v_info(pred, split, spatial_dims=2)) == 0.0
+    assert float(v_info(split, target, spatial_dims=2)) == 0.0
     # alpha = 0 is I / H(S): with H(S) = 0 it is 0 / 0 (no false split possible)
-    assert float(v_info(pred, split, alpha=0.0, empty_value=0.5)) == 0.5
-    assert float(v_info(pred, split, alpha=1.0, empty_value=0.5)) == 0.0
+    assert float(v_info(pred, split, spatial_dims=2, alpha=0.0, empty_value=0.5)) == 0.5
+    assert float(v_info(pred, split, spatial_dims=2, alpha=1.0, empty_value=0.5)) == 0.0
 
 
 def test_all_singletons_distinct_pairs():
     # Every voxel its own segment in both: no pair of distinct voxels shares a segment
     pred = np.arange(6).reshape(1, 6)
     target = pred * 3 + 1
-    assert float(v_rand(pred, target, pairs="distinct", empty_value=0.5)) == 0.5
-    assert float(v_rand(pred, target)) == 1.0  # 6 / 6
-    assert float(v_info(pred, target)) == pytest.approx(1.0)
+    assert float(v_rand(pred, target, spatial_dims=1, pairs="distinct", empty_value=0.5)) == 0.5
+    assert float(v_rand(pred, target, spatial_dims=1)) == 1.0  # 6 / 6
+    assert float(v_info(pred, target, spatial_dims=1)) == pytest.approx(1.0)
 
 
 # ------------------------------------------------------------------ brute-force pair count
@@ -206,7 +216,9 @@ def test_v_rand_matches_brute_force_pair_count(pairs, alpha):
     for shape in shapes:
         pred = rng.integers(0, 4, (3, *shape))
         target = rng.integers(0, 3, (3, *shape)) * 100  # ids 0, 100, 200
-        out = v_rand(pred, target, alpha=alpha, pairs=pairs, reduction="none")
+        out = v_rand(
+            pred, target, spatial_dims=len(shape), alpha=alpha, pairs=pairs, reduction="none"
+        )
         ref = [
             _brute_force_rand(p, t, alpha, pairs == "distinct")
             for p, t in zip(pred, target, strict=True)
@@ -281,10 +293,14 @@ def test_pixel_form_matches_skimage(ignore):
         for alpha in (0.5, 0.2):
             ref_rand = [_sk_rand(p, t, ignore, alpha) for p, t in zip(pred, target, strict=True)]
             ref_info = [_sk_info(p, t, ignore, alpha) for p, t in zip(pred, target, strict=True)]
-            out_rand = v_rand(pred, target, pairs="distinct", alpha=alpha, **kw)
+            out_rand = v_rand(
+                pred, target, spatial_dims=pred.ndim - 1, pairs="distinct", alpha=alpha, **kw
+            )
             np.testing.assert_allclose(out_rand, ref_rand, rtol=0, atol=1e-12)
             np.testing.assert_allclose(
-                v_info(pred, target, alpha=alpha, **kw), ref_info, atol=1e-12
+                v_info(pred, target, spatial_dims=pred.ndim - 1, alpha=alpha, **kw),
+                ref_info,
+                atol=1e-12,
             )
 
 
@@ -303,10 +319,12 @@ def test_segment_form_matches_skimage(ignore):
                 "empty_value": math.nan,
             }
             ref = [_sk_rand(p, t, ignore) for p, t in zip(p_seg, t_seg, strict=True)]
-            out = v_rand(pred, target, pairs="distinct", **kw)
+            out = v_rand(pred, target, spatial_dims=pred.ndim - 1, pairs="distinct", **kw)
             np.testing.assert_allclose(out, ref, rtol=0, atol=1e-12)
             ref = [_sk_info(p, t, ignore) for p, t in zip(p_seg, t_seg, strict=True)]
-            np.testing.assert_allclose(v_info(pred, target, **kw), ref, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(
+                v_info(pred, target, spatial_dims=pred.ndim - 1, **kw), ref, rtol=0, atol=1e-12
+            )
 
 
 def test_many_labels_sparse_table_matches_skimage():
@@ -317,10 +335,10 @@ def test_many_labels_sparse_table_matches_skimage():
     pred = np.where(rng.random(target.shape) < 0.3, rng.integers(0, 400, target.shape), target)
     big = pred.astype(np.int64) * 2**30 + 5
     for p in (pred, big):
-        assert float(v_rand(p, target, pairs="distinct")) == pytest.approx(
+        assert float(v_rand(p, target, spatial_dims=1, pairs="distinct")) == pytest.approx(
             _sk_rand(pred[0], target[0], False), abs=1e-12
         )
-        assert float(v_info(p, target)) == pytest.approx(
+        assert float(v_info(p, target, spatial_dims=1)) == pytest.approx(
             _sk_info(pred[0], target[0], False), abs=1e-12
         )
 
@@ -332,12 +350,12 @@ def test_numpy_and_torch_agree_and_types():
     rng = np.random.default_rng(5)
     pred, target = rng.integers(0, 4, (2, 5, 5)), rng.integers(0, 3, (2, 5, 5))
     for metric in (v_rand, v_info):
-        np_out = metric(pred, target)
-        t_out = metric(torch.from_numpy(pred), torch.from_numpy(target))
+        np_out = metric(pred, target, spatial_dims=2)
+        t_out = metric(torch.from_numpy(pred), torch.from_numpy(target), spatial_dims=2)
         assert isinstance(np_out, np.floating) and np_out.dtype == np.float64
         assert t_out.dtype == torch.float32 and t_out.shape == ()
         assert t_out.item() == pytest.approx(float(np_out), rel=1e-6)
-        np_none = metric(pred, target, reduction="none")
+        np_none = metric(pred, target, spatial_dims=2, reduction="none")
         assert np_none.dtype == np.float64 and np_none.shape == (2,)
         assert float(np_out) == pytest.approx(np_none.mean())
 
@@ -345,55 +363,66 @@ def test_numpy_and_torch_agree_and_types():
 def test_label_dtypes_give_the_same_scores():
     rng = np.random.default_rng(6)
     pred, target = rng.integers(0, 3, (2, 4, 5)), rng.integers(0, 3, (2, 4, 5))
-    ref = v_info(pred, target, reduction="none")
+    ref = v_info(pred, target, spatial_dims=2, reduction="none")
     for dtype in (np.uint8, np.int16, np.uint16, np.uint32, np.uint64):
-        out = v_info(pred.astype(dtype), target.astype(dtype), reduction="none")
+        out = v_info(pred.astype(dtype), target.astype(dtype), spatial_dims=2, reduction="none")
         np.testing.assert_array_equal(out, ref)
     # negative labels are just other names for segments
-    np.testing.assert_allclose(v_info(pred - 1, target - 1, reduction="none"), ref, atol=1e-15)
+    np.testing.assert_allclose(
+        v_info(pred - 1, target - 1, spatial_dims=2, reduction="none"), ref, atol=1e-15
+    )
     # bool masks are two-segment partitions
     mp, mt = pred > 0, target > 0
-    np.testing.assert_allclose(v_rand(mp, mt), v_rand(mp.astype(int) * 5, mt.astype(int)))
+    np.testing.assert_allclose(
+        v_rand(mp, mt, spatial_dims=2), v_rand(mp.astype(int) * 5, mt.astype(int), spatial_dims=2)
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_runs_on_the_inputs_device():
-    out = v_rand(PRED_1X4.cuda(), TARGET_1X4.cuda(), reduction="none")
+    out = v_rand(PRED_1X4.cuda(), TARGET_1X4.cuda(), spatial_dims=1, reduction="none")
     assert out.device == PRED_1X4.cuda().device and out.dtype == torch.float32
     assert out.tolist() == pytest.approx([6 / 9])
 
 
 def test_invalid_arguments():
-    p, t = PRED_1X4, TARGET_1X4
+    p, t = PRED_1X4, TARGET_1X4  # one 1-D image of 4
+    s1 = {"spatial_dims": 1}
     for metric in (v_rand, v_info):
+        # probabilities are refused; floats holding whole numbers are label maps
         with pytest.raises(TypeError, match="threshold"):
-            metric(p.float(), t)
+            metric(p.float() * 0.5, t, **s1)
+        assert metric(p.float(), t, **s1) == metric(p, t, **s1)
         with pytest.raises(TypeError, match=r"numpy\.ndarray"):
-            metric(p.tolist(), t)
-        with pytest.raises(ValueError, match="same shape"):
-            metric(p, t[:, :3])
+            metric(p.tolist(), t, **s1)
+        with pytest.raises(ValueError, match="same images"):
+            metric(p, t[:, :3], **s1)
+        # no spatial axis left for 2 spatial dims; and no spatial_dims at all
         with pytest.raises(ValueError, match="spatial"):
-            metric(p[0], t[0])
+            metric(p[0], t[0], spatial_dims=2)
+        with pytest.raises(ValueError, match="pass spatial_dims"):
+            metric(p, t)
         for alpha in (-0.1, 1.5, math.nan, True, "0.5"):
             with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\]"):
-                metric(p, t, alpha=alpha)
+                metric(p, t, alpha=alpha, **s1)
         with pytest.raises(ValueError, match="'pixel', 'segment'"):
-            metric(p, t, form="segments")
+            metric(p, t, form="segments", **s1)
         for connectivity in (0, 2, True, 1.0):
             with pytest.raises(ValueError, match=r"connectivity must be an int in 1\.\.1"):
-                metric(p, t, connectivity=connectivity)
+                metric(p, t, connectivity=connectivity, **s1)
         with pytest.raises(ValueError, match=r"in 1\.\.3 for 3 spatial axes"):
             metric(
                 torch.zeros(1, 2, 2, 2, dtype=torch.long),
                 torch.zeros(1, 2, 2, 2).long(),
+                spatial_dims=3,
                 connectivity=4,
             )
         with pytest.raises(ValueError, match="reduction"):
-            metric(p, t, reduction="sum")
+            metric(p, t, reduction="sum", **s1)
         with pytest.raises(ValueError, match="ignore_background"):
-            metric(p, t, ignore_background=0)
+            metric(p, t, ignore_background=0, **s1)
     with pytest.raises(ValueError, match="'all', 'distinct'"):
-        v_rand(p, t, pairs="unique")
+        v_rand(p, t, pairs="unique", **s1)
 
 
 # ------------------------------------------------------------------ properties
@@ -428,8 +457,10 @@ _alphas = st.integers(0, 16).map(lambda k: k / 16)
 def test_scores_lie_in_unit_interval(pair, form, alpha, pairs):
     p, t = pair
     for out in (
-        v_rand(p, t, form=form, alpha=alpha, pairs=pairs, reduction="none"),
-        v_info(p, t, form=form, alpha=alpha, reduction="none"),
+        v_rand(
+            p, t, spatial_dims=p.ndim - 1, form=form, alpha=alpha, pairs=pairs, reduction="none"
+        ),
+        v_info(p, t, spatial_dims=p.ndim - 1, form=form, alpha=alpha, reduction="none"),
     ):
         assert ((out >= 0) & (out <= 1)).all()
 
@@ -439,10 +470,14 @@ def test_scores_lie_in_unit_interval(pair, form, alpha, pairs):
 def test_identity_scores_one(pair, form, alpha):
     p, _ = pair
     for pairs in ("all", "distinct"):
-        out = v_rand(p, p, form=form, alpha=alpha, pairs=pairs, reduction="none")
+        out = v_rand(
+            p, p, spatial_dims=p.ndim - 1, form=form, alpha=alpha, pairs=pairs, reduction="none"
+        )
         np.testing.assert_allclose(out, 1.0, rtol=0, atol=1e-12)
     np.testing.assert_allclose(
-        v_info(p, p, form=form, alpha=alpha, reduction="none"), 1.0, atol=1e-12
+        v_info(p, p, spatial_dims=p.ndim - 1, form=form, alpha=alpha, reduction="none"),
+        1.0,
+        atol=1e-12,
     )
 
 
@@ -454,9 +489,15 @@ def test_swapping_inputs_swaps_alpha(pair, form, alpha):
     p, t = pair
     kw = {"form": form, "ignore_background": False, "reduction": "none"}
     for metric in (v_rand, v_info):
-        np.testing.assert_allclose(metric(p, t, **kw), metric(t, p, **kw), atol=1e-12)
         np.testing.assert_allclose(
-            metric(p, t, alpha=alpha, **kw), metric(t, p, alpha=1 - alpha, **kw), atol=1e-12
+            metric(p, t, spatial_dims=p.ndim - 1, **kw),
+            metric(t, p, spatial_dims=p.ndim - 1, **kw),
+            atol=1e-12,
+        )
+        np.testing.assert_allclose(
+            metric(p, t, spatial_dims=p.ndim - 1, alpha=alpha, **kw),
+            metric(t, p, spatial_dims=p.ndim - 1, alpha=1 - alpha, **kw),
+            atol=1e-12,
         )
 
 
@@ -473,7 +514,11 @@ def test_invariant_to_relabelling(pair, seed, ignore):
         t_ids[0] = 0
     kw = {"ignore_background": ignore, "reduction": "none"}
     for metric in (v_rand, v_info):
-        np.testing.assert_allclose(metric(p_ids[p], t_ids[t], **kw), metric(p, t, **kw), atol=1e-12)
+        np.testing.assert_allclose(
+            metric(p_ids[p], t_ids[t], spatial_dims=p.ndim - 1, **kw),
+            metric(p, t, spatial_dims=p.ndim - 1, **kw),
+            atol=1e-12,
+        )
 
 
 @_fast
@@ -482,10 +527,13 @@ def test_mean_is_invariant_to_batch_order(pair, seed, form):
     p, t = pair
     perm = np.random.default_rng(seed).permutation(p.shape[0])
     for metric in (v_rand, v_info):
-        mean = float(metric(p, t, form=form))
-        assert float(metric(p[perm], t[perm], form=form)) == pytest.approx(mean, abs=1e-12)
-        per_image = metric(p, t, form=form, reduction="none")
+        mean = float(metric(p, t, spatial_dims=p.ndim - 1, form=form))
+        assert float(metric(p[perm], t[perm], spatial_dims=p.ndim - 1, form=form)) == pytest.approx(
+            mean, abs=1e-12
+        )
+        per_image = metric(p, t, spatial_dims=p.ndim - 1, form=form, reduction="none")
         np.testing.assert_array_equal(
-            metric(p[perm], t[perm], form=form, reduction="none"), per_image[perm]
+            metric(p[perm], t[perm], spatial_dims=p.ndim - 1, form=form, reduction="none"),
+            per_image[perm],
         )
         assert mean == pytest.approx(per_image.mean(), abs=1e-12)
