@@ -458,6 +458,25 @@ def test_boundary_values_are_accepted(channels):
             assert torch.isfinite(loss(_outputs(name, channels), target)), (name, target.dtype)
 
 
+def test_soft_targets_a_rounding_step_outside_are_accepted_and_beyond_refused():
+    # trilinear resizing of a one-hot target can land an ulp above 1
+    soft = torch.nn.functional.interpolate(
+        torch.nn.functional.one_hot(_labels(3, high=2), 3).movedim(-1, 1).float(),
+        scale_factor=1.7,
+        mode="bilinear",
+    )
+    logits = torch.randn(soft.shape)
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        eps = torch.finfo(dtype).eps
+        target = soft.to(dtype)
+        target[0, 0, 0, 0] = 1 + eps
+        target[0, 1, 0, 0] = -eps
+        assert torch.isfinite(dice_ce_loss(logits.to(dtype), target))
+        target[0, 0, 0, 0] = 1.1
+        with pytest.raises(ValueError, match="must lie in"):
+            dice_ce_loss(logits.to(dtype), target)
+
+
 def test_ignore_index_needs_a_label_map_and_an_int():
     logits = torch.randn(B, 3, H, W)
     soft = torch.softmax(torch.randn(B, 3, H, W), 1)
