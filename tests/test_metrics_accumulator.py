@@ -18,9 +18,13 @@ _fast = settings(max_examples=40, deadline=None)
 
 
 def _label_maps(seed: int, batch: int, num_classes: int = 3, size: int = 6):
+    """pred and target: batches of 2-D label maps ``(batch, size, size)`` (see S2)."""
     rng = np.random.default_rng(seed)
     shape = (batch, size, size)
     return rng.integers(0, num_classes, shape), rng.integers(0, num_classes, shape)
+
+
+S2 = {"spatial_dims": 2}  # how the metrics read _label_maps: (B, H, W)
 
 
 def _assert_same_summary(a: MetricSummary, b: MetricSummary) -> None:
@@ -169,13 +173,13 @@ def test_too_few_values_for_ddof_give_nan_std():
 
 
 def test_update_equals_per_batch_calls_concatenated():
-    acc = MetricAccumulator({"dice": dice_score, "iou": iou_score}, num_classes=3)
+    acc = MetricAccumulator({"dice": dice_score, "iou": iou_score}, num_classes=3, **S2)
     expected: dict[str, list] = {"dice": [], "iou": []}
     for seed, batch in enumerate((3, 1, 4)):
         pred, target = _label_maps(seed, batch)
         returned = acc.update(pred, target)
         for name, fn in (("dice", dice_score), ("iou", iou_score)):
-            direct = fn(pred, target, num_classes=3, reduction="none")
+            direct = fn(pred, target, num_classes=3, reduction="none", **S2)
             assert direct.shape == (batch, 2)
             np.testing.assert_array_equal(returned[name], direct)
             expected[name].append(direct)
@@ -187,14 +191,16 @@ def test_update_equals_per_batch_calls_concatenated():
         np.testing.assert_allclose(s.mean, everything.mean(axis=0), rtol=1e-14)
         np.testing.assert_allclose(s.std, everything.std(axis=0, ddof=1), rtol=1e-14)
     # Binary (no num_classes): one value per image.
-    binary = MetricAccumulator({"dice": dice_score})
+    binary = MetricAccumulator({"dice": dice_score}, **S2)
     pred, target = _label_maps(7, 5)
     binary.update(pred, target)
-    np.testing.assert_array_equal(binary.values("dice"), dice_score(pred, target, reduction="none"))
+    np.testing.assert_array_equal(
+        binary.values("dice"), dice_score(pred, target, reduction="none", **S2)
+    )
 
 
 def test_update_returns_copies():
-    acc = MetricAccumulator({"dice": dice_score})
+    acc = MetricAccumulator({"dice": dice_score}, **S2)
     pred, target = _label_maps(0, 2)
     out = acc.update(pred, target)
     out["dice"][:] = -1.0
@@ -218,11 +224,18 @@ def test_metric_kwargs_routed_only_where_accepted():
         {"dice": dice_score, "dist": fake_distance, "any": anything},
         num_classes=3,
         spacing=(2.0, 0.5),
+        **S2,
     )
     pred, target = _label_maps(1, 3)
-    batch = acc.update(pred, target)  # dice would raise on spacing=, fake_distance on num_classes=
+    # dice would raise on spacing=, fake_distance on num_classes= and spatial_dims=
+    batch = acc.update(pred, target)
     assert seen["spacing"] == (2.0, 0.5)
-    assert seen["anything"] == {"num_classes": 3, "spacing": (2.0, 0.5), "reduction": "none"}
+    assert seen["anything"] == {
+        "num_classes": 3,
+        "spacing": (2.0, 0.5),
+        "spatial_dims": 2,
+        "reduction": "none",
+    }
     np.testing.assert_array_equal(batch["dist"], [2.5, 2.5, 2.5])
     assert batch["dice"].shape == (3, 2)
 
@@ -253,12 +266,12 @@ def test_update_errors_record_nothing():
     with pytest.raises(RuntimeError, match="no metric functions"):
         MetricAccumulator().update(pred, target)
     for bad, message in ((mean_only, "single number"), (wrong_length, "batch of 3")):
-        acc = MetricAccumulator({"dice": dice_score, "bad": bad})
+        acc = MetricAccumulator({"dice": dice_score, "bad": bad}, **S2)
         with pytest.raises(ValueError, match=message):
             acc.update(pred, target)
         assert acc.compute() == {} and len(acc) == 0  # dice's values were not kept either
     # A class count other than the one recorded before: nothing of the batch is kept.
-    acc = MetricAccumulator({"dice": dice_score, "iou": iou_score}, num_classes=3)
+    acc = MetricAccumulator({"dice": dice_score, "iou": iou_score}, num_classes=3, **S2)
     acc.add("iou", np.zeros((1, 5)))
     with pytest.raises(ValueError, match="per-class width"):
         acc.update(pred, target)
@@ -287,8 +300,8 @@ def test_torch_and_numpy_give_identical_summaries():
 def test_update_with_torch_and_numpy_inputs_agree():
     # torch metrics return float32, NumPy ones float64: equal to float32 precision.
     pred, target = _label_maps(4, 6)
-    a = MetricAccumulator({"dice": dice_score}, num_classes=3)
-    b = MetricAccumulator({"dice": dice_score}, num_classes=3)
+    a = MetricAccumulator({"dice": dice_score}, num_classes=3, **S2)
+    b = MetricAccumulator({"dice": dice_score}, num_classes=3, **S2)
     a.update(pred, target)
     b.update(torch.from_numpy(pred), torch.from_numpy(target))
     assert b.values("dice").dtype == np.float64
@@ -299,8 +312,8 @@ def test_update_with_torch_and_numpy_inputs_agree():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_tensors_are_moved_to_cpu():
     pred, target = _label_maps(5, 4)
-    a = MetricAccumulator({"dice": dice_score}, num_classes=3)
-    b = MetricAccumulator({"dice": dice_score}, num_classes=3)
+    a = MetricAccumulator({"dice": dice_score}, num_classes=3, **S2)
+    b = MetricAccumulator({"dice": dice_score}, num_classes=3, **S2)
     a.update(torch.from_numpy(pred), torch.from_numpy(target))
     b.update(torch.from_numpy(pred).cuda(), torch.from_numpy(target).cuda())
     b.add("extra", torch.tensor([1.0, 2.0], device="cuda", dtype=torch.bfloat16))
@@ -357,7 +370,7 @@ def test_empty_accumulator_and_lookup_errors():
 
 
 def test_reset_forgets_values_keeps_metrics():
-    acc = MetricAccumulator({"dice": dice_score}, num_classes=3)
+    acc = MetricAccumulator({"dice": dice_score}, num_classes=3, **S2)
     pred, target = _label_maps(0, 2)
     acc.update(pred, target)
     acc.add("dice", np.zeros((1, 2)))
@@ -366,7 +379,7 @@ def test_reset_forgets_values_keeps_metrics():
     assert acc.compute() == {} and len(acc) == 0
     acc.update(pred, target)
     np.testing.assert_array_equal(
-        acc.values("dice"), dice_score(pred, target, num_classes=3, reduction="none")
+        acc.values("dice"), dice_score(pred, target, num_classes=3, reduction="none", **S2)
     )
 
 
@@ -379,11 +392,11 @@ def test_len_is_the_most_values_under_one_name():
 
 def test_merge_equals_accumulating_everything():
     pred, target = _label_maps(6, 7)
-    whole = MetricAccumulator({"dice": dice_score, "iou": iou_score}, num_classes=3)
+    whole = MetricAccumulator({"dice": dice_score, "iou": iou_score}, num_classes=3, **S2)
     whole.update(pred, target)
     whole.add("extra", [1.0, float("nan"), 2.0])
-    a = MetricAccumulator({"dice": dice_score, "iou": iou_score}, num_classes=3)
-    b = MetricAccumulator({"dice": dice_score, "iou": iou_score}, num_classes=3)
+    a = MetricAccumulator({"dice": dice_score, "iou": iou_score}, num_classes=3, **S2)
+    b = MetricAccumulator({"dice": dice_score, "iou": iou_score}, num_classes=3, **S2)
     a.update(pred[:3], target[:3])
     a.add("extra", [1.0, float("nan")])
     b.update(pred[3:], target[3:])
@@ -474,22 +487,27 @@ def test_summary_per_class_labels():
     values = [[0.8, 0.6], [0.9, 0.7]]
     acc = MetricAccumulator()
     acc.add("dice", values)
+    # and a [mean] row: each image's mean over its classes (0.7, 0.8), over images
     assert acc.summary(digits=2).splitlines() == [
-        "dice[1]  0.85 ± 0.07  (n=2)",
-        "dice[2]  0.65 ± 0.07  (n=2)",
+        "dice[1]     0.85 ± 0.07  (n=2)",
+        "dice[2]     0.65 ± 0.07  (n=2)",
+        "dice[mean]  0.75 ± 0.07  (n=2)",
     ]
-    assert acc.summary(first_class=0).splitlines()[0].startswith("dice[0]  0.850")
-    with_bg = MetricAccumulator({"dice": dice_score}, num_classes=3, include_background=True)
+    assert acc.summary(first_class=0).splitlines()[0].startswith("dice[0]     0.850")
+    with_bg = MetricAccumulator(
+        {"dice": dice_score}, num_classes=3, include_background=True, spatial_dims=2
+    )
     with_bg.add("dice", [[0.1, 0.2, 0.3]])
     assert [line.split()[0] for line in with_bg.summary().splitlines()] == [
         "dice[0]",
         "dice[1]",
         "dice[2]",
+        "dice[mean]",
     ]
 
 
 def test_to_dict_is_json_ready():
-    acc = MetricAccumulator({"dice": dice_score}, num_classes=3)
+    acc = MetricAccumulator({"dice": dice_score}, num_classes=3, **S2)
     pred, target = _label_maps(8, 5)
     acc.update(pred, target)
     acc.add("hd95", [1.0, float("inf"), float("nan")])
@@ -500,6 +518,15 @@ def test_to_dict_is_json_ready():
     assert back["dice"]["mean"] == s.as_arrays()[0].tolist()
     assert back["dice"]["std"] == s.as_arrays()[1].tolist()
     assert back["dice"]["count"] == [5, 5] and back["dice"]["classes"] == [1, 2]
+    # per-class metrics also get the per-image class mean summarised over images
+    overall = acc.overall("dice")
+    assert back["dice"]["overall"] == {
+        "mean": overall.mean,
+        "std": overall.std,
+        "count": overall.count,
+        "missing": overall.missing,
+    }
+    assert overall.mean == pytest.approx(np.nanmean(acc.values("dice"), axis=1).mean())
     assert back["vol"] == {"mean": 1.0, "std": math.sqrt(0.5), "count": 2, "missing": 0}
     assert back["hd95"]["mean"] == math.inf and back["hd95"]["missing"] == 1
     assert type(d["vol"]["mean"]) is float and type(d["vol"]["count"]) is int
