@@ -39,12 +39,12 @@ def _soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def test_ag_res_unet_learns_nuclei_beyond_the_all_foreground_baseline(one_thread):
     train, val = load_sample("nuclei2d").split()
-    target = torch.from_numpy(val.mask.copy())[None]  # (1, 512, 128)
+    target = torch.from_numpy(val.mask.copy())[None]  # (1, 512, 128): one 2-D image
 
     # Baseline: predict every pixel as foreground. With foreground fraction f,
     # Dice = 2 f N / (N + f N) = 2 f / (1 + f); f is about 0.17 here, so about 0.29.
     f = target.float().mean().item()
-    baseline = dice_score(torch.ones_like(target), target).item()
+    baseline = dice_score(torch.ones_like(target), target, spatial_dims=2).item()
     assert abs(baseline - 2 * f / (1 + f)) < 1e-6
 
     torch.manual_seed(0)
@@ -64,7 +64,7 @@ def test_ag_res_unet_learns_nuclei_beyond_the_all_foreground_baseline(one_thread
     model.eval()
     with torch.no_grad():
         pred = model(torch.from_numpy(val.image.copy())[None, None])[:, 0] > 0
-    dice = dice_score(pred, target).item()
+    dice = dice_score(pred, target, spatial_dims=2).item()
     print(f"validation Dice {dice:.3f}, all-foreground baseline {baseline:.3f}")
     assert dice > baseline + 0.15
     assert dice > 0.5

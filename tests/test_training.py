@@ -163,7 +163,11 @@ def test_training_learns_and_evaluation_matches_the_metrics():
 
     for row, v in zip(rows, data, strict=True):
         pred = predict(model, v.image, settings)
-        expected = dice_score(torch.from_numpy(pred)[None], torch.from_numpy(v.mask)[None])
+        expected = dice_score(
+            torch.from_numpy(pred)[None],
+            torch.from_numpy(v.mask)[None],
+            spatial_dims=settings.spatial_dims,
+        )
         assert row["dice"] == pytest.approx(float(expected))
 
 
