@@ -107,10 +107,14 @@ def check_spatial_dims(
             elif not one_hot and extra == 2:
                 readings.append(f"spatial_dims={s} with one_hot=True: {_reading(shape, s, True)}")
         options = "; ".join(readings) or "none of 1..3 fits this shape"
+        how = (
+            ", which reads more than one way:"
+            if len(readings) > 1
+            else ": the metrics never guess,"
+        )
         raise ValueError(
-            f"{label} has shape {list(shape)}, which can be read more than one way: pass "
-            f"spatial_dims, the number of spatial axes ({options}). Accepted layouts: "
-            f"{LAYOUTS}"
+            f"{label} has shape {list(shape)}{how} pass spatial_dims, the number of spatial "
+            f"axes ({options}). Accepted layouts: {LAYOUTS}"
         )
     if (
         isinstance(spatial_dims, bool)

@@ -3,7 +3,8 @@
 Scores are computed per image and per class from exact integer counts, then averaged
 (``reduction="mean"``) or returned per image (``reduction="none"``). On torch tensors
 everything runs on the tensor's device as whole-tensor operations; with
-``check_labels=False`` there is not even a host synchronisation.
+``check_labels=False`` and integer or boolean inputs there is not even a host
+synchronisation (floating-point inputs are checked for whole numbers, one host read).
 
 Example:
     >>> import torch
@@ -14,7 +15,7 @@ Example:
     >>> dice_score(logits > 0, target)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: pred has shape [1, 1, 2, 2], which can be read more than one way: ...
+    ValueError: pred has shape [1, 1, 2, 2], which reads more than one way: pass spatial_dims...
 """
 
 from __future__ import annotations
@@ -134,7 +135,9 @@ _ARGS_DOC = """
             counts as a batch of one.
         check_labels: check that label maps hold only ``0..C-1`` (default). The check
             reads two numbers back to the host; pass ``False`` to keep a GPU pipeline free
-            of synchronisation (out-of-range labels then match no class)."""
+            of synchronisation (out-of-range labels then match no class). Floating-point
+            inputs are always checked for whole numbers, which reads back one number:
+            pass integer or bool tensors (``x.bool()``, ``x.long()``) to avoid it."""
 
 
 def confusion_counts(
