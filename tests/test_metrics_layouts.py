@@ -296,13 +296,28 @@ def test_one_hot_without_one_hot_is_refused(dims):
         dice_score(p, t)
 
 
-def test_unbatched_one_hot_is_one_image():
-    pred, target = multi_class_batch(2, 3, 1, seed=2)
+def test_one_hot_needs_its_batch_axis_and_0_1_masks():
+    pred, target = multi_class_batch(2, 3, 2, seed=2)
     p, t = one_hot(pred, 3), one_hot(target, 3)
-    batched = dice_score(p, t, spatial_dims=2, one_hot=True, reduction="none")
-    single = dice_score(p[0], t[0], spatial_dims=2, one_hot=True, reduction="none")
-    assert single.shape == (1, 2)
-    torch.testing.assert_close(single, batched, equal_nan=True)
+    # a batch of binary masks (B, H, W) with one_hot=True would read as one image's
+    # channels: a one-hot input must have its batch axis
+    with pytest.raises(ValueError, match=r"x\[None\]"):
+        dice_score(p[0], t[0], spatial_dims=2, one_hot=True)
+    binary = torch.from_numpy(pred > 0)
+    with pytest.raises(ValueError, match="batch and a class axis"):
+        dice_score(binary, binary, spatial_dims=2, one_hot=True)
+    # a label map passed as one-hot is refused
+    labels = torch.from_numpy(pred)[:, None].repeat(1, 2, 1, 1)
+    with pytest.raises(ValueError, match="0/1 mask"):
+        dice_score(labels, labels, spatial_dims=2, one_hot=True)
+    with pytest.raises(ValueError, match="0/1 mask"):
+        pixel_accuracy(labels, labels, spatial_dims=2, one_hot=True)
+    # torchmetrics' "mixed" input (one-hot prediction, label-map target) gets both fixes
+    with pytest.raises(ValueError, match=r"pred\.argmax\(1\)"):
+        dice_score(p, torch.from_numpy(target), spatial_dims=2, one_hot=True)
+    one = dice_score(p[:1], t[:1], spatial_dims=2, one_hot=True, reduction="none")
+    both = dice_score(p, t, spatial_dims=2, one_hot=True, reduction="none")
+    torch.testing.assert_close(one, both[:1], equal_nan=True)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -356,7 +371,12 @@ def test_absent_class_is_left_out_as_monai_torchmetrics_and_nnunet():
     per = dice_score(pred, target, 4, spatial_dims=2, reduction="none")
     # hand computation: class 1 has 2 * 12 / (16 + 16); class 2 misses (0); class 3 absent
     np.testing.assert_allclose(per, [[0.75, 0.0, np.nan], [0.75, np.nan, np.nan]])
-    assert float(dice_score(pred, target, 4, spatial_dims=2)) == pytest.approx(0.5)
+    # the mean: each image's present classes, then the images: (0.375 + 0.75) / 2
+    mean = float(dice_score(pred, target, 4, spatial_dims=2))
+    assert mean == pytest.approx(0.5625)
+    monai_mean = monai_metrics.DiceMetric(include_background=False, reduction="mean")
+    monai_mean(one_hot(pred, 4), one_hot(target, 4))
+    assert mean == pytest.approx(monai_mean.aggregate().item())
     monai = monai_metrics.compute_dice(
         one_hot(pred, 4), one_hot(target, 4), include_background=False, ignore_empty=True
     )
@@ -375,6 +395,15 @@ def test_absent_class_is_left_out_as_monai_torchmetrics_and_nnunet():
     den = (2 * counts.tp + counts.fp + counts.fn).double()
     nnunet = torch.where(den > 0, 2 * counts.tp / den.clamp_min(1), torch.nan)
     np.testing.assert_allclose(per, nnunet.numpy())
+    macro = tm_segmentation.dice_score(
+        torch.from_numpy(pred),
+        torch.from_numpy(target),
+        num_classes=4,
+        include_background=False,
+        average="macro",
+        input_format="index",
+    )
+    assert mean == pytest.approx(macro.mean().item())
     # the old convention is one argument away
     assert float(dice_score(pred, target, 4, spatial_dims=2, empty_value=1.0)) == pytest.approx(
         (0.75 + 0 + 1 + 0.75 + 1 + 1) / 6
@@ -386,11 +415,15 @@ def test_absent_class_surface_distances_are_left_out():
     target = np.zeros((1, 12, 12), dtype=np.int64)
     pred[0, 2:6, 2:6] = 1
     target[0, 3:7, 2:6] = 1
-    out = surface_metrics(pred, target, ("hd95", "assd"), 3, spatial_dims=2, reduction="none")
+    out = surface_metrics(
+        pred, target, ("hd95", "assd"), num_classes=3, spatial_dims=2, reduction="none"
+    )
     assert math.isnan(float(out["hd95"][0, 1]))
     hd_one = float(hd95(pred == 1, target == 1, spatial_dims=2))
-    assert float(hd95(pred, target, 3, spatial_dims=2)) == pytest.approx(hd_one)
-    assert float(hd95(pred, target, 3, spatial_dims=2, both_empty=0.0)) == pytest.approx(hd_one / 2)
+    assert float(hd95(pred, target, num_classes=3, spatial_dims=2)) == pytest.approx(hd_one)
+    assert float(
+        hd95(pred, target, num_classes=3, spatial_dims=2, both_empty=0.0)
+    ) == pytest.approx(hd_one / 2)
     binary_empty = hd95(np.zeros((2, 5, 5), bool), np.zeros((2, 5, 5), bool), spatial_dims=2)
     assert math.isnan(float(binary_empty))
 
@@ -444,7 +477,7 @@ def test_accumulator_counts_an_unbatched_image_once():
     acc = MetricAccumulator({"dice": dice_score, "hd95": hd95}, spatial_dims=2)
     acc.update(p[:16, :16] | True, t[:16, :16])
     assert len(acc) == 1
-    with pytest.raises(ValueError, match="spatial_dims"):
+    with pytest.raises(ValueError, match=r"MetricAccumulator\(\{\.\.\.\}, spatial_dims=2\)"):
         MetricAccumulator({"dice": dice_score}).update(p, t)
 
 
@@ -473,10 +506,16 @@ def test_num_classes_takes_numpy_and_torch_integer_scalars():
 
 def test_spacing_passed_positionally_gets_a_hint():
     p, t = ellipse_pair(3)
+    # MedPy's hd95(result, reference, voxelspacing): an int spacing would fit num_classes
+    for fn in (hd95, assd, hausdorff_distance, surface_to_surface):
+        for spacing in ((2.5, 0.8, 0.8), 2, np.int64(2)):
+            with pytest.raises(TypeError, match="spacing="):
+                fn(p, t, spacing, spatial_dims=3)
+    # the overlap metrics keep num_classes third, as torchmetrics; a spacing there is refused
     with pytest.raises(ValueError, match=r"spacing=\(2\.5, 0\.8, 0\.8\)"):
-        hd95(p, t, (2.5, 0.8, 0.8), spatial_dims=3)
-    with pytest.raises(ValueError, match="spacing="):
-        assd(p, t, [1.5, 1.0, 1.0])
+        dice_score(p, t, (2.5, 0.8, 0.8), spatial_dims=3)
+    with pytest.raises(ValueError, match="leave num_classes out"):
+        dice_score(p, t, 1, spatial_dims=3)
 
 
 def test_fractional_percentile_warns():

@@ -13,8 +13,7 @@ shape                        ``one_hot``       read as
 ``(B, 1, *spatial)``         ``False``         the same with a channel axis (``logits > 0`` of a
                                                one-channel model, MONAI's ``argmax(keepdim)``)
 ``(B, C, *spatial)``, C > 1  ``False``         refused: pass ``one_hot=True``, or ``argmax(1)``
-``(C, *spatial)``            ``True``          one unbatched image's per-class masks
-``(B, C, *spatial)``         ``True``          per-class masks (one-hot or multi-label)
+``(B, C, *spatial)``         ``True``          per-class masks (one-hot or multi-label), 0/1
 ===========================  ================  ================================================
 
 Integer and boolean inputs are taken as they are. Floating-point inputs are accepted when
@@ -41,7 +40,7 @@ REDUCTIONS = ("mean", "mean_batch", "none")
 
 LAYOUTS = (
     "(*spatial) or (B, *spatial) masks or label maps, (B, 1, *spatial) with a channel axis, "
-    "or (B, C, *spatial) / (C, *spatial) per-class masks with one_hot=True"
+    "or (B, C, *spatial) per-class masks with one_hot=True"
 )
 
 
@@ -82,8 +81,6 @@ def _reading(shape: Sequence[int], spatial_dims: int, one_hot: bool) -> str:
     n, s = len(shape), spatial_dims
     spatial = _size(shape[n - s :]) if n >= s else ""
     if one_hot:
-        if n == s + 1:
-            return f"one image's {shape[0]} class masks of {spatial}"
         return f"a batch of {shape[0]} image(s) with {shape[1]} class masks of {spatial}"
     if n == s:
         return f"one unbatched image of {spatial}"
@@ -101,7 +98,7 @@ def check_spatial_dims(
         readings = []
         for s in range(min(3, n), 0, -1):
             extra = n - s
-            fits = extra in (1, 2) if one_hot else extra in (0, 1) or (extra == 2 and shape[1] == 1)
+            fits = extra == 2 if one_hot else extra in (0, 1) or (extra == 2 and shape[1] == 1)
             if fits:
                 readings.append(f"spatial_dims={s}: {_reading(shape, s, one_hot)}")
             elif not one_hot and extra == 2:
@@ -136,10 +133,17 @@ def canonical(x: torch.Tensor, spatial_dims: int, one_hot: bool, label: str) -> 
             axis of more than one channel without ``one_hot=True``.
     """
     shape, n, s = list(x.shape), x.dim(), spatial_dims
-    lowest = s + 1 if one_hot else s
-    if n < lowest or n > s + 2:
+    if one_hot and n == s + 1:
+        raise ValueError(
+            f"{label} has shape {shape}, but with one_hot=True and spatial_dims={s} every "
+            f"input needs a batch and a class axis, (B, C, *spatial), {s + 2} axes. For one "
+            f"image add the batch axis (x[None]); for a label map (B, *spatial) drop "
+            f"one_hot=True and pass num_classes; to score a one-hot prediction against a "
+            f"label map, make both label maps (pred.argmax(1), with num_classes=C)"
+        )
+    if n < s or n > s + 2:
         need = (
-            f"{s + 1} or {s + 2} axes ((C, *spatial) or (B, C, *spatial)) with one_hot=True"
+            f"{s + 2} axes ((B, C, *spatial)) with one_hot=True"
             if one_hot
             else f"{s}, {s + 1} or {s + 2} axes ((*spatial), (B, *spatial) or (B, 1, *spatial))"
         )
@@ -148,7 +152,7 @@ def canonical(x: torch.Tensor, spatial_dims: int, one_hot: bool, label: str) -> 
             f"pass the spatial_dims that matches the data"
         )
     if one_hot:
-        return x.unsqueeze(0) if n == s + 1 else x
+        return x
     if n == s:
         return x.unsqueeze(0)
     if n == s + 2:
@@ -199,7 +203,9 @@ def num_classes_value(num_classes: object) -> int | None:
     if integral and int(value) >= 2:  # type: ignore[call-overload]
         return int(value)  # type: ignore[call-overload]
     hint = ""
-    if isinstance(value, float | np.floating) or (
+    if isinstance(value, numbers.Integral) and int(value) == 1:  # type: ignore[call-overload]
+        hint = " For binary masks leave num_classes out (None): every non-zero voxel counts."
+    elif isinstance(value, float | np.floating) or (
         isinstance(value, Sequence | np.ndarray | torch.Tensor) and not isinstance(value, str)
     ):
         hint = (
@@ -287,6 +293,8 @@ def class_masks(
         )
     p, t, p_numpy = layout_pair(pred, target, spatial_dims, one_hot)
     if one_hot:
+        if check_labels:
+            check_mask_values(p, t)
         first = 0 if include_background or p.shape[1] == 1 else 1
         return Masks(p[:, first:] != 0, t[:, first:] != 0, False, p_numpy)
     if k is None:
@@ -298,6 +306,21 @@ def class_masks(
     shape = (1, -1) + (1,) * (p.dim() - 1)
     classes = torch.arange(first, k, device=p.device).view(shape)
     return Masks(p.unsqueeze(1) == classes, t.unsqueeze(1) == classes, False, p_numpy)
+
+
+def check_mask_values(p: torch.Tensor, t: torch.Tensor) -> None:
+    """Per-class masks (``one_hot=True``) must hold 0 and 1 only: a label map passed as
+    one-hot would otherwise score every non-zero label as a class's mask."""
+    for label, x in (("pred", p), ("target", t)):
+        if x.numel() == 0 or x.dtype == torch.bool:
+            continue
+        low, high = (int(v) for v in torch.aminmax(x))
+        if low < 0 or high > 1:
+            raise ValueError(
+                f"with one_hot=True every channel must be a 0/1 mask, but {label} holds "
+                f"values in {low}..{high}: a label map? Pass it without one_hot and with "
+                f"num_classes, as (B, *spatial) or (B, 1, *spatial)"
+            )
 
 
 def check_label_range(p: torch.Tensor, t: torch.Tensor, num_classes: int) -> None:
@@ -316,8 +339,9 @@ def check_label_range(p: torch.Tensor, t: torch.Tensor, num_classes: int) -> Non
 def reduce(values: torch.Tensor, binary: bool, reduction: str) -> torch.Tensor:
     """``values`` of shape ``(B, K)``: ``"none"`` keeps them (``(B,)`` when binary),
     ``"mean_batch"`` averages over images per class (``(K,)``, a scalar when binary),
-    ``"mean"`` averages everything; NaN entries are left out of the means (NaN if all are
-    NaN).
+    ``"mean"`` averages each image's classes, then the images (MONAI's and torchmetrics'
+    order: with classes absent from some images, a flat mean over all entries differs).
+    NaN entries are left out of every mean (NaN if all are NaN).
 
     Runs on the tensor's device without a host synchronisation.
     """
@@ -326,7 +350,7 @@ def reduce(values: torch.Tensor, binary: bool, reduction: str) -> torch.Tensor:
     if reduction == "mean_batch":
         per_class = values.nanmean(dim=0)
         return per_class[0] if binary else per_class
-    return values.nanmean()
+    return values.nanmean(dim=1).nanmean()
 
 
 def output(values: torch.Tensor, numpy: bool) -> torch.Tensor | np.ndarray:

@@ -195,6 +195,15 @@ class MetricAccumulator:
                 "this MetricAccumulator has no metric functions: pass metrics={name: fn} "
                 "when building it, or record precomputed values with add(name, values)"
             )
+        if "spatial_dims" not in self._metric_kwargs:
+            needs = [n for n, fn in self._metrics.items() if _takes(fn, "spatial_dims")]
+            if needs:
+                raise ValueError(
+                    f"metric(s) {', '.join(map(repr, needs))} need spatial_dims, the number "
+                    f"of spatial axes, to read the batch: build the accumulator with it, "
+                    f"e.g. MetricAccumulator({{...}}, spatial_dims=2) for images or 3 for "
+                    f"volumes"
+                )
         batch = self._batch_size(pred)
         results: dict[str, np.ndarray] = {}
         for name, fn in self._metrics.items():
@@ -581,6 +590,14 @@ def _route_kwargs(
             f"metrics ({', '.join(map(repr, metrics)) or 'none given'})"
         )
     return routed
+
+
+def _takes(fn: Callable[..., Any], keyword: str) -> bool:
+    """Whether ``fn`` names ``keyword`` among its parameters."""
+    try:
+        return keyword in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _as_float64(values: object, label: str, *, scalar_ok: bool) -> np.ndarray:

@@ -166,9 +166,9 @@ def one_piece_fraction(
         one_hot: input is ``(B, C, *spatial)`` per-class masks.
         empty_value: the score of an empty mask (default 0.0; ``float("nan")`` leaves
             empty masks out of the ``"mean"``, 1.0 counts them as one-piece).
-        reduction: ``"mean"`` (default): the fraction over all images (and classes), a
-            scalar; ``"none"``: the per-mask scores, ``(B,)`` for binary input and
-            ``(B, K)`` otherwise.
+        reduction: ``"mean"`` (default): the fraction per image over its classes, then
+            over images, a scalar; ``"mean_batch"``: per class over images; ``"none"``:
+            the per-mask scores, ``(B,)`` for binary input and ``(B, K)`` otherwise.
 
     Returns:
         For torch input a ``float32`` tensor on ``pred``'s device; for NumPy input a

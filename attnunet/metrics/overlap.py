@@ -30,6 +30,7 @@ from attnunet.metrics._common import (
     Array,
     Reduction,
     check_label_range,
+    check_mask_values,
     check_reduction,
     class_masks,
     layout_pair,
@@ -114,7 +115,7 @@ def _finish(values: torch.Tensor, c: _Counts, reduction: str) -> torch.Tensor | 
 _ARGS_DOC = """
         pred: prediction, a ``torch.Tensor`` or a ``numpy.ndarray``: a mask or label map
             ``(*spatial)``, ``(B, *spatial)`` or ``(B, 1, *spatial)``, or per-class masks
-            ``(B, C, *spatial)`` / ``(C, *spatial)`` with ``one_hot=True``. Integer or bool;
+            ``(B, C, *spatial)`` (0/1 per channel) with ``one_hot=True``. Integer or bool;
             floats only if every value is a whole number (threshold probabilities first).
         target: ground truth in the same layout.
         num_classes: ``None`` (default) for binary input: every non-zero value is
@@ -126,14 +127,17 @@ _ARGS_DOC = """
             alone cannot tell a batch of slices ``(B, H, W)`` from a volume ``(D, H, W)``.
         include_background: with ``num_classes`` or ``one_hot``, also score class 0
             (default ``False``: background dominates and inflates the average).
-        one_hot: inputs carry a class axis of per-class masks (one-hot, as MONAI and
-            torchmetrics use, or multi-label; channels may overlap) instead of label maps.
-        reduction: ``"mean"`` (default) averages over images and classes into a scalar,
-            leaving NaN entries out; ``"mean_batch"`` averages over images per class
+        one_hot: inputs carry a class axis of per-class 0/1 masks after the batch axis
+            (one-hot, as MONAI and torchmetrics use, or multi-label; channels may overlap)
+            instead of label maps.
+        reduction: ``"mean"`` (default): each image's mean over its classes, then the
+            mean over images, NaN entries left out (MONAI's ``"mean"``, torchmetrics'
+            ``"macro"`` per image); ``"mean_batch"`` averages over images per class
             (``(K,)``, a scalar for binary input); ``"none"`` returns ``(B,)`` for binary
             input and ``(B, K)`` with ``K`` scored classes otherwise. An unbatched input
             counts as a batch of one.
-        check_labels: check that label maps hold only ``0..C-1`` (default). The check
+        check_labels: check that label maps hold only ``0..C-1`` and one-hot masks only
+            0 and 1 (default). The check
             reads two numbers back to the host; pass ``False`` to keep a GPU pipeline free
             of synchronisation (out-of-range labels then match no class). Floating-point
             inputs are always checked for whole numbers, which reads back one number:
@@ -477,7 +481,8 @@ def pixel_accuracy(
             (only used to check the labels).
         spatial_dims: how many trailing axes are spatial (required; see
             :func:`dice_score`).
-        reduction: ``"mean"`` (scalar) or ``"none"`` (shape ``(B,)``).
+        reduction: ``"mean"`` or ``"mean_batch"`` (both a scalar: one value per image)
+            or ``"none"`` (shape ``(B,)``).
         one_hot: inputs are ``(B, C, *spatial)`` per-class masks.
         check_labels: check that label maps hold only ``0..C-1``.
 
@@ -500,6 +505,8 @@ def pixel_accuracy(
             check_label_range(p, t, k)
         right = p == t
     else:  # masks (every channel of one-hot input) must agree on foreground
+        if one_hot and check_labels:
+            check_mask_values(p, t)
         right = (p != 0) == (t != 0)
         if one_hot:
             right = right.all(dim=1)
@@ -509,6 +516,14 @@ def pixel_accuracy(
     return output(out if numpy else out.float(), numpy)
 
 
-for _f in (dice_score, iou_score, mean_iou, precision_score, recall_score):
+for _f in (dice_score, iou_score, precision_score, recall_score):
     _f.__doc__ = (_f.__doc__ or "").replace("Args:{args}", "Args:" + _ARGS_DOC)
 del _f
+mean_iou.__doc__ = (mean_iou.__doc__ or "").replace(
+    "Args:{args}",
+    "Args:"
+    + _ARGS_DOC.replace(
+        "(default ``False``: background dominates and inflates the average)",
+        "(default ``True`` here: the semantic-segmentation convention scores every class)",
+    ),
+)

@@ -415,8 +415,8 @@ def surface_metrics(
     pred: Array,
     target: Array,
     metrics: Sequence[str] = SURFACE_METRICS,
-    num_classes: int | None = None,
     *,
+    num_classes: int | None = None,
     spatial_dims: int | None = None,
     include_background: bool = False,
     one_hot: bool = False,
@@ -435,8 +435,8 @@ def surface_metrics(
 
     Args:
         pred: prediction: a mask or label map ``(*spatial)``, ``(B, *spatial)`` or
-            ``(B, 1, *spatial)`` (integer or bool), or per-class masks ``(B, C, *spatial)``
-            / ``(C, *spatial)`` with ``one_hot=True``; NumPy or torch (computed on the
+            ``(B, 1, *spatial)`` (integer or bool), or per-class 0/1 masks
+            ``(B, C, *spatial)`` with ``one_hot=True``; NumPy or torch (computed on the
             CPU, results returned on the input's device). See
             :func:`attnunet.metrics.dice_score` for the whole contract.
         target: ground truth in the same layout.
@@ -474,7 +474,8 @@ def surface_metrics(
             own surface, and every summary of one distance is that distance.
         method: how nearest distances are found: ``"kdtree"``, ``"edt"`` or ``"auto"``
             (default, the cheaper; all are exact and agree).
-        reduction: ``"mean"`` (average over images and classes, NaN left out),
+        reduction: ``"mean"`` (each image's mean over classes, then over images, NaN
+            left out, as MONAI),
             ``"mean_batch"`` (per class over images, ``(K,)``) or ``"none"`` (``(B,)`` for
             binary input, ``(B, K)`` otherwise).
 
@@ -542,13 +543,28 @@ def surface_metrics(
     return out
 
 
+def _positional_refused(name: str, misplaced: tuple[object, ...]) -> None:
+    """Only ``pred`` and ``target`` are positional: MedPy passes its voxel spacing third,
+    which would otherwise be read as a number of classes (an int spacing fits one)."""
+    if misplaced:
+        values = ", ".join(repr(v) for v in misplaced)
+        raise TypeError(
+            f"{name}() takes pred and target positionally and everything else by name, "
+            f"got {len(misplaced)} more positional argument(s): {values}. Pass a voxel "
+            f"spacing (MedPy's third argument, voxelspacing) as spacing={misplaced[0]!r}, "
+            f"or the classes of a label map as num_classes=..."
+        )
+
+
 _COMMON_ARGS = """
         pred: prediction, a mask or label map ``(*spatial)``, ``(B, *spatial)`` or
             ``(B, 1, *spatial)``, or per-class masks ``(B, C, *spatial)`` with
             ``one_hot=True``; NumPy or torch.
         target: ground truth in the same layout.
+        *misplaced: nothing: only ``pred`` and ``target`` are positional. A third
+            positional argument (MedPy's voxel spacing) raises a ``TypeError`` that says
+            to pass ``spacing=`` or ``num_classes=`` by name.
         num_classes: ``None`` for binary masks, or the number of classes of a label map.
-            A voxel spacing belongs in ``spacing=``, not here (MedPy takes it third).
         spatial_dims: how many trailing axes are spatial (required), as
             :func:`surface_metrics`.
         include_background, one_hot: the input form, as :func:`surface_metrics`.
@@ -558,14 +574,15 @@ _COMMON_ARGS = """
         empty_pred, empty_target, both_empty: the values for empty masks (defaults
             ``inf``, ``inf``, NaN), as :func:`surface_metrics`.
         method: ``"auto"``, ``"kdtree"`` or ``"edt"``; all exact.
-        reduction: ``"mean"`` or ``"none"``."""
+        reduction: ``"mean"``, ``"mean_batch"`` or ``"none"``, as
+            :func:`surface_metrics`."""
 
 
 def hausdorff_distance(
     pred: Array,
     target: Array,
+    *misplaced: object,
     num_classes: int | None = None,
-    *,
     spatial_dims: int | None = None,
     include_background: bool = False,
     one_hot: bool = False,
@@ -598,11 +615,12 @@ def hausdorff_distance(
         tensor(1.4142)
     """
     name = "hd" if percentile is None else "hd95"
+    _positional_refused("hausdorff_distance", misplaced)
     return surface_metrics(
         pred,
         target,
         (name,),
-        num_classes,
+        num_classes=num_classes,
         spatial_dims=spatial_dims,
         include_background=include_background,
         one_hot=one_hot,
@@ -622,8 +640,8 @@ def hausdorff_distance(
 def hd95(
     pred: Array,
     target: Array,
+    *misplaced: object,
     num_classes: int | None = None,
-    *,
     spatial_dims: int | None = None,
     include_background: bool = False,
     one_hot: bool = False,
@@ -658,11 +676,12 @@ def hd95(
         >>> float(hd95(a[0], b[0], spatial_dims=2, spacing=(0.5, 2.0)))
         5.9
     """
+    _positional_refused("hd95", misplaced)
     return surface_metrics(
         pred,
         target,
         ("hd95",),
-        num_classes,
+        num_classes=num_classes,
         spatial_dims=spatial_dims,
         include_background=include_background,
         one_hot=one_hot,
@@ -682,8 +701,8 @@ def hd95(
 def assd(
     pred: Array,
     target: Array,
+    *misplaced: object,
     num_classes: int | None = None,
-    *,
     spatial_dims: int | None = None,
     include_background: bool = False,
     one_hot: bool = False,
@@ -715,11 +734,12 @@ def assd(
         >>> float(assd(a, b, spatial_dims=2))  # (3 + 2 + 2 + 3) / 4
         2.5
     """
+    _positional_refused("assd", misplaced)
     return surface_metrics(
         pred,
         target,
         ("assd",),
-        num_classes,
+        num_classes=num_classes,
         spatial_dims=spatial_dims,
         include_background=include_background,
         one_hot=one_hot,
@@ -739,8 +759,8 @@ def assd(
 def surface_to_surface(
     pred: Array,
     target: Array,
+    *misplaced: object,
     num_classes: int | None = None,
-    *,
     spatial_dims: int | None = None,
     include_background: bool = False,
     one_hot: bool = False,
@@ -774,11 +794,12 @@ def surface_to_surface(
         >>> float(assd(a, b, spatial_dims=2))  # (5 + 4 + 3 + 3 + 4) / 5: voxels weigh the same
         3.8
     """
+    _positional_refused("surface_to_surface", misplaced)
     return surface_metrics(
         pred,
         target,
         ("s2s",),
-        num_classes,
+        num_classes=num_classes,
         spatial_dims=spatial_dims,
         include_background=include_background,
         one_hot=one_hot,
