@@ -225,7 +225,12 @@ def _check_dense_range(target: torch.Tensor, logits_shape: list[int]) -> None:
 
 
 def _check_label_range(
-    lo: int, hi: int, c: int, label_shape: list[int], ignore_index: int | None
+    lo: int,
+    hi: int,
+    c: int,
+    label_shape: list[int],
+    ignore_index: int | None,
+    ignore_supported: bool = True,
 ) -> None:
     high = max(c - 1, 1)
     if lo >= 0 and hi <= high:
@@ -237,20 +242,28 @@ def _check_label_range(
         message += "; a single channel is a binary output (0 or 1)"
         if lo >= 0:
             message += ": for a 0/255 (or any non-zero) mask pass (target > 0).long()"
+    elif lo >= 0 and hi == 255:
+        message += (
+            "; a 0/255 binary mask (for two output channels) is (target > 0).long(), or "
+            "target // 255"
+        )
     if ignore_index is not None:
         message += f" (ignore_index={ignore_index} exempts that one value only)"
-    elif c > 1 or lo < 0:
+    elif ignore_supported and (c > 1 or lo < 0):
         outside = hi if hi > high else lo
         message += (
             f"; if {outside} marks voxels to leave out (unlabelled), pass ignore_index={outside}"
         )
-        if c > 1 and lo >= 1 and hi == c:
-            message += "; if the labels count from 1, subtract 1"
+    if c > 1 and lo >= 1 and hi == c:
+        message += "; if the labels count from 1, subtract 1"
     raise ValueError(message)
 
 
 def _parse_target(
-    target: torch.Tensor, logits: torch.Tensor, ignore_index: int | None = None
+    target: torch.Tensor,
+    logits: torch.Tensor,
+    ignore_index: int | None = None,
+    ignore_supported: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Return ``(labels, dense, valid)``: exactly one of ``labels`` and ``dense`` is set.
 
@@ -297,7 +310,10 @@ def _parse_target(
                     f"[0, 1] of shape {dense_shape}"
                 )
             else:
-                advice = "if it holds class indices, convert it with target.long()"
+                advice = (
+                    "if it holds class indices, convert it with target.long(); a 0/1 or "
+                    "0/255 binary mask is (target > 0).long()"
+                )
             raise ValueError(
                 f"a float target is read as one-hot or probabilistic and needs the logits' "
                 f"shape {dense_shape}, got {list(target.shape)}; {advice}"
@@ -328,7 +344,7 @@ def _parse_target(
         target = target.masked_fill(~valid, 0)
     if target.dtype != torch.bool and target.numel():
         lo, hi = _min_max(target)
-        _check_label_range(int(lo), int(hi), c, label_shape, ignore_index)
+        _check_label_range(int(lo), int(hi), c, label_shape, ignore_index, ignore_supported)
     return target.long(), None, valid
 
 
@@ -1055,7 +1071,7 @@ def raunet_loss(
             f"reduction={reduction!r} needs batch=False: the batch Dice pools the images, "
             f"so there is no loss per image"
         )
-    labels, dense, _ = _parse_target(target, logits)
+    labels, dense, _ = _parse_target(target, logits, ignore_supported=False)
     x = logits.to(_compute_dtype(logits))
     if x.shape[1] == 1:
         # two-class softmax of (0, z): background 1 - sigmoid(z), foreground sigmoid(z)

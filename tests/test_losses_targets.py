@@ -550,3 +550,19 @@ def test_one_range_read_per_call(monkeypatch, dense):
     calls.clear()
     dice_ce_loss(logits, _labels(3), ignore_index=255)
     assert len(calls) == 1
+
+
+def test_hints_for_0_255_masks_and_losses_without_ignore_index():
+    # a uint8 0/255 mask for two-channel logits: the first fix is a threshold, not
+    # ignore_index=255 (which would leave all the foreground out)
+    mask = (_mask_0_255(torch.float32)[:, 0] > 0).to(torch.uint8) * 255
+    with pytest.raises(ValueError, match=r"0/255 binary mask .*\(target > 0\)\.long\(\)"):
+        ce_loss(torch.randn(B, 2, H, W), mask)
+    with pytest.raises(ValueError, match=r"\(target > 0\)\.long\(\)"):
+        ce_loss(torch.randn(B, 2, H, W), mask.float())
+    # raunet_loss takes no ignore_index, so its message must not suggest one
+    with pytest.raises(ValueError, match=r"0\.\.1") as info:
+        raunet_loss(torch.randn(B, 2, H, W), mask)
+    assert "ignore_index" not in str(info.value)
+    with pytest.raises(ValueError, match="ignore_index=255"):
+        ce_loss(torch.randn(B, 3, H, W), mask.long().clamp_max(2).masked_fill(mask > 0, 255))
