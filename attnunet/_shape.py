@@ -30,12 +30,39 @@ def match_size(x: torch.Tensor, size: list[int]) -> torch.Tensor:
     return crop_to(x, size)
 
 
-def crop_to(x: torch.Tensor, size: list[int]) -> torch.Tensor:
-    """Keep the first ``size[d]`` voxels of every spatial axis ``d`` of ``x``."""
+def ceil_div(a: int, b: int) -> int:
+    """``ceil(a / b)`` for ``a >= 0`` and ``b > 0``, written ``(a + b - 1) // b``.
+
+    Not ``-(-a // b)``: when a model is traced for ONNX (``torch.onnx.export`` with
+    ``dynamo=False``) a floor division of sizes is exported as ONNX ``Div``, which
+    truncates towards zero, so the negative operand made ``-(-45 // 2)`` export as 22
+    instead of 23. With both operands non-negative, truncation and floor agree.
+    """
+    return (a + b - 1) // b
+
+
+def crop_to(x: torch.Tensor, size: list[int], always: bool = False) -> torch.Tensor:
+    """Keep the first ``size[d]`` voxels of every spatial axis ``d`` of ``x``.
+
+    An axis already of length ``size[d]`` is left alone, unless ``always`` is set: then
+    every axis is narrowed (a no-op at equal length), which keeps the crop in a graph
+    captured at one size and run at another (see :func:`capturing`).
+    """
     for d in range(len(size)):
-        if x.shape[d + 2] > size[d]:
+        if always or x.shape[d + 2] > size[d]:
             x = x.narrow(d + 2, 0, size[d])
     return x
+
+
+def capturing() -> bool:
+    """True while a graph is captured for export: under ``torch.jit.trace`` (what the
+    TorchScript-based ``torch.onnx.export(..., dynamo=False)`` runs) or ``torch.export``
+    (``dynamo=True``). Such a graph keeps no Python ``if`` on sizes, only the branch taken
+    at the export size; code that pads or crops "only when needed" must then pad and
+    crop always (zero padding, a full-length crop), or the graph is wrong at sizes that
+    needed the other branch. Call it only under ``if not torch.jit.is_scripting():``.
+    """
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
 def _double_axis(x: torch.Tensor, d: int, linear: bool) -> torch.Tensor:

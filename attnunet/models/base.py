@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from attnunet._shape import crop_to
+from attnunet._shape import capturing, ceil_div, crop_to
 from attnunet.blocks.conv import ConvNormAct, ResidualBlock
 
 __all__ = [
@@ -188,6 +188,21 @@ def parts_fast_path(x: torch.Tensor, enabled: bool) -> bool:
     return False
 
 
+def _check_export_sizes(size: list[Any], size_policy: str, div: int) -> None:
+    """Refuse what an exported graph cannot do: dynamic spatial sizes (symbolic sizes of
+    ``torch.export``) under ``size_policy="resize"``, whose graph is right only for sizes
+    that floor-halve like the export size at every level."""
+    dynamic = [d for d, s in enumerate(size) if isinstance(s, torch.SymInt)]
+    if dynamic and size_policy == "resize":
+        raise ValueError(
+            f"size_policy='resize' cannot be exported with dynamic spatial sizes (axes "
+            f"{[d + 2 for d in dynamic]} are dynamic): the graph would be right only for "
+            f"sizes that halve like the export size. Build the model with "
+            f"size_policy='pad' (any size; pads to a multiple of {div} and crops back), "
+            f"or keep the spatial axes static (the batch axis may stay dynamic)"
+        )
+
+
 class CheckpointSegment(nn.Module):
     """A module that is one segment of activation checkpointing (an encoder stage, a decoder
     level, a UNet++ node, ...).
@@ -348,17 +363,24 @@ class SegmentationModel(nn.Module):
         """Apply the size policy; return the (possibly padded) input and the original size."""
         size = list(x.shape[2:])
         div = self.divisor
+        exporting = False
+        if not torch.jit.is_scripting():
+            exporting = capturing()
+            if exporting:
+                _check_export_sizes(size, self.size_policy, div)
         if self.size_policy == "pad":
             pad: list[int] = []
             for d in range(len(size) - 1, -1, -1):
                 pad.append(0)
-                pad.append((div - size[d] % div) % div)
-            if max(pad) > 0:
+                # the padded size is then div * k to torch.export's symbolic shapes, and
+                # every size below it simplifies (needed to export a dynamic 3D RAUNet)
+                pad.append(ceil_div(size[d], div) * div - size[d])
+            if exporting or max(pad) > 0:  # an exported graph pads at every size
                 x = F.pad(x, pad)
         elif self.size_policy == "error":
             if any(s % div != 0 for s in size):
                 lower = [max(div, s // div * div) for s in size]
-                upper = [-(-s // div) * div for s in size]
+                upper = [ceil_div(s, div) * div for s in size]
                 raise ValueError(
                     f"spatial size {size} is not divisible by 2**depth = {div}; sizes that "
                     f"work nearby: {upper} or {lower}. Or build the model with "
@@ -383,12 +405,15 @@ class SegmentationModel(nn.Module):
         """
         if self.size_policy != "pad":
             return tensors
+        exporting = False
+        if not torch.jit.is_scripting():
+            exporting = capturing()
         padded = list(prepared.shape[2:])
         restored: list[torch.Tensor] = []
         for t in tensors:
             keep: list[int] = []
             for d in range(len(size)):
                 factor = padded[d] // t.shape[d + 2]
-                keep.append(-(-size[d] // factor))
-            restored.append(crop_to(t, keep))
+                keep.append(ceil_div(size[d], factor))
+            restored.append(crop_to(t, keep, always=exporting))
         return restored
