@@ -40,6 +40,20 @@ def test_torchscript_matches_eager(name, dims, deep_supervision, tmp_path):
     # scripted models raise the same clear input errors
     with pytest.raises(Exception, match="input channel"):
         loaded(torch.randn(1, 2, *SIZES[dims]))
+    with pytest.raises(Exception, match=r"dtype torch\.float64 but the model's weights are"):
+        loaded(x.double())
+
+
+def test_torchscript_under_autocast_takes_any_floating_input():
+    """The input dtype check lets autocast through in TorchScript too (CPU bfloat16)."""
+    model = create_model("ag_res_unet", spatial_dims=2, channels=(4, 8, 16)).eval()
+    scripted = torch.jit.script(model)
+    x = torch.randn(1, 1, *SIZES[2])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert scripted(x).dtype == torch.bfloat16
+        assert scripted(x.bfloat16()).dtype == torch.bfloat16
+    with pytest.raises(Exception, match=r"torch\.bfloat16 but the model's weights are"):
+        scripted(x.bfloat16())  # outside autocast
 
 
 @pytest.mark.parametrize("name", FAMILY)

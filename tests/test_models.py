@@ -11,8 +11,10 @@ import attnunet
 from attnunet import (
     AgResUNet,
     AgUNet,
+    RAUNet,
     ResUNet,
     UNet,
+    UNetPlusPlus,
     UNetSkeleton,
     create_model,
     list_models,
@@ -410,6 +412,57 @@ def test_list_models_filters():
     assert list_models(spatial_dims=4) == []
     info = model_info("ag_res_unet")
     assert info.model_class is AgResUNet and info.paper
+
+
+# ----------------------------------------------------------------------------- input dtype
+DTYPE_MODELS = {
+    "unet": lambda: UNet(1, 1, 2, channels=SMALL),
+    "unet_plus_plus": lambda: UNetPlusPlus(1, 1, 2, channels=SMALL, deep_supervision=True),
+    "raunet": lambda: RAUNet(1, 1, 2, encoder="resnet18"),  # 1D: native encoder, no timm
+}
+
+
+@pytest.mark.parametrize("name", list(DTYPE_MODELS))
+def test_input_dtype_mismatch_says_what_works(name):
+    """Instead of PyTorch's error deep in a convolution, the input check names both dtypes
+    and the conversions that work (every model class: U-Net skeleton, UNet++, RAUNet)."""
+    model = DTYPE_MODELS[name]().eval()
+    x = torch.randn(1, 1, 64)
+    with pytest.raises(
+        TypeError,
+        match=r"torch\.float64.*torch\.float32.*x\.float\(\).*"
+        r"model\.double\(\).*torch\.autocast",
+    ):
+        model(x.double())
+    with pytest.raises(
+        TypeError, match=r"torch\.float16.*torch\.float32.*x\.float\(\).*model\.half\(\)"
+    ):
+        model(x.half())
+    with pytest.raises(TypeError, match=r"dtype torch\.uint8 .*x\.float\(\)$"):
+        model((x.abs() * 10).to(torch.uint8))  # no model dtype to suggest for integers
+    model.double()
+    with pytest.raises(
+        TypeError,
+        match=r"torch\.float32 but the model's weights are "
+        r"torch\.float64: convert the input with x\.double\(\).*model\.float\(\)",
+    ):
+        model(x)
+    with torch.no_grad():
+        out = model(x.double())
+    for y in out if isinstance(out, list) else [out]:
+        assert y.dtype == torch.float64
+
+
+def test_autocast_accepts_any_floating_input_dtype():
+    """Under autocast the convolutions cast inputs and weights alike, so a float32 model
+    takes float32 and bfloat16 inputs (CPU autocast runs in bfloat16)."""
+    model = UNet(2, 1, 2, channels=SMALL).eval()
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(x).dtype == torch.bfloat16
+        assert model(x.bfloat16()).dtype == torch.bfloat16
+        with pytest.raises(TypeError, match=r"torch\.uint8"):
+            model(x.to(torch.uint8))
 
 
 def test_custom_same_resolution_gate_gets_the_upsampled_feature():

@@ -188,6 +188,61 @@ def parts_fast_path(x: torch.Tensor, enabled: bool) -> bool:
     return False
 
 
+def _autocast_active(x: torch.Tensor) -> bool:
+    """Whether autocast is on for the device of ``x`` (then convolutions cast their
+    inputs and weights to one dtype, so the input's own dtype does not matter)."""
+    if not torch.jit.is_scripting():
+        return torch.is_autocast_enabled(x.device.type)
+    # TorchScript has no per-device query, and torch.is_autocast_cpu_enabled() crashes
+    # a scripted process: ask a matrix product, which autocast runs in lower precision
+    probe = torch.zeros(1, 1, dtype=torch.float32, device=x.device)
+    return torch.mm(probe, probe).dtype != torch.float32
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    """``"torch.float32"`` etc. (TorchScript would print a dtype as its number)."""
+    for known, name in (
+        (torch.float32, "float32"),
+        (torch.float64, "float64"),
+        (torch.float16, "float16"),
+        (torch.bfloat16, "bfloat16"),
+        (torch.uint8, "uint8"),
+        (torch.int8, "int8"),
+        (torch.int16, "int16"),
+        (torch.int32, "int32"),
+        (torch.int64, "int64"),
+        (torch.bool, "bool"),
+    ):
+        if dtype == known:
+            return "torch." + name
+    return str(dtype)
+
+
+def _cast_method(dtype: torch.dtype) -> str:
+    """The tensor/module method that converts to ``dtype`` (``float()``, ``double()``, ...)."""
+    for known, name in (
+        (torch.float32, "float()"),
+        (torch.float64, "double()"),
+        (torch.float16, "half()"),
+        (torch.bfloat16, "bfloat16()"),
+    ):
+        if dtype == known:
+            return name
+    return "to(" + _dtype_name(dtype) + ")"
+
+
+def _dtype_mismatch(given: torch.dtype, expected: torch.dtype, floating: bool) -> str:
+    """The message of the input dtype check (``floating``: whether ``given`` is a
+    floating-point dtype): both dtypes and what would work."""
+    fixes = f"convert the input with x.{_cast_method(expected)}"
+    if floating:
+        fixes += f", or the model with model.{_cast_method(given)}, or run it under torch.autocast"
+    return (
+        f"the input has dtype {_dtype_name(given)} but the model's weights are "
+        f"{_dtype_name(expected)}: {fixes}"
+    )
+
+
 def _check_export_sizes(size: list[Any], size_policy: str, div: int) -> None:
     """Refuse what an exported graph cannot do: dynamic spatial sizes (symbolic sizes of
     ``torch.export``) under ``size_policy="resize"``, whose graph is right only for sizes
@@ -358,6 +413,17 @@ class SegmentationModel(nn.Module):
                 f"{list(x.shape)}: build the model with in_channels={x.shape[1]} or fix "
                 f"the channel axis of the input"
             )
+        dtype = self._weight_dtype()
+        if dtype is not None and x.dtype != dtype:
+            floating = x.is_floating_point()
+            if not (floating and _autocast_active(x)):
+                raise TypeError(_dtype_mismatch(x.dtype, dtype, floating))
+
+    def _weight_dtype(self) -> torch.dtype | None:
+        """The dtype of the model's weights, which inputs must have (outside autocast);
+        ``None`` skips the check. Subclasses return the dtype of a weight they own
+        (TorchScript cannot iterate ``self.parameters()``)."""
+        return None
 
     def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
         """Apply the size policy; return the (possibly padded) input and the original size."""

@@ -318,6 +318,9 @@ class RAUNet(SegmentationModel):
     def _encode_checkpointed(self, x: torch.Tensor) -> list[torch.Tensor]:
         return run_checkpointed((self.encoder,), self.encoder, x)
 
+    def _weight_dtype(self) -> torch.dtype | None:
+        return self.head.classifier.weight.dtype  # type: ignore[return-value]
+
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         self._check_input(x)
         prepared, size = self._prepare(x)

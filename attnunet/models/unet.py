@@ -472,6 +472,9 @@ class UNetSkeleton(SegmentationModel):
             "size_policy": size_policy,
         }
 
+    def _weight_dtype(self) -> torch.dtype | None:
+        return self.head.conv.weight.dtype  # type: ignore[return-value]
+
     def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         self._check_input(x)
         x, size = self._prepare(x)

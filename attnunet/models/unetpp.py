@@ -399,6 +399,9 @@ class UNetPlusPlus(SegmentationModel):
             "size_policy": size_policy,
         }
 
+    def _weight_dtype(self) -> torch.dtype | None:
+        return self.heads[0].conv.weight.dtype  # type: ignore[union-attr,return-value]
+
     def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Return the head logits (in list order) and the gate maps, both restored."""
         self._check_input(x)
