@@ -406,12 +406,33 @@ def test_registry_errors():
 def test_list_models_filters():
     assert list_models("ag_*", presets=False) == ["ag_res_unet", "ag_unet"]
     assert "ag_res_unet_krd" in list_models("*krd")
-    assert set(list_models("*", spatial_dims=2)) - set(list_models("*", spatial_dims=3)) == {
-        "raunet_ni"  # the only 2D-only entry: an RGB ImageNet-encoder preset
-    }
+    # every entry builds in 1D, 2D and 3D (raunet_ni too: a 2D preset whose ResNet34 is
+    # attnunet's native one in 1D and 3D)
+    assert list_models(spatial_dims=1) == list_models(spatial_dims=2) == list_models()
+    assert list_models(spatial_dims=3) == list_models()
     assert list_models(spatial_dims=4) == []
     info = model_info("ag_res_unet")
     assert info.model_class is AgResUNet and info.paper
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_registry_lists_exactly_the_dims_each_entry_builds(name):
+    """``model_info(name).spatial_dims`` (what ``attnunet models`` prints) holds every
+    dimensionality the entry builds in, and no other. U-Net-family entries are built
+    narrow; RAUNet entries as registered (raunet_ni: its ResNet34, RGB input)."""
+    info = model_info(name)
+    small = {"channels": (4, 8)} if "channels" in (accepted_kwargs(info.model_class) or []) else {}
+    for dims in (1, 2, 3, 4):
+        if dims == 2 and "channels" not in small:
+            pytest.importorskip("timm", reason="2D RAUNet encoders come from timm")
+        try:
+            model = create_model(name, spatial_dims=dims, **small)
+        except ValueError as error:
+            assert dims not in info.spatial_dims, f"{name} does not build in {dims}D: {error}"
+            continue
+        assert dims in info.spatial_dims, f"{name} builds in {dims}D but does not list it"
+        assert model.spatial_dims == dims
+        del model
 
 
 # ----------------------------------------------------------------------------- input dtype

@@ -353,7 +353,7 @@ RAUNET_PRESET: dict[str, Any] = {
 @register_model(
     "raunet_ni",
     model_class=RAUNet,
-    spatial_dims=(2,),
+    spatial_dims=(1, 2, 3),
     paper=NI_PAPER,
     description="RAUNet as released by Ni et al. (ResNet34, RGB, BN after pooling)",
     defaults=RAUNET_PRESET,
@@ -361,6 +361,9 @@ RAUNET_PRESET: dict[str, Any] = {
 def raunet_ni(**overrides: Any) -> RAUNet:
     """RAUNet as in the reference code (:data:`RAUNET_PRESET`): 22,143,265 parameters with
     one class, as the reference. Pass ``pretrained=True`` or a path for ImageNet weights.
+
+    The reference is 2D; ``spatial_dims=3`` (or 1) builds the same configuration on
+    attnunet's native ResNet34, so the registry lists 1D, 2D and 3D, as for every preset.
 
     Example:
         >>> raunet_ni().num_parameters()
