@@ -400,7 +400,8 @@ class UNetPlusPlus(SegmentationModel):
         }
 
     def _weight_dtype(self) -> torch.dtype | None:
-        return self.heads[0].conv.weight.dtype  # type: ignore[union-attr,return-value]
+        weight = self.heads[0].conv.weight  # type: ignore[union-attr]
+        return weight.dtype  # type: ignore[return-value]
 
     def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Return the head logits (in list order) and the gate maps, both restored."""
