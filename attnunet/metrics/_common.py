@@ -203,7 +203,7 @@ def num_classes_value(num_classes: object) -> int | None:
     if integral and int(value) >= 2:  # type: ignore[call-overload]
         return int(value)  # type: ignore[call-overload]
     hint = ""
-    if isinstance(value, numbers.Integral) and int(value) == 1:  # type: ignore[call-overload]
+    if isinstance(value, numbers.Integral) and int(value) == 1:
         hint = " For binary masks leave num_classes out (None): every non-zero voxel counts."
     elif isinstance(value, float | np.floating) or (
         isinstance(value, Sequence | np.ndarray | torch.Tensor) and not isinstance(value, str)
