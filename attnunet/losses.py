@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
 
@@ -147,12 +148,15 @@ def _resolve_activation(activation: Activation, channels: int) -> str | None:
 def _check_ignore_index(ignore_index: object) -> int | None:
     if ignore_index is None:
         return None
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+    value = ignore_index
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
+        value = value.item()  # a torch integer scalar
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # np.int64 passes
         raise TypeError(
             f"ignore_index must be an int (a label value, e.g. 255 or -100) or None, got "
             f"{ignore_index!r}"
         )
-    return int(ignore_index)
+    return int(value)
 
 
 def _min_max(values: torch.Tensor) -> tuple[float, float]:

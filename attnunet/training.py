@@ -466,6 +466,11 @@ def evaluate(
 # ----------------------------------------------------------------------------- training
 
 
+def _dice_key(dice: float) -> float:
+    """Validation Dice for choosing the best epoch: NaN ranks below every number."""
+    return -math.inf if math.isnan(dice) else dice
+
+
 @dataclass
 class EpochRecord:
     """What one epoch did: mean training loss, validation means, time per step."""
@@ -655,8 +660,11 @@ def train(
         if ctx.main and val_volumes:
             val_rows, acc = evaluate(model, val_volumes, settings, device)
             record.val = {name: s.mean for name, s in acc.compute().items()}  # type: ignore[misc]
-            if record.val["dice"] > best_dice:
-                best_dice, best_epoch = record.val["dice"], epoch
+            dice = record.val["dice"]
+            # NaN (no validation image holds foreground: every class absent) never beats a
+            # number, but the first validated epoch is kept so that a best model exists
+            if best_epoch == 0 or _dice_key(dice) > _dice_key(best_dice):
+                best_dice, best_epoch = dice, epoch
                 if out is not None:
                     from attnunet.hub import save_pretrained
 

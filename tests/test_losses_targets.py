@@ -9,6 +9,7 @@ same loss on the voxels that are left (the ignored ones cut out of the tensors).
 import functools
 import itertools
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -566,3 +567,15 @@ def test_hints_for_0_255_masks_and_losses_without_ignore_index():
     assert "ignore_index" not in str(info.value)
     with pytest.raises(ValueError, match="ignore_index=255"):
         ce_loss(torch.randn(B, 3, H, W), mask.long().clamp_max(2).masked_fill(mask > 0, 255))
+
+
+def test_ignore_index_takes_numpy_and_torch_integer_scalars():
+    logits = torch.randn(B, 3, H, W, dtype=torch.float64)
+    labels = _labels(3, high=2)
+    labels[0, :2] = 255
+    expected = ce_loss(logits, labels, ignore_index=255)
+    for value in (np.int64(255), np.int32(255), torch.tensor(255)):
+        assert ce_loss(logits, labels, ignore_index=value) == expected
+    for bad in (255.0, torch.tensor(255.0), True):
+        with pytest.raises(TypeError, match="ignore_index must be an int"):
+            ce_loss(logits, labels, ignore_index=bad)

@@ -2,6 +2,7 @@
 either scored as that library scores it or refused with a ValueError that names the
 argument resolving it; classes absent from both sides are left out of the means."""
 
+import functools
 import math
 import warnings
 
@@ -479,6 +480,9 @@ def test_accumulator_counts_an_unbatched_image_once():
     assert len(acc) == 1
     with pytest.raises(ValueError, match=r"MetricAccumulator\(\{\.\.\.\}, spatial_dims=2\)"):
         MetricAccumulator({"dice": dice_score}).update(p, t)
+    # a metric with spatial_dims bound (or defaulted) needs nothing more
+    bound = MetricAccumulator({"dice": functools.partial(dice_score, spatial_dims=2)})
+    assert bound.update(p, t)["dice"].shape == (1,)
 
 
 # ------------------------------------------------------------------------ small traps
@@ -520,8 +524,13 @@ def test_spacing_passed_positionally_gets_a_hint():
 
 def test_fractional_percentile_warns():
     p, t = ellipse_pair(2)
-    with pytest.warns(UserWarning, match="0-100 scale"):
-        hausdorff_distance(p, t, spatial_dims=2, percentile=0.95)
+    for call in (
+        lambda: hausdorff_distance(p, t, spatial_dims=2, percentile=0.95),
+        lambda: surface_metrics(p, t, ("hd95",), spatial_dims=2, percentile=0.5),
+    ):
+        with pytest.warns(UserWarning, match="0-100 scale") as record:
+            call()
+        assert record[0].filename == __file__  # the warning points at the user's line
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         hausdorff_distance(p, t, spatial_dims=2, percentile=95)

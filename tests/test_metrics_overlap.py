@@ -869,8 +869,17 @@ def test_metrics_never_synchronise_or_leave_the_device(device, metric, form):
 @pytest.mark.parametrize("metric", ALL)
 def test_check_labels_reads_back_and_the_recorder_sees_it(metric):
     (labels, other), kw = _device_inputs("cpu", "labels")
-    # check_labels=True (the default) on a label map reads min and max back to the host.
-    ops = _run_recorded(lambda: metric(labels, other, num_classes=3, spatial_dims=3))
+    # check_labels=True (the default) on a label map reads min and max back to the host,
+    # in one .tolist(): the dispatch recorder does not see that on the CPU, but a meta
+    # tensor holds no data, so the read fails there (the device test runs on meta too).
+    meta = (labels.to("meta"), other.to("meta"))
+    with pytest.raises(NotImplementedError, match="meta"):
+        metric(*meta, num_classes=3, spatial_dims=3)
+    metric(*meta, num_classes=3, spatial_dims=3, check_labels=False)
+    # ... and the recorder sees a scalar read
+    ops = _run_recorded(
+        lambda: float(tree_leaves(_call(metric, (labels, other), kw))[0].flatten()[0])
+    )
     assert torch.ops.aten._local_scalar_dense in {op for op, _ in ops}
     with pytest.raises(AssertionError, match="synchronisation"):
         _assert_stays_on(labels.device, ops)

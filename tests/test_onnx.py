@@ -11,11 +11,12 @@ and at a size that needs no padding.
 The TorchScript exporter runs every model class in both dimensionalities under both
 policies, and every preset in both dimensionalities, its policy alternating. The dynamo
 exporter costs ten times as much per export (two to eight seconds here, more with dynamic
-spatial axes), so each name is exported once, the (dims, policy) pair cycling along the
-sorted names: every model class with a preset meets both policies, and each policy is met
-in 2D and in 3D. RAUNet takes 2D "pad" and 3D "resize": with dynamic spatial axes its 3D
-form must be exported at more than 32 voxels per axis (a coarsest grid of one voxel
-specialises the graph), which costs about 20 s.
+spatial axes), so every model class is exported once under "pad" (dynamic spatial axes, the
+dimensionality alternating from class to class) and once under "resize", through one of its
+presets where it has one (each preset runs "resize" once) or itself. RAUNet's 3D form would
+have to be exported at more than 32 voxels per axis with dynamic spatial axes (a coarsest
+grid of one voxel specialises the graph), so it meets the dynamo exporter in 2D "pad" and,
+as raunet_ni, in 3D "resize".
 """
 
 import contextlib
@@ -45,22 +46,30 @@ def _dims(name: str) -> list[int]:
     return [d for d in (2, 3) if d in model_info(name).spatial_dims]
 
 
-# the dynamo exporter's (dims, policy) per name: cycling along the sorted names
-DYNAMO_CYCLE = [(2, "pad"), (3, "resize"), (3, "pad"), (2, "resize")]
-DYNAMO_FIXED = {"raunet": (2, "pad"), "raunet_ni": (3, "resize")}
+def _has_preset(name: str) -> bool:
+    cls = model_info(name).model_class
+    return any(model_info(n).is_preset and model_info(n).model_class is cls for n in NAMES)
 
 
 def _cases() -> list[tuple[str, int, str, str]]:
     cases = []
+    classes = 0
     for index, name in enumerate(NAMES):
         preset = model_info(name).is_preset
         for dims in _dims(name):
             # presets share their class's code: one policy per dims, alternating
             policies = [("pad", "resize")[(index + dims) % 2]] if preset else ["pad", "resize"]
             cases += [(name, dims, policy, "torchscript") for policy in policies]
-        dims, policy = DYNAMO_FIXED.get(name, DYNAMO_CYCLE[index % len(DYNAMO_CYCLE)])
-        if dims in _dims(name):
-            cases.append((name, dims, policy, "dynamo"))
+        # The dynamo exporter costs ~10x a TorchScript export: every class runs "pad" (with
+        # dynamic spatial axes) under it, and "resize" through a preset of the class, or
+        # itself where it has none; the dimensionality alternates along the names.
+        dims = _dims(name)[index % len(_dims(name))]
+        if not preset:
+            cases.append((name, _dims(name)[classes % len(_dims(name))], "pad", "dynamo"))
+            classes += 1
+        if preset or not _has_preset(name):
+            other = _dims(name)[(index + 1) % len(_dims(name))]
+            cases.append((name, other if not preset else dims, "resize", "dynamo"))
     return cases
 
 

@@ -136,6 +136,19 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path):
     assert (tmp_path / "parts" / "best" / "config.json").is_file()
 
 
+def test_validation_without_foreground_still_keeps_a_best_model(tmp_path):
+    # Every class is absent from the validation masks and (after a short run) mostly from
+    # the predictions: the validation Dice is NaN, which must not leave the run without a
+    # best model.
+    torch.manual_seed(0)
+    model = UNet(spatial_dims=2, in_channels=1, num_classes=2, channels=(4, 8))
+    empty = Volume(np.zeros((1, 40, 48), np.float32), np.zeros((40, 48), np.int64), "empty")
+    result = train(model, [_volume()], [empty], _settings(), tmp_path / "run", progress=False)
+    assert all(math.isnan(h.val["dice"]) for h in result.history)  # seeded: nothing found
+    assert result.best_epoch == 1
+    assert (tmp_path / "run" / "best" / "config.json").is_file()
+
+
 def test_resume_refuses_another_recipe_and_a_missing_checkpoint(tmp_path):
     data = [_volume()]
     model = UNet(spatial_dims=2, in_channels=1, num_classes=2, channels=(4, 8))

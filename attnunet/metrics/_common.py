@@ -168,13 +168,8 @@ def canonical(x: torch.Tensor, spatial_dims: int, one_hot: bool, label: str) -> 
     return x
 
 
-def _whole(x: torch.Tensor, label: str, multi_channel: bool) -> torch.Tensor:
-    """A floating-point input whose values are all whole numbers, as ``int64``."""
-    if x.is_complex():
-        raise TypeError(f"{label} must be real, got {x.dtype}")
-    finite = bool(torch.isfinite(x).all())
-    if finite and bool((x == torch.round(x)).all()):
-        return x.long()
+def _not_whole(x: torch.Tensor, label: str, multi_channel: bool) -> TypeError:
+    """The error for a floating-point input that holds other than whole numbers."""
     bad = x[~torch.isfinite(x) | (x != torch.round(x))].flatten()[0].item()
     advice = (
         "for these per-class channels take x.argmax(1) (a label map, with num_classes) or "
@@ -184,10 +179,39 @@ def _whole(x: torch.Tensor, label: str, multi_channel: bool) -> torch.Tensor:
         "for probabilities; for a C-channel model's output (B, C, *spatial) take "
         "logits.argmax(1) and pass num_classes=C"
     )
-    raise TypeError(
+    return TypeError(
         f"{label} holds floating-point values that are not whole numbers (e.g. {bad:g}): "
         f"probabilities or logits, not a mask or label map; {advice}"
     )
+
+
+def _as_whole(inputs: list[tuple[str, torch.Tensor]], multi_channel: bool) -> list[torch.Tensor]:
+    """The inputs with floating-point ones that hold whole numbers only as ``int64``; the
+    check of every floating-point input together reads back one value (none without)."""
+    for label, x in inputs:
+        if x.is_complex():
+            raise TypeError(f"{label} must be real, got {x.dtype}")
+    floats = [i for i, (_, x) in enumerate(inputs) if x.is_floating_point()]
+    if not floats:
+        return [x for _, x in inputs]
+    checks = [inputs[i][1] for i in floats]
+    whole = torch.stack([(torch.isfinite(x) & (x == torch.round(x))).all() for x in checks])
+    for i, ok in zip(floats, whole.tolist(), strict=True):
+        if not ok:
+            raise _not_whole(inputs[i][1], inputs[i][0], multi_channel)
+    return [x.long() if x.is_floating_point() else x for _, x in inputs]
+
+
+def min_max(tensors: Sequence[torch.Tensor]) -> list[tuple[int, int] | None]:
+    """Minimum and maximum of each integer or bool tensor (None for an empty one), all
+    read back in one host synchronisation."""
+    stats = [
+        torch.stack(torch.aminmax(x.long() if x.dtype == torch.bool else x)).long()
+        for x in tensors
+        if x.numel()
+    ]
+    values = iter(torch.cat(stats).tolist()) if stats else iter(())
+    return [(next(values), next(values)) if x.numel() else None for x in tensors]
 
 
 def num_classes_value(num_classes: object) -> int | None:
@@ -251,22 +275,8 @@ def layout_pair(
             f"{list(target.shape)} (read with spatial_dims={s} as {list(p.shape)} and "
             f"{list(t.shape)})"
         )
-    multi = one_hot and p.shape[1] > 1
-    p = _whole(p, "pred", multi) if p.is_floating_point() or p.is_complex() else p
-    t = _whole(t, "target", multi) if t.is_floating_point() or t.is_complex() else t
+    p, t = _as_whole([("pred", p), ("target", t)], one_hot and p.shape[1] > 1)
     return p, t, p_numpy
-
-
-def layout_one(
-    x: Array, spatial_dims: int | None, one_hot: bool, label: str
-) -> tuple[torch.Tensor, bool]:
-    """One input as :func:`layout_pair` makes it; returns ``(tensor, whether NumPy)``."""
-    t, numpy = as_tensor(x, label)
-    s = check_spatial_dims(spatial_dims, list(t.shape), label, one_hot)
-    t = canonical(t, s, one_hot, label)
-    if t.is_floating_point() or t.is_complex():
-        t = _whole(t, label, one_hot and t.shape[1] > 1)
-    return t, numpy
 
 
 def class_masks(
@@ -310,29 +320,25 @@ def class_masks(
 
 def check_mask_values(p: torch.Tensor, t: torch.Tensor) -> None:
     """Per-class masks (``one_hot=True``) must hold 0 and 1 only: a label map passed as
-    one-hot would otherwise score every non-zero label as a class's mask."""
-    for label, x in (("pred", p), ("target", t)):
-        if x.numel() == 0 or x.dtype == torch.bool:
-            continue
-        low, high = (int(v) for v in torch.aminmax(x))
-        if low < 0 or high > 1:
+    one-hot would otherwise score every non-zero label as a class's mask. One host read."""
+    pairs = [(label, x) for label, x in (("pred", p), ("target", t)) if x.dtype != torch.bool]
+    for (label, _), found in zip(pairs, min_max([x for _, x in pairs]), strict=True):
+        if found is not None and (found[0] < 0 or found[1] > 1):
             raise ValueError(
                 f"with one_hot=True every channel must be a 0/1 mask, but {label} holds "
-                f"values in {low}..{high}: a label map? Pass it without one_hot and with "
-                f"num_classes, as (B, *spatial) or (B, 1, *spatial)"
+                f"values in {found[0]}..{found[1]}: a label map? Pass it without one_hot "
+                f"and with num_classes, as (B, *spatial) or (B, 1, *spatial)"
             )
 
 
 def check_label_range(p: torch.Tensor, t: torch.Tensor, num_classes: int) -> None:
-    for label, x in (("pred", p), ("target", t)):
-        if x.numel() == 0:
-            continue
-        low, high = (int(v) for v in torch.aminmax(x.long() if x.dtype == torch.bool else x))
-        if low < 0 or high >= num_classes:
+    """Label maps must hold ``0..C-1``; one host read for both."""
+    for label, found in zip(("pred", "target"), min_max([p, t]), strict=True):
+        if found is not None and (found[0] < 0 or found[1] >= num_classes):
             raise ValueError(
-                f"{label} holds labels outside 0..{num_classes - 1} (min {low}, max {high}); "
-                f"pass the right num_classes, or None to score every non-zero label as "
-                f"foreground"
+                f"{label} holds labels outside 0..{num_classes - 1} (min {found[0]}, max "
+                f"{found[1]}); pass the right num_classes, or None to score every non-zero "
+                f"label as foreground"
             )
 
 

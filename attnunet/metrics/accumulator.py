@@ -196,7 +196,7 @@ class MetricAccumulator:
                 "when building it, or record precomputed values with add(name, values)"
             )
         if "spatial_dims" not in self._metric_kwargs:
-            needs = [n for n, fn in self._metrics.items() if _takes(fn, "spatial_dims")]
+            needs = [n for n, fn in self._metrics.items() if _needs(fn, "spatial_dims")]
             if needs:
                 raise ValueError(
                     f"metric(s) {', '.join(map(repr, needs))} need spatial_dims, the number "
@@ -592,12 +592,14 @@ def _route_kwargs(
     return routed
 
 
-def _takes(fn: Callable[..., Any], keyword: str) -> bool:
-    """Whether ``fn`` names ``keyword`` among its parameters."""
+def _needs(fn: Callable[..., Any], keyword: str) -> bool:
+    """Whether ``fn`` has a parameter ``keyword`` left unset (no default, or None): a
+    ``functools.partial`` that binds it, or a default value, satisfies it."""
     try:
-        return keyword in inspect.signature(fn).parameters
+        param = inspect.signature(fn).parameters.get(keyword)
     except (TypeError, ValueError):
         return False
+    return param is not None and param.default in (inspect.Parameter.empty, None)
 
 
 def _as_float64(values: object, label: str, *, scalar_ok: bool) -> np.ndarray:

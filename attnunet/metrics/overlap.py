@@ -137,11 +137,11 @@ _ARGS_DOC = """
             input and ``(B, K)`` with ``K`` scored classes otherwise. An unbatched input
             counts as a batch of one.
         check_labels: check that label maps hold only ``0..C-1`` and one-hot masks only
-            0 and 1 (default). The check
-            reads two numbers back to the host; pass ``False`` to keep a GPU pipeline free
-            of synchronisation (out-of-range labels then match no class). Floating-point
-            inputs are always checked for whole numbers, which reads back one number:
-            pass integer or bool tensors (``x.bool()``, ``x.long()``) to avoid it."""
+            0 and 1 (default). The check reads back to the host once (the minima and
+            maxima of both inputs together); pass ``False`` to keep a GPU pipeline free of
+            synchronisation (out-of-range labels then match no class). Floating-point
+            inputs are always checked for whole numbers, one more read: pass integer or
+            bool tensors (``x.bool()``, ``x.long()``) to avoid it."""
 
 
 def confusion_counts(
@@ -211,7 +211,7 @@ def dice_score(
     Args:{args}
         empty_value: the score of a class absent from both ``pred`` and ``target`` in an
             image, so the ratio is ``0 / 0``. The default NaN leaves it out of the means
-            (as MONAI's ``ignore_empty`` and nnU-Net do): a class that is not there can
+            (as nnU-Net and torchmetrics do): a class that is not there can
             neither be found nor missed. ``1.0`` counts it as perfect, ``0.0`` as a miss.
             When only one side is empty the score is 0.
 

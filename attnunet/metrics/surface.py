@@ -39,6 +39,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
@@ -322,11 +323,16 @@ def _check_percentile(percentile: float) -> None:
     ):
         raise ValueError(f"percentile must be a number in [0, 100], got {percentile!r}")
     if 0.0 < float(percentile) < 1.0:
+        # point the warning at the user's call, through however many of this module's
+        # functions it came (hd95 -> surface_metrics -> here, or surface_metrics -> here)
+        level, frame = 1, sys._getframe(0)
+        while frame.f_back is not None and frame.f_code.co_filename == __file__:
+            frame, level = frame.f_back, level + 1
         warnings.warn(
             f"percentile={percentile} is read on the 0-100 scale, so it asks for the "
             f"{percentile}th percentile (near the minimum distance); for HD95 pass 95",
             UserWarning,
-            stacklevel=4,
+            stacklevel=level,
         )
 
 
@@ -469,7 +475,7 @@ def surface_metrics(
         empty_target: the value when the target is empty but the prediction is not
             (default ``inf``).
         both_empty: the value when both are empty, a class absent from both (default
-            NaN: left out of the means, as MONAI and nnU-Net do; ``0.0`` counts it as a
+            NaN: left out of the means, as nnU-Net does; ``0.0`` counts it as a
             perfect match). A single-voxel mask needs no special case: the voxel is its
             own surface, and every summary of one distance is that distance.
         method: how nearest distances are found: ``"kdtree"``, ``"edt"`` or ``"auto"``
