@@ -256,7 +256,7 @@ def test_one_hot_equals_monai_and_torchmetrics(dims, include_background):
         labels = dice_score(
             lp,
             lt,
-            4,
+            num_classes=4,
             spatial_dims=dims,
             include_background=include_background,
             reduction="none",
@@ -350,7 +350,9 @@ def test_label_map_layouts_equal_torchmetrics(dims, classes, batch, seed):
     if batch == 1:
         layouts.append((pred[0], target[0]))
     for p, t in layouts:
-        got = np.asarray(dice_score(p, t, np.int64(classes), spatial_dims=dims, reduction="none"))
+        got = np.asarray(
+            dice_score(p, t, num_classes=np.int64(classes), spatial_dims=dims, reduction="none")
+        )
         np.testing.assert_allclose(got, expected, rtol=1e-6)
     one = one_hot(pred, classes)
     got = dice_score(
@@ -369,11 +371,11 @@ def test_absent_class_is_left_out_as_monai_torchmetrics_and_nnunet():
     pred[:, 1:5, 1:5] = 1
     target[:, 2:6, 1:5] = 1
     target[0, 6:8, 6:8] = 2
-    per = dice_score(pred, target, 4, spatial_dims=2, reduction="none")
+    per = dice_score(pred, target, num_classes=4, spatial_dims=2, reduction="none")
     # hand computation: class 1 has 2 * 12 / (16 + 16); class 2 misses (0); class 3 absent
     np.testing.assert_allclose(per, [[0.75, 0.0, np.nan], [0.75, np.nan, np.nan]])
     # the mean: each image's present classes, then the images: (0.375 + 0.75) / 2
-    mean = float(dice_score(pred, target, 4, spatial_dims=2))
+    mean = float(dice_score(pred, target, num_classes=4, spatial_dims=2))
     assert mean == pytest.approx(0.5625)
     monai_mean = monai_metrics.DiceMetric(include_background=False, reduction="mean")
     monai_mean(one_hot(pred, 4), one_hot(target, 4))
@@ -392,7 +394,7 @@ def test_absent_class_is_left_out_as_monai_torchmetrics_and_nnunet():
     )
     np.testing.assert_allclose(per, tm.double().numpy())
     # nnU-Net: a class with tp + fp + fn == 0 is NaN and the mean is a nanmean
-    counts = confusion_counts(pred, target, 4, spatial_dims=2)
+    counts = confusion_counts(pred, target, num_classes=4, spatial_dims=2)
     den = (2 * counts.tp + counts.fp + counts.fn).double()
     nnunet = torch.where(den > 0, 2 * counts.tp / den.clamp_min(1), torch.nan)
     np.testing.assert_allclose(per, nnunet.numpy())
@@ -406,9 +408,9 @@ def test_absent_class_is_left_out_as_monai_torchmetrics_and_nnunet():
     )
     assert mean == pytest.approx(macro.mean().item())
     # the old convention is one argument away
-    assert float(dice_score(pred, target, 4, spatial_dims=2, empty_value=1.0)) == pytest.approx(
-        (0.75 + 0 + 1 + 0.75 + 1 + 1) / 6
-    )
+    assert float(
+        dice_score(pred, target, num_classes=4, spatial_dims=2, empty_value=1.0)
+    ) == pytest.approx((0.75 + 0 + 1 + 0.75 + 1 + 1) / 6)
 
 
 def test_absent_class_surface_distances_are_left_out():
@@ -500,12 +502,12 @@ def test_float_probabilities_are_refused_with_advice_that_fits_the_shape():
 
 def test_num_classes_takes_numpy_and_torch_integer_scalars():
     pred, target = multi_class_batch(2, 3, 2, seed=1)
-    ref = dice_score(pred, target, 3, spatial_dims=2)
+    ref = dice_score(pred, target, num_classes=3, spatial_dims=2)
     for k in (np.int64(3), np.int32(3), torch.tensor(3), np.array(3)):
-        assert dice_score(pred, target, k, spatial_dims=2) == ref
+        assert dice_score(pred, target, num_classes=k, spatial_dims=2) == ref
     for bad in (3.0, True, torch.tensor(3.0), 1):
         with pytest.raises(ValueError, match="num_classes"):
-            dice_score(pred, target, bad, spatial_dims=2)
+            dice_score(pred, target, num_classes=bad, spatial_dims=2)
 
 
 def test_spacing_passed_positionally_gets_a_hint():
@@ -515,11 +517,20 @@ def test_spacing_passed_positionally_gets_a_hint():
         for spacing in ((2.5, 0.8, 0.8), 2, np.int64(2)):
             with pytest.raises(TypeError, match="spacing="):
                 fn(p, t, spacing, spatial_dims=3)
-    # the overlap metrics keep num_classes third, as torchmetrics; a spacing there is refused
+    # every metric takes only pred and target positionally; torchmetrics' num_classes
+    # passed third is refused with the keyword to use
+    for fn in EVERY_METRIC:
+        if fn in (v_rand, v_info):  # no num_classes: Python's own message
+            with pytest.raises(TypeError, match="positional"):
+                fn(p, t, 3, spatial_dims=3)
+        else:
+            with pytest.raises(TypeError, match=r"num_classes="):
+                fn(p, t, 3, spatial_dims=3)
+    # a spacing given as num_classes is refused with the right keyword
     with pytest.raises(ValueError, match=r"spacing=\(2\.5, 0\.8, 0\.8\)"):
-        dice_score(p, t, (2.5, 0.8, 0.8), spatial_dims=3)
+        dice_score(p, t, num_classes=(2.5, 0.8, 0.8), spatial_dims=3)
     with pytest.raises(ValueError, match="leave num_classes out"):
-        dice_score(p, t, 1, spatial_dims=3)
+        dice_score(p, t, num_classes=1, spatial_dims=3)
 
 
 def test_fractional_percentile_warns():
@@ -552,15 +563,15 @@ def test_bad_spatial_dims_and_axis_counts_are_refused():
 
 def test_mean_batch_is_the_per_class_mean_over_images():
     pred, target = multi_class_batch(2, 4, 3, seed=4)
-    per = dice_score(pred, target, 4, spatial_dims=2, reduction="none")
+    per = dice_score(pred, target, num_classes=4, spatial_dims=2, reduction="none")
     np.testing.assert_allclose(
-        dice_score(pred, target, 4, spatial_dims=2, reduction="mean_batch"),
+        dice_score(pred, target, num_classes=4, spatial_dims=2, reduction="mean_batch"),
         np.nanmean(per, axis=0),
     )
     monai = monai_metrics.DiceMetric(include_background=False, reduction="mean_batch")
     monai(one_hot(pred, 4), one_hot(target, 4))
     np.testing.assert_allclose(
-        dice_score(pred, target, 4, spatial_dims=2, reduction="mean_batch"),
+        dice_score(pred, target, num_classes=4, spatial_dims=2, reduction="mean_batch"),
         monai.aggregate().double().numpy(),
         rtol=1e-6,
     )

@@ -214,6 +214,24 @@ def min_max(tensors: Sequence[torch.Tensor]) -> list[tuple[int, int] | None]:
     return [(next(values), next(values)) if x.numel() else None for x in tensors]
 
 
+def refuse_positional(name: str, misplaced: tuple[object, ...], spacing: bool = False) -> None:
+    """Only ``pred`` and ``target`` are positional. A third positional argument is refused
+    with what it probably meant: the classes of a label map (torchmetrics passes them
+    third) or, for the surface distances, a voxel spacing (MedPy passes it third), which an
+    int spacing would otherwise be silently taken for."""
+    if not misplaced:
+        return
+    value = misplaced[0]
+    meant = f"num_classes={value!r} for the classes of a label map"
+    if spacing:
+        meant += f", or spacing={value!r} for a voxel spacing (MedPy's third argument)"
+    raise TypeError(
+        f"{name}() takes pred and target positionally and everything else by name, got "
+        f"{len(misplaced)} more positional argument(s): "
+        f"{', '.join(repr(v) for v in misplaced)}. Pass it by name: {meant}"
+    )
+
+
 def num_classes_value(num_classes: object) -> int | None:
     """``num_classes`` as an int >= 2 or None; NumPy and torch integer scalars accepted."""
     if num_classes is None:
@@ -282,11 +300,12 @@ def layout_pair(
 def class_masks(
     pred: Array,
     target: Array,
+    *,
     num_classes: object,
+    spatial_dims: int | None,
     include_background: bool,
     one_hot: bool = False,
     check_labels: bool = True,
-    spatial_dims: int | None = None,
 ) -> Masks:
     """Validate a prediction/target pair and turn it into per-class boolean masks.
 

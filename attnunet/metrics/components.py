@@ -209,7 +209,12 @@ def _counts(
 ) -> tuple[np.ndarray, bool, bool, torch.device]:
     """Component counts ``(B, K)`` (``int64``), whether binary, whether NumPy, device."""
     masks, _, binary, numpy = class_masks(
-        pred, pred, num_classes, include_background, one_hot, spatial_dims=spatial_dims
+        pred,
+        pred,
+        num_classes=num_classes,
+        spatial_dims=spatial_dims,
+        include_background=include_background,
+        one_hot=one_hot,
     )
     structure = connectivity_structure(masks.dim() - 2, connectivity)
     host = masks.detach().cpu().numpy()

@@ -37,6 +37,7 @@ from attnunet.metrics._common import (
     num_classes_value,
     output,
     reduce,
+    refuse_positional,
 )
 
 __all__ = [
@@ -72,6 +73,7 @@ class _Counts(NamedTuple):
 def _counts(
     pred: Array,
     target: Array,
+    *,
     num_classes: int | None,
     spatial_dims: int | None,
     include_background: bool,
@@ -81,7 +83,13 @@ def _counts(
 ) -> _Counts:
     check_reduction(reduction)
     p, t, binary, numpy = class_masks(
-        pred, target, num_classes, include_background, one_hot, check_labels, spatial_dims
+        pred,
+        target,
+        num_classes=num_classes,
+        spatial_dims=spatial_dims,
+        include_background=include_background,
+        one_hot=one_hot,
+        check_labels=check_labels,
     )
     dims = tuple(range(2, p.dim()))
     tp = (p & t).sum(dims)
@@ -112,43 +120,11 @@ def _finish(values: torch.Tensor, c: _Counts, reduction: str) -> torch.Tensor | 
     return output(out if c.numpy else out.float(), c.numpy)
 
 
-_ARGS_DOC = """
-        pred: prediction, a ``torch.Tensor`` or a ``numpy.ndarray``: a mask or label map
-            ``(*spatial)``, ``(B, *spatial)`` or ``(B, 1, *spatial)``, or per-class masks
-            ``(B, C, *spatial)`` (0/1 per channel) with ``one_hot=True``. Integer or bool;
-            floats only if every value is a whole number (threshold probabilities first).
-        target: ground truth in the same layout.
-        num_classes: ``None`` (default) for binary input: every non-zero value is
-            foreground, so instance maps work as masks. Otherwise the number of classes
-            ``C >= 2`` of a label map, class 0 being background; labels must lie in
-            ``0..C-1``. An int, or a NumPy or torch integer scalar.
-        spatial_dims: how many trailing axes are spatial (2 for images, 3 for volumes).
-            Required: it fixes how the leading axes read (see :doc:`/metrics`); a shape
-            alone cannot tell a batch of slices ``(B, H, W)`` from a volume ``(D, H, W)``.
-        include_background: with ``num_classes`` or ``one_hot``, also score class 0
-            (default ``False``: background dominates and inflates the average).
-        one_hot: inputs carry a class axis of per-class 0/1 masks after the batch axis
-            (one-hot, as MONAI and torchmetrics use, or multi-label; channels may overlap)
-            instead of label maps.
-        reduction: ``"mean"`` (default): each image's mean over its classes, then the
-            mean over images, NaN entries left out (MONAI's ``"mean"``, torchmetrics'
-            ``"macro"`` per image); ``"mean_batch"`` averages over images per class
-            (``(K,)``, a scalar for binary input); ``"none"`` returns ``(B,)`` for binary
-            input and ``(B, K)`` with ``K`` scored classes otherwise. An unbatched input
-            counts as a batch of one.
-        check_labels: check that label maps hold only ``0..C-1`` and one-hot masks only
-            0 and 1 (default). The check reads back to the host once (the minima and
-            maxima of both inputs together); pass ``False`` to keep a GPU pipeline free of
-            synchronisation (out-of-range labels then match no class). Floating-point
-            inputs are always checked for whole numbers, one more read: pass integer or
-            bool tensors (``x.bool()``, ``x.long()``) to avoid it."""
-
-
 def confusion_counts(
     pred: Array,
     target: Array,
+    *misplaced: object,
     num_classes: int | None = None,
-    *,
     spatial_dims: int | None = None,
     include_background: bool = False,
     one_hot: bool = False,
@@ -179,15 +155,16 @@ def confusion_counts(
         >>> confusion_counts(pred, target, spatial_dims=1)
         ConfusionCounts(tp=tensor([[1]]), fp=tensor([[1]]), fn=tensor([[1]]), tn=tensor([[1]]))
     """
+    refuse_positional("confusion_counts", misplaced)
     c = _counts(
         pred,
         target,
-        num_classes,
-        spatial_dims,
-        include_background,
-        one_hot,
-        check_labels,
-        "none",
+        num_classes=num_classes,
+        spatial_dims=spatial_dims,
+        include_background=include_background,
+        one_hot=one_hot,
+        check_labels=check_labels,
+        reduction="none",
     )
     fp = c.pred - c.tp
     fn = c.target - c.tp
@@ -197,8 +174,8 @@ def confusion_counts(
 def dice_score(
     pred: Array,
     target: Array,
+    *misplaced: object,
     num_classes: int | None = None,
-    *,
     spatial_dims: int | None = None,
     include_background: bool = False,
     empty_value: float = math.nan,
@@ -208,7 +185,38 @@ def dice_score(
 ) -> torch.Tensor | np.ndarray:
     """Dice coefficient ``2 |P & T| / (|P| + |T|)`` per image and class, then averaged.
 
-    Args:{args}
+    Args:
+        pred: prediction, a ``torch.Tensor`` or a ``numpy.ndarray``: a mask or label map
+            ``(*spatial)``, ``(B, *spatial)`` or ``(B, 1, *spatial)``, or per-class masks
+            ``(B, C, *spatial)`` (0/1 per channel) with ``one_hot=True``. Integer or bool;
+            floats only if every value is a whole number (threshold probabilities first).
+        target: ground truth in the same layout.
+        *misplaced: nothing: only ``pred`` and ``target`` are positional; a third
+            positional argument raises a ``TypeError`` that names ``num_classes=``.
+        num_classes: ``None`` (default) for binary input: every non-zero value is
+            foreground, so instance maps work as masks. Otherwise the number of classes
+            ``C >= 2`` of a label map, class 0 being background; labels must lie in
+            ``0..C-1``. An int, or a NumPy or torch integer scalar.
+        spatial_dims: how many trailing axes are spatial (2 for images, 3 for volumes).
+            Required: it fixes how the leading axes read (see :doc:`/metrics`); a shape
+            alone cannot tell a batch of slices ``(B, H, W)`` from a volume ``(D, H, W)``.
+        include_background: with ``num_classes`` or ``one_hot``, also score class 0
+            (default ``False``: background dominates and inflates the average).
+        one_hot: inputs carry a class axis of per-class 0/1 masks after the batch axis
+            (one-hot, as MONAI and torchmetrics use, or multi-label; channels may overlap)
+            instead of label maps.
+        reduction: ``"mean"`` (default): each image's mean over its classes, then the
+            mean over images, NaN entries left out (MONAI's ``"mean"``, torchmetrics'
+            ``"macro"`` per image); ``"mean_batch"`` averages over images per class
+            (``(K,)``, a scalar for binary input); ``"none"`` returns ``(B,)`` for binary
+            input and ``(B, K)`` with ``K`` scored classes otherwise. An unbatched input
+            counts as a batch of one.
+        check_labels: check that label maps hold only ``0..C-1`` and one-hot masks only
+            0 and 1 (default). The check reads back to the host once (the minima and
+            maxima of both inputs together); pass ``False`` to keep a GPU pipeline free of
+            synchronisation (out-of-range labels then match no class). Floating-point
+            inputs are always checked for whole numbers, one more read: pass integer or
+            bool tensors (``x.bool()``, ``x.long()``) to avoid it.
         empty_value: the score of a class absent from both ``pred`` and ``target`` in an
             image, so the ratio is ``0 / 0``. The default NaN leaves it out of the means
             (as nnU-Net and torchmetrics do): a class that is not there can
@@ -239,15 +247,16 @@ def dice_score(
         >>> float(dice_score(np.array([1, 1, 0]), np.array([1, 0, 0]), spatial_dims=1))
         0.6666666666666666
     """
+    refuse_positional("dice_score", misplaced)
     c = _counts(
         pred,
         target,
-        num_classes,
-        spatial_dims,
-        include_background,
-        one_hot,
-        check_labels,
-        reduction,
+        num_classes=num_classes,
+        spatial_dims=spatial_dims,
+        include_background=include_background,
+        one_hot=one_hot,
+        check_labels=check_labels,
+        reduction=reduction,
     )
     both_empty = (c.pred + c.target) == 0
     return _finish(_ratio(2 * c.tp, c.pred + c.target, both_empty, empty_value, 0.0), c, reduction)
@@ -256,8 +265,8 @@ def dice_score(
 def iou_score(
     pred: Array,
     target: Array,
+    *misplaced: object,
     num_classes: int | None = None,
-    *,
     spatial_dims: int | None = None,
     include_background: bool = False,
     empty_value: float = math.nan,
@@ -271,7 +280,38 @@ def iou_score(
     It relates to Dice per image and class by ``IoU = D / (2 - D)``; averages of the two
     do not relate that simply.
 
-    Args:{args}
+    Args:
+        pred: prediction, a ``torch.Tensor`` or a ``numpy.ndarray``: a mask or label map
+            ``(*spatial)``, ``(B, *spatial)`` or ``(B, 1, *spatial)``, or per-class masks
+            ``(B, C, *spatial)`` (0/1 per channel) with ``one_hot=True``. Integer or bool;
+            floats only if every value is a whole number (threshold probabilities first).
+        target: ground truth in the same layout.
+        *misplaced: nothing: only ``pred`` and ``target`` are positional; a third
+            positional argument raises a ``TypeError`` that names ``num_classes=``.
+        num_classes: ``None`` (default) for binary input: every non-zero value is
+            foreground, so instance maps work as masks. Otherwise the number of classes
+            ``C >= 2`` of a label map, class 0 being background; labels must lie in
+            ``0..C-1``. An int, or a NumPy or torch integer scalar.
+        spatial_dims: how many trailing axes are spatial (2 for images, 3 for volumes).
+            Required: it fixes how the leading axes read (see :doc:`/metrics`); a shape
+            alone cannot tell a batch of slices ``(B, H, W)`` from a volume ``(D, H, W)``.
+        include_background: with ``num_classes`` or ``one_hot``, also score class 0
+            (default ``False``: background dominates and inflates the average).
+        one_hot: inputs carry a class axis of per-class 0/1 masks after the batch axis
+            (one-hot, as MONAI and torchmetrics use, or multi-label; channels may overlap)
+            instead of label maps.
+        reduction: ``"mean"`` (default): each image's mean over its classes, then the
+            mean over images, NaN entries left out (MONAI's ``"mean"``, torchmetrics'
+            ``"macro"`` per image); ``"mean_batch"`` averages over images per class
+            (``(K,)``, a scalar for binary input); ``"none"`` returns ``(B,)`` for binary
+            input and ``(B, K)`` with ``K`` scored classes otherwise. An unbatched input
+            counts as a batch of one.
+        check_labels: check that label maps hold only ``0..C-1`` and one-hot masks only
+            0 and 1 (default). The check reads back to the host once (the minima and
+            maxima of both inputs together); pass ``False`` to keep a GPU pipeline free of
+            synchronisation (out-of-range labels then match no class). Floating-point
+            inputs are always checked for whole numbers, one more read: pass integer or
+            bool tensors (``x.bool()``, ``x.long()``) to avoid it.
         empty_value: the score of a class absent from both ``pred`` and ``target``
             (default NaN: left out of the means; ``1.0`` counts it as perfect).
 
@@ -287,15 +327,16 @@ def iou_score(
         >>> iou_score(pred, target, spatial_dims=2)  # 1 shared pixel / 3 in the union
         tensor(0.3333)
     """
+    refuse_positional("iou_score", misplaced)
     c = _counts(
         pred,
         target,
-        num_classes,
-        spatial_dims,
-        include_background,
-        one_hot,
-        check_labels,
-        reduction,
+        num_classes=num_classes,
+        spatial_dims=spatial_dims,
+        include_background=include_background,
+        one_hot=one_hot,
+        check_labels=check_labels,
+        reduction=reduction,
     )
     union = c.pred + c.target - c.tp
     return _finish(_ratio(c.tp, union, union == 0, empty_value, 0.0), c, reduction)
@@ -304,8 +345,8 @@ def iou_score(
 def mean_iou(
     pred: Array,
     target: Array,
+    *misplaced: object,
     num_classes: int | None = None,
-    *,
     spatial_dims: int | None = None,
     include_background: bool = True,
     reduction: Reduction = "mean",
@@ -319,7 +360,38 @@ def mean_iou(
     both ``pred`` and ``target`` in an image is left out of that image's mean (neither a
     free 1 nor a 0). Binary input is scored as the two classes background and foreground.
 
-    Args:{args}
+    Args:
+        pred: prediction, a ``torch.Tensor`` or a ``numpy.ndarray``: a mask or label map
+            ``(*spatial)``, ``(B, *spatial)`` or ``(B, 1, *spatial)``, or per-class masks
+            ``(B, C, *spatial)`` (0/1 per channel) with ``one_hot=True``. Integer or bool;
+            floats only if every value is a whole number (threshold probabilities first).
+        target: ground truth in the same layout.
+        *misplaced: nothing: only ``pred`` and ``target`` are positional; a third
+            positional argument raises a ``TypeError`` that names ``num_classes=``.
+        num_classes: ``None`` (default) for binary input: every non-zero value is
+            foreground, so instance maps work as masks. Otherwise the number of classes
+            ``C >= 2`` of a label map, class 0 being background; labels must lie in
+            ``0..C-1``. An int, or a NumPy or torch integer scalar.
+        spatial_dims: how many trailing axes are spatial (2 for images, 3 for volumes).
+            Required: it fixes how the leading axes read (see :doc:`/metrics`); a shape
+            alone cannot tell a batch of slices ``(B, H, W)`` from a volume ``(D, H, W)``.
+        include_background: with ``num_classes`` or ``one_hot``, also score class 0
+            (default ``True`` here: the semantic-segmentation convention scores every class).
+        one_hot: inputs carry a class axis of per-class 0/1 masks after the batch axis
+            (one-hot, as MONAI and torchmetrics use, or multi-label; channels may overlap)
+            instead of label maps.
+        reduction: ``"mean"`` (default): each image's mean over its classes, then the
+            mean over images, NaN entries left out (MONAI's ``"mean"``, torchmetrics'
+            ``"macro"`` per image); ``"mean_batch"`` averages over images per class
+            (``(K,)``, a scalar for binary input); ``"none"`` returns ``(B,)`` for binary
+            input and ``(B, K)`` with ``K`` scored classes otherwise. An unbatched input
+            counts as a batch of one.
+        check_labels: check that label maps hold only ``0..C-1`` and one-hot masks only
+            0 and 1 (default). The check reads back to the host once (the minima and
+            maxima of both inputs together); pass ``False`` to keep a GPU pipeline free of
+            synchronisation (out-of-range labels then match no class). Floating-point
+            inputs are always checked for whole numbers, one more read: pass integer or
+            bool tensors (``x.bool()``, ``x.long()``) to avoid it.
 
     Returns:
         ``"mean"``: a scalar; ``"none"``: shape ``(B,)``, one mean IoU per image (NaN for an
@@ -334,16 +406,17 @@ def mean_iou(
         >>> mean_iou(pred, target, spatial_dims=2)  # background 2/3, foreground 1/2
         tensor(0.5833)
     """
+    refuse_positional("mean_iou", misplaced)
     check_reduction(reduction)
     c = _counts(
         pred,
         target,
-        num_classes,
-        spatial_dims,
-        include_background,
-        one_hot,
-        check_labels,
-        "none",
+        num_classes=num_classes,
+        spatial_dims=spatial_dims,
+        include_background=include_background,
+        one_hot=one_hot,
+        check_labels=check_labels,
+        reduction="none",
     )
     if c.binary:  # score background and foreground: background counts follow from |P|, |T|
         bg_tp = c.total - c.pred - c.target + c.tp
@@ -366,8 +439,8 @@ def mean_iou(
 def precision_score(
     pred: Array,
     target: Array,
+    *misplaced: object,
     num_classes: int | None = None,
-    *,
     spatial_dims: int | None = None,
     include_background: bool = False,
     empty_value: float = math.nan,
@@ -378,7 +451,38 @@ def precision_score(
 ) -> torch.Tensor | np.ndarray:
     """Precision (positive predictive value) ``|P & T| / |P|`` per image and class.
 
-    Args:{args}
+    Args:
+        pred: prediction, a ``torch.Tensor`` or a ``numpy.ndarray``: a mask or label map
+            ``(*spatial)``, ``(B, *spatial)`` or ``(B, 1, *spatial)``, or per-class masks
+            ``(B, C, *spatial)`` (0/1 per channel) with ``one_hot=True``. Integer or bool;
+            floats only if every value is a whole number (threshold probabilities first).
+        target: ground truth in the same layout.
+        *misplaced: nothing: only ``pred`` and ``target`` are positional; a third
+            positional argument raises a ``TypeError`` that names ``num_classes=``.
+        num_classes: ``None`` (default) for binary input: every non-zero value is
+            foreground, so instance maps work as masks. Otherwise the number of classes
+            ``C >= 2`` of a label map, class 0 being background; labels must lie in
+            ``0..C-1``. An int, or a NumPy or torch integer scalar.
+        spatial_dims: how many trailing axes are spatial (2 for images, 3 for volumes).
+            Required: it fixes how the leading axes read (see :doc:`/metrics`); a shape
+            alone cannot tell a batch of slices ``(B, H, W)`` from a volume ``(D, H, W)``.
+        include_background: with ``num_classes`` or ``one_hot``, also score class 0
+            (default ``False``: background dominates and inflates the average).
+        one_hot: inputs carry a class axis of per-class 0/1 masks after the batch axis
+            (one-hot, as MONAI and torchmetrics use, or multi-label; channels may overlap)
+            instead of label maps.
+        reduction: ``"mean"`` (default): each image's mean over its classes, then the
+            mean over images, NaN entries left out (MONAI's ``"mean"``, torchmetrics'
+            ``"macro"`` per image); ``"mean_batch"`` averages over images per class
+            (``(K,)``, a scalar for binary input); ``"none"`` returns ``(B,)`` for binary
+            input and ``(B, K)`` with ``K`` scored classes otherwise. An unbatched input
+            counts as a batch of one.
+        check_labels: check that label maps hold only ``0..C-1`` and one-hot masks only
+            0 and 1 (default). The check reads back to the host once (the minima and
+            maxima of both inputs together); pass ``False`` to keep a GPU pipeline free of
+            synchronisation (out-of-range labels then match no class). Floating-point
+            inputs are always checked for whole numbers, one more read: pass integer or
+            bool tensors (``x.bool()``, ``x.long()``) to avoid it.
         empty_value: the score when ``pred`` and ``target`` are both empty (default NaN:
             left out of the means).
         zero_division: the score when ``pred`` is empty but ``target`` is not, so the
@@ -397,15 +501,16 @@ def precision_score(
         >>> precision_score(pred, target, spatial_dims=1)  # 1 of 3 predicted voxels is right
         tensor(0.3333)
     """
+    refuse_positional("precision_score", misplaced)
     c = _counts(
         pred,
         target,
-        num_classes,
-        spatial_dims,
-        include_background,
-        one_hot,
-        check_labels,
-        reduction,
+        num_classes=num_classes,
+        spatial_dims=spatial_dims,
+        include_background=include_background,
+        one_hot=one_hot,
+        check_labels=check_labels,
+        reduction=reduction,
     )
     both_empty = (c.pred + c.target) == 0
     return _finish(_ratio(c.tp, c.pred, both_empty, empty_value, zero_division), c, reduction)
@@ -414,8 +519,8 @@ def precision_score(
 def recall_score(
     pred: Array,
     target: Array,
+    *misplaced: object,
     num_classes: int | None = None,
-    *,
     spatial_dims: int | None = None,
     include_background: bool = False,
     empty_value: float = math.nan,
@@ -426,7 +531,38 @@ def recall_score(
 ) -> torch.Tensor | np.ndarray:
     """Recall (sensitivity) ``|P & T| / |T|`` per image and class.
 
-    Args:{args}
+    Args:
+        pred: prediction, a ``torch.Tensor`` or a ``numpy.ndarray``: a mask or label map
+            ``(*spatial)``, ``(B, *spatial)`` or ``(B, 1, *spatial)``, or per-class masks
+            ``(B, C, *spatial)`` (0/1 per channel) with ``one_hot=True``. Integer or bool;
+            floats only if every value is a whole number (threshold probabilities first).
+        target: ground truth in the same layout.
+        *misplaced: nothing: only ``pred`` and ``target`` are positional; a third
+            positional argument raises a ``TypeError`` that names ``num_classes=``.
+        num_classes: ``None`` (default) for binary input: every non-zero value is
+            foreground, so instance maps work as masks. Otherwise the number of classes
+            ``C >= 2`` of a label map, class 0 being background; labels must lie in
+            ``0..C-1``. An int, or a NumPy or torch integer scalar.
+        spatial_dims: how many trailing axes are spatial (2 for images, 3 for volumes).
+            Required: it fixes how the leading axes read (see :doc:`/metrics`); a shape
+            alone cannot tell a batch of slices ``(B, H, W)`` from a volume ``(D, H, W)``.
+        include_background: with ``num_classes`` or ``one_hot``, also score class 0
+            (default ``False``: background dominates and inflates the average).
+        one_hot: inputs carry a class axis of per-class 0/1 masks after the batch axis
+            (one-hot, as MONAI and torchmetrics use, or multi-label; channels may overlap)
+            instead of label maps.
+        reduction: ``"mean"`` (default): each image's mean over its classes, then the
+            mean over images, NaN entries left out (MONAI's ``"mean"``, torchmetrics'
+            ``"macro"`` per image); ``"mean_batch"`` averages over images per class
+            (``(K,)``, a scalar for binary input); ``"none"`` returns ``(B,)`` for binary
+            input and ``(B, K)`` with ``K`` scored classes otherwise. An unbatched input
+            counts as a batch of one.
+        check_labels: check that label maps hold only ``0..C-1`` and one-hot masks only
+            0 and 1 (default). The check reads back to the host once (the minima and
+            maxima of both inputs together); pass ``False`` to keep a GPU pipeline free of
+            synchronisation (out-of-range labels then match no class). Floating-point
+            inputs are always checked for whole numbers, one more read: pass integer or
+            bool tensors (``x.bool()``, ``x.long()``) to avoid it.
         empty_value: the score when ``pred`` and ``target`` are both empty (default NaN:
             left out of the means).
         zero_division: the score when ``target`` is empty but ``pred`` is not (default
@@ -444,15 +580,16 @@ def recall_score(
         >>> recall_score(pred, target, spatial_dims=1)  # the one target voxel was found
         tensor(1.)
     """
+    refuse_positional("recall_score", misplaced)
     c = _counts(
         pred,
         target,
-        num_classes,
-        spatial_dims,
-        include_background,
-        one_hot,
-        check_labels,
-        reduction,
+        num_classes=num_classes,
+        spatial_dims=spatial_dims,
+        include_background=include_background,
+        one_hot=one_hot,
+        check_labels=check_labels,
+        reduction=reduction,
     )
     both_empty = (c.pred + c.target) == 0
     return _finish(_ratio(c.tp, c.target, both_empty, empty_value, zero_division), c, reduction)
@@ -461,8 +598,8 @@ def recall_score(
 def pixel_accuracy(
     pred: Array,
     target: Array,
+    *misplaced: object,
     num_classes: int | None = None,
-    *,
     spatial_dims: int | None = None,
     reduction: Reduction = "mean",
     one_hot: bool = False,
@@ -495,6 +632,7 @@ def pixel_accuracy(
         >>> pixel_accuracy(pred, target, num_classes=3, spatial_dims=1)
         tensor(0.7500)
     """
+    refuse_positional("pixel_accuracy", misplaced)
     check_reduction(reduction)
     k = num_classes_value(num_classes)
     if one_hot and k is not None:
@@ -514,16 +652,3 @@ def pixel_accuracy(
     acc = _float(right.sum(1)) / right.shape[1]
     out = reduce(acc.unsqueeze(1), True, reduction)
     return output(out if numpy else out.float(), numpy)
-
-
-for _f in (dice_score, iou_score, precision_score, recall_score):
-    _f.__doc__ = (_f.__doc__ or "").replace("Args:{args}", "Args:" + _ARGS_DOC)
-del _f
-mean_iou.__doc__ = (mean_iou.__doc__ or "").replace(
-    "Args:{args}",
-    "Args:"
-    + _ARGS_DOC.replace(
-        "(default ``False``: background dominates and inflates the average)",
-        "(default ``True`` here: the semantic-segmentation convention scores every class)",
-    ),
-)

@@ -212,7 +212,26 @@ def _check_pairs(pairs: str) -> None:
         )
 
 
-_ARGS_DOC = """
+def v_rand(
+    pred: Array,
+    target: Array,
+    *,
+    spatial_dims: int | None = None,
+    form: Form = "pixel",
+    alpha: float = 0.5,
+    ignore_background: bool | None = None,
+    connectivity: int = 1,
+    pairs: Pairs = "all",
+    empty_value: float = 1.0,
+    reduction: Reduction = "mean",
+) -> torch.Tensor | np.ndarray:
+    """Rand F-score ``V_rand`` of the ISBI 2012 challenge, per image.
+
+    With ``n_ij`` voxels in predicted segment ``i`` and true segment ``j``, ``a_i`` and
+    ``b_j`` the segment sizes, ``V_rand = sum n_ij^2 / (alpha sum a_i^2 + (1 - alpha) sum
+    b_j^2)``: each sum of squares counts the ordered voxel pairs that share a segment.
+
+    Args:
         pred: predicted label maps ``(B, *spatial)``, ``(B, 1, *spatial)`` or one unbatched
             ``(*spatial)``, integer or bool (floats holding whole numbers too), as a
             ``torch.Tensor`` or a ``numpy.ndarray``. Class maps and instance maps both
@@ -236,33 +255,7 @@ _ARGS_DOC = """
         connectivity: neighbourhood of the components for ``form="segment"``: voxels
             reached with at most this many orthogonal unit steps, ``1..len(spatial)``
             (default 1: faces only), as in ``skimage.measure.label``. Checked always,
-            used only by the segment form."""
-
-_REDUCTION_DOC = """
-        reduction: ``"mean"`` (default) averages the images' scores into a scalar, leaving
-            NaN out; ``"none"`` returns one score per image, shape ``(B,)``."""
-
-
-def v_rand(
-    pred: Array,
-    target: Array,
-    *,
-    spatial_dims: int | None = None,
-    form: Form = "pixel",
-    alpha: float = 0.5,
-    ignore_background: bool | None = None,
-    connectivity: int = 1,
-    pairs: Pairs = "all",
-    empty_value: float = 1.0,
-    reduction: Reduction = "mean",
-) -> torch.Tensor | np.ndarray:
-    """Rand F-score ``V_rand`` of the ISBI 2012 challenge, per image.
-
-    With ``n_ij`` voxels in predicted segment ``i`` and true segment ``j``, ``a_i`` and
-    ``b_j`` the segment sizes, ``V_rand = sum n_ij^2 / (alpha sum a_i^2 + (1 - alpha) sum
-    b_j^2)``: each sum of squares counts the ordered voxel pairs that share a segment.
-
-    Args:{args}
+            used only by the segment form.
         pairs: ``"all"`` (default) counts every ordered pair, a voxel with itself included:
             the formula above. ``"distinct"`` counts pairs of two different voxels,
             subtracting the ``n`` self-pairs from each sum (``sum n_ij^2 - n``, ...). This
@@ -276,7 +269,9 @@ def v_rand(
             sharing a segment in the weighted partitions (e.g. a single voxel). Default
             1.0 ("nothing to get wrong"); ``float("nan")`` leaves such images out of the
             ``"mean"``. A single-voxel image scores 1.0 with ``pairs="all"`` (the voxel
-            paired with itself agrees) and ``empty_value`` with ``"distinct"``.{reduction}
+            paired with itself agrees) and ``empty_value`` with ``"distinct"``.
+        reduction: ``"mean"`` (default) averages the images' scores into a scalar, leaving
+            NaN out; ``"none"`` returns one score per image, shape ``(B,)``.
 
     Returns:
         For torch input a ``float32`` tensor on the inputs' device; for NumPy input a
@@ -330,13 +325,39 @@ def v_info(
     to the variation of information ``VI = H(S | T) + H(T | S)``; at ``alpha = 0.5``,
     ``V_info = 1 - VI / (H(S) + H(T))``.
 
-    Args:{args}
+    Args:
+        pred: predicted label maps ``(B, *spatial)``, ``(B, 1, *spatial)`` or one unbatched
+            ``(*spatial)``, integer or bool (floats holding whole numbers too), as a
+            ``torch.Tensor`` or a ``numpy.ndarray``. Class maps and instance maps both
+            work; label values only name segments (any integers, e.g. ids 7 and 1000).
+        target: true label maps in the same layout.
+        spatial_dims: how many trailing axes are spatial (required; see
+            :func:`attnunet.metrics.dice_score`).
+        form: ``"pixel"`` (default) scores the labels exactly as given, so each label is
+            one segment even if it is in several pieces. ``"segment"`` first relabels the
+            connected components of the foreground (non-zero voxels) of each input,
+            background staying 0: a label in two pieces becomes two segments, and
+            touching voxels with different non-zero labels join one segment.
+        alpha: weight in ``[0, 1]`` of the prediction's term in the denominator (default
+            0.5). 0 gives the split score (only splitting a true segment costs), 1 the
+            merge score (only merging true segments costs).
+        ignore_background: drop the voxels whose *target* is 0 before scoring (the ISBI
+            foreground-restricted convention, ``ignore_labels=(0,)`` on the true image in
+            scikit-image); the prediction's background stays one segment there.
+            ``None`` (default) means ``True`` for ``form="segment"`` and ``False`` for
+            ``form="pixel"``.
+        connectivity: neighbourhood of the components for ``form="segment"``: voxels
+            reached with at most this many orthogonal unit steps, ``1..len(spatial)``
+            (default 1: faces only), as in ``skimage.measure.label``. Checked always,
+            used only by the segment form.
         empty_value: the score of a ``0 / 0``: an image with no voxel left after dropping
             the background, or a zero denominator, which needs ``H(S) = H(T) = 0`` when
             ``0 < alpha < 1``, i.e. both partitions a single segment and so identical
             (with ``alpha`` 0 or 1, one trivial partition suffices). Default 1.0;
             ``float("nan")`` leaves such images out of the ``"mean"``. A single-voxel
-            image therefore scores ``empty_value``.{reduction}
+            image therefore scores ``empty_value``.
+        reduction: ``"mean"`` (default) averages the images' scores into a scalar, leaving
+            NaN out; ``"none"`` returns one score per image, shape ``(B,)``.
 
     Returns:
         As :func:`v_rand`.
@@ -358,12 +379,3 @@ def v_info(
     batch = _tables(pred, target, form, alpha, ignore_background, connectivity, spatial_dims)
     scores = [_info(t, float(alpha), empty_value) for t in batch.tables]
     return _finish(scores, batch, reduction)
-
-
-for _f in (v_rand, v_info):
-    _f.__doc__ = (
-        (_f.__doc__ or "")
-        .replace("Args:{args}", "Args:" + _ARGS_DOC)
-        .replace("{reduction}", _REDUCTION_DOC)
-    )
-del _f

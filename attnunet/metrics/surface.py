@@ -49,7 +49,15 @@ import torch
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from attnunet.metrics._common import Array, Reduction, check_reduction, class_masks, output, reduce
+from attnunet.metrics._common import (
+    Array,
+    Reduction,
+    check_reduction,
+    class_masks,
+    output,
+    reduce,
+    refuse_positional,
+)
 
 __all__ = [
     "SurfaceDistances",
@@ -502,6 +510,14 @@ def surface_metrics(
         {'hd': [3.0], 'hd95': [2.95], 'assd': [2.5], 's2s': [2.5]}
     """
     check_reduction(reduction)
+    if isinstance(metrics, str) or not (
+        isinstance(metrics, Sequence) and all(isinstance(m, str) for m in metrics)
+    ):
+        raise TypeError(
+            f"metrics (the third positional argument) must be a sequence of names from "
+            f"{', '.join(SURFACE_METRICS)}, got {metrics!r}; pass num_classes=..., "
+            f"spacing=... and the rest by name"
+        )
     names = tuple(metrics)
     for name in names:
         if name not in SURFACE_METRICS:
@@ -516,7 +532,12 @@ def surface_metrics(
     _check_percentile(percentile)
     _check_method(method)
     p, t, binary, numpy = class_masks(
-        pred, target, num_classes, include_background, one_hot, spatial_dims=spatial_dims
+        pred,
+        target,
+        num_classes=num_classes,
+        spatial_dims=spatial_dims,
+        include_background=include_background,
+        one_hot=one_hot,
     )
     device = p.device
     p_np, t_np = p.cpu().numpy(), t.cpu().numpy()
@@ -549,41 +570,6 @@ def surface_metrics(
     return out
 
 
-def _positional_refused(name: str, misplaced: tuple[object, ...]) -> None:
-    """Only ``pred`` and ``target`` are positional: MedPy passes its voxel spacing third,
-    which would otherwise be read as a number of classes (an int spacing fits one)."""
-    if misplaced:
-        values = ", ".join(repr(v) for v in misplaced)
-        raise TypeError(
-            f"{name}() takes pred and target positionally and everything else by name, "
-            f"got {len(misplaced)} more positional argument(s): {values}. Pass a voxel "
-            f"spacing (MedPy's third argument, voxelspacing) as spacing={misplaced[0]!r}, "
-            f"or the classes of a label map as num_classes=..."
-        )
-
-
-_COMMON_ARGS = """
-        pred: prediction, a mask or label map ``(*spatial)``, ``(B, *spatial)`` or
-            ``(B, 1, *spatial)``, or per-class masks ``(B, C, *spatial)`` with
-            ``one_hot=True``; NumPy or torch.
-        target: ground truth in the same layout.
-        *misplaced: nothing: only ``pred`` and ``target`` are positional. A third
-            positional argument (MedPy's voxel spacing) raises a ``TypeError`` that says
-            to pass ``spacing=`` or ``num_classes=`` by name.
-        num_classes: ``None`` for binary masks, or the number of classes of a label map.
-        spatial_dims: how many trailing axes are spatial (required), as
-            :func:`surface_metrics`.
-        include_background, one_hot: the input form, as :func:`surface_metrics`.
-        spacing: physical voxel size per spatial axis, or one number (default 1).
-        directed: only measure from the prediction's surface to the target's.
-        connectivity: the surface's erosion neighbourhood (default 1, faces).
-        empty_pred, empty_target, both_empty: the values for empty masks (defaults
-            ``inf``, ``inf``, NaN), as :func:`surface_metrics`.
-        method: ``"auto"``, ``"kdtree"`` or ``"edt"``; all exact.
-        reduction: ``"mean"``, ``"mean_batch"`` or ``"none"``, as
-            :func:`surface_metrics`."""
-
-
 def hausdorff_distance(
     pred: Array,
     target: Array,
@@ -605,7 +591,26 @@ def hausdorff_distance(
 ) -> torch.Tensor | np.ndarray:
     """Hausdorff distance between the surfaces, or a percentile of it.
 
-    Args:{args}
+    Args:
+        pred: prediction, a mask or label map ``(*spatial)``, ``(B, *spatial)`` or
+            ``(B, 1, *spatial)``, or per-class masks ``(B, C, *spatial)`` with
+            ``one_hot=True``; NumPy or torch.
+        target: ground truth in the same layout.
+        *misplaced: nothing: only ``pred`` and ``target`` are positional. A third
+            positional argument (MedPy's voxel spacing) raises a ``TypeError`` that says
+            to pass ``spacing=`` or ``num_classes=`` by name.
+        num_classes: ``None`` for binary masks, or the number of classes of a label map.
+        spatial_dims: how many trailing axes are spatial (required), as
+            :func:`surface_metrics`.
+        include_background, one_hot: the input form, as :func:`surface_metrics`.
+        spacing: physical voxel size per spatial axis, or one number (default 1).
+        directed: only measure from the prediction's surface to the target's.
+        connectivity: the surface's erosion neighbourhood (default 1, faces).
+        empty_pred, empty_target, both_empty: the values for empty masks (defaults
+            ``inf``, ``inf``, NaN), as :func:`surface_metrics`.
+        method: ``"auto"``, ``"kdtree"`` or ``"edt"``; all exact.
+        reduction: ``"mean"``, ``"mean_batch"`` or ``"none"``, as
+            :func:`surface_metrics`.
         percentile: ``None`` (default) for the maximum, the classical Hausdorff distance;
             a number in ``[0, 100]`` for that percentile (:func:`hd95` uses 95).
         convention: with a percentile, ``"max"`` (default; MONAI) or ``"pooled"``
@@ -621,7 +626,7 @@ def hausdorff_distance(
         tensor(1.4142)
     """
     name = "hd" if percentile is None else "hd95"
-    _positional_refused("hausdorff_distance", misplaced)
+    refuse_positional("hausdorff_distance", misplaced, spacing=True)
     return surface_metrics(
         pred,
         target,
@@ -663,7 +668,26 @@ def hd95(
 ) -> torch.Tensor | np.ndarray:
     """The 95th-percentile Hausdorff distance.
 
-    Args:{args}
+    Args:
+        pred: prediction, a mask or label map ``(*spatial)``, ``(B, *spatial)`` or
+            ``(B, 1, *spatial)``, or per-class masks ``(B, C, *spatial)`` with
+            ``one_hot=True``; NumPy or torch.
+        target: ground truth in the same layout.
+        *misplaced: nothing: only ``pred`` and ``target`` are positional. A third
+            positional argument (MedPy's voxel spacing) raises a ``TypeError`` that says
+            to pass ``spacing=`` or ``num_classes=`` by name.
+        num_classes: ``None`` for binary masks, or the number of classes of a label map.
+        spatial_dims: how many trailing axes are spatial (required), as
+            :func:`surface_metrics`.
+        include_background, one_hot: the input form, as :func:`surface_metrics`.
+        spacing: physical voxel size per spatial axis, or one number (default 1).
+        directed: only measure from the prediction's surface to the target's.
+        connectivity: the surface's erosion neighbourhood (default 1, faces).
+        empty_pred, empty_target, both_empty: the values for empty masks (defaults
+            ``inf``, ``inf``, NaN), as :func:`surface_metrics`.
+        method: ``"auto"``, ``"kdtree"`` or ``"edt"``; all exact.
+        reduction: ``"mean"``, ``"mean_batch"`` or ``"none"``, as
+            :func:`surface_metrics`.
         convention: ``"max"`` (default): the larger of the two directed 95th percentiles,
             as MONAI's ``compute_hausdorff_distance(percentile=95)``; ``"pooled"``: the
             95th percentile of both directions' distances together, as MedPy's ``hd95``.
@@ -682,7 +706,7 @@ def hd95(
         >>> float(hd95(a[0], b[0], spatial_dims=2, spacing=(0.5, 2.0)))
         5.9
     """
-    _positional_refused("hd95", misplaced)
+    refuse_positional("hd95", misplaced, spacing=True)
     return surface_metrics(
         pred,
         target,
@@ -729,7 +753,26 @@ def assd(
     MedPy releases before 0.5 averaged the two directed means instead, which is
     :func:`surface_to_surface` here: check which one a paper's numbers used.
 
-    Args:{args}
+    Args:
+        pred: prediction, a mask or label map ``(*spatial)``, ``(B, *spatial)`` or
+            ``(B, 1, *spatial)``, or per-class masks ``(B, C, *spatial)`` with
+            ``one_hot=True``; NumPy or torch.
+        target: ground truth in the same layout.
+        *misplaced: nothing: only ``pred`` and ``target`` are positional. A third
+            positional argument (MedPy's voxel spacing) raises a ``TypeError`` that says
+            to pass ``spacing=`` or ``num_classes=`` by name.
+        num_classes: ``None`` for binary masks, or the number of classes of a label map.
+        spatial_dims: how many trailing axes are spatial (required), as
+            :func:`surface_metrics`.
+        include_background, one_hot: the input form, as :func:`surface_metrics`.
+        spacing: physical voxel size per spatial axis, or one number (default 1).
+        directed: only measure from the prediction's surface to the target's.
+        connectivity: the surface's erosion neighbourhood (default 1, faces).
+        empty_pred, empty_target, both_empty: the values for empty masks (defaults
+            ``inf``, ``inf``, NaN), as :func:`surface_metrics`.
+        method: ``"auto"``, ``"kdtree"`` or ``"edt"``; all exact.
+        reduction: ``"mean"``, ``"mean_batch"`` or ``"none"``, as
+            :func:`surface_metrics`.
 
     Returns:
         Distances in the units of ``spacing``; types as :func:`surface_metrics`.
@@ -740,7 +783,7 @@ def assd(
         >>> float(assd(a, b, spatial_dims=2))  # (3 + 2 + 2 + 3) / 4
         2.5
     """
-    _positional_refused("assd", misplaced)
+    refuse_positional("assd", misplaced, spacing=True)
     return surface_metrics(
         pred,
         target,
@@ -787,7 +830,26 @@ def surface_to_surface(
     It weights both surfaces equally however many voxels each has, where :func:`assd`
     weights every voxel equally.
 
-    Args:{args}
+    Args:
+        pred: prediction, a mask or label map ``(*spatial)``, ``(B, *spatial)`` or
+            ``(B, 1, *spatial)``, or per-class masks ``(B, C, *spatial)`` with
+            ``one_hot=True``; NumPy or torch.
+        target: ground truth in the same layout.
+        *misplaced: nothing: only ``pred`` and ``target`` are positional. A third
+            positional argument (MedPy's voxel spacing) raises a ``TypeError`` that says
+            to pass ``spacing=`` or ``num_classes=`` by name.
+        num_classes: ``None`` for binary masks, or the number of classes of a label map.
+        spatial_dims: how many trailing axes are spatial (required), as
+            :func:`surface_metrics`.
+        include_background, one_hot: the input form, as :func:`surface_metrics`.
+        spacing: physical voxel size per spatial axis, or one number (default 1).
+        directed: only measure from the prediction's surface to the target's.
+        connectivity: the surface's erosion neighbourhood (default 1, faces).
+        empty_pred, empty_target, both_empty: the values for empty masks (defaults
+            ``inf``, ``inf``, NaN), as :func:`surface_metrics`.
+        method: ``"auto"``, ``"kdtree"`` or ``"edt"``; all exact.
+        reduction: ``"mean"``, ``"mean_batch"`` or ``"none"``, as
+            :func:`surface_metrics`.
 
     Returns:
         Distances in the units of ``spacing``; types as :func:`surface_metrics`.
@@ -800,7 +862,7 @@ def surface_to_surface(
         >>> float(assd(a, b, spatial_dims=2))  # (5 + 4 + 3 + 3 + 4) / 5: voxels weigh the same
         3.8
     """
-    _positional_refused("surface_to_surface", misplaced)
+    refuse_positional("surface_to_surface", misplaced, spacing=True)
     return surface_metrics(
         pred,
         target,
@@ -820,8 +882,3 @@ def surface_to_surface(
         method=method,
         reduction=reduction,
     )["s2s"]
-
-
-for _f in (hausdorff_distance, hd95, assd, surface_to_surface):
-    _f.__doc__ = (_f.__doc__ or "").replace("Args:{args}", "Args:" + _COMMON_ARGS)
-del _f
