@@ -29,10 +29,26 @@ def test_ci_runs_the_readme_block():
     assert "-eq 5" in ci  # pytest's "no tests collected" is handled
 
 
-def test_version_and_metadata_agree():
+def test_version_has_one_source():
+    """pyproject.toml reads the version from ``attnunet.__version__``; installed metadata agrees."""
+    from importlib.metadata import version
+
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    version = re.search(r'^version = "([^"]+)"', pyproject, re.M)
-    assert version is not None and version.group(1) == attnunet.__version__
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: check the two settings textually
+        assert re.search(r'^dynamic = \[[^]]*"version"', pyproject, re.M), "version not dynamic"
+        assert re.search(r'^version = \{ ?attr = "attnunet.__version__" ?\}', pyproject, re.M)
+    else:
+        config = tomllib.loads(pyproject)
+        assert "version" not in config["project"], "pyproject.toml writes the version again"
+        assert "version" in config["project"].get("dynamic", [])
+        dynamic = config["tool"]["setuptools"]["dynamic"]["version"]
+        assert dynamic == {"attr": "attnunet.__version__"}
+    # the installed distribution (pip install -e .) was built from the same attribute; a
+    # stale install or a second version string would show here
+    assert version("attnunet") == attnunet.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?", attnunet.__version__)
     assert (ROOT / "attnunet" / "py.typed").is_file()
     assert (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").startswith("# Changelog")
 
