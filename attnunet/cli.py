@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -125,6 +125,10 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+# argparse's subparsers action; its class is private, so name it once here
+_Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="attnunet",
@@ -134,7 +138,16 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_compare(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_models(sub)
+    return parser
 
+
+def _add_compare(sub: _Subparsers) -> None:
+    """The ``compare`` command's options."""
     c = sub.add_parser(
         "compare",
         help="train several models with one recipe and compare them (the main job)",
@@ -203,6 +216,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_recipe(c, epochs=None, steps=None)
 
+
+def _add_train(sub: _Subparsers) -> None:
+    """The ``train`` command's options."""
     t = sub.add_parser(
         "train",
         help="train one model on a folder of images and masks",
@@ -273,6 +289,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_recipe(t, epochs=20, steps=50)
 
+
+def _add_evaluate(sub: _Subparsers) -> None:
+    """The ``evaluate`` command's options."""
     e = sub.add_parser(
         "evaluate",
         help="score a trained model on images with masks",
@@ -298,6 +317,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--spacing", type=_floats, default=None, help="voxel size for surface metrics")
     _add_inference_options(e)
 
+
+def _add_predict(sub: _Subparsers) -> None:
+    """The ``predict`` command's options."""
     pr = sub.add_parser(
         "predict",
         help="segment images with a trained model",
@@ -320,6 +342,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--overwrite", action="store_true", help="replace existing predictions")
     _add_inference_options(pr)
 
+
+def _add_models(sub: _Subparsers) -> None:
+    """The ``models`` command's options."""
     m = sub.add_parser(
         "models",
         help="list the model zoo",
@@ -329,7 +354,6 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--no-parameters", action="store_true", help="skip building each model to count parameters"
     )
-    return parser
 
 
 # ----------------------------------------------------------------------------- data
