@@ -293,6 +293,74 @@ def sliding_window_inference(
         >>> logits.shape
         torch.Size([1, 2, 20, 30, 25])
     """
+    roi, ov = _check_arguments(
+        inputs, predictor, roi_size, overlap, blend, sigma_scale, sw_batch_size, progress
+    )
+    out_device = inputs.device if output_device is None else torch.device(output_device)
+    inputs, keep = _pad_to_window(inputs, roi, pad_value)
+    padded = list(inputs.shape[2:])
+    windows = window_slices(padded, roi, ov)
+    batch = inputs.shape[0]
+    total = batch * len(windows)
+    single = len(windows) == 1
+    weights: torch.Tensor | None = None
+    output: torch.Tensor | None = None
+    weight_sum: torch.Tensor | None = None
+    out_dtype = inputs.dtype
+    for first in range(0, total, sw_batch_size):
+        jobs = [
+            (i // len(windows), windows[i % len(windows)])
+            for i in range(first, min(first + sw_batch_size, total))
+        ]
+        crops = [inputs[_index(slice(b, b + 1), win)] for b, win in jobs]
+        result = _check_result(
+            predictor(crops[0] if len(crops) == 1 else torch.cat(crops)),
+            [len(jobs), inputs.shape[1], *roi],
+            None if output is None else output.shape[1],
+            blended=not single,
+        )
+        if output is None:
+            out_dtype = result.dtype
+            acc_dtype = (
+                torch.promote_types(out_dtype, torch.float32)
+                if out_dtype.is_floating_point
+                else out_dtype
+            )
+            output = torch.zeros(
+                [batch, result.shape[1], *padded], dtype=acc_dtype, device=out_device
+            )
+            if not single:
+                weights, weight_sum = _blend_weights(
+                    windows, roi, padded, blend, sigma_scale, acc_dtype, out_device
+                )
+        result = result.to(device=out_device, dtype=output.dtype)
+        for k, (b, win) in enumerate(jobs):
+            index = _index(b, win)
+            if weights is None:
+                output[index] = result[k]
+            else:
+                output[index] += result[k] * weights
+        if progress is not None:
+            progress(first + len(jobs), total)
+    assert output is not None  # total >= 1: the loop ran at least once
+    if weight_sum is not None:
+        output = output.div_(weight_sum)
+    output = output[_index(slice(None), keep)]
+    return output.to(out_dtype)
+
+
+def _check_arguments(
+    inputs: object,
+    predictor: object,
+    roi_size: object,
+    overlap: object,
+    blend: object,
+    sigma_scale: object,
+    sw_batch_size: object,
+    progress: object,
+) -> tuple[list[int], float]:
+    """Validate :func:`sliding_window_inference`'s arguments; returns the window size and
+    the overlap."""
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(
             f"inputs must be a torch.Tensor of shape (B, C, *spatial), got "
@@ -308,104 +376,87 @@ def sliding_window_inference(
         )
     if inputs.numel() == 0:
         raise ValueError(f"inputs is empty: shape {list(inputs.shape)}")
-    spatial = list(inputs.shape[2:])
-    ndim = len(spatial)
+    ndim = inputs.dim() - 2
     roi = _per_axis_sizes(roi_size, ndim, "roi_size")
     ov = _check_overlap(overlap)
     if blend not in BLEND_MODES:
         raise ValueError(f"blend must be one of {', '.join(map(repr, BLEND_MODES))}, got {blend!r}")
     _sigma_scales(sigma_scale, ndim)
-    if not _is_int(sw_batch_size) or sw_batch_size < 1:
+    if not _is_int(sw_batch_size) or sw_batch_size < 1:  # type: ignore[operator]
         raise ValueError(f"sw_batch_size must be a positive int, got {sw_batch_size!r}")
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be None or a callable(done, total), got {progress!r}")
-    out_device = inputs.device if output_device is None else torch.device(output_device)
+    return roi, ov
 
-    # Pad axes shorter than the window; remember where the image lies in the padded grid.
+
+def _pad_to_window(
+    inputs: torch.Tensor, roi: list[int], pad_value: float
+) -> tuple[torch.Tensor, list[slice]]:
+    """Pad the axes shorter than the window (centred); returns the padded inputs and where
+    the image lies in them."""
+    spatial = list(inputs.shape[2:])
+    keep = [
+        slice(max(r - n, 0) // 2, max(r - n, 0) // 2 + n) for n, r in zip(spatial, roi, strict=True)
+    ]
     pad: list[int] = []  # F.pad order: last axis first, (before, after) pairs
-    keep: list[slice] = []
-    for size, r in zip(spatial, roi, strict=True):
-        extra = max(r - size, 0)
-        keep.append(slice(extra // 2, extra // 2 + size))
-    for d in range(ndim - 1, -1, -1):
+    for d in range(len(spatial) - 1, -1, -1):
         extra = max(roi[d] - spatial[d], 0)
         pad += [extra // 2, extra - extra // 2]
     if any(pad):
         inputs = F.pad(inputs, pad, mode="constant", value=pad_value)
-    padded = list(inputs.shape[2:])
+    return inputs, keep
 
-    windows = window_slices(padded, roi, ov)
-    batch = inputs.shape[0]
-    total = batch * len(windows)
-    single = len(windows) == 1
-    weights: torch.Tensor | None = None
-    output: torch.Tensor | None = None
-    weight_sum: torch.Tensor | None = None
-    out_dtype = inputs.dtype
 
-    for first in range(0, total, sw_batch_size):
-        jobs = [
-            (i // len(windows), windows[i % len(windows)])
-            for i in range(first, min(first + sw_batch_size, total))
-        ]
-        crops = [inputs[_index(slice(b, b + 1), win)] for b, win in jobs]
-        result = predictor(crops[0] if len(crops) == 1 else torch.cat(crops))
-        if isinstance(result, (list, tuple)):
-            if len(result) == 0:
-                raise ValueError("predictor returned an empty list/tuple")
-            result = result[0]
-        if not isinstance(result, torch.Tensor):
-            raise ValueError(
-                f"predictor must return a tensor (or a list/tuple of tensors), got "
-                f"{type(result).__name__}"
-            )
-        if (
-            result.dim() != ndim + 2
-            or result.shape[0] != len(jobs)
-            or list(result.shape[2:]) != roi
-            or (output is not None and result.shape[1] != output.shape[1])
-        ):
-            raise ValueError(
-                f"predictor output has shape {list(result.shape)} for a window batch of "
-                f"shape {[len(jobs), inputs.shape[1], *roi]}; expected (N, C_out, *roi_size) "
-                f"= {[len(jobs), 'C_out', *roi]} with the same C_out for every batch. "
-                f"Predictors that change the spatial size (strided outputs) are not supported"
-            )
-        if not single and not result.dtype.is_floating_point:
-            raise ValueError(
-                f"predictor returned {result.dtype} outputs, which cannot be blended: "
-                f"return logits or probabilities and take the argmax after inference"
-            )
-        if output is None:
-            out_dtype = result.dtype
-            acc_dtype = (
-                torch.promote_types(out_dtype, torch.float32)
-                if out_dtype.is_floating_point
-                else out_dtype
-            )
-            output = torch.zeros(
-                [batch, result.shape[1], *padded], dtype=acc_dtype, device=out_device
-            )
-            if not single:
-                if blend == "gaussian":
-                    weights = gaussian_weights(roi, sigma_scale, dtype=acc_dtype, device=out_device)
-                else:
-                    weights = torch.ones(roi, dtype=acc_dtype, device=out_device)
-                weight_sum = torch.zeros(padded, dtype=acc_dtype, device=out_device)
-                for win in windows:
-                    weight_sum[win] += weights
-        result = result.to(device=out_device, dtype=output.dtype)
-        for k, (b, win) in enumerate(jobs):
-            index = _index(b, win)
-            if weights is None:
-                output[index] = result[k]
-            else:
-                output[index] += result[k] * weights
-        if progress is not None:
-            progress(first + len(jobs), total)
+def _check_result(
+    result: object, expected: list[object], channels: int | None, *, blended: bool
+) -> torch.Tensor:
+    """The predictor's output for one window batch (the first of a list/tuple), checked
+    against ``expected`` = ``[N, C_in, *roi]`` and the channel count seen before."""
+    if isinstance(result, (list, tuple)):
+        if len(result) == 0:
+            raise ValueError("predictor returned an empty list/tuple")
+        result = result[0]
+    if not isinstance(result, torch.Tensor):
+        raise ValueError(
+            f"predictor must return a tensor (or a list/tuple of tensors), got "
+            f"{type(result).__name__}"
+        )
+    jobs, roi = expected[0], expected[2:]
+    if (
+        result.dim() != len(roi) + 2
+        or result.shape[0] != jobs
+        or list(result.shape[2:]) != roi
+        or (channels is not None and result.shape[1] != channels)
+    ):
+        raise ValueError(
+            f"predictor output has shape {list(result.shape)} for a window batch of "
+            f"shape {expected}; expected (N, C_out, *roi_size) "
+            f"= {[jobs, 'C_out', *roi]} with the same C_out for every batch. "
+            f"Predictors that change the spatial size (strided outputs) are not supported"
+        )
+    if blended and not result.dtype.is_floating_point:
+        raise ValueError(
+            f"predictor returned {result.dtype} outputs, which cannot be blended: "
+            f"return logits or probabilities and take the argmax after inference"
+        )
+    return result
 
-    assert output is not None  # total >= 1: the loop ran at least once
-    if weight_sum is not None:
-        output = output.div_(weight_sum)
-    output = output[_index(slice(None), keep)]
-    return output.to(out_dtype)
+
+def _blend_weights(
+    windows: list[tuple[slice, ...]],
+    roi: list[int],
+    padded: list[int],
+    blend: str,
+    sigma_scale: float | Sequence[float],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A window's blending weights and their sum over all windows of the padded grid."""
+    if blend == "gaussian":
+        weights = gaussian_weights(roi, sigma_scale, dtype=dtype, device=device)
+    else:
+        weights = torch.ones(roi, dtype=dtype, device=device)
+    weight_sum = torch.zeros(padded, dtype=dtype, device=device)
+    for win in windows:
+        weight_sum[win] += weights
+    return weights, weight_sum
