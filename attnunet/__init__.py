@@ -3,7 +3,7 @@
 Every public name is imported on first use, so ``import attnunet.metrics`` or
 ``import attnunet.losses`` does not load the model zoo, and ``import attnunet`` is quick.
 
-Example:
+Examples:
     >>> import torch
     >>> from attnunet import AgResUNet, create_model
     >>> model = AgResUNet(spatial_dims=3, in_channels=1, num_classes=2, channels=(4, 8, 16))

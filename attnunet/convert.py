@@ -31,7 +31,7 @@ def convert_agv_unet_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[
     Raises:
         KeyError: for a key this converter does not recognise (the message names it).
 
-    Example:
+    Examples:
         >>> sd = {"final.weight": torch.zeros(1, 16, 1, 1), "final.bias": torch.zeros(1)}
         >>> sorted(convert_agv_unet_state_dict(sd))
         ['head.conv.bias', 'head.conv.weight']
@@ -104,7 +104,7 @@ def convert_oktay_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str
     Raises:
         KeyError: for a key this converter does not recognise (the message names it).
 
-    Example:
+    Examples:
         >>> sd = {"final.weight": torch.zeros(2, 8, 1, 1, 1), "final.bias": torch.zeros(2)}
         >>> sorted(convert_oktay_state_dict(sd))
         ['fuse.conv.bias', 'fuse.conv.weight']

@@ -80,7 +80,7 @@ class ResNetEncoder(nn.Module):
         input ``(B, in_channels, *S)``; returns four features at strides 4, 8, 16, 32 with
         ``feature_channels = [64, 128, 256, 512]`` channels.
 
-    Example:
+    Examples:
         >>> import torch
         >>> encoder = ResNetEncoder(3, 1).eval()
         >>> [tuple(f.shape) for f in encoder(torch.randn(1, 1, 32, 32, 32))]
@@ -186,7 +186,7 @@ class TimmEncoder(nn.Module):
         RuntimeError: if cached weights are asked for but missing (the message says how to
             provide a file).
 
-    Example:
+    Examples:
         >>> encoder = TimmEncoder("resnet18", in_channels=1)
         >>> encoder.feature_channels, encoder.indices
         ([64, 128, 256, 512], [1, 2, 3, 4])

@@ -16,7 +16,7 @@ all there is (no hub downloads), and encoders that could fetch pretrained weight
 :class:`~attnunet.RAUNet`'s) are always rebuilt with ``pretrained=False``, since the saved
 weights replace them anyway.
 
-Example:
+Examples:
     >>> import tempfile, torch
     >>> from attnunet import UNet
     >>> model = UNet(2, 1, 2, channels=(4, 8)).eval()

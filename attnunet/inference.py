@@ -5,7 +5,7 @@ through the predictor (a model, or any callable returning logits of the window's
 and the window outputs are blended into one full-size output: a weighted sum divided by
 the summed weights. Works for any number of spatial axes.
 
-Example:
+Examples:
     >>> import torch
     >>> image = torch.randn(1, 1, 37, 50)
     >>> out = sliding_window_inference(image, lambda x: 2 * x + 1, roi_size=16, overlap=0.5)
@@ -140,7 +140,7 @@ def window_slices(
         ValueError: ``image_size`` or ``roi_size`` hold non-positive or non-int entries,
             their lengths differ, or ``overlap`` is outside ``[0, 1)``.
 
-    Example:
+    Examples:
         >>> # size 10, roi 4, overlap 0.5: step 4 * 0.5 = 2, starts 0, 2, 4, 6 (6 + 4 = 10).
         >>> [s[0].start for s in window_slices([10], 4, overlap=0.5)]
         [0, 2, 4, 6]
@@ -190,7 +190,7 @@ def gaussian_weights(
     Raises:
         ValueError: non-positive sizes or ``sigma_scale``, or lengths that do not match.
 
-    Example:
+    Examples:
         >>> gaussian_weights(5, sigma_scale=0.2)  # sigma = 1: exp(-2), exp(-1/2), 1, ...
         tensor([0.1353, 0.6065, 1.0000, 0.6065, 0.1353])
         >>> gaussian_weights((4, 6)).shape
@@ -285,7 +285,7 @@ def sliding_window_inference(
             ``[0, 1)``, ``blend`` is unknown, ``sw_batch_size < 1``, or the predictor's
             output is not ``(N, C_out, *roi_size)``.
 
-    Example:
+    Examples:
         >>> model = torch.nn.Conv3d(1, 2, kernel_size=1)
         >>> volume = torch.randn(1, 1, 20, 30, 25)
         >>> with torch.inference_mode():

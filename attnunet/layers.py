@@ -100,7 +100,7 @@ class ChannelLayerNorm(nn.Module):
     Shape:
         input and output ``(B, C, *spatial)``.
 
-    Example:
+    Examples:
         >>> norm = ChannelLayerNorm(8)
         >>> norm(torch.randn(2, 8, 5, 6, 7)).shape
         torch.Size([2, 8, 5, 6, 7])

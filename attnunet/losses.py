@@ -25,7 +25,7 @@ voxels count in no term: cross-entropy averages over the other voxels as
 
 This module depends on torch only, so it can be imported without the model zoo.
 
-Example:
+Examples:
     >>> import torch
     >>> logits = torch.tensor([[[[4.0, -4.0], [4.0, -4.0]]]])  # (B=1, C=1, H=2, W=2)
     >>> target = torch.tensor([[[1, 0], [1, 0]]])  # label map (B, H, W)
@@ -574,7 +574,7 @@ def dice_loss(
             option.
         TypeError: non-tensor or integer ``logits``, a non-integer ``ignore_index``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> probs = torch.tensor([[[0.5, 1.0, 0.0, 0.5]]])  # (B=1, C=1, W=4)
         >>> target = torch.tensor([[1, 1, 0, 0]])
@@ -656,7 +656,7 @@ def iou_loss(
         ValueError: as :func:`dice_loss`.
         TypeError: as :func:`dice_loss`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> probs = torch.tensor([[[0.5, 1.0, 0.0, 0.5]]])
         >>> target = torch.tensor([[1, 1, 0, 0]])
@@ -784,7 +784,7 @@ def ce_loss(
             ``reduction``.
         TypeError: non-tensor or integer ``logits``, a non-integer ``ignore_index``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[[0.0, 2.0], [0.0, 0.0]]])  # (B=1, C=2, W=2)
         >>> # voxel 0: -log(e^0 / (e^0 + e^0)) = log 2; voxel 1: -log(e^2 / (e^2 + 1))
@@ -853,7 +853,7 @@ def bce_loss(
             weights or ``reduction``.
         TypeError: non-tensor or integer ``logits``, a non-integer ``ignore_index``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.zeros(1, 1, 2, 2)
         >>> round(bce_loss(logits, torch.tensor([[[1, 0], [0, 1]]])).item(), 4)  # log 2
@@ -938,7 +938,7 @@ def dice_ce_loss(
             ``batch=True``.
         TypeError: as :func:`dice_loss`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> logits = torch.tensor([[[0.0, 2.0], [0.0, 0.0]]])  # (B=1, C=2, W=2)
         >>> target = torch.tensor([[1, 0]])
@@ -1054,7 +1054,7 @@ def raunet_loss(
             non-positive ``smooth``, or ``"sum"``/``"none"`` with ``batch=True``.
         TypeError: non-tensor or integer ``logits``.
 
-    Example:
+    Examples:
         >>> import math, torch
         >>> # probabilities (0.75, 0.25) and (0.5, 0.5) as logits; labels 0 and 1
         >>> logits = torch.tensor([[[0.75, 0.5], [0.25, 0.5]]]).log()  # (B=1, C=2, W=2)
@@ -1119,7 +1119,7 @@ def deep_supervision_weights(
     Raises:
         ValueError: ``n < 1`` or an unknown scheme.
 
-    Example:
+    Examples:
         >>> deep_supervision_weights(3, "nnunet")  # (1, 1/2, 0) / 1.5
         [0.6666666666666666, 0.3333333333333333, 0.0]
         >>> deep_supervision_weights(3, "exponential")  # (1, 1/2, 1/4) / 1.75
@@ -1166,7 +1166,7 @@ def resize_nearest(
         ValueError: ``size`` longer than the tensor has axes, non-positive sizes or an
             unknown ``mode``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> labels = torch.tensor([[0, 0, 3, 3, 7]])
         >>> resize_nearest(labels, [3])  # picks voxels 0, 2, 4
@@ -1252,7 +1252,7 @@ def deep_supervision_loss(
         ValueError: an empty list, outputs of different ranks, explicit weights of the
             wrong length, or an unknown scheme or mode.
 
-    Example:
+    Examples:
         >>> import functools, torch
         >>> outputs = [torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 2, 2)]
         >>> target = torch.ones(1, 4, 4, dtype=torch.long)
@@ -1389,7 +1389,7 @@ class DiceLoss(_OverlapLoss):
     Raises:
         ValueError: invalid options (at construction) or inputs (at call).
 
-    Example:
+    Examples:
         >>> import torch
         >>> loss = DiceLoss(include_background=False, class_weights=[0.0, 1.0, 2.0])
         >>> logits = torch.randn(2, 3, 8, 8, 8, requires_grad=True)
@@ -1422,7 +1422,7 @@ class IoULoss(_OverlapLoss):
     Raises:
         ValueError: invalid options (at construction) or inputs (at call).
 
-    Example:
+    Examples:
         >>> import torch
         >>> loss = IoULoss(activation=None)
         >>> probs = torch.tensor([[[0.5, 1.0, 0.0, 0.5]]])
@@ -1456,7 +1456,7 @@ class DiceCELoss(_OverlapLoss):
     Raises:
         ValueError: invalid options (at construction) or inputs (at call).
 
-    Example:
+    Examples:
         >>> import torch
         >>> loss = DiceCELoss(lambda_ce=0.5, class_weights=[0.5, 1.0, 1.5])
         >>> loss(torch.randn(2, 3, 16, 16), torch.randint(0, 3, (2, 1, 16, 16))).shape
@@ -1542,7 +1542,7 @@ class RAUNetLoss(nn.Module):
     Raises:
         ValueError: invalid options (at construction) or inputs (at call).
 
-    Example:
+    Examples:
         >>> import torch
         >>> loss = RAUNetLoss()
         >>> loss(torch.randn(2, 4, 32, 32), torch.randint(0, 4, (2, 32, 32))).shape
@@ -1613,7 +1613,7 @@ class DeepSupervisionLoss(nn.Module):
         ValueError: unknown scheme or mode, invalid explicit weights (at construction);
             see :func:`deep_supervision_loss` (at call).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from attnunet.losses import DeepSupervisionLoss, DiceCELoss
         >>> ds = DeepSupervisionLoss(DiceCELoss(), weights=[0.5, 0.3, 0.2])

@@ -10,7 +10,7 @@ much worse in eval mode. The knee-ultrasound study met exactly this.
 by the exact mean and unbiased variance of that layer's inputs over a pass through your
 data, with the rest of the network as it is at inference.
 
-Example:
+Examples:
     >>> import torch
     >>> from attnunet import UNet
     >>> model = UNet(2, 1, 1, channels=(4, 8))

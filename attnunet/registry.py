@@ -84,7 +84,7 @@ def register_model(
     Raises:
         ValueError: if ``name`` is already registered or is not snake_case.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> @register_model("tiny_identity_example", model_class=nn.Identity)
         ... def tiny_identity_example(**kw):
@@ -156,7 +156,7 @@ def list_models(
         spatial_dims: keep only models that support this dimensionality.
         presets: include paper presets (``False`` lists only the configurable models).
 
-    Example:
+    Examples:
         >>> "ag_res_unet" in list_models("ag_*", spatial_dims=3)
         True
     """
@@ -217,7 +217,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         ValueError: unknown name (close matches are suggested) or invalid values.
         TypeError: unknown keyword (the closest valid keyword is suggested).
 
-    Example:
+    Examples:
         >>> model = create_model("ag_res_unet", spatial_dims=3, channels=(4, 8, 16))
         >>> type(model).__name__
         'AgResUNet'

@@ -15,7 +15,7 @@ decisions and parameters are drawn on the generator's device; bulk noise is gene
 the image's device from a seed taken from ``generator`` (so it is reproducible per device
 type, and never copied between devices).
 
-Example:
+Examples:
     >>> import torch
     >>> augment = default_augmentation(spatial_dims=2)
     >>> image, mask = torch.rand(1, 32, 32), torch.randint(0, 3, (32, 32))
@@ -173,7 +173,7 @@ def gaussian_blur(
         TypeError: ``image`` is not a floating-point tensor.
         ValueError: a negative sigma, wrong number of sigmas, or a non-positive truncate.
 
-    Example:
+    Examples:
         >>> impulse = torch.zeros(1, 5)
         >>> impulse[0, 2] = 1.0
         >>> gaussian_blur(impulse, sigma=1.0, truncate=1.0)  # radius 1: exp(-1/2), 1, ...
@@ -223,7 +223,7 @@ class RandomFlip:
         ValueError: ``p`` outside ``[0, 1]`` or malformed ``axes`` (at call time: an axis
             the sample does not have).
 
-    Example:
+    Examples:
         >>> image = torch.arange(6.0).reshape(1, 2, 3)
         >>> flipped, _ = RandomFlip(p=1.0, axes=[1])(image)  # mirror axis 1 (width)
         >>> flipped
@@ -277,7 +277,7 @@ class RandomRot90:
         ValueError: ``p`` outside ``[0, 1]``, fewer than two ``axes``, or (at call time)
             an axis the sample does not have.
 
-    Example:
+    Examples:
         >>> image = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
         >>> rotated, mask = RandomRot90(p=1.0)(image, image[0].long(),
         ...                                    torch.Generator().manual_seed(0))
@@ -337,7 +337,7 @@ class RandomIntensityNoise:
         ValueError: negative ``std`` or ``p`` outside ``[0, 1]``.
         TypeError: (at call time) an integer image.
 
-    Example:
+    Examples:
         >>> image = torch.zeros(1, 100, 100)
         >>> noisy, _ = RandomIntensityNoise(std=0.1, p=1.0)(image, None,
         ...                                                 torch.Generator().manual_seed(0))
@@ -387,7 +387,7 @@ class RandomGaussianBlur:
         ValueError: a negative or reversed ``sigma`` range, or ``p`` outside ``[0, 1]``.
         TypeError: (at call time) an integer image.
 
-    Example:
+    Examples:
         >>> image = torch.ones(2, 8, 8, 8)
         >>> blurred, _ = RandomGaussianBlur(sigma=(0.5, 1.0), p=1.0)(image)
         >>> bool(torch.allclose(blurred, image))  # a constant image stays constant
@@ -452,7 +452,7 @@ class RandomIntensityScaleShift:
         ValueError: negative ``scale`` or ``shift``, or ``p`` outside ``[0, 1]``.
         TypeError: (at call time) an integer image.
 
-    Example:
+    Examples:
         >>> t = RandomIntensityScaleShift(scale=0.0, shift=0.5, p=1.0)
         >>> out, _ = t(torch.zeros(1, 4), None, torch.Generator().manual_seed(0))
         >>> bool((out == out[0, 0]).all() and out.abs().max() <= 0.5)
@@ -518,7 +518,7 @@ class Compose:
         TypeError: a transform is not callable.
         ValueError: (at call time) a sample with the wrong number of spatial axes.
 
-    Example:
+    Examples:
         >>> pipeline = Compose([RandomFlip(p=1.0), RandomIntensityNoise(std=0.0, p=1.0)])
         >>> pipeline(torch.tensor([[1.0, 2.0, 3.0]]))[0]
         tensor([[3., 2., 1.]])
@@ -585,7 +585,7 @@ def default_augmentation(spatial_dims: int, strength: str = "standard") -> Compo
     Raises:
         ValueError: ``spatial_dims < 1`` or an unknown ``strength``.
 
-    Example:
+    Examples:
         >>> default_augmentation(3, "light")
         Compose([
             RandomFlip(p=0.5, axes=(0, 1, 2)),

@@ -114,18 +114,3 @@ def test_readme_speed_table_matches_the_benchmark_json():
                 assert round(ratio[(name, model, setting)], 2) == value, (name, model, setting)
                 checked += 1
     assert checked == 4 * (4 + 4 + 3)
-
-
-def _python_blocks(path: Path) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
-
-
-def test_metric_examples_in_the_docs_run(capsys):
-    # the metrics' input contract changed (spatial_dims is required): keep the examples
-    # users copy in step with it
-    blocks = _python_blocks(ROOT / "docs" / "metrics.md")
-    blocks += [b for b in _python_blocks(ROOT / "README.md") if "MetricAccumulator(" in b]
-    assert len(blocks) >= 2
-    for block in blocks:
-        exec(compile(block, "<docs>", "exec"), {})
-    assert "dice" in capsys.readouterr().out

@@ -57,7 +57,7 @@ class AugmentedAttentionModule(nn.Module):
         ``high``: ``(B, channels, *S)``; ``low``: ``(B, low_channels, *S)``; output
         ``(B, channels, *S)``. The channel weights ``w`` have shape ``(B, channels, 1...)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> aam = AugmentedAttentionModule(3, 8)
         >>> aam(torch.randn(1, 8, 4, 5, 6), torch.randn(1, 8, 4, 5, 6)).shape
@@ -120,7 +120,7 @@ class LinkNetDecoderBlock(nn.Module):
     Shape:
         ``(B, in_channels, *S)`` -> ``(B, out_channels, *2S)``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> LinkNetDecoderBlock(2, 64, 32)(torch.randn(1, 64, 5, 7)).shape
         torch.Size([1, 32, 10, 14])

@@ -53,7 +53,7 @@ def conv_parts(conv: nn.Module, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         ValueError: if the parts' channels do not add up to ``conv.in_channels``, or the
             convolution is grouped.
 
-    Example:
+    Examples:
         >>> conv = nn.Conv3d(5, 2, 3, padding=1)
         >>> a, b = torch.randn(1, 3, 4, 4, 4), torch.randn(1, 2, 4, 4, 4)
         >>> torch.allclose(conv_parts(conv, [a, b]), conv(torch.cat([a, b], 1)), atol=1e-5)
@@ -121,7 +121,7 @@ class ConvNormAct(nn.Sequential):
     Shape:
         ``(B, in_channels, *S)`` -> ``(B, out_channels, *S')`` with ``S' = ceil(S / stride)``.
 
-    Example:
+    Examples:
         >>> block = ConvNormAct(3, 1, 8, norm="instance", act="leaky_relu")
         >>> block(torch.randn(1, 1, 9, 10, 11)).shape
         torch.Size([1, 8, 9, 10, 11])
@@ -179,7 +179,7 @@ class ConvNormAct(nn.Sequential):
         Raises:
             ValueError: if the parts' channels do not add up to ``in_channels``.
 
-        Example:
+        Examples:
             >>> unit = ConvNormAct(2, 6, 4).eval()
             >>> a, b = torch.randn(1, 2, 5, 5), torch.randn(1, 4, 5, 5)
             >>> torch.allclose(unit.forward_parts([a, b]), unit(torch.cat([a, b], 1)), atol=1e-5)
@@ -210,7 +210,7 @@ class DoubleConv(nn.Sequential):
     Shape:
         ``(B, in_channels, *S)`` -> ``(B, out_channels, *S)``.
 
-    Example:
+    Examples:
         >>> DoubleConv(2, 3, 16)(torch.randn(2, 3, 33, 40)).shape
         torch.Size([2, 16, 33, 40])
     """
@@ -257,7 +257,7 @@ class ResidualBlock(nn.Module):
     Raises:
         ValueError: ``shortcut="identity"`` with ``in_channels != out_channels``.
 
-    Example:
+    Examples:
         >>> ResidualBlock(3, 4, 8)(torch.randn(1, 4, 6, 7, 8)).shape
         torch.Size([1, 8, 6, 7, 8])
     """

@@ -94,7 +94,7 @@ class GridAttentionGate(nn.Module):
         ``x``: ``(B, C_x, *S)``; ``g``: ``(B, C_g, *S_g)`` with any ``S_g`` (usually
         ``S // subsample``); output ``(B, C_x, *S)``; ``alpha``: ``(B, 1, *S)``.
 
-    Example:
+    Examples:
         >>> gate = GridAttentionGate(2, in_channels=8, gating_channels=16)
         >>> x, g = torch.randn(1, 8, 21, 30), torch.randn(1, 16, 10, 15)
         >>> y, alpha = gate.attend(x, g)
@@ -195,7 +195,7 @@ class ConvMappedAttentionGate(GridAttentionGate):
     Shape:
         as :class:`GridAttentionGate`.
 
-    Example:
+    Examples:
         >>> gate = ConvMappedAttentionGate(3, in_channels=4, gating_channels=8)
         >>> y, alpha = gate.attend(torch.randn(1, 4, 6, 8, 10), torch.randn(1, 8, 3, 4, 5))
         >>> gate.mapping.in_channels, gate.mapping.out_channels, tuple(alpha.shape)
@@ -246,7 +246,7 @@ class AdditiveAttentionGate(nn.Module):
         ``x``: ``(B, C_x, *S)``; ``g``: ``(B, C_g, *S)``; output ``(B, C_x, *S)``;
         ``alpha``: ``(B, 1, *S)``.
 
-    Example:
+    Examples:
         >>> gate = AdditiveAttentionGate(2, in_channels=8, gating_channels=8)
         >>> y, alpha = gate.attend(torch.randn(2, 8, 9, 11), torch.randn(2, 8, 9, 11))
         >>> tuple(alpha.shape)
@@ -314,7 +314,7 @@ class SelfAttentionSkip(nn.Module):
     Shape:
         ``x``: ``(B, C_x, *S)``; output ``(B, C_x, *S)``; ``alpha``: ``(B, 1, *S)``.
 
-    Example:
+    Examples:
         >>> gate = SelfAttentionSkip(3, in_channels=4)
         >>> y, alpha = gate.attend(torch.randn(1, 4, 5, 6, 7), torch.empty(0))
         >>> tuple(alpha.shape)
@@ -372,7 +372,7 @@ class MultiAttentionGate(nn.Module):
         ``x``: ``(B, C_x, *S)``; output ``(B, C_x, *S)``; ``alpha``: ``(B, num_gates, *S)``,
         channel ``k`` from gate ``k``.
 
-    Example:
+    Examples:
         >>> gate = MultiAttentionGate(3, in_channels=4, gating_channels=8)
         >>> y, alpha = gate.attend(torch.randn(1, 4, 6, 8, 10), torch.randn(1, 8, 3, 4, 5))
         >>> tuple(y.shape), tuple(alpha.shape)
@@ -432,7 +432,7 @@ class GridGatingSignal(ConvNormAct):
     Shape:
         ``(B, in_channels, *S)`` -> ``(B, out_channels, *S)``.
 
-    Example:
+    Examples:
         >>> GridGatingSignal(3, 16, 16)(torch.randn(1, 16, 2, 3, 4)).shape
         torch.Size([1, 16, 2, 3, 4])
     """
@@ -527,7 +527,7 @@ def build_gate(
     Raises:
         ValueError: unknown gate name (close matches are suggested).
 
-    Example:
+    Examples:
         >>> gate = build_gate(("grid", {"inter_channels": 4}), 3, 8, 16)
         >>> type(gate).__name__, gate.inter_channels
         ('GridAttentionGate', 4)
@@ -563,7 +563,7 @@ def build_skip_gate(
         upsampled_channels: channels of that feature after the model's up-sampler.
         norm: the model's norm spec, passed on as in :func:`build_gate`.
 
-    Example:
+    Examples:
         >>> build_skip_gate("additive", 2, 8, 16, 16).gating_channels
         16
     """

@@ -23,7 +23,7 @@ class SegmentationHead(nn.Module):
     Shape:
         ``(B, in_channels, *S)`` -> ``(B, num_classes, *S)``.
 
-    Example:
+    Examples:
         >>> SegmentationHead(2, 16, 3)(torch.randn(1, 16, 8, 9)).shape
         torch.Size([1, 3, 8, 9])
     """

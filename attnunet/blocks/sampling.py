@@ -32,7 +32,7 @@ class Down(nn.Module):
     Shape:
         ``(B, C, *S)`` -> ``(B, C, *floor(S / 2))``.
 
-    Example:
+    Examples:
         >>> Down(3, 4)(torch.randn(1, 4, 9, 10, 11)).shape
         torch.Size([1, 4, 4, 5, 5])
     """
@@ -69,7 +69,7 @@ class Upsample2x(nn.Module):
         ``(B, C, *S)`` -> ``(B, C, *2S)``; a channels-last input gives a channels-last
         output.
 
-    Example:
+    Examples:
         >>> Upsample2x("bilinear")(torch.randn(1, 2, 3, 5)).shape
         torch.Size([1, 2, 6, 10])
     """
@@ -115,7 +115,7 @@ class Up(nn.Module):
         ``(B, in_channels, *S)`` -> ``(B, out_channels, *2S)``, or ``size`` when given to
         :meth:`forward` (the end of each axis is replicate-padded or cropped).
 
-    Example:
+    Examples:
         >>> up = Up(2, 16, 8, kernel_size=3)
         >>> up(torch.randn(1, 16, 10, 12), size=[21, 24]).shape
         torch.Size([1, 8, 21, 24])

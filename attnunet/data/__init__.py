@@ -7,7 +7,7 @@ load the same way from a source checkout and from an installed wheel.
 Nothing is read when this module is imported: :func:`load_sample` opens the file on its
 first call and caches the result (the arrays are read-only, so sharing them is safe).
 
-Example:
+Examples:
     >>> from attnunet.data import load_sample
     >>> sample = load_sample("nuclei2d")
     >>> sample.image.shape, sample.image.dtype.name, sample.spacing
@@ -122,7 +122,7 @@ class Sample:
             and attribution; their names end in ``[train]`` and ``[val]``. Splitting a
             part again cuts at three quarters of the same axis.
 
-        Example:
+        Examples:
             >>> train, val = load_sample("nuclei2d").split()
             >>> train.image.shape, val.image.shape
             ((512, 384), (512, 128))
@@ -154,7 +154,7 @@ class Sample:
 def available_samples() -> list[str]:
     """Sorted names accepted by :func:`load_sample`.
 
-    Example:
+    Examples:
         >>> available_samples()
         ['nuclei2d', 'nuclei3d']
     """
@@ -184,7 +184,7 @@ def load_sample(name: str = "nuclei2d") -> Sample:
     Raises:
         ValueError: for an unknown name (the message lists the available ones).
 
-    Example:
+    Examples:
         >>> sample = load_sample("nuclei2d")
         >>> float(sample.image.min()), float(sample.image.max())
         (0.0, 1.0)
@@ -267,7 +267,7 @@ def random_crops(
         ValueError: if the shapes of ``image`` and ``mask`` differ, ``size`` has the wrong
             length, is not positive or exceeds the image, or ``n < 1``.
 
-    Example:
+    Examples:
         >>> g = torch.Generator().manual_seed(0)
         >>> train, _ = load_sample("nuclei2d").split()
         >>> x, y = random_crops(train.image, train.mask, (64, 96), n=8, generator=g)

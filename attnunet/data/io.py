@@ -38,7 +38,7 @@ of values is kept as stored. A colour mask is accepted only when its channels ar
 Every problem with a file raises :class:`DataError` (a :class:`ValueError`) whose message
 names the file and says what would work.
 
-Example:
+Examples:
     >>> import tempfile
     >>> from pathlib import Path
     >>> folder = Path(tempfile.mkdtemp())
@@ -366,7 +366,7 @@ def read_image(path: str | os.PathLike[str], spatial_dims: int | None = None) ->
             are not finite numbers.
         FileNotFoundError: when ``path`` does not exist.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from pathlib import Path
         >>> path = Path(tempfile.mkdtemp()) / "stack.npy"
@@ -404,7 +404,7 @@ def normalise_image(
     default), applied to every channel of a ``(C, *spatial)`` image on its own. A
     constant channel becomes all zeros.
 
-    Example:
+    Examples:
         >>> image = np.stack([np.arange(1000.0), 5 * np.arange(1000.0)])
         >>> out = normalise_image(image)
         >>> out.dtype.name, float(out.min()), float(out.max()), bool(np.allclose(out[0], out[1]))
@@ -518,7 +518,7 @@ def read_mask(
             ``>= num_classes``.
         FileNotFoundError: when ``path`` does not exist.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from PIL import Image
         >>> path = Path(tempfile.mkdtemp()) / "mask.png"
@@ -642,7 +642,7 @@ def find_pairs(
             message lists them with the mask names that were looked for.
         FileNotFoundError: when a folder does not exist.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> root = Path(tempfile.mkdtemp())
         >>> for name in ("b.png", "b_mask.png", "a.png", "a_mask.png"):
@@ -750,7 +750,7 @@ def split_pairs(
     add images, or train with ``val_fraction=0`` and validate on another part of the
     data (the bundled samples are split spatially by :meth:`attnunet.data.Sample.split`).
 
-    Example:
+    Examples:
         >>> train, val = split_pairs(list("abcdefghij"), val_fraction=0.2, seed=0)
         >>> len(train), len(val), sorted(train + val) == list("abcdefghij")
         (8, 2, True)
@@ -838,7 +838,7 @@ class SegmentationFolder(Dataset[dict[str, Any]]):
         normalise: ``False`` serves intensities as stored.
         generator: source of randomness for patches and ``transform``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> root = Path(tempfile.mkdtemp())
         >>> rng = np.random.default_rng(0)
@@ -1184,7 +1184,7 @@ def write_prediction(
     writes PNG for 2D and TIFF for 3D labels. See :func:`write_mask` for formats and the
     overwrite rule.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> out = Path(tempfile.mkdtemp())
         >>> write_prediction(out, "scans/case01.nii.gz", np.zeros((4, 5, 6), np.int64)).name

@@ -20,7 +20,7 @@ Conventions:
   example ``empty_pred=float("nan")``); they then show up in ``missing``.
 * The std is the sample standard deviation (``ddof=1``) unless told otherwise.
 
-Example:
+Examples:
     >>> import torch
     >>> from attnunet.metrics.overlap import dice_score
     >>> acc = MetricAccumulator({"dice": dice_score}, spatial_dims=2)
@@ -83,7 +83,7 @@ class MetricSummary:
     def as_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(mean, std, count, missing)`` as 1-D arrays: length ``K``, or 1 for a scalar.
 
-        Example:
+        Examples:
             >>> MetricSummary(mean=0.5, std=0.1, count=4, missing=0).as_arrays()[0]
             array([0.5])
         """
@@ -124,7 +124,7 @@ class MetricAccumulator:
             accumulator passes itself).
         ValueError: ``ddof`` is negative or a metric name is empty.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from attnunet.metrics.overlap import dice_score, iou_score
         >>> acc = MetricAccumulator({"dice": dice_score, "iou": iou_score}, num_classes=3,
@@ -183,7 +183,7 @@ class MetricAccumulator:
                 ``K`` values) per image, or a class count ``K`` different from before.
             TypeError: a metric returned non-numeric values.
 
-        Example:
+        Examples:
             >>> import numpy as np
             >>> from attnunet.metrics.overlap import iou_score
             >>> acc = MetricAccumulator({"iou": iou_score}, spatial_dims=2)
@@ -238,7 +238,7 @@ class MetricAccumulator:
                 another ``K``).
             TypeError: ``name`` is not a string, or ``values`` are not real numbers.
 
-        Example:
+        Examples:
             >>> acc = MetricAccumulator()
             >>> acc.add("hd95", [2.0, 4.0])
             >>> acc.add("hd95", 3.0)
@@ -268,7 +268,7 @@ class MetricAccumulator:
             ValueError: a name holds values of a different per-class width in the two;
                 nothing is merged then.
 
-        Example:
+        Examples:
             >>> a, b = MetricAccumulator(), MetricAccumulator()
             >>> a.add("dice", [0.8, 0.9])
             >>> b.add("dice", [0.7])
@@ -342,7 +342,7 @@ class MetricAccumulator:
         Raises:
             KeyError: no value was recorded under ``name``.
 
-        Example:
+        Examples:
             >>> acc = MetricAccumulator()
             >>> acc.add("dice", [[0.5, float("nan")], [0.7, 0.9], [0.9, 0.7]])
             >>> s = acc.overall("dice")  # image means 0.5, 0.8, 0.8
@@ -364,7 +364,7 @@ class MetricAccumulator:
             nothing was recorded. NaN entries are left out (and counted in ``missing``),
             infinite ones kept. See :class:`MetricSummary`.
 
-        Example:
+        Examples:
             >>> acc = MetricAccumulator()
             >>> acc.add("dice", [[0.5, float("nan")], [0.7, 0.9], [0.9, 0.7]])
             >>> s = acc.compute()["dice"]
@@ -393,7 +393,7 @@ class MetricAccumulator:
         Raises:
             ValueError: ``digits`` is not an int >= 0.
 
-        Example:
+        Examples:
             >>> acc = MetricAccumulator()
             >>> acc.add("dice", [0.81, 0.85, 0.95])
             >>> acc.add("hd95", [3.0, float("inf"), float("nan")])
@@ -430,7 +430,7 @@ class MetricAccumulator:
             NaN and infinite means stay floats: :func:`json.dumps` writes them as ``NaN``
             and ``Infinity``, which Python reads back but strict JSON parsers reject.
 
-        Example:
+        Examples:
             >>> import json
             >>> acc = MetricAccumulator()
             >>> acc.add("dice", [[0.5, 1.0], [1.0, 1.0]])

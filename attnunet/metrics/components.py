@@ -7,7 +7,7 @@ full neighbourhood including corners (8 in 2D, 26 in 3D); in 3D ``2`` also joins
 (18-connectivity). The components are found by :func:`scipy.ndimage.label` on the CPU;
 torch input is copied to the host for that.
 
-Example:
+Examples:
     >>> import torch
     >>> masks = torch.tensor([[[1, 1, 0], [0, 0, 0], [0, 1, 1]],  # two pieces
     ...                       [[1, 1, 0], [0, 1, 0], [0, 1, 1]]])  # one piece
@@ -67,7 +67,7 @@ def label_components(mask: Array, connectivity: int = 1) -> tuple[np.ndarray, in
         TypeError: ``mask`` is not an array or tensor, or holds floating-point values.
         ValueError: ``mask`` has no axis, or ``connectivity`` is outside ``1..mask.ndim``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> diagonal = np.array([[1, 0], [0, 1]], dtype=bool)
         >>> label_components(diagonal, connectivity=1)[1]  # faces only: two pieces
@@ -120,7 +120,7 @@ def num_components(
         ValueError: no spatial axis, bad ``num_classes`` or labels out of its range, or
             ``connectivity`` outside ``1..len(spatial)``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> labels = np.array([[1, 0, 1, 2, 2]])  # class 1 in two pieces, class 2 in one
         >>> num_components(labels, num_classes=3, spatial_dims=1)
@@ -178,7 +178,7 @@ def one_piece_fraction(
         TypeError: floating-point input.
         ValueError: as :func:`num_components`, or an unknown ``reduction``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> masks = np.array([[[1, 0], [0, 1]],   # diagonal pair
         ...                   [[0, 0], [0, 0]]])  # empty

@@ -6,7 +6,7 @@ everything runs on the tensor's device as whole-tensor operations; with
 ``check_labels=False`` and integer or boolean inputs there is not even a host
 synchronisation (floating-point inputs are checked for whole numbers, one host read).
 
-Example:
+Examples:
     >>> import torch
     >>> logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]]])  # (B=1, C=1, H=2, W=2)
     >>> target = torch.tensor([[[1, 0], [0, 0]]])  # (B=1, H=2, W=2)
@@ -149,7 +149,7 @@ def confusion_counts(
         :class:`ConfusionCounts` of ``int64`` tensors, each ``(B, K)``, on the inputs'
         device (``K = 1`` for binary input).
 
-    Example:
+    Examples:
         >>> pred = torch.tensor([[1, 1, 0, 0]])
         >>> target = torch.tensor([[1, 0, 1, 0]])
         >>> confusion_counts(pred, target, spatial_dims=1)
@@ -233,7 +233,7 @@ def dice_score(
             of range, or an unknown ``reduction``.
         TypeError: floating-point inputs (threshold probabilities first).
 
-    Example:
+    Examples:
         >>> pred = torch.tensor([[0, 1, 1, 2], [0, 0, 0, 0]])
         >>> target = torch.tensor([[0, 1, 2, 2], [0, 0, 0, 0]])
         >>> dice_score(pred, target, spatial_dims=1, reduction="none")  # image 2: empty
@@ -321,7 +321,7 @@ def iou_score(
     Raises:
         ValueError, TypeError: as :func:`dice_score`.
 
-    Example:
+    Examples:
         >>> pred = torch.tensor([[[True, True], [False, False]]])
         >>> target = torch.tensor([[[True, False], [True, False]]])
         >>> iou_score(pred, target, spatial_dims=2)  # 1 shared pixel / 3 in the union
@@ -400,7 +400,7 @@ def mean_iou(
     Raises:
         ValueError, TypeError: as :func:`dice_score`.
 
-    Example:
+    Examples:
         >>> pred = torch.tensor([[[1, 1], [0, 0]]])
         >>> target = torch.tensor([[[1, 0], [0, 0]]])
         >>> mean_iou(pred, target, spatial_dims=2)  # background 2/3, foreground 1/2
@@ -495,7 +495,7 @@ def precision_score(
     Raises:
         ValueError, TypeError: as :func:`dice_score`.
 
-    Example:
+    Examples:
         >>> pred = torch.tensor([[1, 1, 1, 0]])
         >>> target = torch.tensor([[1, 0, 0, 0]])
         >>> precision_score(pred, target, spatial_dims=1)  # 1 of 3 predicted voxels is right
@@ -574,7 +574,7 @@ def recall_score(
     Raises:
         ValueError, TypeError: as :func:`dice_score`.
 
-    Example:
+    Examples:
         >>> pred = torch.tensor([[1, 1, 1, 0]])
         >>> target = torch.tensor([[1, 0, 0, 0]])
         >>> recall_score(pred, target, spatial_dims=1)  # the one target voxel was found
@@ -626,7 +626,7 @@ def pixel_accuracy(
     Returns:
         As :func:`dice_score`, in ``[0, 1]``.
 
-    Example:
+    Examples:
         >>> pred = torch.tensor([[0, 1, 2, 2]])
         >>> target = torch.tensor([[0, 1, 1, 2]])
         >>> pixel_accuracy(pred, target, num_classes=3, spatial_dims=1)

@@ -22,7 +22,7 @@ compact codes), never as a dense label-by-label matrix, so instance ids may be a
 integers and 256^3 volumes are fine. The computation runs in NumPy on the CPU; torch input
 is copied to the host and the scores come back on its device.
 
-Example:
+Examples:
     >>> import torch
     >>> pred = torch.tensor([[1, 1, 2, 2]])
     >>> target = torch.tensor([[5, 5, 5, 9]])
@@ -284,7 +284,7 @@ def v_rand(
             outside ``1..len(spatial)``.
         TypeError: inputs are not arrays or tensors, or hold floating-point values.
 
-    Example:
+    Examples:
         >>> pred = torch.tensor([[1, 1, 2, 2]])
         >>> target = torch.tensor([[1, 1, 1, 2]])
         >>> # n_ij: (1,1) 2, (2,1) 1, (2,2) 1; a = (2, 2); b = (3, 1)
@@ -365,7 +365,7 @@ def v_info(
     Raises:
         ValueError, TypeError: as :func:`v_rand`.
 
-    Example:
+    Examples:
         >>> pred = torch.tensor([[1, 1, 2, 2]])
         >>> target = torch.tensor([[1, 1, 1, 2]])
         >>> # H(S) = 1 bit, H(T) = 0.8113 bits, H(S, T) = 1.5 bits, I = 0.3113 bits

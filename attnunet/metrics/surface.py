@@ -185,7 +185,7 @@ def surface_voxels(mask: Array, connectivity: int = 1) -> np.ndarray:
     Returns:
         A boolean NumPy array of the mask's shape.
 
-    Example:
+    Examples:
         >>> m = np.zeros((5, 5), dtype=bool); m[1:4, 1:4] = True
         >>> surface_voxels(m).astype(int)
         array([[0, 0, 0, 0, 0],
@@ -376,7 +376,7 @@ def surface_distances(
         ValueError: a mask is empty (no surface to measure to), shapes differ, or an
             argument is out of range.
 
-    Example:
+    Examples:
         >>> a = np.zeros((1, 7), dtype=bool); a[0, 1:3] = True
         >>> b = np.zeros((1, 7), dtype=bool); b[0, 4:6] = True
         >>> surface_distances(a, b)  # (0,1)->(0,4) is 3 voxels, (0,2)->(0,4) is 2
@@ -502,7 +502,7 @@ def surface_metrics(
             of range.
         TypeError: floating-point inputs.
 
-    Example:
+    Examples:
         >>> a = np.zeros((1, 1, 7), dtype=bool); a[0, 0, 1:3] = True
         >>> b = np.zeros((1, 1, 7), dtype=bool); b[0, 0, 4:6] = True
         >>> out = surface_metrics(a, b, spatial_dims=2, reduction="none")
@@ -619,7 +619,7 @@ def hausdorff_distance(
     Returns:
         Distances in the units of ``spacing``; types as :func:`surface_metrics`.
 
-    Example:
+    Examples:
         >>> a = torch.zeros(1, 5, 5, dtype=torch.bool); a[0, 1:3, 1:3] = True
         >>> b = torch.zeros(1, 5, 5, dtype=torch.bool); b[0, 2:4, 2:4] = True
         >>> hausdorff_distance(a, b, spatial_dims=2)  # corner (1, 1) to (2, 2): sqrt(2)
@@ -695,7 +695,7 @@ def hd95(
     Returns:
         Distances in the units of ``spacing``; types as :func:`surface_metrics`.
 
-    Example:
+    Examples:
         >>> a = np.zeros((1, 1, 7), dtype=bool); a[0, 0, 1:3] = True
         >>> b = np.zeros((1, 1, 7), dtype=bool); b[0, 0, 4:6] = True
         >>> float(hd95(a, b, spatial_dims=2))
@@ -777,7 +777,7 @@ def assd(
     Returns:
         Distances in the units of ``spacing``; types as :func:`surface_metrics`.
 
-    Example:
+    Examples:
         >>> a = np.zeros((1, 1, 7), dtype=bool); a[0, 0, 1:3] = True
         >>> b = np.zeros((1, 1, 7), dtype=bool); b[0, 0, 4:6] = True
         >>> float(assd(a, b, spatial_dims=2))  # (3 + 2 + 2 + 3) / 4
@@ -854,7 +854,7 @@ def surface_to_surface(
     Returns:
         Distances in the units of ``spacing``; types as :func:`surface_metrics`.
 
-    Example:
+    Examples:
         >>> a = np.zeros((1, 1, 9), dtype=bool); a[0, 0, 1:4] = True
         >>> b = np.zeros((1, 1, 9), dtype=bool); b[0, 0, 6:8] = True
         >>> float(surface_to_surface(a, b, spatial_dims=2))  # (mean(5, 4, 3) + mean(3, 4)) / 2

@@ -76,7 +76,7 @@ class AttentionUNet(UNetSkeleton):
         up-sampling pads a skip that is smaller than the up-sampled feature, whereas here
         the up-sampled feature is matched to the skip, so any input size works.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = AttentionUNet(3, 1, 2, channels=(4, 8, 16, 32))
         >>> y, maps = model.forward_with_attention(torch.randn(1, 1, 16, 20, 12))
@@ -181,7 +181,7 @@ def attention_unet_oktay(**overrides: Any) -> AttentionUNet:
     reference weights converted with :func:`attnunet.convert.convert_oktay_state_dict`
     reproduce its outputs. Keyword arguments override the preset.
 
-    Example:
+    Examples:
         >>> attention_unet_oktay().num_parameters()
         6473322
     """
@@ -196,7 +196,7 @@ def attention_unet_oktay(**overrides: Any) -> AttentionUNet:
 def attention_unet_oktay_single(**overrides: Any) -> AttentionUNet:
     """The released single-gate form (``unet_CT_single_att_dsv_3D``): 6,214,151 parameters.
 
-    Example:
+    Examples:
         >>> attention_unet_oktay_single().num_parameters()
         6214151
     """
@@ -212,7 +212,7 @@ def attention_unet_oktay_1024(**overrides: Any) -> AttentionUNet:
     """The deeper-feature form: the reference filters (64, 128, 256, 512, 1024) at feature
     scale 1 (103,457,946 parameters, as the reference code at ``feature_scale=1``).
 
-    Example:
+    Examples:
         >>> attention_unet_oktay_1024().channels
         [64, 128, 256, 512, 1024]
     """
@@ -230,7 +230,7 @@ def attention_unet_oktay_conv_mapped(**overrides: Any) -> AttentionUNet:
     Each of the six gates gains a ``2 F_int -> F_int`` 1x1 conv with ``F_int = C_x``:
     ``6,473,322 + 2 * (2*32**2 + 32 + 2*64**2 + 64 + 2*128**2 + 128) = 6,559,786``.
 
-    Example:
+    Examples:
         >>> attention_unet_oktay_conv_mapped().num_parameters()
         6559786
     """

@@ -338,7 +338,7 @@ class SegmentationModel(nn.Module):
         ``torch.no_grad()``, ``torch.inference_mode()`` and TorchScript run the normal
         path. The setting is not part of :attr:`config` nor of saved weights.
 
-        Example:
+        Examples:
             >>> from attnunet import UNet
             >>> model = UNet(3, 1, 2, channels=(4, 8, 16)).set_checkpointing()
             >>> model.checkpointing
@@ -362,7 +362,7 @@ class SegmentationModel(nn.Module):
         models without linear up-sampling (``docs/performance.md`` has the figures). 1D
         models are returned unchanged.
 
-        Example:
+        Examples:
             >>> from attnunet import UNet
             >>> model = UNet(2, 1, 2, channels=(4, 8, 16)).to_channels_last()
             >>> model.head.conv.weight.is_contiguous(memory_format=torch.channels_last)

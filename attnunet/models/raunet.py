@@ -209,7 +209,7 @@ class RAUNet(SegmentationModel):
         AAM's post-pooling norm is selectable (``"layer"`` by default, see above); 3D and
         other encoders exist here only.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = RAUNet(2, in_channels=1, num_classes=2)
         >>> model(torch.randn(1, 1, 70, 90)).shape
@@ -365,7 +365,7 @@ def raunet_ni(**overrides: Any) -> RAUNet:
     The reference is 2D; ``spatial_dims=3`` (or 1) builds the same configuration on
     attnunet's native ResNet34, so the registry lists 1D, 2D and 3D, as for every preset.
 
-    Example:
+    Examples:
         >>> raunet_ni().num_parameters()
         22143265
     """

@@ -350,7 +350,7 @@ class UNetSkeleton(SegmentationModel):
         ValueError: invalid configuration (message says what works), or an input with
             the wrong number of dimensions or channels, or a size the policy rejects.
 
-    Example:
+    Examples:
         >>> model = UNetSkeleton(3, 1, 2, channels=(4, 8, 16), block="residual", gate="grid")
         >>> model(torch.randn(1, 1, 12, 15, 18)).shape
         torch.Size([1, 2, 12, 15, 18])
@@ -571,7 +571,7 @@ class UNet(_FixedUNet):
     Shape:
         ``(B, in_channels, *S)`` -> ``(B, num_classes, *S)``, any ``S``.
 
-    Example:
+    Examples:
         >>> UNet(2, 1, 2, channels=(8, 16, 32))(torch.randn(1, 1, 37, 50)).shape
         torch.Size([1, 2, 37, 50])
     """
@@ -612,7 +612,7 @@ class ResUNet(_FixedUNet):
     Shape:
         ``(B, in_channels, *S)`` -> ``(B, num_classes, *S)``, any ``S``.
 
-    Example:
+    Examples:
         >>> ResUNet(3, 1, 1, channels=(4, 8, 16))(torch.randn(1, 1, 9, 16, 20)).shape
         torch.Size([1, 1, 9, 16, 20])
     """
@@ -662,7 +662,7 @@ class AgUNet(_FixedUNet):
     Shape:
         ``(B, in_channels, *S)`` -> ``(B, num_classes, *S)``, any ``S``.
 
-    Example:
+    Examples:
         >>> model = AgUNet(2, 1, 1, channels=(8, 16, 32))
         >>> y, maps = model.forward_with_attention(torch.randn(1, 1, 40, 30))
         >>> [tuple(a.shape[2:]) for a in maps]
@@ -712,7 +712,7 @@ class AgResUNet(_FixedUNet):
     Shape:
         ``(B, in_channels, *S)`` -> ``(B, num_classes, *S)``, any ``S``.
 
-    Example:
+    Examples:
         >>> model = AgResUNet(spatial_dims=3, in_channels=1, num_classes=2, channels=(4, 8, 16))
         >>> model(torch.randn(1, 1, 10, 14, 18)).shape
         torch.Size([1, 2, 10, 14, 18])
@@ -777,7 +777,7 @@ def unet_krd(**overrides: Any) -> UNet:
     Keyword arguments override the preset. The reference implementation has 2,161,649
     parameters in this configuration; so does this model.
 
-    Example:
+    Examples:
         >>> unet_krd().num_parameters()
         2161649
     """
@@ -788,7 +788,7 @@ def unet_krd(**overrides: Any) -> UNet:
 def res_unet_krd(**overrides: Any) -> ResUNet:
     """:class:`ResUNet` as configured in the knee-ultrasound study (2,249,473 parameters).
 
-    Example:
+    Examples:
         >>> res_unet_krd().num_parameters()
         2249473
     """
@@ -799,7 +799,7 @@ def res_unet_krd(**overrides: Any) -> ResUNet:
 def ag_unet_krd(**overrides: Any) -> AgUNet:
     """:class:`AgUNet` as configured in the knee-ultrasound study (2,292,933 parameters).
 
-    Example:
+    Examples:
         >>> ag_unet_krd().num_parameters()
         2292933
     """
@@ -810,7 +810,7 @@ def ag_unet_krd(**overrides: Any) -> AgUNet:
 def ag_res_unet_krd(**overrides: Any) -> AgResUNet:
     """:class:`AgResUNet` as configured in the knee-ultrasound study (2,380,757 parameters).
 
-    Example:
+    Examples:
         >>> ag_res_unet_krd().num_parameters()
         2380757
     """

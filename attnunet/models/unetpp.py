@@ -263,7 +263,7 @@ class UNetPlusPlus(SegmentationModel):
         the attention-based forward passing of Xu et al.'s electron-microscopy study, not
         the UNet++ paper.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = UNetPlusPlus(2, 1, 2, channels=(4, 8, 16), deep_supervision=True,
         ...                      ds_mode="list")
@@ -494,7 +494,7 @@ class AttentionUNetPlusPlus(UNetPlusPlus):
     Differences from the paper:
         see :class:`UNetPlusPlus`; the gates are not part of the UNet++ paper.
 
-    Example:
+    Examples:
         >>> import torch
         >>> model = AttentionUNetPlusPlus(2, 1, 1, channels=(4, 8, 16))
         >>> y, maps = model.forward_with_attention(torch.randn(1, 1, 20, 30))
