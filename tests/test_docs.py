@@ -120,7 +120,7 @@ def test_the_collector_finds_the_blocks():
     assert found == [("skip (needs a GPU)", "x = 1\n"), (None, "y = 2\n")]
 
 
-@pytest.mark.parametrize("block", _params())
+@pytest.mark.parametrize("block", list(_params()))
 def test_docs_block_runs(block: Block, tmp_path_factory, monkeypatch):
     state = _state(block.page, tmp_path_factory)
     monkeypatch.chdir(state.cwd)
