@@ -1,6 +1,8 @@
 """The README's commands are the ones CI runs; package metadata stays consistent."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import attnunet
@@ -54,8 +56,6 @@ def test_version_has_one_source():
 
 
 def test_submodules_load_lazily():
-    import subprocess
-    import sys
 
     code = (
         "import sys, attnunet; "
@@ -68,8 +68,6 @@ def test_submodules_load_lazily():
 
 
 def test_metrics_and_losses_do_not_load_the_model_zoo():
-    import subprocess
-    import sys
 
     code = (
         "import sys; import attnunet.metrics, attnunet.losses; "
@@ -114,3 +112,22 @@ def test_readme_speed_table_matches_the_benchmark_json():
                 assert round(ratio[(name, model, setting)], 2) == value, (name, model, setting)
                 checked += 1
     assert checked == 4 * (4 + 4 + 3)
+
+
+def _collected(*args: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return {line.split("::")[0] for line in out.stdout.splitlines() if "::" in line}
+
+
+def test_markers_select_groups_across_files():
+    files = ["tests/test_export.py", "tests/test_compile.py", "tests/test_metrics.py"]
+    assert _collected("-m", "export", *files) == {"tests/test_export.py"}
+    assert _collected("-m", "compile", *files) == {"tests/test_compile.py"}
+    cuda = _collected("-m", "cuda", *files)
+    assert cuda == {"tests/test_metrics.py"}  # its CUDA-only test, nothing else
+    assert _collected("-m", "not export and not compile", *files) == {"tests/test_metrics.py"}
