@@ -40,7 +40,7 @@ import inspect
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, astuple, dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -114,8 +114,8 @@ class MetricAccumulator:
             ``spatial_dims=3`` (which the metrics of :mod:`attnunet.metrics` require),
             ``num_classes=3`` or ``spacing=(1.0, 1.0, 2.0)``. Each goes to every metric
             whose signature accepts it (by name, or through ``**kwargs``). With
-            ``spatial_dims`` (and ``one_hot``) :meth:`update` also reads the batch size
-            from the layout, so one unbatched image counts as one image.
+            ``spatial_dims`` :meth:`update` also reads the batch size from the layout, so
+            one unbatched image counts as one image.
 
     Raises:
         TypeError: a metric is not callable, its signature cannot be read, it takes no
@@ -158,6 +158,12 @@ class MetricAccumulator:
         self._metrics: dict[str, Callable[..., Any]] = dict(metrics or {})
         self._metric_kwargs = dict(metric_kwargs)
         self._kwargs_for = _route_kwargs(self._metrics, self._metric_kwargs)
+        # metrics that will refuse every batch for want of spatial_dims (read once here)
+        self._lacking_spatial_dims = (
+            []
+            if "spatial_dims" in self._metric_kwargs
+            else [n for n, fn in self._metrics.items() if _needs(fn, "spatial_dims")]
+        )
         # name -> recorded chunks, each (n,) or (n, K); name -> K, or None for (n,)
         self._chunks: dict[str, list[np.ndarray]] = {}
         self._width: dict[str, int | None] = {}
@@ -195,15 +201,13 @@ class MetricAccumulator:
                 "this MetricAccumulator has no metric functions: pass metrics={name: fn} "
                 "when building it, or record precomputed values with add(name, values)"
             )
-        if "spatial_dims" not in self._metric_kwargs:
-            needs = [n for n, fn in self._metrics.items() if _needs(fn, "spatial_dims")]
-            if needs:
-                raise ValueError(
-                    f"metric(s) {', '.join(map(repr, needs))} need spatial_dims, the number "
-                    f"of spatial axes, to read the batch: build the accumulator with it, "
-                    f"e.g. MetricAccumulator({{...}}, spatial_dims=2) for images or 3 for "
-                    f"volumes"
-                )
+        if self._lacking_spatial_dims:
+            raise ValueError(
+                f"metric(s) {', '.join(map(repr, self._lacking_spatial_dims))} need "
+                f"spatial_dims, the number of spatial axes, to read the batch: build the "
+                f"accumulator with it, e.g. MetricAccumulator({{...}}, spatial_dims=2) for "
+                f"images or 3 for volumes"
+            )
         batch = self._batch_size(pred)
         results: dict[str, np.ndarray] = {}
         for name, fn in self._metrics.items():
@@ -447,13 +451,7 @@ class MetricAccumulator:
             if isinstance(s.mean, np.ndarray):  # per class: lists, and the class labels
                 out[name] = {key: array.tolist() for key, array in fields.items()}
                 out[name]["classes"] = [first + k for k in range(len(fields["mean"]))]
-                o = self.overall(name)
-                out[name]["overall"] = {
-                    "mean": o.mean,
-                    "std": o.std,
-                    "count": o.count,
-                    "missing": o.missing,
-                }
+                out[name]["overall"] = asdict(self.overall(name))
             else:
                 out[name] = {key: array[0].item() for key, array in fields.items()}
         return out
@@ -467,16 +465,15 @@ class MetricAccumulator:
     # ------------------------------------------------------------------ internals
 
     def _batch_size(self, pred: Any) -> int | None:
-        """The number of images in ``pred`` under the ``spatial_dims`` (and ``one_hot``)
-        given as metric keywords: an unbatched image is one image; None without them."""
+        """The number of images in ``pred`` under the ``spatial_dims`` metric keyword: an
+        unbatched image is one image; None without the keyword."""
         shape = getattr(pred, "shape", None)
         spatial_dims = self._metric_kwargs.get("spatial_dims")
         if shape is None or not isinstance(spatial_dims, int) or isinstance(spatial_dims, bool):
             return None
-        unbatched = spatial_dims + (1 if self._metric_kwargs.get("one_hot", False) else 0)
-        if len(shape) == unbatched:
+        if len(shape) == spatial_dims:  # (one-hot input always has its batch axis)
             return 1
-        return int(shape[0]) if len(shape) > unbatched else None
+        return int(shape[0]) if len(shape) > spatial_dims else None
 
     def _check_width(self, name: str, values: np.ndarray) -> None:
         width = None if values.ndim == 1 else int(values.shape[1])
@@ -529,8 +526,7 @@ class MetricAccumulator:
                 continue
             for k in range(len(mean)):
                 rows.append((f"{name}[{first + k}]", (mean[k], std[k], count[k], missing[k])))
-            o = self.overall(name)
-            rows.append((f"{name}[mean]", (o.mean, o.std, o.count, o.missing)))
+            rows.append((f"{name}[mean]", astuple(self.overall(name))))
         return rows
 
     def _first_class(self, first_class: int | None) -> int:
