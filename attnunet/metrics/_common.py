@@ -232,10 +232,17 @@ def refuse_positional(name: str, misplaced: tuple[object, ...], spacing: bool = 
     )
 
 
-def num_classes_value(num_classes: object) -> int | None:
-    """``num_classes`` as an int >= 2 or None; NumPy and torch integer scalars accepted."""
+def num_classes_value(num_classes: object, one_hot: bool = False) -> int | None:
+    """``num_classes`` as an int >= 2 or None; NumPy and torch integer scalars accepted.
+    With ``one_hot`` the classes come from the class axis, so ``num_classes`` must be
+    None."""
     if num_classes is None:
         return None
+    if one_hot:
+        raise ValueError(
+            "pass either one_hot=True (the class axis is dim 1) or num_classes (label "
+            "maps), not both"
+        )
     value = num_classes
     if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
         value = int(value.item())
@@ -314,12 +321,7 @@ def class_masks(
         (``K = 1`` for binary input), whether the input was binary (so ``reduction="none"``
         drops the class axis), and whether ``pred`` was NumPy.
     """
-    k = num_classes_value(num_classes)
-    if one_hot and k is not None:
-        raise ValueError(
-            "pass either one_hot=True (the class axis is dim 1) or num_classes (label "
-            "maps), not both"
-        )
+    k = num_classes_value(num_classes, one_hot)
     p, t, p_numpy = layout_pair(pred, target, spatial_dims, one_hot)
     if one_hot:
         if check_labels:

@@ -634,9 +634,7 @@ def pixel_accuracy(
     """
     refuse_positional("pixel_accuracy", misplaced)
     check_reduction(reduction)
-    k = num_classes_value(num_classes)
-    if one_hot and k is not None:
-        raise ValueError("pass either one_hot=True or num_classes (label maps), not both")
+    k = num_classes_value(num_classes, one_hot)
     p, t, numpy = layout_pair(pred, target, spatial_dims, one_hot)
     if k is not None:  # label maps: compare the labels themselves
         if check_labels:
