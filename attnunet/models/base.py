@@ -199,48 +199,36 @@ def _autocast_active(x: torch.Tensor) -> bool:
     return torch.mm(probe, probe).dtype != torch.float32
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    """``"torch.float32"`` etc. (TorchScript would print a dtype as its number)."""
-    for known, name in (
-        (torch.float32, "float32"),
-        (torch.float64, "float64"),
-        (torch.float16, "float16"),
-        (torch.bfloat16, "bfloat16"),
-        (torch.uint8, "uint8"),
-        (torch.int8, "int8"),
-        (torch.int16, "int16"),
-        (torch.int32, "int32"),
-        (torch.int64, "int64"),
-        (torch.bool, "bool"),
+def _dtype_names(dtype: torch.dtype) -> tuple[str, str]:
+    """The name of ``dtype`` (``"torch.float32"``; TorchScript would print a dtype as its
+    number) and the tensor/module method that converts to it (``"float()"``)."""
+    for known, name, method in (
+        (torch.float32, "float32", "float()"),
+        (torch.float64, "float64", "double()"),
+        (torch.float16, "float16", "half()"),
+        (torch.bfloat16, "bfloat16", "bfloat16()"),
+        (torch.uint8, "uint8", ""),
+        (torch.int8, "int8", ""),
+        (torch.int16, "int16", ""),
+        (torch.int32, "int32", ""),
+        (torch.int64, "int64", ""),
+        (torch.bool, "bool", ""),
     ):
         if dtype == known:
-            return "torch." + name
-    return str(dtype)
-
-
-def _cast_method(dtype: torch.dtype) -> str:
-    """The tensor/module method that converts to ``dtype`` (``float()``, ``double()``, ...)."""
-    for known, name in (
-        (torch.float32, "float()"),
-        (torch.float64, "double()"),
-        (torch.float16, "half()"),
-        (torch.bfloat16, "bfloat16()"),
-    ):
-        if dtype == known:
-            return name
-    return "to(" + _dtype_name(dtype) + ")"
+            full = "torch." + name
+            return full, (method if method != "" else "to(" + full + ")")
+    return str(dtype), "to(" + str(dtype) + ")"
 
 
 def _dtype_mismatch(given: torch.dtype, expected: torch.dtype, floating: bool) -> str:
     """The message of the input dtype check (``floating``: whether ``given`` is a
     floating-point dtype): both dtypes and what would work."""
-    fixes = f"convert the input with x.{_cast_method(expected)}"
+    given_name, given_cast = _dtype_names(given)
+    expected_name, expected_cast = _dtype_names(expected)
+    fixes = f"convert the input with x.{expected_cast}"
     if floating:
-        fixes += f", or the model with model.{_cast_method(given)}, or run it under torch.autocast"
-    return (
-        f"the input has dtype {_dtype_name(given)} but the model's weights are "
-        f"{_dtype_name(expected)}: {fixes}"
-    )
+        fixes += f", or the model with model.{given_cast}, or run it under torch.autocast"
+    return f"the input has dtype {given_name} but the model's weights are {expected_name}: {fixes}"
 
 
 def _check_export_sizes(size: list[Any], size_policy: str, div: int) -> None:
