@@ -82,6 +82,22 @@ def one_hot(labels, classes):
     return torch.nn.functional.one_hot(t, classes).movedim(-1, 1).float()
 
 
+def torchmetrics_dice(pred, target, classes, average="none"):
+    """torchmetrics' Dice of (B, *S) label maps, background left out, as float64 NumPy."""
+    return (
+        tm_segmentation.dice_score(
+            torch.as_tensor(pred),
+            torch.as_tensor(target),
+            num_classes=classes,
+            include_background=False,
+            average=average,
+            input_format="index",
+        )
+        .double()
+        .numpy()
+    )
+
+
 def monai_surface(pred, target, spacing=None):
     """MONAI's HD95 and ASSD of (B, C, *S) one-hot inputs, background channel included."""
     p, t = torch.as_tensor(pred).float(), torch.as_tensor(target).float()
@@ -330,18 +346,7 @@ def test_one_hot_needs_its_batch_axis_and_0_1_masks():
 )
 def test_label_map_layouts_equal_torchmetrics(dims, classes, batch, seed):
     pred, target = multi_class_batch(dims, classes, batch, seed)
-    expected = (
-        tm_segmentation.dice_score(
-            torch.from_numpy(pred),
-            torch.from_numpy(target),
-            num_classes=classes,
-            include_background=False,
-            average="none",
-            input_format="index",
-        )
-        .double()
-        .numpy()
-    )
+    expected = torchmetrics_dice(pred, target, classes)
     layouts = [
         (pred, target),
         (pred[:, None], target[:, None]),
@@ -384,29 +389,15 @@ def test_absent_class_is_left_out_as_monai_torchmetrics_and_nnunet():
         one_hot(pred, 4), one_hot(target, 4), include_background=False, ignore_empty=True
     )
     np.testing.assert_allclose(per, monai.double().numpy())
-    tm = tm_segmentation.dice_score(
-        torch.from_numpy(pred),
-        torch.from_numpy(target),
-        num_classes=4,
-        include_background=False,
-        average="none",
-        input_format="index",
-    )
-    np.testing.assert_allclose(per, tm.double().numpy())
+    tm = torchmetrics_dice(pred, target, 4)
+    np.testing.assert_allclose(per, tm)
     # nnU-Net: a class with tp + fp + fn == 0 is NaN and the mean is a nanmean
     counts = confusion_counts(pred, target, num_classes=4, spatial_dims=2)
     den = (2 * counts.tp + counts.fp + counts.fn).double()
     nnunet = torch.where(den > 0, 2 * counts.tp / den.clamp_min(1), torch.nan)
     np.testing.assert_allclose(per, nnunet.numpy())
-    macro = tm_segmentation.dice_score(
-        torch.from_numpy(pred),
-        torch.from_numpy(target),
-        num_classes=4,
-        include_background=False,
-        average="macro",
-        input_format="index",
-    )
-    assert mean == pytest.approx(macro.mean().item())
+    macro = torchmetrics_dice(pred, target, 4, average="macro")
+    assert mean == pytest.approx(macro.mean())
     # the old convention is one argument away
     assert float(
         dice_score(pred, target, num_classes=4, spatial_dims=2, empty_value=1.0)
@@ -439,34 +430,12 @@ def test_accumulator_reports_per_class_and_overall():
     acc.update(pred[:2], target[:2])
     acc.update(pred[2], target[2])  # one unbatched image is one image
     assert len(acc) == 3
-    per = (
-        tm_segmentation.dice_score(
-            torch.from_numpy(pred),
-            torch.from_numpy(target),
-            num_classes=4,
-            include_background=False,
-            average="none",
-            input_format="index",
-        )
-        .double()
-        .numpy()
-    )
+    per = torchmetrics_dice(pred, target, 4)
     assert np.isnan(per[1, 2])
     summary = acc["dice"]
     np.testing.assert_allclose(summary.mean, np.nanmean(per, axis=0))
     np.testing.assert_array_equal(summary.missing, [0, 0, 1])
-    macro = (
-        tm_segmentation.dice_score(
-            torch.from_numpy(pred),
-            torch.from_numpy(target),
-            num_classes=4,
-            include_background=False,
-            average="macro",
-            input_format="index",
-        )
-        .double()
-        .numpy()
-    )
+    macro = torchmetrics_dice(pred, target, 4, average="macro")
     overall = acc.overall("dice")
     assert overall.mean == pytest.approx(macro.mean())
     assert overall.std == pytest.approx(macro.std(ddof=1))
