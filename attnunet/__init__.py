@@ -70,27 +70,31 @@ _EXPORTS: dict[str, str] = {
         "attnunet.models",
     ),
     **dict.fromkeys(
-        ("ModelInfo", "create_model", "list_models", "model_info", "register_model"),
-        "attnunet.registry",
+        (
+            "ModelInfo",
+            "create_model",
+            "from_pretrained",
+            "list_models",
+            "model_info",
+            "register_model",
+            "save_pretrained",
+        ),
+        "attnunet.models",
     ),
 }
 
 _LAZY_SUBMODULES = (
     "blocks",
     "cli",
-    "convert",
     "data",
     "encoders",
-    "hub",
     "inference",
     "layers",
     "losses",
     "metrics",
     "models",
-    "norm_calibration",
     "study",
     "training",
-    "transforms",
 )
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
@@ -131,7 +135,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names eagerly
         build_gate,
     )
     from attnunet.layers import ChannelLayerNorm  # noqa: F401
-    from attnunet.models import (  # noqa: F401
+    from attnunet.models import (  # noqa: F401  # noqa: F401
         KRD_PRESET,
         OKTAY_PRESET,
         RAUNET_PRESET,
@@ -139,6 +143,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names eagerly
         AgUNet,
         AttentionUNet,
         AttentionUNetPlusPlus,
+        ModelInfo,
         RAUNet,
         ResUNet,
         SegmentationModel,
@@ -151,14 +156,13 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names eagerly
         attention_unet_oktay_1024,
         attention_unet_oktay_conv_mapped,
         attention_unet_oktay_single,
-        raunet_ni,
-        res_unet_krd,
-        unet_krd,
-    )
-    from attnunet.registry import (  # noqa: F401
-        ModelInfo,
         create_model,
+        from_pretrained,
         list_models,
         model_info,
+        raunet_ni,
         register_model,
+        res_unet_krd,
+        save_pretrained,
+        unet_krd,
     )

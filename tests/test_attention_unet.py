@@ -16,7 +16,7 @@ from attnunet import (
     create_model,
 )
 from attnunet.blocks import ConvMappedAttentionGate, GridAttentionGate, MultiAttentionGate
-from attnunet.convert import convert_oktay_state_dict
+from attnunet.models.convert import convert_oktay_state_dict
 
 DATA = Path(__file__).parent / "data"
 

@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-import attnunet.models.base as base
+import attnunet.models._checkpointing as base
 from attnunet import create_model
 from attnunet.models.raunet import RAUNet
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from attnunet.cli import main
 from attnunet.data import io
-from attnunet.hub import from_pretrained
+from attnunet.models import from_pretrained
 from attnunet.training import CHECKPOINT, TrainSettings, predict
 
 TINY = ["--model-arg", "channels=[4,8]", "--epochs", "2", "--steps-per-epoch", "3"]

@@ -72,7 +72,7 @@ def test_unknown_sample_lists_only_existing_names():
 def test_importing_reads_no_sample_data():
     # A fresh interpreter: importing the package and this module must not open the file.
     code = (
-        "import attnunet, attnunet.data as data;"
+        "import attnunet, attnunet.data.samples as data;"
         "assert data._load.cache_info().currsize == 0, 'sample file read on import'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,7 +5,7 @@ import torch
 from _reference import assert_outputs_close
 
 from attnunet import create_model, list_models, model_info
-from attnunet.registry import accepted_kwargs
+from attnunet.models import accepted_kwargs
 
 # the U-Net family: every registered model built from widths (`channels`); encoder-based
 # models (RAUNet) have their own test file

@@ -1,4 +1,4 @@
-"""attnunet.hub: save_pretrained / from_pretrained round trips and their errors, offline."""
+"""attnunet.models: save_pretrained / from_pretrained round trips and their errors, offline."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-import attnunet.hub as hub
+import attnunet.models._hub as hub
 from attnunet import (
     AgResUNet,
     AgUNet,
@@ -21,8 +21,7 @@ from attnunet import (
     model_info,
     register_model,
 )
-from attnunet.hub import from_pretrained, save_pretrained
-from attnunet.registry import accepted_kwargs, unregister_model
+from attnunet.models import accepted_kwargs, from_pretrained, save_pretrained, unregister_model
 
 CONFIG_KEYS = {
     "format",
@@ -41,7 +40,7 @@ def no_network(monkeypatch):
     """Any attempt to open a connection fails the test: loading is offline."""
 
     def refuse(*args, **kwargs):
-        raise AssertionError("attnunet.hub tried to use the network")
+        raise AssertionError("attnunet.models tried to use the network")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)

@@ -20,8 +20,8 @@ from attnunet import (
     list_models,
     model_info,
 )
-from attnunet.convert import convert_agv_unet_state_dict
-from attnunet.registry import accepted_kwargs
+from attnunet.models import accepted_kwargs
+from attnunet.models.convert import convert_agv_unet_state_dict
 
 DATA = Path(__file__).parent / "data"
 # the U-Net family: every registered model built from widths (`channels`); encoder-based

@@ -1,4 +1,4 @@
-"""attnunet.norm_calibration: exact batch-norm statistics, restored state, the pitfall fixed."""
+"""attnunet.training.calibration: exact batch-norm statistics, restored state, the pitfall fixed."""
 
 import copy
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from attnunet import AgResUNet, UNet
-from attnunet.norm_calibration import batchnorm_layers, recalibrate_batchnorm
+from attnunet.training.calibration import batchnorm_layers, recalibrate_batchnorm
 
 
 def make_data(dims: int, n: int = 6, seed: int = 0) -> torch.Tensor:

@@ -32,7 +32,7 @@ pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscr
 ort = pytest.importorskip("onnxruntime", reason="ONNX export tests run the graphs in onnxruntime")
 
 from attnunet import create_model, list_models, model_info  # noqa: E402
-from attnunet.registry import accepted_kwargs  # noqa: E402
+from attnunet.models import accepted_kwargs  # noqa: E402
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 # odd sizes: the export size, and a second one the dynamic graph is run at

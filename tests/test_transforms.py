@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from attnunet.transforms import (
+from attnunet.data.transforms import (
     Compose,
     RandomFlip,
     RandomGaussianBlur,

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from attnunet import AttentionUNet
-from attnunet._shape import resize, upsample_x2
 from attnunet.blocks import GridAttentionGate, Upsample2x
+from attnunet.layers.shape import resize, upsample_x2
 
 LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
 SHAPES = {1: [(2, 3, 7), (1, 2, 1)], 2: [(2, 3, 5, 6), (1, 2, 1, 4)], 3: [(2, 3, 4, 5, 3)]}

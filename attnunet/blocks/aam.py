@@ -5,7 +5,7 @@ from typing import Final
 import torch
 from torch import nn
 
-from attnunet.blocks.conv import ConvNormAct, _check_channels
+from attnunet.blocks.conv import ConvNormAct, check_channels
 from attnunet.layers import (
     ActSpec,
     NormSpec,
@@ -78,7 +78,7 @@ class AugmentedAttentionModule(nn.Module):
         super().__init__()
         check_spatial_dims(spatial_dims)
         low = channels if low_channels is None else low_channels
-        _check_channels(channels=channels, low_channels=low)
+        check_channels(channels=channels, low_channels=low)
         self.spatial_dims = spatial_dims
         self.conv1 = _conv_norm_act(spatial_dims, channels, channels, pool_norm, act)
         self.conv2 = _conv_norm_act(spatial_dims, low, channels, pool_norm, act)
@@ -136,7 +136,7 @@ class LinkNetDecoderBlock(nn.Module):
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
-        _check_channels(in_channels=in_channels, out_channels=out_channels)
+        check_channels(in_channels=in_channels, out_channels=out_channels)
         mid = max(1, in_channels // 4)
         self.squeeze = _conv_norm_act(spatial_dims, in_channels, mid, norm, act)
         up = nn.Sequential()

@@ -17,10 +17,11 @@ from attnunet.layers import (
     parse_spec,
 )
 
-__all__ = ["ConvNormAct", "DoubleConv", "ResidualBlock", "conv_parts"]
+__all__ = ["ConvNormAct", "DoubleConv", "ResidualBlock", "check_channels", "conv_parts"]
 
 
-def _check_channels(**channels: int) -> None:
+def check_channels(**channels: int) -> None:
+    """Raise ``ValueError`` naming the first keyword whose value is not a positive int."""
     for name, value in channels.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -140,7 +141,7 @@ class ConvNormAct(nn.Sequential):
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
-        _check_channels(in_channels=in_channels, out_channels=out_channels)
+        check_channels(in_channels=in_channels, out_channels=out_channels)
         _check_kernel(kernel_size)
         if bias is None:
             bias = not norm_has_affine(norm)

@@ -16,17 +16,17 @@ from typing import Any, Final, Literal
 import torch
 from torch import nn
 
-from attnunet._shape import interp_mode, resize
-from attnunet.blocks.conv import ConvNormAct, _check_channels
+from attnunet.blocks.conv import ConvNormAct, check_channels
 from attnunet.layers import (
     ActSpec,
     NormSpec,
-    _unknown,
     check_spatial_dims,
     conv_type,
     get_act,
     parse_spec,
+    unknown_choice,
 )
+from attnunet.layers.shape import interp_mode, resize
 
 __all__ = [
     "GATES",
@@ -120,10 +120,10 @@ class GridAttentionGate(nn.Module):
         super().__init__()
         check_spatial_dims(spatial_dims)
         inter = max(1, in_channels // 2) if inter_channels is None else inter_channels
-        _check_channels(
+        check_channels(
             in_channels=in_channels, gating_channels=gating_channels, inter_channels=inter
         )
-        _check_channels(subsample=subsample)
+        check_channels(subsample=subsample)
         if normalization not in ("sigmoid", "softmax"):
             raise ValueError(f"normalization must be 'sigmoid' or 'softmax', got {normalization!r}")
         if gating not in ("coarse", "upsampled"):
@@ -268,7 +268,7 @@ class AdditiveAttentionGate(nn.Module):
         super().__init__()
         check_spatial_dims(spatial_dims)
         inter = max(1, in_channels // 2) if inter_channels is None else inter_channels
-        _check_channels(
+        check_channels(
             in_channels=in_channels, gating_channels=gating_channels, inter_channels=inter
         )
 
@@ -332,7 +332,7 @@ class SelfAttentionSkip(nn.Module):
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
-        _check_channels(in_channels=in_channels)
+        check_channels(in_channels=in_channels)
         if act not in ("sigmoid", "tanh"):
             raise ValueError(f"act must be 'sigmoid' or 'tanh', got {act!r}")
         self.in_channels = in_channels
@@ -390,7 +390,7 @@ class MultiAttentionGate(nn.Module):
         act: ActSpec = "relu",
     ) -> None:
         super().__init__()
-        _check_channels(num_gates=num_gates)
+        check_channels(num_gates=num_gates)
         gates: list[nn.Module] = []
         for _ in range(num_gates):
             built = build_gate(gate, spatial_dims, in_channels, gating_channels, norm)
@@ -538,7 +538,7 @@ def build_gate(
     if name is None:
         return None
     if name not in GATES:
-        raise _unknown("gate", name, tuple(GATES))
+        raise unknown_choice("gate", name, tuple(GATES))
     if norm is not None and name in _TAKES_NORM:
         kwargs.setdefault("norm", norm)
     return GATES[name](spatial_dims, in_channels, gating_channels, **kwargs)

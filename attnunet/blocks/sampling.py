@@ -5,7 +5,6 @@ from typing import Final, Literal
 import torch
 from torch import nn
 
-from attnunet._shape import interp_mode, match_size, resize
 from attnunet.layers import (
     avg_pool_type,
     check_spatial_dims,
@@ -13,6 +12,7 @@ from attnunet.layers import (
     conv_type,
     max_pool_type,
 )
+from attnunet.layers.shape import interp_mode, match_size, resize
 
 __all__ = ["Down", "Up", "Upsample2x"]
 
@@ -59,7 +59,7 @@ class Upsample2x(nn.Module):
 
     Eager mode and TorchScript call :func:`torch.nn.functional.interpolate`; under
     :func:`torch.compile` the same values are computed with slices and sums
-    (:func:`attnunet._shape.upsample_x2`), which inductor fuses, instead of the
+    (:func:`attnunet.layers.shape.upsample_x2`), which inductor fuses, instead of the
     gather/scatter kernels it generates for the interpolation.
 
     Args:

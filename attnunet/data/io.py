@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from attnunet.data import HIGH_PERCENTILE, LOW_PERCENTILE, _normalise
+from attnunet.data.samples import HIGH_PERCENTILE, LOW_PERCENTILE, _normalise
 
 __all__ = [
     "DEFAULT_MASK_SUFFIXES",
@@ -817,7 +817,7 @@ class SegmentationFolder(Dataset[dict[str, Any]]):
     a mask without foreground) its corner is uniform over the image. Images smaller
     than the patch are padded at the end with zeros (label 0).
     ``transform(image, mask, generator)`` (such as the augmentations in
-    :mod:`attnunet.transforms`) is applied last, to tensors.
+    :mod:`attnunet.data.transforms`) is applied last, to tensors.
 
     Randomness comes from ``generator``, or torch's global generator when it is ``None``
     (the right choice with DataLoader workers, which seed theirs differently; a

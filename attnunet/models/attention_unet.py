@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from attnunet.blocks.gates import GateSpec
+from attnunet.models._registry import register_model
 from attnunet.models.unet import OKTAY_PAPER, UNetSkeleton, _channels_list
-from attnunet.registry import register_model
 
 __all__ = [
     "OKTAY_PRESET",
@@ -178,7 +178,7 @@ def attention_unet_oktay(**overrides: Any) -> AttentionUNet:
     """The released 3D CT Attention U-Net (``unet_CT_multi_att_dsv_3D``, :data:`OKTAY_PRESET`).
 
     Same parameter count as the reference code (6,473,322 with its four classes), and
-    reference weights converted with :func:`attnunet.convert.convert_oktay_state_dict`
+    reference weights converted with :func:`attnunet.models.convert.convert_oktay_state_dict`
     reproduce its outputs. Keyword arguments override the preset.
 
     Examples:

@@ -7,20 +7,19 @@ from typing import Any, Final
 import torch
 from torch import nn
 
-from attnunet._shape import match_size
 from attnunet.blocks.aam import AugmentedAttentionModule, LinkNetDecoderBlock
-from attnunet.blocks.conv import _check_channels
+from attnunet.blocks.conv import check_channels
 from attnunet.encoders import (
     RESNET_LAYERS,
     TV_TAGS,
     Pretrained,
     ResNetEncoder,
     TimmEncoder,
-    _import_timm,
-    _offline_help,
     hub_cache_only,
+    import_timm,
     load_encoder_state,
     load_weights_file,
+    offline_help,
 )
 from attnunet.layers import (
     ActSpec,
@@ -30,15 +29,18 @@ from attnunet.layers import (
     conv_type,
     parse_spec,
 )
-from attnunet.models.base import (
+from attnunet.layers.shape import match_size
+from attnunet.models._checkpointing import (
     CheckpointSegment,
-    SegmentationModel,
-    SizePolicy,
-    check_size_policy,
     checkpoint_active,
     run_checkpointed,
 )
-from attnunet.registry import register_model
+from attnunet.models._registry import register_model
+from attnunet.models.base import (
+    SegmentationModel,
+    SizePolicy,
+    check_size_policy,
+)
 
 __all__ = ["RAUNET_PRESET", "RAUNet", "raunet_ni"]
 
@@ -240,7 +242,7 @@ class RAUNet(SegmentationModel):
                 "pool_norm='instance' normalises a single pooled value per channel and "
                 "image, so it can never train: use 'layer' (default), 'group', 'batch' or None"
             )
-        _check_channels(in_channels=in_channels, num_classes=num_classes)
+        check_channels(in_channels=in_channels, num_classes=num_classes)
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.num_classes = num_classes
@@ -295,7 +297,7 @@ class RAUNet(SegmentationModel):
             )
         encoder = NativeEncoder(ResNetEncoder(spatial_dims, in_channels, RESNET_LAYERS[name]))
         if from_hub:
-            timm = _import_timm()
+            timm = import_timm()
             tag = TV_TAGS[name]
             cache_only = hub_cache_only() if pretrained is True else contextlib.nullcontext()
             try:
@@ -303,7 +305,7 @@ class RAUNet(SegmentationModel):
                     state = timm.create_model(tag, pretrained=True).state_dict()
             except Exception as error:
                 download = pretrained == "download"
-                raise RuntimeError(_offline_help(tag, error, download)) from error
+                raise RuntimeError(offline_help(tag, error, download)) from error
             load_encoder_state(encoder.model, state, in_channels)
         elif not isinstance(pretrained, bool):
             load_encoder_state(encoder.model, load_weights_file(pretrained), in_channels)

@@ -11,31 +11,33 @@ from typing import Any, ClassVar, Final, Union
 import torch
 from torch import nn
 
-from attnunet._shape import interp_mode, resize
-from attnunet.blocks.conv import DoubleConv, ResidualBlock, _check_channels
+from attnunet.blocks.conv import DoubleConv, ResidualBlock, check_channels
 from attnunet.blocks.gates import GateSpec, GridGatingSignal, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
 from attnunet.blocks.sampling import Down, DownMode, Up, UpMode
 from attnunet.layers import (
     ActSpec,
     NormSpec,
-    _unknown,
     check_spatial_dims,
     get_dropout,
     norm_has_affine,
     parse_spec,
+    unknown_choice,
 )
-from attnunet.models.base import (
+from attnunet.layers.shape import interp_mode, resize
+from attnunet.models._checkpointing import (
     CheckpointSegment,
-    SegmentationModel,
-    SizePolicy,
-    check_size_policy,
     parts_fast_path,
     run_checkpointed,
     run_split_checkpointed,
     split_last,
 )
-from attnunet.registry import register_model
+from attnunet.models._registry import register_model
+from attnunet.models.base import (
+    SegmentationModel,
+    SizePolicy,
+    check_size_policy,
+)
 
 __all__ = [
     "BLOCKS",
@@ -78,7 +80,7 @@ def build_block(
         return spec(spatial_dims, in_channels, out_channels, kernel_size, norm, act, bias)
     name, kwargs = parse_spec(spec, "block")
     if name is None or name not in BLOCKS:
-        raise _unknown("block", str(name), tuple(BLOCKS))
+        raise unknown_choice("block", str(name), tuple(BLOCKS))
     return BLOCKS[name](
         spatial_dims, in_channels, out_channels, kernel_size, norm, act, bias, **kwargs
     )
@@ -388,7 +390,7 @@ class UNetSkeleton(SegmentationModel):
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
-        _check_channels(in_channels=in_channels, num_classes=num_classes)
+        check_channels(in_channels=in_channels, num_classes=num_classes)
         chans = _channels_list(channels, depth)
         d = len(chans) - 1
         check_size_policy(size_policy)

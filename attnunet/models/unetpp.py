@@ -20,23 +20,25 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Union
 import torch
 from torch import nn
 
-from attnunet.blocks.conv import _check_channels
+from attnunet.blocks.conv import check_channels
 from attnunet.blocks.gates import GateSpec, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
 from attnunet.blocks.sampling import DownMode, Up, UpMode
 from attnunet.layers import ActSpec, NormSpec, check_spatial_dims, get_dropout, norm_has_affine
-from attnunet.models.base import (
+from attnunet.models._checkpointing import (
     CheckpointSegment,
-    SegmentationModel,
-    SizePolicy,
-    check_size_policy,
     parts_fast_path,
     run_checkpointed,
     run_split_checkpointed,
     split_last,
 )
+from attnunet.models._registry import register_model
+from attnunet.models.base import (
+    SegmentationModel,
+    SizePolicy,
+    check_size_policy,
+)
 from attnunet.models.unet import _channels_list, build_block, build_encoder
-from attnunet.registry import register_model
 
 __all__ = ["DS_MODES", "AttentionUNetPlusPlus", "NestedNode", "UNetPlusPlus"]
 
@@ -306,7 +308,7 @@ class UNetPlusPlus(SegmentationModel):
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
-        _check_channels(in_channels=in_channels, num_classes=num_classes)
+        check_channels(in_channels=in_channels, num_classes=num_classes)
         chans = _channels_list(channels, depth)
         d = len(chans) - 1
         check_size_policy(size_policy)

@@ -462,7 +462,7 @@ def _device(name: str) -> torch.device:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from attnunet.registry import list_models
+    from attnunet.models import list_models
     from attnunet.study import (
         STUDY_FILES,
         STUDY_MODELS,
@@ -531,7 +531,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from attnunet.registry import create_model, model_info
+    from attnunet.models import create_model, model_info
     from attnunet.study import prepare_output
     from attnunet.training import CHECKPOINT, init_distributed, train
 
@@ -641,12 +641,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not ctx.main:
         return 0
     if not val_v:  # no validation: the final model is the one to keep
-        from attnunet.hub import save_pretrained
+        from attnunet.models import save_pretrained
 
         save_pretrained(
             model, out / "best", overwrite=True, metadata={"settings": settings.to_dict()}
         )
-    from attnunet._plots import line_chart
+    from attnunet.study.plots import line_chart
 
     line_chart(
         [
@@ -676,7 +676,7 @@ def _load_trained(
 ) -> tuple[torch.nn.Module, Any]:
     """A model saved by ``train`` (its folder or its ``best/``) and its recipe, with the
     sliding-window ``overlap`` replaced when given."""
-    from attnunet.hub import from_pretrained
+    from attnunet.models import from_pretrained
     from attnunet.training import TrainSettings
 
     folder = path / "best" if (path / "best" / "config.json").is_file() else path
@@ -766,7 +766,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from attnunet.registry import create_model, list_models, model_info
+    from attnunet.models import create_model, list_models, model_info
 
     names = list_models(args.pattern)
     if not names:

@@ -22,9 +22,11 @@ __all__ = [
     "TimmEncoder",
     "adapt_input_channels",
     "hub_cache_only",
+    "import_timm",
     "inflate_state_dict",
     "load_encoder_state",
     "load_weights_file",
+    "offline_help",
 ]
 
 RESNET_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
@@ -152,7 +154,8 @@ def hub_cache_only() -> Iterator[None]:
         constants.HF_HUB_OFFLINE = previous
 
 
-def _import_timm() -> Any:
+def import_timm() -> Any:
+    """``import timm`` with an install hint when it is missing."""
     try:
         import timm
     except ImportError as error:  # pragma: no cover - timm is a dependency
@@ -194,7 +197,7 @@ class TimmEncoder(nn.Module):
 
     def __init__(self, name: str, in_channels: int = 3, pretrained: Pretrained = False) -> None:
         super().__init__()
-        timm = _import_timm()
+        timm = import_timm()
         if name not in timm.list_models() and name.split(".")[0] not in timm.list_models():
             raise ValueError(
                 f"timm has no model {name!r}; choose a CNN from timm.list_models(), e.g. "
@@ -210,7 +213,7 @@ class TimmEncoder(nn.Module):
         except Exception as error:
             if from_hub:
                 download = pretrained == "download"
-                raise RuntimeError(_offline_help(name, error, download)) from error
+                raise RuntimeError(offline_help(name, error, download)) from error
             raise ValueError(
                 f"timm cannot build {name!r} as a feature extractor ({type(error).__name__}: "
                 f"{error}); RAUNet needs a convolutional backbone with features at strides "
@@ -242,7 +245,8 @@ class TimmEncoder(nn.Module):
         return [features[i] for i in self.indices]
 
 
-def _offline_help(name: str, error: Exception, download: bool = False) -> str:
+def offline_help(name: str, error: Exception, download: bool = False) -> str:
+    """Advice for pretrained encoder weights that could not be loaded offline."""
     how = (
         "pretrained='download' could not fetch them (no network?). "
         if download

@@ -37,9 +37,12 @@ from torch import nn
 
 from attnunet.losses import DeepSupervisionLoss, DiceCELoss
 from attnunet.metrics import MetricAccumulator, dice_score, iou_score, surface_metrics
+from attnunet.training.calibration import batchnorm_layers, recalibrate_batchnorm
 
 __all__ = [
     "CHECKPOINT",
+    "batchnorm_layers",
+    "recalibrate_batchnorm",
     "EpochRecord",
     "PatchSampler",
     "Progress",
@@ -76,7 +79,7 @@ class TrainSettings:
         weight_decay: Adam's weight decay.
         seed: seeds the model's initialisation and every random draw of the run.
         augment: ``"none"``, ``"light"`` or ``"standard"`` (flips, 90-degree rotations,
-            intensity noise, blur; see :mod:`attnunet.transforms`).
+            intensity noise, blur; see :mod:`attnunet.data.transforms`).
         foreground_fraction: probability that a patch is centred on a foreground voxel.
         overlap: sliding-window overlap at validation and prediction.
         blend: ``"gaussian"`` or ``"constant"`` sliding-window blending.
@@ -194,7 +197,7 @@ class PatchSampler:
     A volume is chosen in proportion to its number of voxels; with probability
     ``foreground_fraction`` the patch is centred on a random foreground voxel, otherwise
     anywhere. Volumes smaller than the patch are zero-padded (label 0). ``transform``
-    (an augmentation from :mod:`attnunet.transforms`) is applied to every patch.
+    (an augmentation from :mod:`attnunet.data.transforms`) is applied to every patch.
     """
 
     def __init__(
@@ -572,7 +575,7 @@ def train(
         FileNotFoundError: ``resume`` without a checkpoint.
         ValueError: a checkpoint from another model or recipe.
     """
-    from attnunet.transforms import default_augmentation
+    from attnunet.data.transforms import default_augmentation
 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     ctx = init_distributed(device)
@@ -666,7 +669,7 @@ def train(
             if best_epoch == 0 or _dice_key(dice) > _dice_key(best_dice):
                 best_dice, best_epoch = dice, epoch
                 if out is not None:
-                    from attnunet.hub import save_pretrained
+                    from attnunet.models import save_pretrained
 
                     save_pretrained(
                         model,

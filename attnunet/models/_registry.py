@@ -1,8 +1,10 @@
-"""Model registry: one front door for every model and preset.
+"""The model registry: every model and preset under one snake_case name.
 
-``@register_model`` adds a class or a builder function under a snake_case name;
-:func:`create_model` builds it by name; :func:`list_models` lists names by pattern and
-dimensionality; :func:`model_info` returns what is known about an entry.
+``@register_model`` adds a class or a builder function; :func:`list_models` lists names by
+pattern and dimensionality; :func:`model_info` returns what is known about an entry. Building
+by name is :mod:`attnunet.models._factory`'s job. The model modules register themselves when
+:mod:`attnunet.models` is imported, and importing this module imports that package first, so
+a lookup always sees the whole zoo and a user's name that clashes with the zoo's is caught.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]
+__all__ = ["ModelInfo", "list_models", "model_info", "register_model", "unregister_model"]
 
 T = TypeVar("T", bound=Callable[..., nn.Module])
 
@@ -51,14 +53,6 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
-
-
-def _load_zoo() -> None:
-    """Import the model zoo so its ``@register_model`` decorators have run.
-
-    ``import attnunet`` is lazy, so the registry fills on the first lookup instead.
-    """
-    import attnunet.models  # noqa: F401
 
 
 def register_model(
@@ -97,7 +91,6 @@ def register_model(
         raise ValueError(f"model names are snake_case ([a-z0-9_]), got {name!r}")
 
     def decorator(obj: T) -> T:
-        _load_zoo()  # so a user's name that clashes with the zoo's is caught here
         if name in _REGISTRY:
             raise ValueError(
                 f"a model named {name!r} is already registered "
@@ -139,7 +132,6 @@ def model_info(name: str) -> ModelInfo:
     Raises:
         ValueError: for an unknown name, with close matches.
     """
-    _load_zoo()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -160,7 +152,6 @@ def list_models(
         >>> "ag_res_unet" in list_models("ag_*", spatial_dims=3)
         True
     """
-    _load_zoo()
     names = []
     for key, info in _REGISTRY.items():
         if not fnmatch.fnmatch(key, pattern.lower()):
@@ -171,57 +162,3 @@ def list_models(
             continue
         names.append(key)
     return sorted(names)
-
-
-def accepted_kwargs(cls: type) -> list[str] | None:
-    """Keywords a model class accepts, following ``**kwargs`` up its base classes.
-
-    Returns ``None`` when some constructor takes ``**kwargs`` that no base class names.
-    Keywords a family member fixes (its ``_fixed`` mapping) are left out.
-    """
-    names: list[str] = []
-    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters
-        names += [n for n, p in params.items() if n != "self" and p.kind not in skip]
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-            fixed = getattr(cls, "_fixed", {})
-            return [n for n in dict.fromkeys(names) if n not in fixed]
-    return None
-
-
-def _check_kwargs(info: ModelInfo, kwargs: dict[str, Any]) -> None:
-    accepted = accepted_kwargs(info.model_class)
-    if accepted is None:
-        return
-    for key in kwargs:
-        if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise TypeError(
-                f"{info.name} got an unexpected argument {key!r}.{hint} "
-                f"Accepted: {', '.join(accepted)}."
-            )
-
-
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the model registered as ``name``.
-
-    For a preset, ``kwargs`` override the preset's values. ``create_model(name,
-    **model.config)`` rebuilds any model of the zoo with the same architecture.
-
-    Raises:
-        ValueError: unknown name (close matches are suggested) or invalid values.
-        TypeError: unknown keyword (the closest valid keyword is suggested).
-
-    Examples:
-        >>> model = create_model("ag_res_unet", spatial_dims=3, channels=(4, 8, 16))
-        >>> type(model).__name__
-        'AgResUNet'
-    """
-    info = model_info(name)
-    _check_kwargs(info, kwargs)
-    return info.builder(**kwargs)

@@ -43,6 +43,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnunet.models._factory import create_model
+from attnunet.models._registry import list_models, model_info
+
 __all__ = [
     "CONFIG_NAME",
     "FORMAT",
@@ -76,8 +79,6 @@ def _safetensors_torch() -> Any:
 # --------------------------------------------------------------------------------- saving
 def _registry_name(model: nn.Module) -> str:
     """The registry name of the (non-preset) entry whose class is exactly ``type(model)``."""
-    from attnunet.registry import list_models, model_info
-
     cls = type(model)
     plain = [n for n in list_models(presets=False) if model_info(n).model_class is cls]
     if not plain:
@@ -402,8 +403,6 @@ def from_pretrained(
             file, files from two different saves, or weights that do not fit.
         TypeError: the model is not an ``expected_class``.
     """
-    from attnunet.registry import create_model, list_models, model_info
-
     folder = Path(directory)
     document = _read_config(folder)
     name: str = document["model"]
@@ -422,7 +421,7 @@ def from_pretrained(
             f"{str(folder)!r} holds a {info.model_class.__name__} (model {name!r}, class "
             f"{saved_class}), not an instance of {expected_class.__name__}: call "
             f"{info.model_class.__name__}.from_pretrained, SegmentationModel.from_pretrained "
-            f"or attnunet.hub.from_pretrained"
+            f"or attnunet.models.from_pretrained"
         )
 
     kwargs = {**document["config"], **overrides}

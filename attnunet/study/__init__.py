@@ -133,7 +133,7 @@ def build_study_model(
 ) -> nn.Module:
     """One study model: U-Nets get ``channels``; RAUNet keeps its ResNet34 encoder
     (ImageNet weights only with ``pretrained``, which needs them in the local cache)."""
-    from attnunet.registry import accepted_kwargs, create_model, model_info
+    from attnunet.models import accepted_kwargs, create_model, model_info
 
     info = model_info(name)
     if spatial_dims not in info.spatial_dims:
@@ -213,7 +213,7 @@ def run_study(
     ``results.json``, ``results.csv``, ``per_image.csv``, ``curves.png`` and one
     attention figure per gated model under ``out`` (``models/<name>/`` too with
     ``save_models``). Returns one summary row per model."""
-    from attnunet._plots import attention_figure, line_chart
+    from attnunet.study.plots import attention_figure, line_chart
 
     if log is None:
 
@@ -253,7 +253,7 @@ def run_study(
             titles = ["input"] + [f"{name} gate {i + 1}" for i in range(len(slices))]
             attention_figure(image, slices, titles, out / "attention" / f"{name}.png")
         if save_models:
-            from attnunet.hub import save_pretrained
+            from attnunet.models import save_pretrained
 
             save_pretrained(model, out / "models" / name, overwrite=True)
         log(

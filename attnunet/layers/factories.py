@@ -38,6 +38,7 @@ __all__ = [
     "avg_pool_type",
     "norm_has_affine",
     "parse_spec",
+    "unknown_choice",
 ]
 
 NormSpec = None | str | Sequence[Any] | Callable[[int], nn.Module]
@@ -158,7 +159,8 @@ def parse_spec(spec: Any, what: str) -> tuple[str | None, dict[str, Any]]:
     )
 
 
-def _unknown(what: str, name: str, known: Sequence[str]) -> ValueError:
+def unknown_choice(what: str, name: str, known: Sequence[str]) -> ValueError:
+    """The error for an unknown ``what`` called ``name``, listing ``known`` and close matches."""
     close = difflib.get_close_matches(name, known, n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return ValueError(
@@ -213,7 +215,7 @@ def get_norm(spec: NormSpec, spatial_dims: int, num_channels: int) -> nn.Module 
         return nn.GroupNorm(groups, num_channels, **kwargs)
     if name == "layer":
         return ChannelLayerNorm(num_channels, **kwargs)
-    raise _unknown("norm", name, _NORMS)
+    raise unknown_choice("norm", name, _NORMS)
 
 
 def norm_has_affine(spec: NormSpec) -> bool:
@@ -259,7 +261,7 @@ def get_act(spec: ActSpec) -> nn.Module | None:
     if name is None:
         return None
     if name not in _ACTS:
-        raise _unknown("activation", name, tuple(_ACTS))
+        raise unknown_choice("activation", name, tuple(_ACTS))
     return _ACTS[name](**kwargs)
 
 

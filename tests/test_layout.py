@@ -1,0 +1,188 @@
+"""The package layout: no import cycle and no import from a higher floor, counting every
+import in the source (deferred imports inside functions included, ``TYPE_CHECKING`` blocks
+excluded because they never run).
+
+The graph is read from the source with :mod:`ast`, so it sees the imports a test run would
+not exercise. ``from package import name`` is an edge to ``package.name`` when that is a
+module and to ``package`` otherwise; the root ``attnunet`` package imports nothing when it
+is imported (its names resolve on first use), so edges to it are left out.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import attnunet
+
+ROOT = Path(attnunet.__file__).parent
+
+# Each top-level package's floor: a module may import its own floor and those below it.
+FLOORS = {
+    "layers": 0,
+    "blocks": 1,
+    "encoders": 1,
+    "losses": 1,
+    "metrics": 1,
+    "inference": 1,
+    "data": 1,
+    "models": 2,
+    "training": 3,
+    "study": 4,
+    "cli": 5,
+    "__main__": 6,
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    found: list[ast.Import | ast.ImportFrom] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")
+    base = base if is_package else base[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the attnunet modules it imports (any depth, any place in the file)."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in _imports(tree):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                source = _resolve(name, path.name == "__init__.py", node)
+                targets = [
+                    f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source
+                    for a in node.names
+                ]
+            graph[name] |= {t for t in targets if t in modules and t not in ("attnunet", name)}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of ``graph`` as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return [*path[path.index(target) :], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def _floor(module: str) -> int:
+    top = module.split(".")[1]
+    if top not in FLOORS:
+        pytest.fail(f"{module} is in no floor: add its package to FLOORS in this test")
+    return FLOORS[top]
+
+
+def test_the_package_has_no_import_cycle():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_module_imports_from_a_higher_floor():
+    upward = [
+        f"{source} (floor {_floor(source)}) imports {target} (floor {_floor(target)})"
+        for source, targets in import_graph().items()
+        if source != "attnunet"
+        for target in sorted(targets)
+        if _floor(target) > _floor(source)
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_the_root_holds_only_the_package_entry_points():
+    """The floors are packages: nothing but ``__init__`` and ``__main__`` at the root."""
+    flat = sorted(p.name for p in ROOT.glob("*.py"))
+    assert flat == ["__init__.py", "__main__.py", "inference.py"], flat
+
+
+def test_no_private_name_is_imported_from_another_package():
+    """A helper used across packages is public where it belongs."""
+    crossing = []
+    for name, path in _modules().items():
+        top = name.split(".")[:2]
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or node.level:
+                continue
+            source = node.module or ""
+            if not source.startswith("attnunet.") or source.split(".")[:2] == top:
+                continue
+            crossing += [
+                f"{name} imports {source}.{a.name}"
+                for a in node.names
+                if a.name.startswith("_") or any(p.startswith("_") for p in source.split("."))
+            ]
+    assert not crossing, "\n".join(crossing)
+
+
+# ------------------------------------------------------------- the checker can fail
+
+
+def test_find_cycle_finds_a_deferred_cycle(tmp_path):
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_imports_inside_functions_count_and_type_checking_ones_do_not():
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import attnunet.cli\n"
+        "def f():\n    from attnunet.models import create_model\n"
+    )
+    assert [getattr(n, "module", None) for n in _imports(tree)] == ["typing", "attnunet.models"]
