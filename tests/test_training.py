@@ -15,6 +15,7 @@ from attnunet.training import (
     Volume,
     evaluate,
     object_one_piece_fraction,
+    recipe_changes,
     train,
 )
 
@@ -157,6 +158,28 @@ def test_resume_refuses_another_recipe_and_a_missing_checkpoint(tmp_path):
     train(model, data, [], _settings(epochs=1), tmp_path, progress=False)
     with pytest.raises(ValueError, match="another recipe"):
         train(model, data, [], _settings(learning_rate=0.5), tmp_path, resume=True, progress=False)
+
+
+def test_recipe_changes_names_the_changed_settings_but_epochs():
+    now = TrainSettings(batch_size=4, learning_rate=1e-3, patch_size=(32, 32))
+    same = {**now.to_dict(), "epochs": 50}
+    assert recipe_changes(same, now) == []
+    assert recipe_changes(None, now) == []
+    assert recipe_changes({}, now) == []
+    # A key missing from the saved recipe counts as unchanged; unknown extra keys are ignored.
+    assert recipe_changes({"batch_size": 4, "old_option": 1}, now) == []
+    saved = {
+        "seed": 3,
+        "patch_size": [32, 16],
+        "batch_size": 4,
+        "learning_rate": 1e-3,
+        "augment": "none",
+        "epochs": 1,
+        "spacing": [1.0, 1.0],
+    }
+    assert recipe_changes(saved, now) == ["augment", "patch_size", "seed", "spacing"]
+    # Lists as written to JSON equal the settings' tuples once in to_dict form.
+    assert recipe_changes({"patch_size": [32, 32], "spacing": None}, now) == []
 
 
 def test_training_learns_and_evaluation_matches_the_metrics():

@@ -24,7 +24,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ __all__ = [
     "init_distributed",
     "object_one_piece_fraction",
     "predict",
+    "recipe_changes",
     "train",
 ]
 
@@ -164,6 +165,36 @@ class TrainSettings:
         if unknown:
             raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+
+def recipe_changes(saved: Mapping[str, Any] | None, settings: TrainSettings) -> list[str]:
+    """The settings, other than ``epochs``, whose saved value differs from ``settings``.
+
+    Resuming a run is only exact with the recipe it started with; only the number of
+    epochs may change. A key missing from ``saved`` counts as unchanged (so older records
+    with fewer settings still compare), and ``saved=None`` means nothing was recorded.
+
+    Args:
+        saved: a recipe as written by :meth:`TrainSettings.to_dict` (``epochs`` may be in
+            it or not), or ``None``.
+        settings: the recipe of the run about to resume.
+
+    Returns:
+        The names of the changed settings, sorted; empty when the recipes agree.
+
+    Examples:
+        >>> now = TrainSettings(batch_size=4, seed=1)
+        >>> saved = {**now.to_dict(), "batch_size": 8, "seed": 2, "epochs": 99}
+        >>> recipe_changes(saved, now)
+        ['batch_size', 'seed']
+        >>> recipe_changes({"batch_size": 4}, now)  # missing keys count as unchanged
+        []
+        >>> recipe_changes(None, now)
+        []
+    """
+    now = settings.to_dict()
+    recorded = saved if saved is not None else {}
+    return sorted(k for k in now if k != "epochs" and recorded.get(k, now[k]) != now[k])
 
 
 # ---------------------------------------------------------------------------- volumes
@@ -599,7 +630,12 @@ def train(
                 f"not exist; start without --resume"
             )
         state = torch.load(out / CHECKPOINT, map_location=device, weights_only=False)
-        if state.get("recipe") != recipe:
+        saved = state.get("recipe")
+        if (
+            not isinstance(saved, dict)
+            or saved.keys() != recipe.keys()
+            or recipe_changes(saved, settings)
+        ):
             raise ValueError(
                 f"{out / CHECKPOINT} was written with another recipe; resume with the same "
                 f"settings (only --epochs may change). Saved: {state.get('recipe')}"
