@@ -14,7 +14,7 @@ Examples:
     ((512, 512), 'float32', (1.0, 1.0))
 """
 
-from attnunet.data.io import (
+from attnunet.data.readers import (
     DEFAULT_MASK_SUFFIXES,
     SUPPORTED_EXTENSIONS,
     DataError,
