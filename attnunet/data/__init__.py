@@ -26,8 +26,6 @@ from attnunet.data.readers import (
     read_image,
     read_mask,
     split_pairs,
-    write_mask,
-    write_prediction,
 )
 from attnunet.data.samples import Sample, available_samples, load_sample, random_crops
 from attnunet.data.transforms import (
@@ -40,6 +38,7 @@ from attnunet.data.transforms import (
     default_augmentation,
     gaussian_blur,
 )
+from attnunet.data.writers import write_mask, write_prediction
 
 __all__ = [
     "DEFAULT_MASK_SUFFIXES",
