@@ -32,6 +32,7 @@ from attnunet.layers.shape import (
     resize,
     upsample_x2,
 )
+from attnunet.layers.values import int_value, min_max
 
 __all__ = [
     "SUPPORTED_SPATIAL_DIMS",
@@ -48,9 +49,11 @@ __all__ = [
     "get_act",
     "get_dropout",
     "get_norm",
+    "int_value",
     "interp_mode",
     "match_size",
     "max_pool_type",
+    "min_max",
     "norm_has_affine",
     "parse_spec",
     "resize",
