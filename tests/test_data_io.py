@@ -531,7 +531,7 @@ def test_transform_gets_tensors_and_the_generator(tmp_path):
 
 def test_cache_reads_each_file_once(tmp_path, monkeypatch):
     pairs = make_folder(tmp_path, [(10, 10), (10, 10)])
-    import attnunet.data.readers as io_module
+    import attnunet.data.dataset as io_module
 
     calls = []
     real = io_module.read_image

@@ -14,18 +14,14 @@ Examples:
     ((512, 512), 'float32', (1.0, 1.0))
 """
 
+from attnunet.data.dataset import FolderSummary, SegmentationFolder
+from attnunet.data.pairing import DEFAULT_MASK_SUFFIXES, Pair, find_pairs, split_pairs
 from attnunet.data.readers import (
-    DEFAULT_MASK_SUFFIXES,
     SUPPORTED_EXTENSIONS,
     DataError,
-    FolderSummary,
-    Pair,
-    SegmentationFolder,
-    find_pairs,
     normalise_image,
     read_image,
     read_mask,
-    split_pairs,
 )
 from attnunet.data.samples import Sample, available_samples, load_sample, random_crops
 from attnunet.data.transforms import (
