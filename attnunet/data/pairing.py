@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
@@ -105,6 +105,122 @@ def _layout(images: Path, masks: Path | None) -> tuple[Path, Path | None]:
     return images, images
 
 
+class _Search(NamedTuple):
+    """Where :func:`find_pairs` looks for images and masks."""
+
+    image_dir: Path
+    mask_dir: Path | None  # None: there is no mask folder
+    folder_files: list[Path]  # the supported files of image_dir
+    image_files: list[Path]  # the images to pair: folder_files, or the one image given
+
+
+def _search(images: Path, masks: Path | None) -> _Search:
+    """The folders and files to pair for ``images`` (a folder, or one image file)."""
+    if images.is_file():
+        _format(images)
+        image_dir = images.parent
+        mask_dir = image_dir if masks is None else masks
+        return _Search(image_dir, mask_dir, _list_files(image_dir), [images])
+    image_dir, found_mask_dir = _layout(images, masks)
+    folder_files = _list_files(image_dir)
+    return _Search(image_dir, found_mask_dir, folder_files, folder_files)
+
+
+def _by_name(files: list[Path]) -> dict[str, list[Path]]:
+    """``files`` grouped by their name without extension, in the order given."""
+    groups: dict[str, list[Path]] = {}
+    for path in files:
+        groups.setdefault(_stem(path), []).append(path)
+    return groups
+
+
+def _without_masks(
+    image_files: list[Path],
+    folder_files: list[Path],
+    by_name: dict[str, list[Path]],
+    suffixes: tuple[str, ...],
+) -> list[Path]:
+    """``image_files`` less the masks of a folder shared by images and masks.
+
+    A file is a mask when stripping a suffix leaves the name of another file there.
+    """
+    is_mask = {
+        p
+        for p in folder_files
+        for s in suffixes
+        if _stem(p).endswith(s) and len(_stem(p)) > len(s) and _stem(p)[: -len(s)] in by_name
+    }
+    return [p for p in image_files if p not in is_mask]
+
+
+def _check_unique_names(image_dir: Path, image_files: list[Path]) -> None:
+    """Refuse two images with the same name without extension (``a.png`` and ``a.tif``)."""
+    clashes = {n: ps for n, ps in _by_name(image_files).items() if len(ps) > 1}
+    if clashes:
+        name, paths = next(iter(clashes.items()))
+        raise DataError(
+            f"{image_dir}: images {', '.join(p.name for p in paths)} share the name "
+            f"{name!r}; names must be unique (masks and predictions are matched by name), "
+            f"so rename or remove one"
+        )
+
+
+def _match(
+    image_files: list[Path],
+    masks_by_name: dict[str, list[Path]],
+    endings: tuple[str, ...],
+    require_masks: bool,
+) -> tuple[list[Pair], list[Path]]:
+    """The pairs found, and (with ``require_masks``) the images left without a mask.
+
+    The mask of an image is the file named as the image plus one of ``endings``, else
+    the image itself when it is a ``.npz`` holding a mask array too.
+    """
+    pairs: list[Pair] = []
+    missing: list[Path] = []
+    for path in image_files:
+        candidates = [m for e in endings for m in masks_by_name.get(_stem(path) + e, [])]
+        if len(candidates) > 1:
+            raise DataError(
+                f"{path}: several files could be its mask "
+                f"({', '.join(str(c) for c in candidates)}); keep only one"
+            )
+        if candidates:
+            pairs.append(Pair(path, candidates[0]))
+        elif _npz_with_mask(path):
+            pairs.append(Pair(path, path))
+        elif require_masks:
+            missing.append(path)
+        else:
+            pairs.append(Pair(path, None))
+    return pairs, missing
+
+
+def _no_mask_error(
+    missing: list[Path],
+    num_images: int,
+    where: Path,
+    endings: tuple[str, ...],
+    suffixes: tuple[str, ...],
+) -> DataError:
+    """The error for images without a mask: the first ten, with the names looked for."""
+    lines = []
+    for path in missing[:10]:
+        stem = _stem(path)
+        options = [f"{stem}{e}.*" for e in endings[:4]]
+        lines.append(f"  {path}: expected {where / options[0]} or {', '.join(options[1:])}")
+    more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+    return DataError(
+        f"{len(missing)} of {num_images} images have no mask:\n"
+        + "\n".join(lines)
+        + more
+        + f"\nMask names may end in any of {', '.join(suffixes)}, with any supported "
+        f"extension; put masks next to the images, in a masks/ folder beside images/, "
+        f"or name the mask folder explicitly (or read images only with "
+        f"require_masks=False)"
+    )
+
+
 def find_pairs(
     images: str | os.PathLike[str],
     masks: str | os.PathLike[str] | None = None,
@@ -158,87 +274,26 @@ def find_pairs(
     """
     images_path = Path(images)
     masks_path = None if masks is None else Path(masks)
-    suffixes = tuple(mask_suffixes)
-    mask_dir: Path | None
-    if images_path.is_file():
+    if images_path.is_file() and masks_path is not None and masks_path.is_file():
         _format(images_path)
-        if masks_path is not None and masks_path.is_file():
-            _format(masks_path)
-            return [Pair(images_path, masks_path)]
-        image_dir = images_path.parent
-        mask_dir = image_dir if masks_path is None else masks_path
-        folder_files = _list_files(image_dir)
-        image_files = [images_path]
+        _format(masks_path)
+        return [Pair(images_path, masks_path)]
+    image_dir, mask_dir, folder_files, image_files = _search(images_path, masks_path)
+    suffixes = tuple(mask_suffixes)
+    endings: tuple[str, ...]
+    if mask_dir is not None and mask_dir.resolve() == image_dir.resolve():
+        masks_by_name = _by_name(folder_files)
+        image_files = _without_masks(image_files, folder_files, masks_by_name, suffixes)
+        # In a shared folder the bare name is the image itself, so only suffixed names count.
+        endings = suffixes
     else:
-        image_dir, mask_dir = _layout(images_path, masks_path)
-        folder_files = _list_files(image_dir)
-        image_files = folder_files
-    same_folder = mask_dir is not None and mask_dir.resolve() == image_dir.resolve()
-    mask_files = (
-        folder_files if same_folder else (_list_files(mask_dir) if mask_dir is not None else [])
-    )
-    by_stem: dict[str, list[Path]] = {}
-    for path in mask_files:
-        by_stem.setdefault(_stem(path), []).append(path)
-
-    if same_folder:
-        # A file is a mask when stripping a suffix leaves the name of another file here.
-        is_mask = {
-            p
-            for p in folder_files
-            for s in suffixes
-            if _stem(p).endswith(s) and len(_stem(p)) > len(s) and _stem(p)[: -len(s)] in by_stem
-        }
-        image_files = [p for p in image_files if p not in is_mask]
-    # In a shared folder the bare name is the image itself, so only suffixed names count.
-    endings = suffixes if same_folder else ("", *suffixes)
-
-    names: dict[str, list[Path]] = {}
-    for path in image_files:
-        names.setdefault(_stem(path), []).append(path)
-    clashes = {n: ps for n, ps in names.items() if len(ps) > 1}
-    if clashes:
-        name, paths = next(iter(clashes.items()))
-        raise DataError(
-            f"{image_dir}: images {', '.join(p.name for p in paths)} share the name "
-            f"{name!r}; names must be unique (masks and predictions are matched by name), "
-            f"so rename or remove one"
-        )
-
-    pairs: list[Pair] = []
-    missing: list[Path] = []
-    for path in image_files:
-        candidates = [m for e in endings for m in by_stem.get(_stem(path) + e, [])]
-        if len(candidates) > 1:
-            raise DataError(
-                f"{path}: several files could be its mask "
-                f"({', '.join(str(c) for c in candidates)}); keep only one"
-            )
-        if candidates:
-            pairs.append(Pair(path, candidates[0]))
-        elif _npz_with_mask(path):
-            pairs.append(Pair(path, path))
-        elif require_masks:
-            missing.append(path)
-        else:
-            pairs.append(Pair(path, None))
+        masks_by_name = _by_name([] if mask_dir is None else _list_files(mask_dir))
+        endings = ("", *suffixes)
+    _check_unique_names(image_dir, image_files)
+    pairs, missing = _match(image_files, masks_by_name, endings, require_masks)
     if missing:
         where = mask_dir if mask_dir is not None else image_dir.parent / _MASK_FOLDERS[0]
-        lines = []
-        for path in missing[:10]:
-            stem = _stem(path)
-            options = [f"{stem}{e}.*" for e in endings[:4]]
-            lines.append(f"  {path}: expected {where / options[0]} or {', '.join(options[1:])}")
-        more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise DataError(
-            f"{len(missing)} of {len(image_files)} images have no mask:\n"
-            + "\n".join(lines)
-            + more
-            + f"\nMask names may end in any of {', '.join(suffixes)}, with any supported "
-            f"extension; put masks next to the images, in a masks/ folder beside images/, "
-            f"or name the mask folder explicitly (or read images only with "
-            f"require_masks=False)"
-        )
+        raise _no_mask_error(missing, len(image_files), where, endings, suffixes)
     return sorted(pairs, key=lambda p: p.image.name)
 
 
