@@ -58,8 +58,6 @@ from typing import Any
 
 import numpy as np
 
-from attnunet.data.samples import HIGH_PERCENTILE, LOW_PERCENTILE, _normalise
-
 __all__ = [
     "SUPPORTED_EXTENSIONS",
     "DataError",
@@ -81,6 +79,11 @@ _FORMATS: dict[str, str] = {
 }
 SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(_FORMATS)
 """File extensions that :func:`read_image`, :func:`read_mask` and :func:`find_pairs` accept."""
+
+LOW_PERCENTILE = 1.0
+"""Intensity percentile that :func:`normalise_image` maps to 0 (the bundled samples too)."""
+HIGH_PERCENTILE = 99.8
+"""Intensity percentile that :func:`normalise_image` maps to 1 (the bundled samples too)."""
 
 _IMAGE_KEYS = ("image",)
 _MASK_KEYS = ("mask", "masks", "labels", "label", "seg")
@@ -385,8 +388,9 @@ def normalise_image(
 ) -> np.ndarray:
     """Map each channel's ``low``/``high`` percentiles to 0/1 and clip, as ``float32``.
 
-    This is the normalisation of the bundled samples (1st and 99.8th percentiles by
-    default), applied to every channel of a ``(C, *spatial)`` image on its own. A
+    This is the one normalisation of the package (1st and 99.8th percentiles by
+    default), applied to every channel of a ``(C, *spatial)`` image on its own;
+    :func:`attnunet.data.load_sample` normalises the bundled samples with it. A
     constant channel becomes all zeros.
 
     Examples:
@@ -398,7 +402,18 @@ def normalise_image(
     image = np.asarray(image)
     if image.ndim < 2:
         raise ValueError(f"expected an image (C, *spatial), got shape {image.shape}")
-    return np.stack([_normalise(channel, low, high) for channel in image])
+    return np.stack([_normalise_channel(channel, low, high) for channel in image])
+
+
+def _normalise_channel(channel: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map the ``low``/``high`` percentiles of ``channel`` to 0/1 and clip, as float32.
+
+    A constant channel (both percentiles equal) becomes all zeros.
+    """
+    lo, hi = np.percentile(channel, [low, high])
+    scale = float(hi - lo) if hi > lo else 1.0
+    out = (channel.astype(np.float32) - np.float32(lo)) / np.float32(scale)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 # ----------------------------------------------------------------------------- masks

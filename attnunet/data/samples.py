@@ -24,6 +24,8 @@ from importlib import resources
 import numpy as np
 import torch
 
+from attnunet.data.readers import normalise_image
+
 __all__ = ["Sample", "available_samples", "load_sample", "random_crops"]
 
 
@@ -62,11 +64,6 @@ _SAMPLES: dict[str, _SampleSpec] = {
     ),
 }
 
-LOW_PERCENTILE = 1.0
-"""Intensity percentile mapped to 0 by :func:`load_sample`."""
-HIGH_PERCENTILE = 99.8
-"""Intensity percentile mapped to 1 by :func:`load_sample`."""
-
 
 @dataclass(frozen=True, eq=False)
 class Sample:
@@ -76,7 +73,8 @@ class Sample:
         name: the sample's name (``"nuclei2d"``; ``"nuclei2d[train]"`` and
             ``"nuclei2d[val]"`` for the parts returned by :meth:`split`).
         image: ``float32`` intensities of shape ``S``, normalised so that the 1st
-            percentile maps to 0 and the 99.8th to 1, then clipped to ``[0, 1]``.
+            percentile maps to 0 and the 99.8th to 1, then clipped to ``[0, 1]``
+            (:func:`attnunet.data.normalise_image`).
         labels: ``int64`` instance ids of shape ``S``; 0 is background. Ids are those of
             the source data, so they need not be consecutive.
         spacing: voxel size along each axis of ``S`` (``(1.0, 1.0)`` for pixel units,
@@ -207,7 +205,7 @@ def _load(name: str) -> Sample:
     with resource.open("rb") as f, np.load(f) as npz:
         raw = np.asarray(npz["image"])
         labels = np.asarray(npz["labels"]).astype(np.int64)
-    image = _normalise(raw)
+    image = normalise_image(raw[np.newaxis])[0]  # the sample is one channel
     image.setflags(write=False)
     labels.setflags(write=False)
     return Sample(
@@ -219,21 +217,6 @@ def _load(name: str) -> Sample:
         split_axis=spec.split_axis,
         split_index=spec.split_index,
     )
-
-
-def _normalise(
-    raw: np.ndarray, low: float = LOW_PERCENTILE, high: float = HIGH_PERCENTILE
-) -> np.ndarray:
-    """Map the ``low``/``high`` percentiles of ``raw`` to 0/1 and clip, as float32.
-
-    A constant array (both percentiles equal) becomes all zeros. This is the one
-    normalisation of the package: :func:`load_sample` applies it to a whole sample and
-    :func:`attnunet.data.io.normalise_image` to each channel of an image.
-    """
-    lo, hi = np.percentile(raw, [low, high])
-    scale = float(hi - lo) if hi > lo else 1.0
-    out = (raw.astype(np.float32) - np.float32(lo)) / np.float32(scale)
-    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def random_crops(
