@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from attnunet.cli import main
-from attnunet.data import io
+from attnunet.data import normalise_image, read_image
 from attnunet.models import from_pretrained
 from attnunet.training import CHECKPOINT, TrainSettings, predict
 
@@ -131,7 +131,7 @@ def test_train_evaluate_predict_2d(tmp_path, capsys):
     )
     for i in range(4):
         written = np.asarray(Image.open(tmp_path / "pred" / f"case{i}.png"))
-        image = io.normalise_image(io.read_image(data / "images" / f"case{i}.png", spatial_dims=2))
+        image = normalise_image(read_image(data / "images" / f"case{i}.png", spatial_dims=2))
         np.testing.assert_array_equal(written, predict(model, image, settings))
         assert float(rows[i]["dice"]) >= 0.0
 
