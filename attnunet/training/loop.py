@@ -1,0 +1,390 @@
+"""The training loop: epochs of patch steps, validation, the best model, checkpoints.
+
+:func:`train` is the whole run. It is assembled from one step per stage, in the order
+they run: placing the model (and joining ``torchrun``'s process group), resuming from a
+checkpoint, one epoch of optimisation steps, validation with best-model keeping, and
+writing the checkpoint and the history. A resumed run draws the same random numbers in
+the same order as an uninterrupted one, so both end with the same weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from attnunet.losses import DeepSupervisionLoss, DiceCELoss
+from attnunet.training.distributed import _Dist, init_distributed
+from attnunet.training.evaluation import evaluate
+from attnunet.training.progress import Progress
+from attnunet.training.sampling import PatchSampler
+from attnunet.training.settings import CHECKPOINT, TrainSettings, Volume, recipe_changes
+
+__all__ = ["EpochRecord", "TrainResult", "jsonable", "train"]
+
+
+@dataclass
+class EpochRecord:
+    """What one epoch did: mean training loss, validation means, time per step."""
+
+    epoch: int
+    train_loss: float
+    seconds_per_step: float
+    val: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`train`."""
+
+    model: nn.Module
+    history: list[EpochRecord]
+    best_epoch: int
+    best_dice: float
+    seconds_per_step: float
+    val_rows: list[dict[str, Any]]
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with NaN and infinities (not valid JSON) replaced by None, recursively.
+
+    Args:
+        value: a number, string, ``None``, or dicts, lists and tuples of them.
+
+    Returns:
+        The same structure (tuples become lists) with every non-finite float ``None``.
+
+    Examples:
+        >>> jsonable({"dice": float("nan"), "sizes": (1.5, float("inf")), "name": "a"})
+        {'dice': None, 'sizes': [1.5, None], 'name': 'a'}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------ the parts
+
+
+def _dice_key(dice: float) -> float:
+    """Validation Dice for choosing the best epoch: NaN ranks below every number."""
+    return -math.inf if math.isnan(dice) else dice
+
+
+def _make_loss(settings: TrainSettings) -> nn.Module:
+    """The recipe's Dice + cross-entropy loss on softmax probabilities."""
+    return DiceCELoss(
+        lambda_dice=settings.dice_weight,
+        lambda_ce=settings.ce_weight,
+        activation="softmax",
+        include_background=False,
+    )
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """The run's patch generator and torch's global random state, for a checkpoint."""
+    return {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class _Run:
+    """One training run's working parts and what it carries from epoch to epoch.
+
+    The second group of fields is what a checkpoint restores on resuming.
+    """
+
+    model: nn.Module
+    settings: TrainSettings
+    device: torch.device
+    ctx: _Dist
+    out: Path | None
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer
+    recipe: dict[str, Any]
+    history: list[EpochRecord] = field(default_factory=list)
+    best_dice: float = -math.inf
+    best_epoch: int = 0
+    start_epoch: int = 1
+    val_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _start(
+    model: nn.Module,
+    settings: TrainSettings,
+    out_dir: str | os.PathLike[str] | None,
+    device: torch.device | str | None,
+) -> _Run:
+    """Join the process group, place the model, seed the patch generator, build Adam."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    ctx = init_distributed(device)
+    if device.type == "cuda" and ctx.world > 1:
+        device = torch.device("cuda", ctx.local_rank)
+    model.to(device)
+    out = Path(out_dir) if out_dir is not None else None
+    generator = torch.Generator().manual_seed(settings.seed + 1000 * ctx.rank)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    recipe = {k: v for k, v in settings.to_dict().items() if k != "epochs"}
+    return _Run(model, settings, device, ctx, out, generator, optimizer, recipe)
+
+
+def _resume(run: _Run) -> None:
+    """Continue ``run`` from its checkpoint: weights, optimiser, random state, history.
+
+    Raises:
+        FileNotFoundError: no checkpoint (or no output folder).
+        ValueError: the checkpoint was written with another recipe.
+    """
+    out, ctx, settings = run.out, run.ctx, run.settings
+    if out is None or not (out / CHECKPOINT).is_file():
+        raise FileNotFoundError(
+            f"nothing to resume: {out / CHECKPOINT if out else 'no output folder'} does "
+            f"not exist; start without --resume"
+        )
+    state = torch.load(out / CHECKPOINT, map_location=run.device, weights_only=False)
+    saved = state.get("recipe")
+    if (
+        not isinstance(saved, dict)
+        or saved.keys() != run.recipe.keys()
+        or recipe_changes(saved, settings)
+    ):
+        raise ValueError(
+            f"{out / CHECKPOINT} was written with another recipe; resume with the same "
+            f"settings (only --epochs may change). Saved: {state.get('recipe')}"
+        )
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if ctx.rank == 0:
+        run.generator.set_state(state["rng"]["generator"])
+    else:  # the checkpoint holds rank 0's stream: give the others fresh, distinct ones
+        run.generator.manual_seed(settings.seed + 1000 * ctx.rank + 7919 * state["epoch"])
+    torch.set_rng_state(state["rng"]["torch"])
+    run.history = [EpochRecord(**h) for h in state["history"]]
+    run.best_dice, run.best_epoch = state["best_dice"], state["best_epoch"]
+    run.start_epoch = state["epoch"] + 1
+
+
+@dataclass
+class _Steps:
+    """What an optimisation step uses besides the run: the module, patches, losses."""
+
+    net: nn.Module
+    sampler: PatchSampler
+    loss: nn.Module
+    deep_supervision_loss: nn.Module
+
+
+def _steps(run: _Run, train_volumes: Sequence[Volume]) -> _Steps:
+    """Wrap the model for DistributedDataParallel under ``torchrun``; build the patch
+    sampler (with the recipe's augmentation) and the losses."""
+    from attnunet.data.transforms import default_augmentation
+
+    settings = run.settings
+    net: nn.Module = run.model
+    if run.ctx.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None
+        )
+    augment = (
+        None
+        if settings.augment == "none"
+        else default_augmentation(settings.spatial_dims, strength=settings.augment)
+    )
+    sampler = PatchSampler(
+        train_volumes,
+        settings.patch_size,
+        settings.batch_size,
+        settings.foreground_fraction,
+        augment,
+    )
+    base_loss = _make_loss(settings)
+    return _Steps(net, sampler, base_loss, DeepSupervisionLoss(base_loss))
+
+
+def _train_epoch(
+    run: _Run,
+    steps: _Steps,
+    epoch: int,
+    bar: Progress,
+    on_step: Callable[[int, int, float], None] | None,
+) -> EpochRecord:
+    """``steps_per_epoch`` Adam steps on fresh patches; the epoch's loss and step time."""
+    steps.net.train()
+    losses, step_times = [], []
+    for step in range(run.settings.steps_per_epoch):
+        images, masks = steps.sampler.sample(run.generator)
+        images, masks = images.to(run.device), masks.to(run.device)
+        started = time.perf_counter()
+        output = steps.net(images)
+        loss_fn = steps.deep_supervision_loss if isinstance(output, list | tuple) else steps.loss
+        loss = loss_fn(output, masks)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        step_times.append(time.perf_counter() - started)
+        losses.append(float(loss.detach()))
+        bar.update(postfix=f"loss {losses[-1]:.3f}")
+        if on_step is not None:
+            on_step(epoch, step, losses[-1])
+    bar.close()
+    return EpochRecord(epoch, float(np.mean(losses)), float(np.median(step_times)))
+
+
+def _validate(run: _Run, val_volumes: Sequence[Volume], record: EpochRecord) -> None:
+    """Score the validation volumes into ``record.val``; keep the model if it is the best."""
+    run.val_rows, acc = evaluate(run.model, val_volumes, run.settings, run.device)
+    record.val = {name: s.mean for name, s in acc.compute().items()}  # type: ignore[misc]
+    dice = record.val["dice"]
+    # NaN (no validation image holds foreground: every class absent) never beats a
+    # number, but the first validated epoch is kept so that a best model exists
+    if run.best_epoch == 0 or _dice_key(dice) > _dice_key(run.best_dice):
+        run.best_dice, run.best_epoch = dice, record.epoch
+        if run.out is not None:
+            _save_best(run)
+
+
+def _save_best(run: _Run) -> None:
+    """The best model so far to ``out/best/`` (``save_pretrained`` format)."""
+    from attnunet.models import save_pretrained
+
+    assert run.out is not None
+    save_pretrained(
+        run.model,
+        run.out / "best",
+        overwrite=True,
+        metadata={
+            "epoch": run.best_epoch,
+            "val_dice": run.best_dice,
+            "settings": run.settings.to_dict(),
+        },
+    )
+
+
+def _report(label: str, record: EpochRecord) -> None:
+    """One line per epoch on stderr: the loss and the validation means."""
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in record.val.items())
+    print(
+        f"{label} epoch {record.epoch}: loss {record.train_loss:.4f}"
+        + (f", val {shown}" if shown else ""),
+        file=sys.stderr,
+    )
+
+
+def _write(run: _Run, out: Path, epoch: int, model_name: str | None) -> None:
+    """The checkpoint after ``epoch`` (written atomically) and ``history.json``."""
+    history = [dataclasses.asdict(h) for h in run.history]
+    _atomic_save(
+        {
+            "epoch": epoch,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "rng": _rng_state(run.generator),
+            "history": history,
+            "best_dice": run.best_dice,
+            "best_epoch": run.best_epoch,
+            "recipe": run.recipe,
+            "model_name": model_name,
+            "world_size": run.ctx.world,
+        },
+        out / CHECKPOINT,
+    )
+    (out / "history.json").write_text(
+        json.dumps(jsonable(history), indent=2) + "\n", encoding="utf-8"
+    )
+
+
+def train(
+    model: nn.Module,
+    train_volumes: Sequence[Volume],
+    val_volumes: Sequence[Volume],
+    settings: TrainSettings,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = False,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    label: str = "train",
+    model_name: str | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on random patches of ``train_volumes`` with a fixed recipe.
+
+    Every epoch runs ``settings.steps_per_epoch`` Adam steps on Dice + cross-entropy,
+    then (on the main process) segments every validation volume whole by sliding-window
+    inference and scores it. With ``out_dir``, a checkpoint (model, optimiser, random
+    state, history) is written after every epoch to ``out_dir/checkpoints/last.pt``, the
+    best model by validation Dice to ``out_dir/best/`` (``save_pretrained`` format), and
+    the history to ``out_dir/history.json``; ``resume=True`` continues from the
+    checkpoint and gives the same weights as an uninterrupted run.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
+    DistributedDataParallel (gloo on the CPU, nccl on GPUs); each process draws its own
+    patches and only rank 0 validates and writes files.
+
+    Args:
+        model: any model of the zoo (or module returning logits or a deep-supervision list).
+        train_volumes: training data.
+        val_volumes: validation data (may be empty: then no best-model tracking).
+        settings: the recipe.
+        out_dir: where checkpoints go (``None``: nothing is written).
+        resume: continue from ``out_dir/checkpoints/last.pt``.
+        device: ``"cpu"``, ``"cuda"``, ... (default: the model's device).
+        progress: draw progress bars on stderr.
+        label: the progress bars' title.
+        model_name: registry name recorded with the best model.
+        on_step: called as ``on_step(epoch, step, loss)`` after every step.
+
+    Returns:
+        :class:`TrainResult`; ``result.model`` is the trained model (not the best one).
+
+    Raises:
+        FileNotFoundError: ``resume`` without a checkpoint.
+        ValueError: a checkpoint from another model or recipe.
+    """
+    run = _start(model, settings, out_dir, device)
+    if resume:
+        _resume(run)
+    steps = _steps(run, train_volumes)
+    ctx, out = run.ctx, run.out
+    for epoch in range(run.start_epoch, settings.epochs + 1):
+        title = f"{label} epoch {epoch}/{settings.epochs}"
+        bar = Progress(settings.steps_per_epoch, title, progress and ctx.main)
+        record = _train_epoch(run, steps, epoch, bar, on_step)
+        if ctx.main and val_volumes:
+            _validate(run, val_volumes, record)
+        run.history.append(record)
+        if ctx.main and progress:
+            _report(label, record)
+        if ctx.main and out is not None:
+            _write(run, out, epoch, model_name)
+        if ctx.world > 1:
+            dist.barrier()
+
+    history = run.history
+    per_step = float(np.median([h.seconds_per_step for h in history])) if history else math.nan
+    return TrainResult(model, history, run.best_epoch, run.best_dice, per_step, run.val_rows)

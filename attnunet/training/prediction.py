@@ -1,0 +1,79 @@
+"""Whole-image prediction by sliding-window inference with the training patch size."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from attnunet.training.settings import TrainSettings
+
+__all__ = ["predict", "predict_logits"]
+
+
+def _main_output(out: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+    """The final output of a model (the first of a deep-supervision list)."""
+    return out if isinstance(out, torch.Tensor) else out[0]
+
+
+def predict_logits(
+    model: nn.Module,
+    image: np.ndarray | torch.Tensor,
+    settings: TrainSettings,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Logits ``(num_classes, *S)`` for one image ``(C, *S)`` of any size, by sliding-window
+    inference with the training patch size (on the CPU).
+
+    The model runs in eval mode without gradients and is put back in the mode it had.
+
+    Args:
+        model: a model of the zoo (a deep-supervision list gives its final output).
+        image: one image ``(C, *S)``.
+        settings: the recipe: its patch size, overlap and blending are used.
+        device: where the model runs (default: the model's device).
+
+    Returns:
+        The logits on the CPU, ``(num_classes, *S)``.
+    """
+    from attnunet.inference import sliding_window_inference
+
+    device = device or next(model.parameters()).device
+    x = torch.as_tensor(np.ascontiguousarray(image), dtype=torch.float32)[None].to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            logits = sliding_window_inference(
+                x,
+                lambda batch: _main_output(model(batch)),
+                settings.patch_size,
+                overlap=settings.overlap,
+                blend=settings.blend,
+                output_device=torch.device("cpu"),
+            )
+    finally:
+        model.train(was_training)
+    return logits[0]
+
+
+def predict(
+    model: nn.Module,
+    image: np.ndarray | torch.Tensor,
+    settings: TrainSettings,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Label map ``(*S)`` (``int64``) for one image ``(C, *S)``.
+
+    Args:
+        model: a model of the zoo.
+        image: one image ``(C, *S)`` of any size.
+        settings: the recipe: its patch size, overlap and blending are used.
+        device: where the model runs (default: the model's device).
+
+    Returns:
+        The argmax over :func:`predict_logits`, as a NumPy array.
+    """
+    return predict_logits(model, image, settings, device).argmax(0).numpy()

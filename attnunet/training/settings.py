@@ -1,0 +1,184 @@
+"""The training recipe and the data it runs on.
+
+* :class:`TrainSettings`: the recipe (patch size, batch, epochs, optimiser, augmentation,
+  validation), JSON-serialisable so a run records exactly how it was trained.
+* :func:`recipe_changes`: which settings differ from a saved recipe (resuming needs the
+  same recipe; only the number of epochs may change).
+* :class:`Volume`: one image ``(C, *S)`` with its label map ``(*S)``.
+* :data:`CHECKPOINT`: where a run keeps its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CHECKPOINT", "TrainSettings", "Volume", "recipe_changes"]
+
+CHECKPOINT = "checkpoints/last.pt"
+"""Where :func:`train` keeps its latest checkpoint, relative to the output folder."""
+
+
+@dataclass
+class TrainSettings:
+    """A training recipe. Every field has a default that suits the bundled samples.
+
+    Attributes:
+        spatial_dims: 2 or 3 (1 works too).
+        num_classes: classes including background (2 for foreground/background).
+        patch_size: training patch, one size per spatial axis (also the sliding-window
+            size at validation).
+        batch_size: patches per step (per process under DDP).
+        epochs: number of epochs.
+        steps_per_epoch: optimisation steps per epoch.
+        learning_rate: Adam's learning rate.
+        weight_decay: Adam's weight decay.
+        seed: seeds the model's initialisation and every random draw of the run.
+        augment: ``"none"``, ``"light"`` or ``"standard"`` (flips, 90-degree rotations,
+            intensity noise, blur; see :mod:`attnunet.data.transforms`).
+        foreground_fraction: probability that a patch is centred on a foreground voxel.
+        overlap: sliding-window overlap at validation and prediction.
+        blend: ``"gaussian"`` or ``"constant"`` sliding-window blending.
+        dice_weight: weight of the soft Dice term of the Dice + cross-entropy loss.
+        ce_weight: weight of the cross-entropy term.
+        spacing: voxel size for the surface metrics (``None``: 1 per axis).
+    """
+
+    spatial_dims: int = 2
+    num_classes: int = 2
+    patch_size: tuple[int, ...] = (64, 64)
+    batch_size: int = 8
+    epochs: int = 10
+    steps_per_epoch: int = 25
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    augment: str = "standard"
+    foreground_fraction: float = 0.5
+    overlap: float = 0.25
+    blend: str = "gaussian"
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+    spacing: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.patch_size = tuple(int(p) for p in self.patch_size)
+        if self.spacing is not None:
+            self.spacing = tuple(float(s) for s in self.spacing)
+        checks = [
+            (
+                self.spatial_dims in (1, 2, 3),
+                f"spatial_dims must be 1, 2 or 3, got {self.spatial_dims}",
+            ),
+            (
+                self.num_classes >= 2,
+                f"num_classes counts background and must be >= 2, got {self.num_classes}",
+            ),
+            (
+                len(self.patch_size) == self.spatial_dims and min(self.patch_size) >= 1,
+                f"patch_size needs {self.spatial_dims} positive sizes, got {self.patch_size}",
+            ),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (
+                self.steps_per_epoch >= 1,
+                f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}",
+            ),
+            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
+            (
+                self.augment in ("none", "light", "standard"),
+                f"augment must be 'none', 'light' or 'standard', got {self.augment!r}",
+            ),
+            (
+                0.0 <= self.foreground_fraction <= 1.0,
+                f"foreground_fraction must lie in [0, 1], got {self.foreground_fraction}",
+            ),
+            (0.0 <= self.overlap < 1.0, f"overlap must lie in [0, 1), got {self.overlap}"),
+            (
+                self.blend in ("gaussian", "constant"),
+                f"blend must be 'gaussian' or 'constant', got {self.blend!r}",
+            ),
+            (
+                self.spacing is None or len(self.spacing) == self.spatial_dims,
+                f"spacing needs {self.spatial_dims} values, got {self.spacing}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-ready dict (sizes and spacing as lists)."""
+        out = dataclasses.asdict(self)
+        out["patch_size"] = list(self.patch_size)
+        out["spacing"] = None if self.spacing is None else list(self.spacing)
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
+        """Settings from a dict such as :meth:`to_dict` writes.
+
+        Raises:
+            ValueError: an unknown key or an invalid value.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def recipe_changes(saved: Mapping[str, Any] | None, settings: TrainSettings) -> list[str]:
+    """The settings, other than ``epochs``, whose saved value differs from ``settings``.
+
+    Resuming a run is only exact with the recipe it started with; only the number of
+    epochs may change. A key missing from ``saved`` counts as unchanged (so older records
+    with fewer settings still compare), and ``saved=None`` means nothing was recorded.
+
+    Args:
+        saved: a recipe as written by :meth:`TrainSettings.to_dict` (``epochs`` may be in
+            it or not), or ``None``.
+        settings: the recipe of the run about to resume.
+
+    Returns:
+        The names of the changed settings, sorted; empty when the recipes agree.
+
+    Examples:
+        >>> now = TrainSettings(batch_size=4, seed=1)
+        >>> saved = {**now.to_dict(), "batch_size": 8, "seed": 2, "epochs": 99}
+        >>> recipe_changes(saved, now)
+        ['batch_size', 'seed']
+        >>> recipe_changes({"batch_size": 4}, now)  # missing keys count as unchanged
+        []
+        >>> recipe_changes(None, now)
+        []
+    """
+    now = settings.to_dict()
+    recorded = saved if saved is not None else {}
+    return sorted(k for k in now if k != "epochs" and recorded.get(k, now[k]) != now[k])
+
+
+@dataclass
+class Volume:
+    """One image with its label map, held in memory.
+
+    Attributes:
+        image: ``float32`` array ``(C, *S)``.
+        mask: ``int64`` label map ``(*S)`` (``None`` for prediction-only data).
+        name: a name for tables and file names.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray | None
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.mask is not None and self.mask.shape != self.image.shape[1:]:
+            raise ValueError(
+                f"{self.name}: mask shape {self.mask.shape} differs from image shape "
+                f"{self.image.shape[1:]} (image is (C, *spatial))"
+            )
