@@ -1,4 +1,5 @@
-"""Reading, pairing, checking, serving and writing images and masks (attnunet.data.io)."""
+"""Reading, pairing, checking, serving and writing images and masks (attnunet.data: its
+modules readers, pairing, dataset and writers)."""
 
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from attnunet.data.io import (
+from attnunet.data import (
     SUPPORTED_EXTENSIONS,
     DataError,
     Pair,
@@ -531,11 +532,13 @@ def test_transform_gets_tensors_and_the_generator(tmp_path):
 
 def test_cache_reads_each_file_once(tmp_path, monkeypatch):
     pairs = make_folder(tmp_path, [(10, 10), (10, 10)])
-    import attnunet.data.dataset as io_module
+    import attnunet.data.dataset as dataset_module
 
     calls = []
-    real = io_module.read_image
-    monkeypatch.setattr(io_module, "read_image", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = dataset_module.read_image
+    monkeypatch.setattr(
+        dataset_module, "read_image", lambda *a, **k: calls.append(a) or real(*a, **k)
+    )
     cached = SegmentationFolder(pairs, cache=True)
     for _ in range(3):
         cached[0], cached[1]

@@ -2,7 +2,10 @@
 files, writing predictions, and augmentation.
 
 * :mod:`attnunet.data.samples`: the sample images and volumes shipped with the package;
-* :mod:`attnunet.data.io`: reading images and masks, pairing them, datasets, writing masks;
+* :mod:`attnunet.data.readers`: reading images and masks (formats, channels, label values);
+* :mod:`attnunet.data.pairing`: pairing images with masks by file name, validation splits;
+* :mod:`attnunet.data.dataset`: :class:`SegmentationFolder`, a dataset of those files;
+* :mod:`attnunet.data.writers`: writing label maps and predictions;
 * :mod:`attnunet.data.transforms`: random flips, rotations, noise and blur on tensors.
 
 Every public name of those modules is importable from here.
