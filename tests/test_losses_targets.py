@@ -536,13 +536,13 @@ def test_deep_supervision_keeps_the_ignore_value_through_resizing():
 def test_one_range_read_per_call(monkeypatch, dense):
     """The range check reads back min and max together: one host synchronisation."""
     calls = []
-    original = targets_module._min_max
+    original = targets_module.min_max
 
     def counting(values):
         calls.append(values.shape)
         return original(values)
 
-    monkeypatch.setattr(targets_module, "_min_max", counting)
+    monkeypatch.setattr(targets_module, "min_max", counting)
     logits = torch.randn(B, 3, H, W)
     target = torch.softmax(torch.randn(B, 3, H, W), 1) if dense else _labels(3)
     for name, loss in _all_losses(3):  # deep supervision of one tensor: one call

@@ -4,11 +4,12 @@ share: one wording for every message, whichever form of a loss raises it."""
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Literal
 
 import torch
+
+from attnunet.layers.values import int_value
 
 Activation = Literal["auto", "sigmoid", "softmax"] | None
 Reduction = Literal["mean", "sum", "none"]
@@ -82,15 +83,13 @@ def _resolve_activation(activation: Activation, channels: int) -> str | None:
 def _check_ignore_index(ignore_index: object) -> int | None:
     if ignore_index is None:
         return None
-    value = ignore_index
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
-        value = value.item()  # a torch integer scalar
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # np.int64 passes
+    value = int_value(ignore_index)  # Python, NumPy or torch integer scalars; no bools
+    if value is None:
         raise TypeError(
             f"ignore_index must be an int (a label value, e.g. 255 or -100) or None, got "
             f"{ignore_index!r}"
         )
-    return int(value)
+    return value
 
 
 def _class_weights(

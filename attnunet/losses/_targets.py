@@ -5,15 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from attnunet.layers.values import min_max
 from attnunet.losses._checks import _compute_dtype
-
-
-def _min_max(values: torch.Tensor) -> tuple[float, float]:
-    """``(min, max)`` of a non-empty tensor, read back in one host synchronisation (NaN
-    if it holds any)."""
-    lo, hi = torch.aminmax(values)
-    low, high = torch.stack((lo, hi)).tolist()
-    return low, high
 
 
 def _label_map_advice(c: int, label_shape: list[int]) -> str:
@@ -34,7 +27,9 @@ def _check_dense_range(target: torch.Tensor, logits_shape: list[int]) -> None:
     one host synchronisation."""
     if target.dtype == torch.bool or target.numel() == 0:
         return
-    lo, hi = _min_max(target)
+    (extremes,) = min_max(target)  # one host read
+    assert extremes is not None  # the target is not empty
+    lo, hi = extremes
     # a few rounding steps of slack: interpolated or averaged soft labels can land an ulp
     # outside [0, 1] (bf16: 0.03); a 0/255 mask or a target of 2 is far beyond it
     slack = 4 * torch.finfo(target.dtype).eps if target.is_floating_point() else 0.0
@@ -196,7 +191,9 @@ def _parse_target(
         valid = target != ignore_index
         target = target.masked_fill(~valid, 0)
     if target.dtype != torch.bool and target.numel():
-        lo, hi = _min_max(target)
+        (extremes,) = min_max(target)  # one host read
+        assert extremes is not None  # the target is not empty
+        lo, hi = extremes
         _check_label_range(int(lo), int(hi), c, label_shape, ignore_index, ignore_supported)
     return target.long(), None, valid
 
