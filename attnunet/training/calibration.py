@@ -91,6 +91,7 @@ def _input_of(batch: Any) -> torch.Tensor:
 
 
 def _to_device(batch: Any, device: torch.device | None) -> Any:
+    """``batch`` with its tensors (also inside dicts, tuples, lists) on ``device``."""
     if device is None:
         return batch
     if isinstance(batch, torch.Tensor):
@@ -103,9 +104,124 @@ def _to_device(batch: Any, device: torch.device | None) -> Any:
 
 
 def _model_device(model: nn.Module) -> torch.device | None:
+    """The device of the model's first parameter or buffer (``None``: it has neither)."""
     for tensor in itertools.chain(model.parameters(), model.buffers()):
         return tensor.device
     return None
+
+
+def _check_num_batches(num_batches: int | None) -> None:
+    """Raise ValueError unless ``num_batches`` is ``None`` or a positive int."""
+    if num_batches is not None and (
+        isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1
+    ):
+        raise ValueError(f"num_batches must be a positive int or None, got {num_batches!r}")
+
+
+_Statistics = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float | None]
+
+
+@dataclass
+class _Snapshot:
+    """What the pass changes and puts back: every module's mode and, per batch-norm
+    layer, its running mean and variance, ``num_batches_tracked`` and momentum."""
+
+    layers: list[tuple[str, _BatchNorm]]
+    modes: dict[nn.Module, bool]
+    statistics: list[_Statistics]
+
+    @classmethod
+    def take(cls, model: nn.Module, layers: list[tuple[str, _BatchNorm]]) -> _Snapshot:
+        """The modes of ``model``'s modules and the state of its batch-norm ``layers``."""
+        modes = {module: module.training for module in model.modules()}
+        statistics = [
+            (
+                bn.running_mean.clone(),  # type: ignore[union-attr]
+                bn.running_var.clone(),  # type: ignore[union-attr]
+                None if bn.num_batches_tracked is None else bn.num_batches_tracked.clone(),
+                bn.momentum,
+            )
+            for _, bn in layers
+        ]
+        return cls(layers, modes, statistics)
+
+    def restore_statistics(self, index: int) -> None:
+        """Put layer ``index``'s running statistics back as they were."""
+        bn = self.layers[index][1]
+        mean, var, tracked, _ = self.statistics[index]
+        bn.running_mean.copy_(mean)  # type: ignore[union-attr]
+        bn.running_var.copy_(var)  # type: ignore[union-attr]
+        if tracked is not None and bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.copy_(tracked)
+
+    def restore(self, statistics: bool) -> None:
+        """Put back the momenta and modes, and the statistics too if ``statistics``."""
+        for index, (_, bn) in enumerate(self.layers):
+            if statistics:
+                self.restore_statistics(index)
+            bn.momentum = self.statistics[index][3]
+        for module, training in self.modes.items():
+            module.training = training
+
+
+def _collector(accumulator: _Moments) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+    """A forward pre-hook adding a layer's input to ``accumulator``."""
+
+    def pre_forward(_: nn.Module, inputs: tuple[Any, ...]) -> None:
+        accumulator.add(inputs[0])
+
+    return pre_forward
+
+
+def _calibration_mode(model: nn.Module, layers: list[tuple[str, _BatchNorm]]) -> None:
+    """Everything in eval mode but the batch-norm layers: reset, cumulative, training."""
+    model.eval()
+    for _, bn in layers:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+
+
+def _run_batches(
+    model: nn.Module,
+    batches: Iterable[Any],
+    num_batches: int | None,
+    device: torch.device | None,
+    forward: Callable[[nn.Module, Any], Any] | None,
+) -> int:
+    """Run the model on (at most ``num_batches`` of) ``batches``; the number run.
+
+    Raises:
+        ValueError: ``batches`` is empty.
+    """
+    used = 0
+    source = batches if num_batches is None else itertools.islice(batches, num_batches)
+    with torch.no_grad():
+        for batch in source:
+            batch = _to_device(batch, device)
+            if forward is not None:
+                forward(model, batch)
+            else:
+                model(_input_of(batch))
+            used += 1
+    if used == 0:
+        raise ValueError("recalibrate_batchnorm got no batches: `batches` is empty")
+    return used
+
+
+def _install_statistics(snapshot: _Snapshot, moments: list[_Moments]) -> list[str]:
+    """Each layer's pooled mean and unbiased variance become its running statistics; a
+    layer the pass never reached gets its previous ones back. The unreached layers."""
+    unreached = []
+    with torch.no_grad():
+        for index, ((name, bn), acc) in enumerate(zip(snapshot.layers, moments, strict=True)):
+            if acc.mean is None or acc.m2 is None:
+                snapshot.restore_statistics(index)
+                unreached.append(name)
+                continue
+            bn.running_mean.copy_(acc.mean)  # type: ignore[union-attr]
+            bn.running_var.copy_(acc.m2 / max(acc.count - 1, 1))  # type: ignore[union-attr]
+    return unreached
 
 
 def recalibrate_batchnorm(
@@ -162,10 +278,7 @@ def recalibrate_batchnorm(
         ``SyncBatchNorm``): recalibrate on one process and broadcast the buffers, or
         give every process the same batches.
     """
-    if num_batches is not None and (
-        isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1
-    ):
-        raise ValueError(f"num_batches must be a positive int or None, got {num_batches!r}")
+    _check_num_batches(num_batches)
     layers = batchnorm_layers(model)
     if not layers:
         warnings.warn(
@@ -177,63 +290,17 @@ def recalibrate_batchnorm(
         return 0
     target = torch.device(device) if device is not None else _model_device(model)
 
-    modes = {module: module.training for module in model.modules()}
-    saved = [
-        (
-            bn.running_mean.clone(),  # type: ignore[union-attr]
-            bn.running_var.clone(),  # type: ignore[union-attr]
-            None if bn.num_batches_tracked is None else bn.num_batches_tracked.clone(),
-            bn.momentum,
-        )
-        for _, bn in layers
-    ]
+    snapshot = _Snapshot.take(model, layers)
     moments = [_Moments() for _ in layers]
-
-    def restore_statistics(index: int) -> None:
-        bn = layers[index][1]
-        mean, var, tracked, _ = saved[index]
-        bn.running_mean.copy_(mean)  # type: ignore[union-attr]
-        bn.running_var.copy_(var)  # type: ignore[union-attr]
-        if tracked is not None and bn.num_batches_tracked is not None:
-            bn.num_batches_tracked.copy_(tracked)
-
-    def hook(accumulator: _Moments) -> Callable[[nn.Module, tuple[Any, ...]], None]:
-        def pre_forward(_: nn.Module, inputs: tuple[Any, ...]) -> None:
-            accumulator.add(inputs[0])
-
-        return pre_forward
-
     handles = [
-        bn.register_forward_pre_hook(hook(m)) for (_, bn), m in zip(layers, moments, strict=True)
+        bn.register_forward_pre_hook(_collector(m))
+        for (_, bn), m in zip(layers, moments, strict=True)
     ]
-    used = 0
     finished = False
     try:
-        model.eval()
-        for _, bn in layers:
-            bn.reset_running_stats()
-            bn.momentum = None
-            bn.train()
-        source = batches if num_batches is None else itertools.islice(batches, num_batches)
-        with torch.no_grad():
-            for batch in source:
-                batch = _to_device(batch, target)
-                if forward is not None:
-                    forward(model, batch)
-                else:
-                    model(_input_of(batch))
-                used += 1
-        if used == 0:
-            raise ValueError("recalibrate_batchnorm got no batches: `batches` is empty")
-        unreached = []
-        with torch.no_grad():
-            for index, ((name, bn), acc) in enumerate(zip(layers, moments, strict=True)):
-                if acc.mean is None or acc.m2 is None:
-                    restore_statistics(index)
-                    unreached.append(name)
-                    continue
-                bn.running_mean.copy_(acc.mean)  # type: ignore[union-attr]
-                bn.running_var.copy_(acc.m2 / max(acc.count - 1, 1))  # type: ignore[union-attr]
+        _calibration_mode(model, layers)
+        used = _run_batches(model, batches, num_batches, target, forward)
+        unreached = _install_statistics(snapshot, moments)
         if unreached:
             shown = ", ".join(unreached[:5]) + (" ..." if len(unreached) > 5 else "")
             warnings.warn(
@@ -245,10 +312,5 @@ def recalibrate_batchnorm(
     finally:
         for handle in handles:
             handle.remove()
-        for index, (_, bn) in enumerate(layers):
-            if not finished:
-                restore_statistics(index)
-            bn.momentum = saved[index][3]
-        for module, training in modes.items():
-            module.training = training
+        snapshot.restore(statistics=not finished)
     return used
