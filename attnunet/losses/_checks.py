@@ -12,9 +12,13 @@ import torch
 from attnunet.layers.values import int_value
 
 Activation = Literal["auto", "sigmoid", "softmax"] | None
+"""How the overlap losses turn logits into probabilities (``None``: they already are)."""
 Reduction = Literal["mean", "sum", "none"]
+"""How a loss reduces its terms: their mean, their sum, or none (the terms themselves)."""
 DeepSupervisionWeights = Literal["nnunet", "same", "exponential"] | Sequence[float]
+"""A named weight scheme for deep-supervision outputs, or one weight per output."""
 NearestMode = Literal["nearest-exact", "nearest"]
+"""The nearest-neighbour convention of target resizing (centre-aligned, or legacy)."""
 Weights = Sequence[float] | torch.Tensor | None
 
 _ACTIVATIONS = ("auto", "sigmoid", "softmax", None)
@@ -24,12 +28,14 @@ _NEAREST_MODES = ("nearest-exact", "nearest")
 
 
 def _check_choice(name: str, value: object, choices: Sequence[object]) -> None:
+    """``value`` (of the option ``name``) must be one of ``choices``."""
     if isinstance(value, str | type(None)) and value in choices:
         return
     raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
 def _check_number(name: str, value: object, *, low: float, strict: bool) -> float:
+    """``value`` as a float: a finite real number ``>= low`` (``> low`` when ``strict``)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if value < low or (strict and value == low):
@@ -68,7 +74,7 @@ def _check_logits(logits: torch.Tensor, name: str = "logits") -> None:
         raise ValueError(f"{name} must have at least one channel, got {list(logits.shape)}")
 
 
-def _resolve_activation(activation: Activation, channels: int) -> str | None:
+def _resolve_activation(activation: Activation, *, channels: int) -> str | None:
     _check_choice("activation", activation, _ACTIVATIONS)
     if activation == "auto":
         return "sigmoid" if channels == 1 else "softmax"
@@ -92,9 +98,21 @@ def _check_ignore_index(ignore_index: object) -> int | None:
     return value
 
 
+def _check_per_image(*, batch: bool, reduction: str) -> None:
+    """``"sum"`` and ``"none"`` reduce one loss per image, which a batch Dice does not
+    have."""
+    if batch and reduction != "mean":
+        raise ValueError(
+            f"reduction={reduction!r} needs batch=False: the batch Dice pools the images, "
+            f"so there is no loss per image"
+        )
+
+
 def _class_weights(
-    class_weights: Weights, channels: int, like: torch.Tensor
+    class_weights: Weights, *, channels: int, like: torch.Tensor
 ) -> torch.Tensor | None:
+    """``class_weights`` as a ``(C,)`` tensor of ``like``'s dtype and device (``None``
+    stays ``None``): one finite, non-negative number per logits channel."""
     if class_weights is None:
         return None
     w = torch.as_tensor(class_weights, dtype=like.dtype, device=like.device)

@@ -27,6 +27,7 @@ from attnunet.losses._checks import (
     _check_ignore_index,
     _check_logits,
     _check_number,
+    _check_per_image,
     _check_smoothing,
     _class_weights,
     _compute_dtype,
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 
-def _activate(logits: torch.Tensor, activation: str | None) -> torch.Tensor:
+def _activate(logits: torch.Tensor, *, activation: str | None) -> torch.Tensor:
     x = logits.to(_compute_dtype(logits))
     if activation == "sigmoid":
         return torch.sigmoid(x)
@@ -57,7 +58,7 @@ def _activate(logits: torch.Tensor, activation: str | None) -> torch.Tensor:
     return x
 
 
-def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
+def _reduce(values: torch.Tensor, *, reduction: str) -> torch.Tensor:
     if reduction == "mean":
         return values.mean()
     if reduction == "sum":
@@ -69,7 +70,7 @@ def _reduce(values: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 def _overlap_sums(
-    probs: torch.Tensor, target: torch.Tensor, squared: bool, batch: bool
+    probs: torch.Tensor, target: torch.Tensor, *, squared: bool, batch: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(I, P + G)`` per image and class ``(B, K)``, or per class ``(K,)`` with ``batch``.
 
@@ -85,20 +86,21 @@ def _overlap_sums(
 
 
 def _prepare(
-    logits: torch.Tensor, target: torch.Tensor, activation: Activation, ignore_index: int | None
+    logits: torch.Tensor, target: torch.Tensor, *, activation: Activation, ignore_index: int | None
 ) -> tuple[torch.Tensor, str | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Validate ``logits`` and ``target``; return the logits in the compute dtype, the
     resolved activation and the parsed target ``(labels, dense, valid)``."""
     _check_logits(logits)
-    act = _resolve_activation(activation, logits.shape[1])
-    labels, dense, valid = _parse_target(target, logits, ignore_index)
+    act = _resolve_activation(activation, channels=logits.shape[1])
+    labels, dense, valid = _parse_target(target, logits, ignore_index=ignore_index)
     return logits.to(_compute_dtype(logits)), act, labels, dense, valid
 
 
 def _overlap_terms(
-    kind: Literal["dice", "iou"],
     probs: torch.Tensor,
     g: torch.Tensor,
+    *,
+    kind: Literal["dice", "iou"],
     weights: torch.Tensor | None,
     include_background: bool,
     squared: bool,
@@ -114,7 +116,7 @@ def _overlap_terms(
     if not include_background and probs.shape[1] > 1:
         probs, g = probs[:, 1:], g[:, 1:]
         weights = None if weights is None else weights[1:]
-    inter, total = _overlap_sums(probs, g, bool(squared), bool(batch))
+    inter, total = _overlap_sums(probs, g, squared=bool(squared), batch=bool(batch))
     if kind == "dice":
         score = (2.0 * inter + smooth_nr) / (total + smooth_dr)
     else:
@@ -123,9 +125,10 @@ def _overlap_terms(
 
 
 def _overlap_loss(
-    kind: Literal["dice", "iou"],
     logits: torch.Tensor,
     target: torch.Tensor,
+    *,
+    kind: Literal["dice", "iou"],
     activation: Activation,
     include_background: bool,
     squared: bool,
@@ -139,14 +142,24 @@ def _overlap_loss(
     _check_choice("reduction", reduction, _REDUCTIONS)
     _check_smoothing(smooth_nr, smooth_dr)
     ignore_index = _check_ignore_index(ignore_index)
-    x, act, labels, dense, valid = _prepare(logits, target, activation, ignore_index)
-    probs = _activate(x, act)
-    g = _dense_target(labels, dense, x.shape[1], x.dtype)
-    weights = _class_weights(class_weights, x.shape[1], x)
-    terms, weights = _overlap_terms(
-        kind, probs, g, weights, include_background, squared, smooth_nr, smooth_dr, batch, valid
+    x, act, labels, dense, valid = _prepare(
+        logits, target, activation=activation, ignore_index=ignore_index
     )
-    return _reduce(_weighted(terms, weights), reduction)
+    channels = x.shape[1]
+    g = _dense_target(labels, dense, channels=channels, dtype=x.dtype)
+    terms, weights = _overlap_terms(
+        _activate(x, activation=act),
+        g,
+        kind=kind,
+        weights=_class_weights(class_weights, channels=channels, like=x),
+        include_background=include_background,
+        squared=squared,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        batch=batch,
+        valid=valid,
+    )
+    return _reduce(_weighted(terms, weights), reduction=reduction)
 
 
 def _weighted(terms: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
@@ -248,18 +261,18 @@ def dice_loss(
         ValueError: a float target ... must lie in [0, 1], got values in [0, 255]; ...
     """
     return _overlap_loss(
-        "dice",
         logits,
         target,
-        activation,
-        include_background,
-        squared,
-        smooth_nr,
-        smooth_dr,
-        class_weights,
-        batch,
-        reduction,
-        ignore_index,
+        kind="dice",
+        activation=activation,
+        include_background=include_background,
+        squared=squared,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        class_weights=class_weights,
+        batch=batch,
+        reduction=reduction,
+        ignore_index=ignore_index,
     )
 
 
@@ -322,18 +335,18 @@ def iou_loss(
         tensor(0.2857)
     """
     return _overlap_loss(
-        "iou",
         logits,
         target,
-        activation,
-        include_background,
-        squared,
-        smooth_nr,
-        smooth_dr,
-        class_weights,
-        batch,
-        reduction,
-        ignore_index,
+        kind="iou",
+        activation=activation,
+        include_background=include_background,
+        squared=squared,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        class_weights=class_weights,
+        batch=batch,
+        reduction=reduction,
+        ignore_index=ignore_index,
     )
 
 
@@ -344,6 +357,7 @@ def _ce_terms(
     logits: torch.Tensor,
     labels: torch.Tensor | None,
     dense: torch.Tensor | None,
+    *,
     weights: torch.Tensor | None,
     valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -361,13 +375,30 @@ def _ce_terms(
     return -(g * F.log_softmax(logits, dim=1)).sum(1), g.sum(1)
 
 
+def _ce_mean(
+    logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    dense: torch.Tensor | None,
+    *,
+    weights: torch.Tensor | None,
+    valid: torch.Tensor | None,
+    per_image: bool,
+) -> torch.Tensor:
+    """The weighted cross-entropy mean (see :func:`ce_loss`) over all voxels, or over
+    each image's (``per_image``, ``(B,)``)."""
+    loss, norm = _ce_terms(logits, labels, dense, weights=weights, valid=valid)
+    if per_image:
+        return _safe_ratio(loss.flatten(1).sum(1), norm.flatten(1).sum(1))
+    return _safe_ratio(loss.sum(), norm.sum())
+
+
 def _safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """``num / den`` with ``0 / 0 = 0`` (only when every weight of the present classes
     is 0), keeping finite gradients."""
     return num / den.masked_fill(den == 0, 1.0)
 
 
-def _bce_mean(bce: torch.Tensor, valid: torch.Tensor | None, per_image: bool) -> torch.Tensor:
+def _bce_mean(bce: torch.Tensor, valid: torch.Tensor | None, *, per_image: bool) -> torch.Tensor:
     """Mean of the per-element BCE ``(B, C, *S)`` over all elements (``per_image``: over
     each image's), ignored voxels (already zeroed) left out of the count too."""
     if valid is None:
@@ -381,9 +412,11 @@ def _bce_mean(bce: torch.Tensor, valid: torch.Tensor | None, per_image: bool) ->
 def _bce_terms(
     logits: torch.Tensor,
     target: torch.Tensor,
+    *,
     weights: torch.Tensor | None,
     pos_weight: torch.Tensor | None,
 ) -> torch.Tensor:
+    """Per-element binary cross-entropy on logits ``(B, C, *S)``, channel weights applied."""
     shape = [1, -1, *[1] * (logits.dim() - 2)]
     return F.binary_cross_entropy_with_logits(
         logits,
@@ -458,13 +491,13 @@ def ce_loss(
             "bce_loss for a single-channel binary output"
         )
     ignore_index = _check_ignore_index(ignore_index)
-    labels, dense, valid = _parse_target(target, logits, ignore_index)
+    labels, dense, valid = _parse_target(target, logits, ignore_index=ignore_index)
     x = logits.to(_compute_dtype(logits))
-    weights = _class_weights(class_weights, logits.shape[1], x)
-    loss, norm = _ce_terms(x, labels, dense, weights, valid)
+    weights = _class_weights(class_weights, channels=logits.shape[1], like=x)
+    loss, norm = _ce_terms(x, labels, dense, weights=weights, valid=valid)
     if reduction == "mean":
         return _safe_ratio(loss.sum(), norm.sum())
-    return _reduce(loss, reduction)
+    return _reduce(loss, reduction=reduction)
 
 
 def bce_loss(
@@ -519,16 +552,16 @@ def bce_loss(
     _check_logits(logits)
     _check_choice("reduction", reduction, _REDUCTIONS)
     ignore_index = _check_ignore_index(ignore_index)
-    labels, dense, valid = _parse_target(target, logits, ignore_index)
+    labels, dense, valid = _parse_target(target, logits, ignore_index=ignore_index)
     x = logits.to(_compute_dtype(logits))
     channels = logits.shape[1]
-    g = _dense_target(labels, dense, channels, x.dtype)
-    weights = _class_weights(class_weights, channels, x)
-    pos = _class_weights(pos_weight, channels, x)
-    loss = _mask_ignored(_bce_terms(x, g, weights, pos), valid)
+    g = _dense_target(labels, dense, channels=channels, dtype=x.dtype)
+    weights = _class_weights(class_weights, channels=channels, like=x)
+    pos = _class_weights(pos_weight, channels=channels, like=x)
+    loss = _mask_ignored(_bce_terms(x, g, weights=weights, pos_weight=pos), valid)
     if reduction == "mean" and valid is not None:
         return _bce_mean(loss, valid, per_image=False)
-    return _reduce(loss, reduction)
+    return _reduce(loss, reduction=reduction)
 
 
 # ------------------------------------------------------------------ combinations
@@ -617,42 +650,37 @@ def dice_ce_loss(
         )
     lambda_dice = _check_number("lambda_dice", lambda_dice, low=0.0, strict=False)
     lambda_ce = _check_number("lambda_ce", lambda_ce, low=0.0, strict=False)
-    if batch and reduction != "mean":
-        raise ValueError(
-            f"reduction={reduction!r} needs batch=False: the batch Dice pools the images, "
-            f"so there is no loss per image"
-        )
+    _check_per_image(batch=batch, reduction=reduction)
     _check_smoothing(smooth_nr, smooth_dr)
     ignore_index = _check_ignore_index(ignore_index)
-    x, act, labels, dense, valid = _prepare(logits, target, activation, ignore_index)
+    x, act, labels, dense, valid = _prepare(
+        logits, target, activation=activation, ignore_index=ignore_index
+    )
     channels = x.shape[1]
-    g = _dense_target(labels, dense, channels, x.dtype)
-    weights = _class_weights(class_weights, channels, x)
+    g = _dense_target(labels, dense, channels=channels, dtype=x.dtype)
+    weights = _class_weights(class_weights, channels=channels, like=x)
     terms, dice_w = _overlap_terms(
-        "dice",
-        _activate(x, act),
+        _activate(x, activation=act),
         g,
-        weights,
-        include_background,
-        squared,
-        smooth_nr,
-        smooth_dr,
-        batch,
-        valid,
+        kind="dice",
+        weights=weights,
+        include_background=include_background,
+        squared=squared,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        batch=batch,
+        valid=valid,
     )
     dice = _weighted(terms, dice_w)
+    per_image = reduction != "mean"
     if act == "softmax":
-        ce, norm = _ce_terms(x, labels, dense, weights, valid)
-        if reduction == "mean":
-            ce_value = _safe_ratio(ce.sum(), norm.sum())
-        else:
-            ce_value = _safe_ratio(ce.flatten(1).sum(1), norm.flatten(1).sum(1))
+        ce = _ce_mean(x, labels, dense, weights=weights, valid=valid, per_image=per_image)
     else:
-        bce = _mask_ignored(_bce_terms(x, g, weights, None), valid)
-        ce_value = _bce_mean(bce, valid, per_image=reduction != "mean")
+        bce = _mask_ignored(_bce_terms(x, g, weights=weights, pos_weight=None), valid)
+        ce = _bce_mean(bce, valid, per_image=per_image)
     if reduction == "mean":
-        return lambda_dice * dice.mean() + lambda_ce * ce_value
-    return _reduce(lambda_dice * dice.mean(1) + lambda_ce * ce_value, reduction)
+        return lambda_dice * dice.mean() + lambda_ce * ce
+    return _reduce(lambda_dice * dice.mean(1) + lambda_ce * ce, reduction=reduction)
 
 
 def raunet_loss(
@@ -727,21 +755,17 @@ def raunet_loss(
     if w > 1:
         raise ValueError(f"dice_weight must lie in [0, 1], got {dice_weight!r}")
     _check_number("smooth", smooth, low=0.0, strict=True)
-    if batch and reduction != "mean":
-        raise ValueError(
-            f"reduction={reduction!r} needs batch=False: the batch Dice pools the images, "
-            f"so there is no loss per image"
-        )
+    _check_per_image(batch=batch, reduction=reduction)
     labels, dense, _ = _parse_target(target, logits, ignore_supported=False)
     x = logits.to(_compute_dtype(logits))
     if x.shape[1] == 1:
         # two-class softmax of (0, z): background 1 - sigmoid(z), foreground sigmoid(z)
         log_probs = torch.cat([F.logsigmoid(-x), F.logsigmoid(x)], dim=1)
-        fg = _dense_target(labels, dense, 1, x.dtype)
+        fg = _dense_target(labels, dense, channels=1, dtype=x.dtype)
         g = torch.cat([1.0 - fg, fg], dim=1)
     else:
         log_probs = F.log_softmax(x, dim=1)
-        g = _dense_target(labels, dense, x.shape[1], x.dtype)
+        g = _dense_target(labels, dense, channels=x.shape[1], dtype=x.dtype)
     nll = -(g * log_probs).sum(1).flatten(1).mean(1)  # (B,)
     probs = log_probs.exp()
     if not include_background:
@@ -750,7 +774,7 @@ def raunet_loss(
     log_dice = torch.log((2.0 * inter + smooth) / (total + smooth)).sum(-1)
     if batch:
         return (1.0 - w) * nll.mean() - w * log_dice
-    return _reduce((1.0 - w) * nll - w * log_dice, reduction)
+    return _reduce((1.0 - w) * nll - w * log_dice, reduction=reduction)
 
 
 # ------------------------------------------------------------------ deep supervision
@@ -796,7 +820,7 @@ def deep_supervision_weights(
 
 
 def resize_nearest(
-    target: torch.Tensor, size: Sequence[int], mode: NearestMode = "nearest-exact"
+    target: torch.Tensor, size: Sequence[int], *, mode: NearestMode = "nearest-exact"
 ) -> torch.Tensor:
     """Resize the last ``len(size)`` axes of ``target`` by nearest-neighbour sampling.
 
@@ -914,7 +938,7 @@ def deep_supervision_loss(
     if isinstance(outputs, torch.Tensor):
         factors: Sequence[float] = [1.0]
     elif isinstance(scheme, str):
-        factors = deep_supervision_weights(len(items), scheme)
+        factors = deep_supervision_weights(len(items), scheme=scheme)
     else:
         if len(scheme) != len(items):
             raise ValueError(
@@ -924,7 +948,7 @@ def deep_supervision_loss(
         factors = scheme
     total: torch.Tensor | None = None
     for y, factor in zip(items, factors, strict=True):
-        t = resize_nearest(target, list(y.shape[2:]), mode)
+        t = resize_nearest(target, list(y.shape[2:]), mode=mode)
         term = factor * loss(y, t)
         total = term if total is None else total + term
     assert total is not None
