@@ -356,7 +356,7 @@ def train(
         device: ``"cpu"``, ``"cuda"``, ... (default: the model's device).
         progress: draw progress bars on stderr.
         label: the progress bars' title.
-        model_name: registry name recorded with the best model.
+        model_name: registry name recorded in the checkpoint (``last.pt``).
         on_step: called as ``on_step(epoch, step, loss)`` after every step.
 
     Returns:
