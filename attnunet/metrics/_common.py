@@ -34,6 +34,8 @@ from typing import Literal, NamedTuple, TypeAlias
 import numpy as np
 import torch
 
+from attnunet.layers.values import int_value, min_max
+
 Array: TypeAlias = "torch.Tensor | np.ndarray"
 Reduction = Literal["mean", "mean_batch", "none"]
 REDUCTIONS = ("mean", "mean_batch", "none")
@@ -202,18 +204,6 @@ def _as_whole(inputs: list[tuple[str, torch.Tensor]], multi_channel: bool) -> li
     return [x.long() if x.is_floating_point() else x for _, x in inputs]
 
 
-def min_max(tensors: Sequence[torch.Tensor]) -> list[tuple[int, int] | None]:
-    """Minimum and maximum of each integer or bool tensor (None for an empty one), all
-    read back in one host synchronisation."""
-    stats = [
-        torch.stack(torch.aminmax(x.long() if x.dtype == torch.bool else x)).long()
-        for x in tensors
-        if x.numel()
-    ]
-    values = iter(torch.cat(stats).tolist()) if stats else iter(())
-    return [(next(values), next(values)) if x.numel() else None for x in tensors]
-
-
 def refuse_positional(name: str, misplaced: tuple[object, ...], spacing: bool = False) -> None:
     """Only ``pred`` and ``target`` are positional. A third positional argument is refused
     with what it probably meant: the classes of a label map (torchmetrics passes them
@@ -243,19 +233,15 @@ def num_classes_value(num_classes: object, one_hot: bool = False) -> int | None:
             "pass either one_hot=True (the class axis is dim 1) or num_classes (label "
             "maps), not both"
         )
-    value = num_classes
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point():
-        value = int(value.item())
-    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iu":
-        value = int(value)
-    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
-    if integral and int(value) >= 2:  # type: ignore[call-overload]
-        return int(value)  # type: ignore[call-overload]
+    value = int_value(num_classes)  # Python, NumPy or torch integer scalars; no bools
+    if value is not None and value >= 2:
+        return value
     hint = ""
-    if isinstance(value, numbers.Integral) and int(value) == 1:
+    if value == 1 or num_classes is True:  # True is 1 to Python
         hint = " For binary masks leave num_classes out (None): every non-zero voxel counts."
-    elif isinstance(value, float | np.floating) or (
-        isinstance(value, Sequence | np.ndarray | torch.Tensor) and not isinstance(value, str)
+    elif isinstance(num_classes, float | np.floating) or (
+        isinstance(num_classes, Sequence | np.ndarray | torch.Tensor)
+        and not isinstance(num_classes, str)
     ):
         hint = (
             " If this is a voxel spacing (MedPy passes it third), pass it by name: "
@@ -343,7 +329,7 @@ def check_mask_values(p: torch.Tensor, t: torch.Tensor) -> None:
     """Per-class masks (``one_hot=True``) must hold 0 and 1 only: a label map passed as
     one-hot would otherwise score every non-zero label as a class's mask. One host read."""
     pairs = [(label, x) for label, x in (("pred", p), ("target", t)) if x.dtype != torch.bool]
-    for (label, _), found in zip(pairs, min_max([x for _, x in pairs]), strict=True):
+    for (label, _), found in zip(pairs, min_max(*(x for _, x in pairs)), strict=True):
         if found is not None and (found[0] < 0 or found[1] > 1):
             raise ValueError(
                 f"with one_hot=True every channel must be a 0/1 mask, but {label} holds "
@@ -354,7 +340,7 @@ def check_mask_values(p: torch.Tensor, t: torch.Tensor) -> None:
 
 def check_label_range(p: torch.Tensor, t: torch.Tensor, num_classes: int) -> None:
     """Label maps must hold ``0..C-1``; one host read for both."""
-    for label, found in zip(("pred", "target"), min_max([p, t]), strict=True):
+    for label, found in zip(("pred", "target"), min_max(p, t), strict=True):
         if found is not None and (found[0] < 0 or found[1] >= num_classes):
             raise ValueError(
                 f"{label} holds labels outside 0..{num_classes - 1} (min {found[0]}, max "
