@@ -153,8 +153,9 @@ def _check_target_shape(target: object, logits: torch.Tensor) -> None:
 
 
 def _is_dense(target: torch.Tensor, logits: torch.Tensor) -> bool:
-    """Whether ``target`` (of a checked shape) is dense: floats (which must then have the
-    logits' shape), or integers with the logits' ``C > 1`` channels (one-hot)."""
+    """Whether ``target`` (of a checked shape) is dense: floats, or integers with the
+    logits' ``C > 1`` channels (one-hot). A float target without the logits' shape raises
+    the ValueError that says how to make it a label map or a dense target."""
     c = logits.shape[1]
     dense_form = target.dim() == logits.dim() and target.shape[1] == c
     if not target.is_floating_point():
