@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
             "ResidualBlock",
             "SegmentationHead",
             "SelfAttentionSkip",
+            "SkipGate",
             "Up",
             "build_gate",
         ),
@@ -131,6 +132,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names eagerly
         ResidualBlock,
         SegmentationHead,
         SelfAttentionSkip,
+        SkipGate,
         Up,
         build_gate,
     )

@@ -20,6 +20,7 @@ from attnunet import (
     list_models,
     model_info,
 )
+from attnunet.blocks import SkipGate
 from attnunet.models import accepted_kwargs
 from attnunet.models.convert import convert_agv_unet_state_dict
 
@@ -489,11 +490,9 @@ def test_autocast_accepts_any_floating_input_dtype():
 def test_custom_same_resolution_gate_gets_the_upsampled_feature():
     """A gate declaring gating != 'coarse' is built for, and fed, the up-sampled feature."""
 
-    class SameResolutionGate(torch.nn.Module):
-        gating = "upsampled"
-
+    class SameResolutionGate(SkipGate):
         def __init__(self, spatial_dims, in_channels, gating_channels):
-            super().__init__()
+            super().__init__(gating="upsampled")
             self.mix = torch.nn.Conv2d(in_channels + gating_channels, 1, 1)
 
         def attend(self, x, g):

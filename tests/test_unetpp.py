@@ -12,6 +12,7 @@ from _reference import assert_outputs_close
 from torch import nn
 
 from attnunet import create_model
+from attnunet.blocks import SkipGate
 from attnunet.models.unetpp import AttentionUNetPlusPlus, UNetPlusPlus
 
 DATA = Path(__file__).parent / "data"
@@ -201,12 +202,11 @@ def test_pad_equals_manual_pad_and_crop(dims):
 
 
 # ----------------------------------------------------------------------------- gates
-class _RecordingGate(nn.Module):
+class _RecordingGate(SkipGate):
     """A gate that logs what it is fed (eager only)."""
 
     def __init__(self, spatial_dims, in_channels, gating_channels, gating, log):
-        super().__init__()
-        self.gating = gating
+        super().__init__(gating)
         self.gating_channels = gating_channels
         self.log = log
         self.conv = nn.Conv2d(in_channels, 1, 1)

@@ -4,12 +4,14 @@ from attnunet.blocks.aam import AugmentedAttentionModule, LinkNetDecoderBlock
 from attnunet.blocks.conv import ConvNormAct, DoubleConv, ResidualBlock, conv_parts
 from attnunet.blocks.gates import (
     GATES,
+    GATINGS,
     AdditiveAttentionGate,
     ConvMappedAttentionGate,
     GridAttentionGate,
     GridGatingSignal,
     MultiAttentionGate,
     SelfAttentionSkip,
+    SkipGate,
     build_gate,
     build_skip_gate,
 )
@@ -18,6 +20,7 @@ from attnunet.blocks.sampling import Down, Up, Upsample2x
 
 __all__ = [
     "GATES",
+    "GATINGS",
     "AdditiveAttentionGate",
     "AugmentedAttentionModule",
     "ConvMappedAttentionGate",
@@ -31,6 +34,7 @@ __all__ = [
     "ResidualBlock",
     "SegmentationHead",
     "SelfAttentionSkip",
+    "SkipGate",
     "Up",
     "Upsample2x",
     "build_gate",

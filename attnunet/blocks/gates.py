@@ -10,8 +10,8 @@ stores a tensor on the module (that would break TorchScript and leak memory):
 * the U-Net models' ``forward_with_attention`` returns every gate's map.
 """
 
-from collections.abc import Callable
-from typing import Any, Final, Literal
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import torch
 from torch import nn
@@ -30,6 +30,8 @@ from attnunet.layers.shape import interp_mode, resize
 
 __all__ = [
     "GATES",
+    "GATINGS",
+    "SkipGate",
     "AdditiveAttentionGate",
     "ConvMappedAttentionGate",
     "GridAttentionGate",
@@ -45,6 +47,58 @@ GateSpec = Any
 """A gate spec: ``None``, a name from :data:`GATES`, a ``(name, kwargs)`` pair or a callable."""
 
 
+GATINGS = ("coarse", "upsampled", "none")
+"""Values of a gate's ``gating`` attribute: which feature a U-Net feeds it as ``g``."""
+
+
+class SkipGate(nn.Module):
+    """The interface every skip gate implements, built in or a user's own.
+
+    A gate has a ``gating`` attribute, fixed when it is built, saying which decoder
+    feature a U-Net feeds it as ``g``: ``"coarse"`` (the coarser decoder feature before
+    up-sampling, or Oktay's gating signal at the deepest level), ``"upsampled"`` (that
+    feature after the model's up-sampler, on the skip's grid; the model then builds the
+    gate for the up-sampled feature's channels) or ``"none"`` (``g`` is ignored). Its
+    :meth:`attend` returns the gated skip and the coefficients; ``forward`` returns the
+    gated skip alone.
+
+    Args:
+        gating: one of :data:`GATINGS`.
+
+    Raises:
+        ValueError: any other ``gating``.
+
+    Examples:
+        >>> class HalfGate(SkipGate):
+        ...     def __init__(self, spatial_dims, in_channels, gating_channels):
+        ...         super().__init__(gating="none")
+        ...     def attend(self, x, g):
+        ...         alpha = torch.full_like(x[:, :1], 0.5)
+        ...         return alpha * x, alpha
+        >>> gate = build_gate(HalfGate, 2, 4, 8)
+        >>> gate(torch.ones(1, 4, 3, 3), torch.ones(1, 8, 2, 2)).max().item()
+        0.5
+    """
+
+    gating: Final[str]
+
+    def __init__(self, gating: str = "coarse") -> None:
+        super().__init__()
+        if gating not in GATINGS:
+            raise ValueError(
+                f"gating must be one of {', '.join(map(repr, GATINGS))}, got {gating!r}"
+            )
+        self.gating = gating
+
+    def attend(self, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(gated skip, coefficients)`` for the skip ``x`` and gating feature ``g``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement attend(x, g)")
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The gated skip: ``attend(x, g)[0]``."""
+        return self.attend(x, g)[0]
+
+
 def _output_transform(spatial_dims: int, channels: int, enabled: bool, norm: NormSpec) -> nn.Module:
     """Oktay's ``W``: a biased 1x1 conv then a norm (``output.conv``, ``output.norm``)."""
     if not enabled:
@@ -52,7 +106,7 @@ def _output_transform(spatial_dims: int, channels: int, enabled: bool, norm: Nor
     return ConvNormAct(spatial_dims, channels, channels, 1, 1, norm, None, bias=True)
 
 
-class GridAttentionGate(nn.Module):
+class GridAttentionGate(SkipGate):
     """Additive attention gate with a coarse gating grid (Oktay et al., 2018).
 
     With ``theta`` a strided convolution on the skip ``x``, ``phi`` and ``psi`` 1x1
@@ -117,7 +171,6 @@ class GridAttentionGate(nn.Module):
         align_corners: bool = False,
         gating: Literal["coarse", "upsampled"] = "coarse",
     ) -> None:
-        super().__init__()
         check_spatial_dims(spatial_dims)
         inter = max(1, in_channels // 2) if inter_channels is None else inter_channels
         check_channels(
@@ -128,8 +181,8 @@ class GridAttentionGate(nn.Module):
             raise ValueError(f"normalization must be 'sigmoid' or 'softmax', got {normalization!r}")
         if gating not in ("coarse", "upsampled"):
             raise ValueError(f"gating must be 'coarse' or 'upsampled', got {gating!r}")
+        super().__init__(gating)
         conv = conv_type(spatial_dims)
-        self.gating = gating
         self.in_channels = in_channels
         self.gating_channels = gating_channels
         self.inter_channels = inter
@@ -162,9 +215,6 @@ class GridAttentionGate(nn.Module):
             alpha = resize(alpha, list(x.shape[2:]), self.mode, self.align_corners)
         alpha = self.coefficients(alpha)
         return self.output(alpha * x), alpha
-
-    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return self.attend(x, g)[0]
 
 
 class ConvMappedAttentionGate(GridAttentionGate):
@@ -221,7 +271,7 @@ class ConvMappedAttentionGate(GridAttentionGate):
         return self.act(self.mapping(stacked))
 
 
-class AdditiveAttentionGate(nn.Module):
+class AdditiveAttentionGate(SkipGate):
     """Same-resolution additive attention gate (the gate most "Attention U-Net" code uses).
 
     ``g`` is the decoder feature *after* up-sampling, on the skip's grid::
@@ -253,8 +303,6 @@ class AdditiveAttentionGate(nn.Module):
         (2, 1, 9, 11)
     """
 
-    gating = "upsampled"
-
     def __init__(
         self,
         spatial_dims: int,
@@ -265,7 +313,7 @@ class AdditiveAttentionGate(nn.Module):
         act: ActSpec = "relu",
         bias: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(gating="upsampled")
         check_spatial_dims(spatial_dims)
         inter = max(1, in_channels // 2) if inter_channels is None else inter_channels
         check_channels(
@@ -293,11 +341,8 @@ class AdditiveAttentionGate(nn.Module):
         alpha = self.coefficients(torch.sigmoid(self.psi(self.act(g1 + self.w_x(x)))))
         return alpha * x, alpha
 
-    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return self.attend(x, g)[0]
 
-
-class SelfAttentionSkip(nn.Module):
+class SelfAttentionSkip(SkipGate):
     """Attention-based forward passing: a skip gated by itself (no gating signal).
 
     ``alpha = sigmoid(conv(x))`` (or ``tanh``) with ``conv`` a biased 1x1 convolution to one
@@ -321,8 +366,6 @@ class SelfAttentionSkip(nn.Module):
         (1, 1, 5, 6, 7)
     """
 
-    gating = "none"
-
     def __init__(
         self,
         spatial_dims: int,
@@ -330,7 +373,7 @@ class SelfAttentionSkip(nn.Module):
         gating_channels: int | None = None,
         act: Literal["sigmoid", "tanh"] = "sigmoid",
     ) -> None:
-        super().__init__()
+        super().__init__(gating="none")
         check_spatial_dims(spatial_dims)
         check_channels(in_channels=in_channels)
         if act not in ("sigmoid", "tanh"):
@@ -351,7 +394,7 @@ class SelfAttentionSkip(nn.Module):
         return self.attend(x, x)[0]
 
 
-class MultiAttentionGate(nn.Module):
+class MultiAttentionGate(SkipGate):
     """Several independent gates on one skip, merged by ``Conv1 -> norm -> act``.
 
     Oktay's CT models run two grid gates per skip (``num_gates=2``, the "multi" form),
@@ -379,6 +422,9 @@ class MultiAttentionGate(nn.Module):
         ((1, 4, 6, 8, 10), (1, 2, 6, 8, 10))
     """
 
+    if TYPE_CHECKING:  # what the nn.ModuleList holds; TorchScript never sees this
+        gates: Sequence[SkipGate]
+
     def __init__(
         self,
         spatial_dims: int,
@@ -389,16 +435,15 @@ class MultiAttentionGate(nn.Module):
         norm: NormSpec = "batch",
         act: ActSpec = "relu",
     ) -> None:
-        super().__init__()
         check_channels(num_gates=num_gates)
-        gates: list[nn.Module] = []
+        gates: list[SkipGate] = []
         for _ in range(num_gates):
             built = build_gate(gate, spatial_dims, in_channels, gating_channels, norm)
             if built is None:
                 raise ValueError("MultiAttentionGate needs a gate spec, got None")
             gates.append(built)
-        self.gates = nn.ModuleList(gates)
-        self.gating = getattr(gates[0], "gating", "coarse")
+        super().__init__(gates[0].gating)
+        self.add_module("gates", nn.ModuleList(gates))  # typed as Sequence[SkipGate] above
         self.merge = ConvNormAct(
             spatial_dims, num_gates * in_channels, in_channels, 1, 1, norm, act, bias=True
         )
@@ -409,14 +454,11 @@ class MultiAttentionGate(nn.Module):
         outputs: list[torch.Tensor] = []
         alphas: list[torch.Tensor] = []
         for gate in self.gates:
-            y, alpha = gate.attend(x, g)  # type: ignore[operator]
+            y, alpha = gate.attend(x, g)
             outputs.append(y)
             alphas.append(alpha)
         alpha = self.coefficients(torch.cat(alphas, dim=1))
         return self.merge(torch.cat(outputs, dim=1)), alpha
-
-    def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        return self.attend(x, g)[0]
 
 
 class GridGatingSignal(ConvNormAct):
@@ -448,11 +490,11 @@ class GridGatingSignal(ConvNormAct):
         super().__init__(spatial_dims, in_channels, out_channels, 1, 1, norm, act, bias=True)
 
 
-def _grid(spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any) -> nn.Module:
+def _grid(spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any) -> SkipGate:
     return GridAttentionGate(spatial_dims, in_channels, gating_channels, **kw)
 
 
-def _grid_krd(spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any) -> nn.Module:
+def _grid_krd(spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any) -> SkipGate:
     opts: dict[str, Any] = {
         "inter_channels": in_channels,
         "theta_bias": True,
@@ -461,23 +503,23 @@ def _grid_krd(spatial_dims: int, in_channels: int, gating_channels: int, **kw: A
     return GridAttentionGate(spatial_dims, in_channels, gating_channels, **{**opts, **kw})
 
 
-def _grid_oktay(spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any) -> nn.Module:
+def _grid_oktay(spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any) -> SkipGate:
     opts: dict[str, Any] = {"inter_channels": in_channels, "output_transform": True}
     return GridAttentionGate(spatial_dims, in_channels, gating_channels, **{**opts, **kw})
 
 
-def _conv_mapped(spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any) -> nn.Module:
+def _conv_mapped(spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any) -> SkipGate:
     return ConvMappedAttentionGate(spatial_dims, in_channels, gating_channels, **kw)
 
 
 def _conv_mapped_oktay(
     spatial_dims: int, in_channels: int, gating_channels: int, **kw: Any
-) -> nn.Module:
+) -> SkipGate:
     opts: dict[str, Any] = {"inter_channels": in_channels, "output_transform": True}
     return ConvMappedAttentionGate(spatial_dims, in_channels, gating_channels, **{**opts, **kw})
 
 
-GATES: dict[str, Callable[..., nn.Module]] = {
+GATES: dict[str, Callable[..., SkipGate]] = {
     "grid": _grid,
     "grid_krd": _grid_krd,
     "grid_oktay": _grid_oktay,
@@ -507,16 +549,16 @@ def build_gate(
     in_channels: int,
     gating_channels: int,
     norm: NormSpec | None = None,
-) -> nn.Module | None:
+) -> SkipGate | None:
     """Build a gate from a spec.
 
     Args:
         spec: ``None`` (no gate); a name from :data:`GATES`; a ``(name, kwargs)`` pair
             whose kwargs go to the gate (e.g. ``("multi", {"gate": "grid_oktay",
             "num_gates": 2})``); or a callable ``f(spatial_dims, in_channels,
-            gating_channels)`` returning a module with an ``attend(x, g) -> (gated, alpha)``
-            method. A gate whose ``gating`` attribute is ``"upsampled"`` is rebuilt by the
-            U-Net models with the up-sampled feature's channels and fed that feature.
+            gating_channels)`` returning a :class:`SkipGate`. A gate whose ``gating`` is
+            ``"upsampled"`` is rebuilt by the U-Net models with the up-sampled feature's
+            channels and fed that feature.
         spatial_dims: 1, 2 or 3.
         in_channels: skip channels ``C_x``.
         gating_channels: gating channels ``C_g``.
@@ -526,6 +568,7 @@ def build_gate(
 
     Raises:
         ValueError: unknown gate name (close matches are suggested).
+        TypeError: a callable that does not return a :class:`SkipGate`.
 
     Examples:
         >>> gate = build_gate(("grid", {"inter_channels": 4}), 3, 8, 16)
@@ -533,7 +576,7 @@ def build_gate(
         ('GridAttentionGate', 4)
     """
     if callable(spec) and not isinstance(spec, str):
-        return spec(spatial_dims, in_channels, gating_channels)
+        return _checked_gate(spec, spec(spatial_dims, in_channels, gating_channels))
     name, kwargs = parse_spec(spec, "gate")
     if name is None:
         return None
@@ -541,7 +584,18 @@ def build_gate(
         raise unknown_choice("gate", name, tuple(GATES))
     if norm is not None and name in _TAKES_NORM:
         kwargs.setdefault("norm", norm)
-    return GATES[name](spatial_dims, in_channels, gating_channels, **kwargs)
+    return _checked_gate(name, GATES[name](spatial_dims, in_channels, gating_channels, **kwargs))
+
+
+def _checked_gate(spec: object, gate: object) -> SkipGate:
+    if not isinstance(gate, SkipGate):
+        raise TypeError(
+            f"the gate spec {spec!r} built a {type(gate).__name__}, which is not a "
+            f"SkipGate: subclass attnunet.blocks.SkipGate (call super().__init__(gating=...) "
+            f"with 'coarse', 'upsampled' or 'none', and implement attend(x, g) -> "
+            f"(gated, alpha))"
+        )
+    return gate
 
 
 def build_skip_gate(
@@ -551,7 +605,7 @@ def build_skip_gate(
     coarse_channels: int,
     upsampled_channels: int,
     norm: NormSpec | None = None,
-) -> nn.Module | None:
+) -> SkipGate | None:
     """Build the gate of one U-Net skip: for the coarse gating feature, or rebuilt for the
     up-sampled feature's channels when the gate declares ``gating = "upsampled"``.
 
@@ -568,6 +622,6 @@ def build_skip_gate(
         16
     """
     gate = build_gate(spec, spatial_dims, skip_channels, coarse_channels, norm)
-    if getattr(gate, "gating", "coarse") == "upsampled":
+    if gate is not None and gate.gating == "upsampled":
         gate = build_gate(spec, spatial_dims, skip_channels, upsampled_channels, norm)
     return gate

@@ -6,13 +6,13 @@ them re-implements ``forward``.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Final, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Union
 
 import torch
 from torch import nn
 
 from attnunet.blocks.conv import DoubleConv, ResidualBlock, check_channels
-from attnunet.blocks.gates import GateSpec, GridGatingSignal, build_skip_gate
+from attnunet.blocks.gates import GateSpec, GridGatingSignal, SkipGate, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
 from attnunet.blocks.sampling import Down, DownMode, Up, UpMode
 from attnunet.layers import (
@@ -27,11 +27,9 @@ from attnunet.layers import (
 from attnunet.layers.shape import interp_mode, resize
 from attnunet.models._checkpointing import (
     CheckpointSegment,
-    parts_fast_path,
     run_checkpointed,
-    run_split_checkpointed,
-    split_last,
 )
+from attnunet.models._decoder import DecoderStage
 from attnunet.models._registry import register_model
 from attnunet.models.base import (
     SegmentationModel,
@@ -112,86 +110,34 @@ class EncoderStage(CheckpointSegment):
         return run_checkpointed((self,), self._forward, x)
 
 
-class DecoderLevel(CheckpointSegment):
-    """``up -> gate(skip) -> concat[skip, up] -> dropout -> block``.
+class DecoderLevel(DecoderStage):
+    """``up -> gate(skip) -> concat[skip, up] -> dropout -> block``: a
+    :class:`~attnunet.models._decoder.DecoderStage` with one skip and at most one gate.
 
     The gate's gating signal is the coarse decoder feature *before* up-sampling (grid
-    gates) or the up-sampled feature (same-resolution gates), as the gate declares in
-    its ``gating`` attribute. The level is two segments of activation checkpointing when
-    its block is a ``DoubleConv`` or a ``ResidualBlock`` and one otherwise (see
-    :func:`~attnunet.models.base.split_last`).
+    gates) or the up-sampled feature (same-resolution gates), as the gate's ``gating``
+    says. The level is two segments of activation checkpointing when its block is a
+    ``DoubleConv`` or a ``ResidualBlock`` and one otherwise.
     """
 
-    gate_on_coarse: Final[bool]
-    by_parts: Final[bool]
+    if TYPE_CHECKING:  # TorchScript never sees this
+        gate: SkipGate | None
 
-    def __init__(
-        self, up: Up, gate: nn.Module | None, dropout: nn.Module, block: nn.Module
-    ) -> None:
-        super().__init__()
-        self.up = up
-        self.gate = gate
-        self.gate_on_coarse = getattr(gate, "gating", "coarse") != "upsampled"
-        self.dropout = dropout
-        self.block = block
-        self.by_parts = isinstance(dropout, nn.Identity) and split_last(block, dropout) is not None
-
-    def forward(
-        self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``gating`` is the coarse gating feature (``coarse`` itself, or Oktay's gating
-        signal at the deepest level); same-resolution gates get the up-sampled feature."""
-        if self._checkpoint_now():
-            return self._checkpointed(coarse, skip, gating)
-        if parts_fast_path(skip, self.by_parts):
-            return self._forward_by_parts(coarse, skip, gating)
-        return self._forward(coarse, skip, gating)
-
-    @torch.jit.unused
-    def _forward_by_parts(
-        self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``_forward`` with the first convolution run per part (channels-last inputs)."""
-        split = split_last(self.block, self.dropout)
-        assert split is not None
-        lead, tail, _ = split
-        parts, alpha = self._parts(coarse, skip, gating)
-        return tail(*lead(parts)), alpha
-
-    def _forward(
-        self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        x, alpha = self._fuse(coarse, skip, gating)
-        x = self.dropout(x)  # drops the reference to the concatenation
-        return self.block(x), alpha
-
-    def _fuse(
-        self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``concat[gate(skip), up(coarse)]`` and the gate's coefficients; the up-sampled
-        and gated features die on return, so they are not alive while the block runs."""
-        parts, alpha = self._parts(coarse, skip, gating)
-        return torch.cat(parts, dim=1), alpha
+    def __init__(self, up: Up, gate: SkipGate | None, dropout: nn.Module, block: nn.Module) -> None:
+        super().__init__(up, ("gate", gate), dropout, block)
 
     def _parts(
-        self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
-    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """``[gate(skip), up(coarse)]`` and the gate's coefficients."""
+        self, skips: list[torch.Tensor], coarse: torch.Tensor, gating: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``[gate(skip), up(coarse)]`` and the gate's coefficients (none without a gate)."""
+        skip = skips[0]
         up = self.up(coarse, list(skip.shape[2:]))
-        alpha: torch.Tensor | None = None
+        maps: list[torch.Tensor] = []
         gate = self.gate
         if gate is not None:
-            skip, alpha = gate.attend(skip, gating if self.gate_on_coarse else up)  # type: ignore[operator]
-        return [skip, up], alpha
-
-    @torch.jit.unused
-    def _checkpointed(
-        self, coarse: torch.Tensor, skip: torch.Tensor, gating: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        split = split_last(self.block, self.dropout)
-        if split is None:
-            return run_checkpointed((self,), self._forward, coarse, skip, gating)
-        return run_split_checkpointed(self, split, self._parts, coarse, skip, gating)
+            skip, alpha = gate.attend(skip, up if gate.gating == "upsampled" else gating)
+            maps.append(alpha)
+        return [skip, up], maps
 
 
 class Encoder(nn.Module):
@@ -247,11 +193,10 @@ class Decoder(nn.Module):
         outputs: list[torch.Tensor] = []
         maps: list[torch.Tensor] = []
         for i, level in enumerate(self.levels):
-            x, alpha = level(x, features[n - 2 - i], gating)
+            x, alphas = level([features[n - 2 - i]], x, gating)
             gating = x
             outputs.append(x)
-            if alpha is not None:
-                maps.append(alpha)
+            maps.extend(alphas)
         return outputs, maps
 
 

@@ -21,17 +21,11 @@ import torch
 from torch import nn
 
 from attnunet.blocks.conv import check_channels
-from attnunet.blocks.gates import GateSpec, build_skip_gate
+from attnunet.blocks.gates import GateSpec, SkipGate, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
 from attnunet.blocks.sampling import DownMode, Up, UpMode
 from attnunet.layers import ActSpec, NormSpec, check_spatial_dims, get_dropout, norm_has_affine
-from attnunet.models._checkpointing import (
-    CheckpointSegment,
-    parts_fast_path,
-    run_checkpointed,
-    run_split_checkpointed,
-    split_last,
-)
+from attnunet.models._decoder import DecoderStage
 from attnunet.models._registry import register_model
 from attnunet.models.base import (
     SegmentationModel,
@@ -54,10 +48,10 @@ ZHOU_PAPER = (
 )
 
 
-class NestedNode(CheckpointSegment):
-    """One node ``X[i, j]`` (``j >= 1``) of UNet++, and one segment of activation
-    checkpointing (two when the block is a ``DoubleConv`` or a ``ResidualBlock``, see
-    :func:`~attnunet.models.base.split_last`).
+class NestedNode(DecoderStage):
+    """One node ``X[i, j]`` (``j >= 1``) of UNet++: a
+    :class:`~attnunet.models._decoder.DecoderStage` whose skips are every same-level node
+    so far, each with its own gate when gated.
 
     ``up(X[i + 1, j - 1])`` is matched to the size of the level's skips; each skip
     ``X[i, k]``, ``k < j``, passes through its own gate (when gated); then
@@ -75,69 +69,24 @@ class NestedNode(CheckpointSegment):
     """
 
     gated: Final[bool]
-    gate_on_coarse: Final[bool]
-    by_parts: Final[bool]
+    if TYPE_CHECKING:  # what the nn.ModuleList holds; TorchScript never sees this
+        gates: Sequence[SkipGate]
 
-    def __init__(
-        self, up: Up, gates: list[nn.Module], dropout: nn.Module, block: nn.Module
-    ) -> None:
-        super().__init__()
-        self.up = up
-        self.gates = nn.ModuleList(gates)
+    def __init__(self, up: Up, gates: list[SkipGate], dropout: nn.Module, block: nn.Module) -> None:
+        super().__init__(up, ("gates", nn.ModuleList(gates)), dropout, block)
         self.gated = len(gates) > 0
-        self.gate_on_coarse = not gates or getattr(gates[0], "gating", "coarse") != "upsampled"
-        self.dropout = dropout
-        self.block = block
-        self.by_parts = isinstance(dropout, nn.Identity) and split_last(block, dropout) is not None
-
-    def forward(
-        self, skips: list[torch.Tensor], coarse: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Return ``(X[i, j], maps)`` from ``skips = [X[i, 0], ..., X[i, j - 1]]`` and
-        ``coarse = X[i + 1, j - 1]``; ``maps`` holds one coefficient map per gate."""
-        if self._checkpoint_now():
-            return self._checkpointed(skips, coarse)
-        if parts_fast_path(skips[0], self.by_parts):
-            return self._forward_by_parts(skips, coarse)
-        return self._forward(skips, coarse)
-
-    @torch.jit.unused
-    def _forward_by_parts(
-        self, skips: list[torch.Tensor], coarse: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``_forward`` with the first convolution run per part (channels-last inputs)."""
-        split = split_last(self.block, self.dropout)
-        assert split is not None
-        lead, tail, _ = split
-        parts, maps = self._parts(skips, coarse)
-        return tail(*lead(parts)), maps
-
-    def _forward(
-        self, skips: list[torch.Tensor], coarse: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x, maps = self._fuse(skips, coarse)
-        x = self.dropout(x)  # drops the reference to the concatenation
-        return self.block(x), maps
-
-    def _fuse(
-        self, skips: list[torch.Tensor], coarse: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The concatenation and the gates' maps; the up-sampled and gated features die on
-        return, so they are not alive while the block runs."""
-        parts, maps = self._parts(skips, coarse)
-        return torch.cat(parts, dim=1), maps
 
     def _parts(
-        self, skips: list[torch.Tensor], coarse: torch.Tensor
+        self, skips: list[torch.Tensor], coarse: torch.Tensor, gating: torch.Tensor
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``[gated skips..., up(coarse)]`` and the gates' maps."""
         up = self.up(coarse, list(skips[0].shape[2:]))
         parts: list[torch.Tensor] = []
         maps: list[torch.Tensor] = []
         if self.gated:
-            gating = coarse if self.gate_on_coarse else up
             for k, gate in enumerate(self.gates):
-                gated, alpha = gate.attend(skips[k], gating)  # type: ignore[operator]
+                g = up if gate.gating == "upsampled" else gating
+                gated, alpha = gate.attend(skips[k], g)
                 parts.append(gated)
                 maps.append(alpha)
         else:
@@ -145,24 +94,6 @@ class NestedNode(CheckpointSegment):
                 parts.append(skip)
         parts.append(up)
         return parts, maps
-
-    @torch.jit.unused
-    def _checkpointed(
-        self, skips: list[torch.Tensor], coarse: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        # tensors as top-level arguments, so checkpoint saves every device's RNG state
-        split = split_last(self.block, self.dropout)
-        if split is None:
-
-            def run(coarse: torch.Tensor, *skips: torch.Tensor) -> Any:
-                return self._forward(list(skips), coarse)
-
-            return run_checkpointed((self,), run, coarse, *skips)
-
-        def parts(coarse: torch.Tensor, *skips: torch.Tensor) -> Any:
-            return self._parts(list(skips), coarse)
-
-        return run_split_checkpointed(self, split, parts, coarse, *skips)
 
 
 @register_model(
@@ -357,7 +288,7 @@ class UNetPlusPlus(SegmentationModel):
         for j in range(1, d + 1):
             rows: list[nn.Module] = []
             for i in range(d - j + 1):
-                gates: list[nn.Module] = []
+                gates: list[SkipGate] = []
                 for _ in range(j):  # one gate per same-level skip X[i, 0..j-1]
                     built = build_skip_gate(
                         gate, spatial_dims, chans[i], chans[i + 1], up_channels[i], norm
@@ -421,7 +352,8 @@ class UNetPlusPlus(SegmentationModel):
         for j, column in enumerate(self.nodes):
             for i, node in enumerate(column):
                 if i + j <= last:
-                    out, alphas = node(rows[i], rows[i + 1][j - 1])
+                    coarse = rows[i + 1][j - 1]  # also the gating feature of coarse gates
+                    out, alphas = node(rows[i], coarse, coarse)
                     rows[i].append(out)
                     maps.extend(alphas)
         logits: list[torch.Tensor] = []
