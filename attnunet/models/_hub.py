@@ -280,7 +280,28 @@ def save_pretrained(
 
 # -------------------------------------------------------------------------------- loading
 def _read_config(folder: Path) -> dict[str, Any]:
+    """The checked ``config.json`` document of a folder written by :func:`save_pretrained`."""
     path = folder / CONFIG_NAME
+    _check_folder(folder, path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({error})") from error
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ValueError(
+            f'{str(path)!r} is not an attnunet config (expected "format": "{FORMAT}"); '
+            f"it may belong to another library"
+        )
+    _check_format_version(document, path)
+    if not isinstance(document.get("model"), str):
+        raise ValueError(f'{str(path)!r} names no model (its "model" entry is missing)')
+    if not isinstance(document.get("config"), dict):
+        raise ValueError(f'{str(path)!r} has no "config" mapping of constructor keywords')
+    return document
+
+
+def _check_folder(folder: Path, path: Path) -> None:
+    """Refuse a missing folder, a file in its place, or a folder without ``path``."""
     if not folder.exists():
         raise FileNotFoundError(
             f"no folder {str(folder)!r}: pass the folder written by save_pretrained "
@@ -296,15 +317,10 @@ def _read_config(folder: Path) -> dict[str, Any]:
             f"{str(path)!r} does not exist: {str(folder)!r} is not a folder written by "
             f"save_pretrained"
         )
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{str(path)!r} is not valid JSON ({error})") from error
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ValueError(
-            f'{str(path)!r} is not an attnunet config (expected "format": "{FORMAT}"); '
-            f"it may belong to another library"
-        )
+
+
+def _check_format_version(document: dict[str, Any], path: Path) -> None:
+    """Require an integer ``format_version`` from 1 to :data:`FORMAT_VERSION`."""
     version = document.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise ValueError(f"{str(path)!r} has no valid format_version (got {version!r})")
@@ -316,11 +332,6 @@ def _read_config(folder: Path) -> dict[str, Any]:
         )
     if version < 1:
         raise ValueError(f"{str(path)!r} has an invalid format_version {version}")
-    if not isinstance(document.get("model"), str):
-        raise ValueError(f'{str(path)!r} names no model (its "model" entry is missing)')
-    if not isinstance(document.get("config"), dict):
-        raise ValueError(f'{str(path)!r} has no "config" mapping of constructor keywords')
-    return document
 
 
 def _read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -406,7 +417,28 @@ def from_pretrained(
     folder = Path(directory)
     document = _read_config(folder)
     name: str = document["model"]
-    config_path = folder / CONFIG_NAME
+    _check_registered(name, folder / CONFIG_NAME)
+    if expected_class is not None:
+        _check_saved_class(folder, name, document.get("class", "?"), expected_class)
+    kwargs = _constructor_kwargs(document["config"], overrides)
+    state = _saved_state(folder, document)
+
+    model = create_model(name, **kwargs)
+    if expected_class is not None and not isinstance(model, expected_class):
+        raise TypeError(
+            f"{str(folder)!r} builds a {type(model).__name__}, not an instance of "
+            f"{expected_class.__name__}"
+        )
+    floating = {t.dtype for t in state.values() if t.is_floating_point()}
+    if len(floating) == 1:
+        model.to(dtype=floating.pop())
+    _check_fit(model, state, folder, name, overrides, strict)
+    model.load_state_dict(state, strict=False)
+    return model.to(map_location).eval()
+
+
+def _check_registered(name: str, config_path: Path) -> None:
+    """Refuse a model name that is not in the registry, listing close matches."""
     if name not in list_models():
         close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
@@ -414,9 +446,14 @@ def from_pretrained(
             f"{str(config_path)!r} names the model {name!r}, which is not registered.{hint} "
             f"If it is your own model, import the module that registers it before loading."
         )
+
+
+def _check_saved_class(
+    folder: Path, name: str, saved_class: str, expected_class: type[nn.Module]
+) -> None:
+    """Refuse a registered model ``name`` whose class is not an ``expected_class``."""
     info = model_info(name)
-    saved_class = document.get("class", "?")
-    if expected_class is not None and not issubclass(info.model_class, expected_class):
+    if not issubclass(info.model_class, expected_class):
         raise TypeError(
             f"{str(folder)!r} holds a {info.model_class.__name__} (model {name!r}, class "
             f"{saved_class}), not an instance of {expected_class.__name__}: call "
@@ -424,7 +461,10 @@ def from_pretrained(
             f"or attnunet.models.from_pretrained"
         )
 
-    kwargs = {**document["config"], **overrides}
+
+def _constructor_kwargs(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The saved config with ``overrides`` applied, and ``pretrained`` always False."""
+    kwargs = {**config, **overrides}
     if "pretrained" in kwargs:
         if overrides.get("pretrained", False) is not False:
             raise ValueError(
@@ -432,7 +472,11 @@ def from_pretrained(
                 "weights: leave out pretrained= (it is always False here)"
             )
         kwargs["pretrained"] = False
+    return kwargs
 
+
+def _saved_state(folder: Path, document: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The saved state dict, tied entries restored, from a weights file of the same save."""
     state, header = _read_weights(folder)
     saved_id, file_id = document.get("save_id"), header.get(_SAVE_ID)
     if saved_id is not None and file_id is not None and saved_id != file_id:
@@ -448,17 +492,19 @@ def from_pretrained(
     for alias, source in aliases.items():
         if source in state:
             state[alias] = state[source]
+    return state
 
-    model = create_model(name, **kwargs)
-    if expected_class is not None and not isinstance(model, expected_class):
-        raise TypeError(
-            f"{str(folder)!r} builds a {type(model).__name__}, not an instance of "
-            f"{expected_class.__name__}"
-        )
-    floating = {t.dtype for t in state.values() if t.is_floating_point()}
-    if len(floating) == 1:
-        model.to(dtype=floating.pop())
 
+def _check_fit(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    folder: Path,
+    name: str,
+    overrides: Mapping[str, Any],
+    strict: bool,
+) -> None:
+    """Refuse weights that do not fit ``model``; with ``strict=False``, warn about missing
+    and unexpected keys instead (the warning points at :func:`from_pretrained`'s caller)."""
     missing, unexpected, shapes = _mismatch_report(model, state)
     if shapes or (strict and (missing or unexpected)):
         parts = []
@@ -482,7 +528,5 @@ def from_pretrained(
             f"from_pretrained(strict=False): {len(missing)} key(s) missing from the file "
             f"(left as initialised) {missing[:3]}, {len(unexpected)} unexpected key(s) "
             f"ignored {unexpected[:3]}",
-            stacklevel=2,
+            stacklevel=3,
         )
-    model.load_state_dict(state, strict=False)
-    return model.to(map_location).eval()
