@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -115,33 +115,63 @@ def convert_oktay_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str
 
 
 def _oktay_key(key: str, depth: int) -> str:
-    new: str | None = None
-    if m := re.fullmatch(r"conv(\d+)\.(conv[12]\.[01])\.(\w+)", key):
-        new = f"encoder.stages.{int(m.group(1)) - 1}.block.{_OKTAY_CONV[m.group(2)]}.{m.group(3)}"
-    elif m := re.fullmatch(r"center\.(conv[12]\.[01])\.(\w+)", key):
-        new = f"encoder.stages.{depth}.block.{_OKTAY_CONV[m.group(1)]}.{m.group(2)}"
-    elif m := re.fullmatch(r"gating\.conv1\.([01])\.(\w+)", key):
-        new = f"gating_signal.{('conv', 'norm')[int(m.group(1))]}.{m.group(2)}"
-    elif m := re.fullmatch(
-        r"attentionblock(\d+)\.gate_block_(\d+)\.(theta|phi|psi|W\.[01])\.(\w+)", key
-    ):
-        level, gate = depth - int(m.group(1)), int(m.group(2)) - 1
-        new = f"decoder.levels.{level}.gate.gates.{gate}.{_OKTAY_GATE[m.group(3)]}.{m.group(4)}"
-    elif m := re.fullmatch(r"attentionblock(\d+)\.combine_gates\.([01])\.(\w+)", key):
-        part = ("conv", "norm")[int(m.group(2))]
-        new = f"decoder.levels.{depth - int(m.group(1))}.gate.merge.{part}.{m.group(3)}"
-    elif m := re.fullmatch(r"up_concat(\d+)\.conv\.(conv[12]\.[01])\.(\w+)", key):
-        level = depth - int(m.group(1))
-        new = f"decoder.levels.{level}.block.{_OKTAY_CONV[m.group(2)]}.{m.group(3)}"
-    elif m := re.fullmatch(r"dsv(\d+)\.dsv\.0\.(\w+)", key):
-        new = f"aux_heads.{int(m.group(1)) - 2}.conv.{m.group(2)}"
-    elif m := re.fullmatch(r"dsv1\.(\w+)", key):
-        new = f"head.conv.{m.group(1)}"
-    elif m := re.fullmatch(r"final\.(\w+)", key):
-        new = f"fuse.conv.{m.group(1)}"
-    if new is None:
-        raise KeyError(
-            f"convert_oktay_state_dict does not recognise {key!r}: is this a checkpoint of "
-            f"unet_CT_multi_att_dsv_3D or unet_CT_single_att_dsv_3D?"
-        )
-    return new
+    for pattern, rename in _OKTAY_RULES:
+        if m := re.fullmatch(pattern, key):
+            return rename(m, depth)
+    raise KeyError(
+        f"convert_oktay_state_dict does not recognise {key!r}: is this a checkpoint of "
+        f"unet_CT_multi_att_dsv_3D or unet_CT_single_att_dsv_3D?"
+    )
+
+
+def _oktay_encoder(m: re.Match[str], depth: int) -> str:
+    return f"encoder.stages.{int(m.group(1)) - 1}.block.{_OKTAY_CONV[m.group(2)]}.{m.group(3)}"
+
+
+def _oktay_center(m: re.Match[str], depth: int) -> str:
+    return f"encoder.stages.{depth}.block.{_OKTAY_CONV[m.group(1)]}.{m.group(2)}"
+
+
+def _oktay_gating(m: re.Match[str], depth: int) -> str:
+    return f"gating_signal.{('conv', 'norm')[int(m.group(1))]}.{m.group(2)}"
+
+
+def _oktay_gate(m: re.Match[str], depth: int) -> str:
+    level, gate = depth - int(m.group(1)), int(m.group(2)) - 1
+    return f"decoder.levels.{level}.gate.gates.{gate}.{_OKTAY_GATE[m.group(3)]}.{m.group(4)}"
+
+
+def _oktay_merge(m: re.Match[str], depth: int) -> str:
+    part = ("conv", "norm")[int(m.group(2))]
+    return f"decoder.levels.{depth - int(m.group(1))}.gate.merge.{part}.{m.group(3)}"
+
+
+def _oktay_decoder(m: re.Match[str], depth: int) -> str:
+    level = depth - int(m.group(1))
+    return f"decoder.levels.{level}.block.{_OKTAY_CONV[m.group(2)]}.{m.group(3)}"
+
+
+def _oktay_aux_head(m: re.Match[str], depth: int) -> str:
+    return f"aux_heads.{int(m.group(1)) - 2}.conv.{m.group(2)}"
+
+
+def _oktay_head(m: re.Match[str], depth: int) -> str:
+    return f"head.conv.{m.group(1)}"
+
+
+def _oktay_fuse(m: re.Match[str], depth: int) -> str:
+    return f"fuse.conv.{m.group(1)}"
+
+
+# (pattern, rename): the first pattern that matches the whole key renames it
+_OKTAY_RULES: tuple[tuple[str, Callable[[re.Match[str], int], str]], ...] = (
+    (r"conv(\d+)\.(conv[12]\.[01])\.(\w+)", _oktay_encoder),
+    (r"center\.(conv[12]\.[01])\.(\w+)", _oktay_center),
+    (r"gating\.conv1\.([01])\.(\w+)", _oktay_gating),
+    (r"attentionblock(\d+)\.gate_block_(\d+)\.(theta|phi|psi|W\.[01])\.(\w+)", _oktay_gate),
+    (r"attentionblock(\d+)\.combine_gates\.([01])\.(\w+)", _oktay_merge),
+    (r"up_concat(\d+)\.conv\.(conv[12]\.[01])\.(\w+)", _oktay_decoder),
+    (r"dsv(\d+)\.dsv\.0\.(\w+)", _oktay_aux_head),
+    (r"dsv1\.(\w+)", _oktay_head),
+    (r"final\.(\w+)", _oktay_fuse),
+)
