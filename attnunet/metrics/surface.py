@@ -425,6 +425,48 @@ def _summaries(
     }
 
 
+def _metric_names(metrics: object) -> tuple[str, ...]:
+    """``metrics`` as a tuple of known surface-metric names."""
+    if isinstance(metrics, str) or not (
+        isinstance(metrics, Sequence) and all(isinstance(m, str) for m in metrics)
+    ):
+        raise TypeError(
+            f"metrics (the third positional argument) must be a sequence of names from "
+            f"{', '.join(SURFACE_METRICS)}, got {metrics!r}; pass num_classes=..., "
+            f"spacing=... and the rest by name"
+        )
+    names = tuple(metrics)
+    for name in names:
+        if name not in SURFACE_METRICS:
+            raise ValueError(
+                f"unknown surface metric {name!r}; choose from {', '.join(SURFACE_METRICS)}"
+            )
+    return names
+
+
+def _check_convention(convention: str) -> None:
+    if convention not in _CONVENTIONS:
+        raise ValueError(
+            f"convention must be 'max' (MONAI: larger directed percentile) or 'pooled' "
+            f"(MedPy: percentile of both directions pooled), got {convention!r}"
+        )
+
+
+def _empty_value(
+    pred_empty: bool,
+    target_empty: bool,
+    *,
+    empty_pred: float,
+    empty_target: float,
+    both_empty: float,
+) -> float:
+    """Every metric's value for an image where the prediction, the target or both are
+    empty."""
+    if pred_empty and target_empty:
+        return both_empty
+    return empty_pred if pred_empty else empty_target
+
+
 def surface_metrics(
     pred: Array,
     target: Array,
@@ -510,25 +552,8 @@ def surface_metrics(
         {'hd': [3.0], 'hd95': [2.95], 'assd': [2.5], 's2s': [2.5]}
     """
     check_reduction(reduction)
-    if isinstance(metrics, str) or not (
-        isinstance(metrics, Sequence) and all(isinstance(m, str) for m in metrics)
-    ):
-        raise TypeError(
-            f"metrics (the third positional argument) must be a sequence of names from "
-            f"{', '.join(SURFACE_METRICS)}, got {metrics!r}; pass num_classes=..., "
-            f"spacing=... and the rest by name"
-        )
-    names = tuple(metrics)
-    for name in names:
-        if name not in SURFACE_METRICS:
-            raise ValueError(
-                f"unknown surface metric {name!r}; choose from {', '.join(SURFACE_METRICS)}"
-            )
-    if convention not in _CONVENTIONS:
-        raise ValueError(
-            f"convention must be 'max' (MONAI: larger directed percentile) or 'pooled' "
-            f"(MedPy: percentile of both directions pooled), got {convention!r}"
-        )
+    names = _metric_names(metrics)
+    _check_convention(convention)
     _check_percentile(percentile)
     _check_method(method)
     p, t, binary, numpy = class_masks(
@@ -551,17 +576,18 @@ def surface_metrics(
             result = _pair_distances(p_np[b, k], t_np[b, k], scale, connectivity, method, directed)
             if isinstance(result, SurfaceDistances):
                 summary = _summaries(result, directed, percentile, convention)
-                for name in names:
-                    values[name][b, k] = summary[name]
             else:
                 pred_empty, target_empty = result
-                edge = (
-                    both_empty
-                    if pred_empty and target_empty
-                    else (empty_pred if pred_empty else empty_target)
+                edge = _empty_value(
+                    pred_empty,
+                    target_empty,
+                    empty_pred=empty_pred,
+                    empty_target=empty_target,
+                    both_empty=both_empty,
                 )
-                for name in names:
-                    values[name][b, k] = edge
+                summary = dict.fromkeys(names, edge)
+            for name in names:
+                values[name][b, k] = summary[name]
     out: dict[str, torch.Tensor | np.ndarray] = {}
     for name in names:
         tensor = torch.from_numpy(values[name])
