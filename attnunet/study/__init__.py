@@ -213,13 +213,8 @@ def run_study(
     ``results.json``, ``results.csv``, ``per_image.csv``, ``curves.png`` and one
     attention figure per gated model under ``out`` (``models/<name>/`` too with
     ``save_models``). Returns one summary row per model."""
-    from attnunet.study.plots import attention_figure, line_chart
-
     if log is None:
-
-        def log(message: str) -> None:
-            print(message, flush=True)
-
+        log = _print_flushed
     rows: list[dict[str, Any]] = []
     per_image: list[dict[str, Any]] = []
     histories: dict[str, Any] = {}
@@ -231,27 +226,11 @@ def run_study(
         started = time.perf_counter()
         result = train(model, data.train, data.val, settings, None, progress=progress, label=name)
         seconds = time.perf_counter() - started
-        values: dict[str, list[float]] = {m: [r[m] for r in result.val_rows] for m in METRICS}
-        row: dict[str, Any] = {
-            "model": name,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "seconds_per_step": result.seconds_per_step,
-            "train_seconds": seconds,
-            "final_loss": result.history[-1].train_loss,
-            "images": len(result.val_rows),
-        }
-        for metric, vals in values.items():
-            finite = [v for v in vals if not math.isnan(v)]
-            row[metric] = float(np.mean(finite)) if finite else math.nan
-            row[f"{metric}_std"] = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+        row = _summary_row(name, model, result, seconds)
         rows.append(row)
         per_image += [{"model": name, **r} for r in result.val_rows]
         histories[name] = [asdict(h) for h in result.history]
-        maps = _attention_maps(model, data.val[0])
-        if maps is not None:
-            image, slices = maps
-            titles = ["input"] + [f"{name} gate {i + 1}" for i in range(len(slices))]
-            attention_figure(image, slices, titles, out / "attention" / f"{name}.png")
+        _attention_figure(name, model, data.val[0], out)
         if save_models:
             from attnunet.models import save_pretrained
 
@@ -260,6 +239,58 @@ def run_study(
             f"{name}: Dice {row['dice']:.3f}, IoU {row['iou']:.3f}, HD95 {row['hd95']:.2f}, "
             f"ASSD {row['assd']:.2f} ({seconds:.0f} s)"
         )
+    _write_results(out, data, settings, channels, rows, per_image, histories)
+    return rows
+
+
+def _print_flushed(message: str) -> None:
+    """The default log of :func:`run_study`: print at once."""
+    print(message, flush=True)
+
+
+def _summary_row(name: str, model: nn.Module, result: Any, seconds: float) -> dict[str, Any]:
+    """One model's row: size, speed, final loss, and each metric's mean and standard
+    deviation over the validation images (NaN values left out)."""
+    values: dict[str, list[float]] = {m: [r[m] for r in result.val_rows] for m in METRICS}
+    row: dict[str, Any] = {
+        "model": name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "seconds_per_step": result.seconds_per_step,
+        "train_seconds": seconds,
+        "final_loss": result.history[-1].train_loss,
+        "images": len(result.val_rows),
+    }
+    for metric, vals in values.items():
+        finite = [v for v in vals if not math.isnan(v)]
+        row[metric] = float(np.mean(finite)) if finite else math.nan
+        row[f"{metric}_std"] = float(np.std(finite, ddof=1)) if len(finite) > 1 else math.nan
+    return row
+
+
+def _attention_figure(name: str, model: nn.Module, volume: Volume, out: Path) -> None:
+    """Write ``attention/<name>.png``: the model's spatial attention maps over ``volume``
+    (nothing for a model without spatial gates)."""
+    maps = _attention_maps(model, volume)
+    if maps is None:
+        return
+    from attnunet.study.plots import attention_figure
+
+    image, slices = maps
+    titles = ["input"] + [f"{name} gate {i + 1}" for i in range(len(slices))]
+    attention_figure(image, slices, titles, out / "attention" / f"{name}.png")
+
+
+def _write_results(
+    out: Path,
+    data: StudyData,
+    settings: TrainSettings,
+    channels: Sequence[int],
+    rows: list[dict[str, Any]],
+    per_image: list[dict[str, Any]],
+    histories: dict[str, Any],
+) -> None:
+    """Write ``curves.png``, ``results.csv``, ``per_image.csv`` and ``results.json``."""
+    from attnunet.study.plots import line_chart
 
     line_chart(
         [
@@ -292,7 +323,6 @@ def run_study(
     (out / "results.json").write_text(
         json.dumps(jsonable(report), indent=2) + "\n", encoding="utf-8"
     )
-    return rows
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
