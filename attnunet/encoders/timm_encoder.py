@@ -39,7 +39,12 @@ def hub_cache_only() -> Iterator[None]:
     """Make timm's Hugging Face loading read the local cache only, for the block's duration.
 
     Without this, a machine without network retries the Hub for about a minute before
-    failing; with it, a missing cache fails at once.
+    failing; with it, a missing cache fails at once. Without ``huggingface_hub`` it does
+    nothing.
+
+    Examples:
+        >>> with hub_cache_only():
+        ...     pass  # timm.create_model(..., pretrained=True) reads the cache only here
     """
     try:
         from huggingface_hub import constants
@@ -55,7 +60,14 @@ def hub_cache_only() -> Iterator[None]:
 
 
 def import_timm() -> Any:
-    """``import timm`` with an install hint when it is missing."""
+    """``import timm`` with an install hint when it is missing.
+
+    Returns:
+        The ``timm`` module.
+
+    Raises:
+        ImportError: timm is not installed (the message says how to install it).
+    """
     try:
         import timm
     except ImportError as error:  # pragma: no cover - timm is a dependency
@@ -146,7 +158,16 @@ class TimmEncoder(nn.Module):
 
 
 def offline_help(name: str, error: Exception, download: bool = False) -> str:
-    """Advice for pretrained encoder weights that could not be loaded offline."""
+    """Advice for pretrained encoder weights that could not be loaded offline.
+
+    Args:
+        name: the encoder (timm model) name.
+        error: what loading the weights raised.
+        download: whether ``pretrained="download"`` was asked for (else ``True``).
+
+    Returns:
+        The message: what failed, and how to provide a weights file or fill the cache.
+    """
     how = (
         "pretrained='download' could not fetch them (no network?). "
         if download

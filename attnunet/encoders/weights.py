@@ -32,6 +32,13 @@ def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     unwrapped, and wrapper prefixes (``module.``, ``model.``, ``encoder.``, ``backbone.``)
     are removed.
 
+    Args:
+        path: the weights file. ``.safetensors`` files are read with safetensors, any
+            other with ``torch.load(..., weights_only=True)`` on the CPU.
+
+    Returns:
+        The state dict, with the wrapper prefixes removed from its keys.
+
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: the file is empty, corrupt, or holds no tensors.
@@ -100,6 +107,14 @@ def adapt_input_channels(weight: torch.Tensor, in_channels: int) -> torch.Tensor
     One channel: the sum over the original channels (a grey image then gives the response
     an RGB image with equal channels would). More channels: the original channels are
     repeated cyclically and scaled by ``c / in_channels`` so the response keeps its scale.
+
+    Args:
+        weight: the first convolution's kernel, ``(out, c, *k)``.
+        in_channels: the input channels wanted.
+
+    Returns:
+        A kernel ``(out, in_channels, *k)`` (``weight`` itself when the count is already
+        right).
     """
     c = weight.shape[1]
     if in_channels == c:
@@ -121,6 +136,14 @@ def inflate_state_dict(
     inflated convolution gives the 2D response on every slice (away from the depth
     borders, where zero padding differs). Other tensors are copied unchanged. Only 2D to
     3D is supported.
+
+    Args:
+        state: the state dict to inflate.
+        target: the state dict (or any mapping of tensors) whose shapes to inflate to;
+            keys missing from it are copied unchanged.
+
+    Returns:
+        A new dict with the same keys.
     """
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -135,9 +158,19 @@ def inflate_state_dict(
 def load_encoder_state(
     encoder: nn.Module, state: Mapping[str, torch.Tensor], in_channels: int
 ) -> None:
-    """Load ``state`` into ``encoder``: adapt the first conv to ``in_channels``, inflate 2D
-    kernels for a 3D encoder, ignore keys the encoder does not have (classifier heads and
-    layers a feature extractor drops), then require every encoder key with its shape.
+    """Load ``state`` into ``encoder``, fitting it first.
+
+    The first conv is adapted to ``in_channels`` (:func:`adapt_input_channels`), 2D
+    kernels are inflated for a 3D encoder (:func:`inflate_state_dict`), keys the encoder
+    does not have (classifier heads and layers a feature extractor drops) are ignored,
+    and then every encoder key is required with its shape.
+
+    Args:
+        encoder: the encoder to load into (:class:`~attnunet.encoders.ResNetEncoder`, or
+            a timm feature extractor such as :class:`~attnunet.encoders.TimmEncoder`'s
+            ``model``).
+        state: the weights, e.g. from :func:`load_weights_file`.
+        in_channels: the encoder's input channels.
 
     Raises:
         ValueError: when encoder keys are missing from the file or shapes differ (the

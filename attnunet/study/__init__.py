@@ -209,10 +209,29 @@ def run_study(
     progress: bool = True,
     log: Any = None,
 ) -> list[dict[str, Any]]:
-    """Train and score every model of ``models`` on ``data`` with ``settings``; write
-    ``results.json``, ``results.csv``, ``per_image.csv``, ``curves.png`` and one
+    """Train and score every model of ``models`` on ``data`` with ``settings``.
+
+    Writes ``results.json``, ``results.csv``, ``per_image.csv``, ``curves.png`` and one
     attention figure per gated model under ``out`` (``models/<name>/`` too with
-    ``save_models``). Returns one summary row per model."""
+    ``save_models``). Every model starts from the seed ``settings.seed``.
+
+    Args:
+        models: registry names of the models to train, in order.
+        data: the training and validation volumes.
+        settings: the training recipe, the same for every model.
+        out: the output folder (see :func:`prepare_output`).
+        channels: the widths of the U-Nets (RAUNet keeps its encoder's).
+        pretrained: RAUNet's 2D encoder weights (see :func:`build_study_model`).
+        save_models: also save each trained model with
+            :func:`~attnunet.models.save_pretrained`.
+        progress: show training progress.
+        log: a callable taking one line per trained model (default: print it).
+
+    Returns:
+        One summary row per model: its name, parameters, seconds per step, training
+        seconds, final loss, validation images, and each metric's mean and standard
+        deviation (``<metric>_std``) over the validation images.
+    """
     if log is None:
         log = _print_flushed
     rows: list[dict[str, Any]] = []
