@@ -10,7 +10,7 @@ from torch import nn
 
 from attnunet.models._registry import ModelInfo, model_info
 
-__all__ = ["accepted_kwargs", "create_model"]
+__all__ = ["accepted_kwargs", "build_preset", "create_model"]
 
 
 def accepted_kwargs(cls: type) -> list[str] | None:
@@ -65,3 +65,16 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     info = model_info(name)
     _check_kwargs(info, kwargs)
     return info.builder(**kwargs)
+
+
+def build_preset(name: str, overrides: dict[str, Any]) -> Any:
+    """Build the preset registered as ``name``: its model class with the registered
+    defaults, which ``overrides`` replace. A preset's builder function is this call, so
+    its values are written once, where it is registered.
+
+    Examples:
+        >>> build_preset("unet_krd", {"in_channels": 1}).config["in_channels"]
+        1
+    """
+    info = model_info(name)
+    return info.model_class(**{**info.defaults, **overrides})

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from attnunet.blocks.gates import GateSpec
+from attnunet.models._factory import build_preset
 from attnunet.models._registry import register_model
-from attnunet.models.unet import OKTAY_PAPER, UNetSkeleton, _channels_list
+from attnunet.models._stages import channels_list
+from attnunet.models.unet import OKTAY_PAPER, UNetSkeleton
 
 __all__ = [
     "OKTAY_PRESET",
@@ -118,7 +120,7 @@ class AttentionUNet(UNetSkeleton):
             )
         base = "conv_mapped_oktay" if conv_mapping else gate
         skeleton_gate = ("multi", {"gate": base, "num_gates": num_gates}) if num_gates > 0 else base
-        probe = _channels_list(channels, kwargs.get("depth"))
+        probe = channels_list(channels, kwargs.get("depth"))
         levels = list(range(1, len(probe) - 1)) if gate_levels is None else gate_levels
         super().__init__(
             spatial_dims,
@@ -169,10 +171,6 @@ def _register_oktay(name: str, description: str, **extra: Any) -> Any:
     )
 
 
-def _oktay(overrides: dict[str, Any], **extra: Any) -> AttentionUNet:
-    return AttentionUNet(**{**OKTAY_PRESET, **extra, **overrides})
-
-
 @_register_oktay("attention_unet_oktay", "Oktay's released 3D CT Attention U-Net (multi gates)")
 def attention_unet_oktay(**overrides: Any) -> AttentionUNet:
     """The released 3D CT Attention U-Net (``unet_CT_multi_att_dsv_3D``, :data:`OKTAY_PRESET`).
@@ -185,7 +183,7 @@ def attention_unet_oktay(**overrides: Any) -> AttentionUNet:
         >>> attention_unet_oktay().num_parameters()
         6473322
     """
-    return _oktay(overrides)
+    return build_preset("attention_unet_oktay", overrides)
 
 
 @_register_oktay(
@@ -200,7 +198,7 @@ def attention_unet_oktay_single(**overrides: Any) -> AttentionUNet:
         >>> attention_unet_oktay_single().num_parameters()
         6214151
     """
-    return _oktay(overrides, num_gates=1)
+    return build_preset("attention_unet_oktay_single", overrides)
 
 
 @_register_oktay(
@@ -216,7 +214,7 @@ def attention_unet_oktay_1024(**overrides: Any) -> AttentionUNet:
         >>> attention_unet_oktay_1024().channels
         [64, 128, 256, 512, 1024]
     """
-    return _oktay(overrides, channels=[64, 128, 256, 512, 1024])
+    return build_preset("attention_unet_oktay_1024", overrides)
 
 
 @_register_oktay(
@@ -234,4 +232,4 @@ def attention_unet_oktay_conv_mapped(**overrides: Any) -> AttentionUNet:
         >>> attention_unet_oktay_conv_mapped().num_parameters()
         6559786
     """
-    return _oktay(overrides, conv_mapping=True)
+    return build_preset("attention_unet_oktay_conv_mapped", overrides)

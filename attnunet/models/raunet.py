@@ -2,7 +2,8 @@
 
 import contextlib
 import functools
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import torch
 from torch import nn
@@ -35,6 +36,7 @@ from attnunet.models._checkpointing import (
     checkpoint_active,
     run_checkpointed,
 )
+from attnunet.models._factory import build_preset
 from attnunet.models._registry import register_model
 from attnunet.models.base import (
     SegmentationModel,
@@ -83,9 +85,9 @@ class NativeEncoder(CheckpointSegment):
 
 
 def _block_and_fusion(
-    block: nn.Module, fusion: nn.Module, x: torch.Tensor, skip: torch.Tensor
+    block: nn.Module, fusion: AugmentedAttentionModule, x: torch.Tensor, skip: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    return fusion.attend(match_size(block(x), list(skip.shape[2:])), skip)  # type: ignore[operator]
+    return fusion.attend(match_size(block(x), list(skip.shape[2:])), skip)
 
 
 class RAUNetDecoder(CheckpointSegment):
@@ -94,10 +96,13 @@ class RAUNetDecoder(CheckpointSegment):
     With activation checkpointing on, each block with the fusion that follows it is one
     segment (the last block alone)."""
 
-    def __init__(self, blocks: list[nn.Module], fusions: list[nn.Module]) -> None:
+    if TYPE_CHECKING:  # what the nn.ModuleList holds; TorchScript never sees this
+        fusions: Sequence[AugmentedAttentionModule]
+
+    def __init__(self, blocks: list[nn.Module], fusions: list[AugmentedAttentionModule]) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
-        self.fusions = nn.ModuleList(fusions)
+        self.add_module("fusions", nn.ModuleList(fusions))  # typed above
 
     def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if self._checkpoint_now():
@@ -109,7 +114,7 @@ class RAUNetDecoder(CheckpointSegment):
             for j, fusion in enumerate(self.fusions):
                 if j == i:
                     skip = features[2 - i]
-                    x, w = fusion.attend(match_size(x, list(skip.shape[2:])), skip)  # type: ignore[operator]
+                    x, w = fusion.attend(match_size(x, list(skip.shape[2:])), skip)
                     weights.append(w)
         return x, weights
 
@@ -371,4 +376,4 @@ def raunet_ni(**overrides: Any) -> RAUNet:
         >>> raunet_ni().num_parameters()
         22143265
     """
-    return RAUNet(**{**RAUNET_PRESET, **overrides})
+    return build_preset("raunet_ni", overrides)

@@ -11,31 +11,26 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Union
 import torch
 from torch import nn
 
-from attnunet.blocks.conv import DoubleConv, ResidualBlock, check_channels
 from attnunet.blocks.gates import GateSpec, GridGatingSignal, SkipGate, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
-from attnunet.blocks.sampling import Down, DownMode, Up, UpMode
+from attnunet.blocks.sampling import DownMode, Up, UpMode
 from attnunet.layers import (
     ActSpec,
     NormSpec,
-    check_spatial_dims,
     get_dropout,
-    norm_has_affine,
-    parse_spec,
-    unknown_choice,
 )
 from attnunet.layers.shape import interp_mode, resize
-from attnunet.models._checkpointing import (
-    CheckpointSegment,
-    run_checkpointed,
-)
 from attnunet.models._decoder import DecoderStage
+from attnunet.models._factory import build_preset
 from attnunet.models._registry import register_model
-from attnunet.models.base import (
-    SegmentationModel,
-    SizePolicy,
-    check_size_policy,
+from attnunet.models._stages import (
+    BLOCKS,
+    UNetTrunk,
+    build_block,
+    build_encoder,
+    capture_config,
 )
+from attnunet.models.base import SizePolicy
 
 __all__ = [
     "BLOCKS",
@@ -54,60 +49,6 @@ __all__ = [
 ]
 
 Output = Union[torch.Tensor, list[torch.Tensor]]  # noqa: UP007 (TorchScript needs Union)
-
-BLOCKS: dict[str, Callable[..., nn.Module]] = {
-    "double": DoubleConv,
-    "residual": ResidualBlock,
-}
-"""Stage block names accepted by the ``block`` argument of :class:`UNetSkeleton`."""
-
-
-def build_block(
-    spec: Any,
-    spatial_dims: int,
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int,
-    norm: NormSpec,
-    act: ActSpec,
-    bias: bool | None,
-) -> nn.Module:
-    """Build a stage block from ``"double"``, ``"residual"``, a ``(name, kwargs)`` pair or a
-    callable with the signature of :class:`~attnunet.blocks.DoubleConv`."""
-    if callable(spec) and not isinstance(spec, str):
-        return spec(spatial_dims, in_channels, out_channels, kernel_size, norm, act, bias)
-    name, kwargs = parse_spec(spec, "block")
-    if name is None or name not in BLOCKS:
-        raise unknown_choice("block", str(name), tuple(BLOCKS))
-    return BLOCKS[name](
-        spatial_dims, in_channels, out_channels, kernel_size, norm, act, bias, **kwargs
-    )
-
-
-class EncoderStage(CheckpointSegment):
-    """``down -> dropout -> block`` (the first stage has neither down nor dropout).
-
-    One segment of activation checkpointing (see
-    :meth:`~attnunet.models.base.SegmentationModel.set_checkpointing`).
-    """
-
-    def __init__(self, down: nn.Module, dropout: nn.Module, block: nn.Module) -> None:
-        super().__init__()
-        self.down = down
-        self.dropout = dropout
-        self.block = block
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._checkpoint_now():
-            return self._checkpointed(x)
-        return self._forward(x)
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(self.dropout(self.down(x)))
-
-    @torch.jit.unused
-    def _checkpointed(self, x: torch.Tensor) -> torch.Tensor:
-        return run_checkpointed((self,), self._forward, x)
 
 
 class DecoderLevel(DecoderStage):
@@ -140,42 +81,6 @@ class DecoderLevel(DecoderStage):
         return [skip, up], maps
 
 
-class Encoder(nn.Module):
-    """The contracting path: ``stages[0]`` at full resolution, ``stages[-1]`` the bottleneck."""
-
-    def __init__(self, stages: list[EncoderStage]) -> None:
-        super().__init__()
-        self.stages = nn.ModuleList(stages)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features: list[torch.Tensor] = []
-        for stage in self.stages:
-            x = stage(x)
-            features.append(x)
-        return features
-
-
-def build_encoder(
-    spatial_dims: int,
-    in_channels: int,
-    channels: list[int],
-    make_block: Callable[[int, int], nn.Module],
-    down: DownMode,
-    dropout: float,
-) -> Encoder:
-    """The U-Net encoder: ``block(in -> c0)``, then ``down -> dropout -> block`` per level."""
-    stages = [EncoderStage(nn.Identity(), nn.Identity(), make_block(in_channels, channels[0]))]
-    for i in range(1, len(channels)):
-        stages.append(
-            EncoderStage(
-                Down(spatial_dims, channels[i - 1], down),
-                get_dropout(dropout),
-                make_block(channels[i - 1], channels[i]),
-            )
-        )
-    return Encoder(stages)
-
-
 class Decoder(nn.Module):
     """The expanding path; ``levels[0]`` runs first (coarsest), ``levels[-1]`` last (finest)."""
 
@@ -200,36 +105,19 @@ class Decoder(nn.Module):
         return outputs, maps
 
 
-def _channels_list(channels: int | Sequence[int], depth: int | None) -> list[int]:
-    if isinstance(channels, bool):
-        raise TypeError(f"channels must be an int or a sequence of ints, got {channels!r}")
-    if isinstance(channels, int):
-        d = 4 if depth is None else depth
-        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+def _gate_levels(gate_levels: Sequence[int] | None, depth: int) -> list[int]:
+    """The gated skip indices, checked (default all ``0 .. depth - 1``)."""
+    levels = list(range(depth)) if gate_levels is None else sorted(set(gate_levels))
+    for level in levels:
+        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < depth:
             raise ValueError(
-                f"depth must be a positive int (the number of down-sampling steps), got {d!r}"
+                f"gate_levels must hold skip indices in 0..{depth - 1} (0 is the finest), "
+                f"got {list(gate_levels or [])}"
             )
-        if channels < 1:
-            raise ValueError(f"channels must be positive, got {channels}")
-        return [channels * 2**i for i in range(d + 1)]
-    chans = list(channels)
-    if len(chans) < 2:
-        raise ValueError(
-            f"channels needs at least two widths (one level and the bottleneck), got {chans}: "
-            f"for example (16, 32, 64, 128, 256) for depth 4"
-        )
-    if depth is not None and depth != len(chans) - 1:
-        raise ValueError(
-            f"depth={depth} contradicts channels={chans} (which gives depth {len(chans) - 1}); "
-            f"pass only one of them"
-        )
-    for c in chans:
-        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-            raise ValueError(f"every channel width must be a positive int, got {chans}")
-    return chans
+    return levels
 
 
-class UNetSkeleton(SegmentationModel):
+class UNetSkeleton(UNetTrunk):
     """A configurable U-Net: encoder stages, gated skips, decoder levels, heads.
 
     The four models of the knee-ultrasound study are this skeleton with a fixed
@@ -334,34 +222,27 @@ class UNetSkeleton(SegmentationModel):
         size_policy: SizePolicy = "pad",
     ) -> None:
         super().__init__()
-        check_spatial_dims(spatial_dims)
-        check_channels(in_channels=in_channels, num_classes=num_classes)
-        chans = _channels_list(channels, depth)
-        d = len(chans) - 1
-        check_size_policy(size_policy)
-        levels_to_gate = list(range(d)) if gate_levels is None else sorted(set(gate_levels))
-        for level in levels_to_gate:
-            if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < d:
-                raise ValueError(
-                    f"gate_levels must hold skip indices in 0..{d - 1} (0 is the finest), "
-                    f"got {list(gate_levels or [])}"
-                )
-        bias = (not norm_has_affine(norm)) if conv_bias is None else conv_bias
-
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels
+        stages, make_block = self._build_trunk(
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            channels=channels,
+            depth=depth,
+            block=block,
+            norm=norm,
+            act=act,
+            dropout=dropout,
+            kernel_size=kernel_size,
+            conv_bias=conv_bias,
+            down=down,
+            size_policy=size_policy,
+        )
+        chans = self.channels
+        d = self.depth
+        levels_to_gate = _gate_levels(gate_levels, d)
         self.num_classes = num_classes
-        self.depth = d
-        self.divisor = 2**d
         self.deep_supervision = bool(deep_supervision)
-        self.size_policy = size_policy
         self.interp_mode = interp_mode(spatial_dims)
-        self.channels = chans
-
-        def make_block(cin: int, cout: int) -> nn.Module:
-            return build_block(block, spatial_dims, cin, cout, kernel_size, norm, act, bias)
-
-        self.encoder = build_encoder(spatial_dims, in_channels, chans, make_block, down, dropout)
 
         self.gating_signal = (
             GridGatingSignal(spatial_dims, chans[d], chans[d], norm, act)
@@ -381,7 +262,7 @@ class UNetSkeleton(SegmentationModel):
                     Up(spatial_dims, chans[i + 1], up_channels, up, up_kernel_size),
                     skip_gate,
                     get_dropout(dropout),
-                    make_block(chans[i] + up_channels, chans[i]),
+                    make_block(chans[i] + up_channels, chans[i], stages[i]),
                 )
             )
         self.decoder = Decoder(levels)
@@ -397,27 +278,16 @@ class UNetSkeleton(SegmentationModel):
             else nn.Identity()
         )
         self.ds_fusion = bool(ds_fusion)
-        self._config = {
-            "spatial_dims": spatial_dims,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "channels": list(chans),
-            "block": block,
-            "gate": gate,
-            "gate_levels": None if gate_levels is None else levels_to_gate,
-            "norm": norm,
-            "act": act,
-            "dropout": dropout,
-            "kernel_size": kernel_size,
-            "conv_bias": conv_bias,
-            "down": down,
-            "up": up,
-            "up_kernel_size": up_kernel_size,
-            "gating_signal": bool(gating_signal),
-            "deep_supervision": bool(deep_supervision),
-            "ds_fusion": bool(ds_fusion),
-            "size_policy": size_policy,
-        }
+        self._config = capture_config(
+            UNetSkeleton.__init__,
+            locals(),
+            exclude=("depth",),
+            channels=list(chans),
+            gate_levels=None if gate_levels is None else levels_to_gate,
+            gating_signal=bool(gating_signal),
+            deep_supervision=bool(deep_supervision),
+            ds_fusion=bool(ds_fusion),
+        )
 
     def _weight_dtype(self) -> torch.dtype | None:
         return self.head.conv.weight.dtype  # type: ignore[return-value]
@@ -479,18 +349,34 @@ RONNEBERGER_PAPER = (
 
 
 class _FixedUNet(UNetSkeleton):
-    """A family member: the skeleton with some choices fixed."""
+    """A family member: the skeleton with the choices in ``_fixed`` fixed and those in
+    ``_defaults`` given other defaults. Members are data (their two mappings and their
+    docstring); none re-implements a method."""
 
     _fixed: ClassVar[dict[str, Any]] = {}
+    _defaults: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        num_classes: int = 1,
+        channels: int | Sequence[int] = (16, 32, 64, 128, 256),
+        **kwargs: Any,
+    ) -> None:
         for key in self._fixed:
             if key in kwargs:
                 raise TypeError(
                     f"{type(self).__name__} fixes {key}={self._fixed[key]!r}; use "
                     f"attnunet.UNetSkeleton to choose {key} freely"
                 )
-        super().__init__(**kwargs, **self._fixed)
+        super().__init__(
+            spatial_dims,
+            in_channels,
+            num_classes,
+            channels,
+            **{**self._defaults, **kwargs, **self._fixed},
+        )
         for key in self._fixed:
             self._config.pop(key)
 
@@ -525,22 +411,6 @@ class UNet(_FixedUNet):
 
     _fixed: ClassVar[dict[str, Any]] = {"block": "double", "gate": None}
 
-    def __init__(
-        self,
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        num_classes: int = 1,
-        channels: int | Sequence[int] = (16, 32, 64, 128, 256),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            spatial_dims=spatial_dims,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            channels=channels,
-            **kwargs,
-        )
-
 
 @register_model(
     "res_unet", spatial_dims=(1, 2, 3), paper=KRD_PAPER, description="U-Net with residual blocks"
@@ -565,22 +435,6 @@ class ResUNet(_FixedUNet):
     """
 
     _fixed: ClassVar[dict[str, Any]] = {"block": "residual", "gate": None}
-
-    def __init__(
-        self,
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        num_classes: int = 1,
-        channels: int | Sequence[int] = (16, 32, 64, 128, 256),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            spatial_dims=spatial_dims,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            channels=channels,
-            **kwargs,
-        )
 
 
 @register_model(
@@ -617,24 +471,7 @@ class AgUNet(_FixedUNet):
     """
 
     _fixed: ClassVar[dict[str, Any]] = {"block": "double"}
-
-    def __init__(
-        self,
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        num_classes: int = 1,
-        channels: int | Sequence[int] = (16, 32, 64, 128, 256),
-        gate: GateSpec = "grid_krd",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            spatial_dims=spatial_dims,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            channels=channels,
-            gate=gate,
-            **kwargs,
-        )
+    _defaults: ClassVar[dict[str, Any]] = {"gate": "grid_krd"}
 
 
 @register_model(
@@ -666,24 +503,7 @@ class AgResUNet(_FixedUNet):
     """
 
     _fixed: ClassVar[dict[str, Any]] = {"block": "residual"}
-
-    def __init__(
-        self,
-        spatial_dims: int = 2,
-        in_channels: int = 1,
-        num_classes: int = 1,
-        channels: int | Sequence[int] = (16, 32, 64, 128, 256),
-        gate: GateSpec = "grid_krd",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            spatial_dims=spatial_dims,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            channels=channels,
-            gate=gate,
-            **kwargs,
-        )
+    _defaults: ClassVar[dict[str, Any]] = {"gate": "grid_krd"}
 
 
 # ---------------------------------------------------------------------------- presets
@@ -700,10 +520,6 @@ KRD_PRESET: dict[str, Any] = {
 }
 """The knee-ultrasound study's configuration: RGB input, one binary output, root width 16,
 depth 4, batch norm after biased convolutions, transposed convolutions with kernel 3."""
-
-
-def _krd(cls: type[UNetSkeleton], overrides: dict[str, Any], **extra: Any) -> Any:
-    return cls(**{**KRD_PRESET, **extra, **overrides})
 
 
 def _register_krd(name: str, cls: type[UNetSkeleton], **extra: Any) -> Callable[[Any], Any]:
@@ -728,7 +544,7 @@ def unet_krd(**overrides: Any) -> UNet:
         >>> unet_krd().num_parameters()
         2161649
     """
-    return _krd(UNet, overrides)
+    return build_preset("unet_krd", overrides)
 
 
 @_register_krd("res_unet_krd", ResUNet)
@@ -739,7 +555,7 @@ def res_unet_krd(**overrides: Any) -> ResUNet:
         >>> res_unet_krd().num_parameters()
         2249473
     """
-    return _krd(ResUNet, overrides)
+    return build_preset("res_unet_krd", overrides)
 
 
 @_register_krd("ag_unet_krd", AgUNet, gate="grid_krd")
@@ -750,7 +566,7 @@ def ag_unet_krd(**overrides: Any) -> AgUNet:
         >>> ag_unet_krd().num_parameters()
         2292933
     """
-    return _krd(AgUNet, overrides, gate="grid_krd")
+    return build_preset("ag_unet_krd", overrides)
 
 
 @_register_krd("ag_res_unet_krd", AgResUNet, gate="grid_krd")
@@ -761,4 +577,4 @@ def ag_res_unet_krd(**overrides: Any) -> AgResUNet:
         >>> ag_res_unet_krd().num_parameters()
         2380757
     """
-    return _krd(AgResUNet, overrides, gate="grid_krd")
+    return build_preset("ag_res_unet_krd", overrides)

@@ -20,19 +20,14 @@ from typing import TYPE_CHECKING, Any, Final, Literal, Union
 import torch
 from torch import nn
 
-from attnunet.blocks.conv import check_channels
 from attnunet.blocks.gates import GateSpec, SkipGate, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
 from attnunet.blocks.sampling import DownMode, Up, UpMode
-from attnunet.layers import ActSpec, NormSpec, check_spatial_dims, get_dropout, norm_has_affine
+from attnunet.layers import ActSpec, NormSpec, get_dropout
 from attnunet.models._decoder import DecoderStage
 from attnunet.models._registry import register_model
-from attnunet.models.base import (
-    SegmentationModel,
-    SizePolicy,
-    check_size_policy,
-)
-from attnunet.models.unet import _channels_list, build_block, build_encoder
+from attnunet.models._stages import UNetTrunk, capture_config
+from attnunet.models.base import SizePolicy
 
 __all__ = ["DS_MODES", "AttentionUNetPlusPlus", "NestedNode", "UNetPlusPlus"]
 
@@ -96,13 +91,41 @@ class NestedNode(DecoderStage):
         return parts, maps
 
 
+def _check_deep_supervision(
+    deep_supervision: bool, ds_mode: str, fast_column: int | None, depth: int
+) -> bool:
+    """Check ``ds_mode`` and ``fast_column``; return whether the network is pruned."""
+    if ds_mode not in DS_MODES:
+        raise ValueError(
+            f"ds_mode must be one of {', '.join(map(repr, DS_MODES))}, got {ds_mode!r}"
+        )
+    fast = bool(deep_supervision) and ds_mode == "fast"
+    if fast_column is None:
+        return fast
+    if not fast:
+        raise ValueError(
+            f"fast_column={fast_column!r} applies only with deep_supervision=True "
+            f"and ds_mode='fast' (got deep_supervision={deep_supervision!r}, "
+            f"ds_mode={ds_mode!r})"
+        )
+    if (
+        isinstance(fast_column, bool)
+        or not isinstance(fast_column, int)
+        or not 1 <= fast_column <= depth
+    ):
+        raise ValueError(
+            f"fast_column must be a column in 1..{depth} (the depth), got {fast_column!r}"
+        )
+    return fast
+
+
 @register_model(
     "unet_plus_plus",
     spatial_dims=(1, 2, 3),
     paper=ZHOU_PAPER,
     description="UNet++: nested U-Net with dense skip pathways and prunable deep supervision",
 )
-class UNetPlusPlus(SegmentationModel):
+class UNetPlusPlus(UNetTrunk):
     """UNet++ (Zhou et al., DLMIA 2018, arXiv:1807.10165) for any ``spatial_dims``.
 
     Nested U-Net: between the encoder and the full-resolution output sit dense skip
@@ -238,50 +261,30 @@ class UNetPlusPlus(SegmentationModel):
         size_policy: SizePolicy = "pad",
     ) -> None:
         super().__init__()
-        check_spatial_dims(spatial_dims)
-        check_channels(in_channels=in_channels, num_classes=num_classes)
-        chans = _channels_list(channels, depth)
-        d = len(chans) - 1
-        check_size_policy(size_policy)
-        if ds_mode not in DS_MODES:
-            raise ValueError(
-                f"ds_mode must be one of {', '.join(map(repr, DS_MODES))}, got {ds_mode!r}"
-            )
-        fast = bool(deep_supervision) and ds_mode == "fast"
-        if fast_column is not None:
-            if not fast:
-                raise ValueError(
-                    f"fast_column={fast_column!r} applies only with deep_supervision=True "
-                    f"and ds_mode='fast' (got deep_supervision={deep_supervision!r}, "
-                    f"ds_mode={ds_mode!r})"
-                )
-            if (
-                isinstance(fast_column, bool)
-                or not isinstance(fast_column, int)
-                or not 1 <= fast_column <= d
-            ):
-                raise ValueError(
-                    f"fast_column must be a column in 1..{d} (the depth), got {fast_column!r}"
-                )
-        bias = (not norm_has_affine(norm)) if conv_bias is None else conv_bias
-
-        self.spatial_dims = spatial_dims
-        self.in_channels = in_channels
+        stages, make_block = self._build_trunk(
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            channels=channels,
+            depth=depth,
+            block=block,
+            norm=norm,
+            act=act,
+            dropout=dropout,
+            kernel_size=kernel_size,
+            conv_bias=conv_bias,
+            down=down,
+            size_policy=size_policy,
+        )
+        chans = self.channels
+        d = self.depth
+        fast = _check_deep_supervision(deep_supervision, ds_mode, fast_column, d)
         self.num_classes = num_classes
-        self.depth = d
-        self.divisor = 2**d
-        self.size_policy = size_policy
-        self.channels = chans
         self.deep_supervision = bool(deep_supervision)
         self.ds_mode = ds_mode
         self.fast_column = d if fast_column is None else fast_column
         self.fast = fast
         self.last_column = self.fast_column if fast else d
-
-        def make_block(cin: int, cout: int) -> nn.Module:
-            return build_block(block, spatial_dims, cin, cout, kernel_size, norm, act, bias)
-
-        self.encoder = build_encoder(spatial_dims, in_channels, chans, make_block, down, dropout)
 
         up_channels = [chans[i + 1] if up == "upsample" else chans[i] for i in range(d)]
         columns: list[nn.ModuleList] = [nn.ModuleList()]  # column 0 is the encoder
@@ -300,7 +303,7 @@ class UNetPlusPlus(SegmentationModel):
                         Up(spatial_dims, chans[i + 1], up_channels[i], up, up_kernel_size),
                         gates,
                         get_dropout(dropout),
-                        make_block(j * chans[i] + up_channels[i], chans[i]),
+                        make_block(j * chans[i] + up_channels[i], chans[i], stages[i]),
                     )
                 )
             columns.append(nn.ModuleList(rows))
@@ -311,26 +314,13 @@ class UNetPlusPlus(SegmentationModel):
                 for _ in range(d if deep_supervision else 1)
             ]
         )
-        self._config = {
-            "spatial_dims": spatial_dims,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "channels": list(chans),
-            "block": block,
-            "gate": gate,
-            "norm": norm,
-            "act": act,
-            "dropout": dropout,
-            "kernel_size": kernel_size,
-            "conv_bias": conv_bias,
-            "down": down,
-            "up": up,
-            "up_kernel_size": up_kernel_size,
-            "deep_supervision": bool(deep_supervision),
-            "ds_mode": ds_mode,
-            "fast_column": fast_column,
-            "size_policy": size_policy,
-        }
+        self._config = capture_config(
+            UNetPlusPlus.__init__,
+            locals(),
+            exclude=("depth",),
+            channels=list(chans),
+            deep_supervision=bool(deep_supervision),
+        )
 
     def _weight_dtype(self) -> torch.dtype | None:
         weight = self.heads[0].conv.weight  # type: ignore[union-attr]
