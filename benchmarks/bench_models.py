@@ -550,6 +550,21 @@ def measure_memory(
         return {key: future.result() for key, future in futures.items()}
 
 
+def _repeats(wl: Workload, opt: Options) -> int:
+    """Timed steps per pair on ``wl``: ``--repeats``, else the workload's default."""
+    return opt.repeats or wl.repeats
+
+
+def _warmup(opt: Options) -> int:
+    """Untimed steps per pair before the timed ones: ``--warmup``, else 1."""
+    return 1 if opt.warmup is None else opt.warmup
+
+
+def _measures_memory(wl: Workload, opt: Options) -> bool:
+    """Whether the peak memory is measured on ``wl`` (only ``W2``, unless ``--no-memory``)."""
+    return opt.memory and wl.key == "W2"
+
+
 def _row(wl: Workload, spec: ModelSpec, setting: str, params: int, opt: Options) -> dict[str, Any]:
     return {
         "workload": wl.key,
@@ -559,34 +574,52 @@ def _row(wl: Workload, spec: ModelSpec, setting: str, params: int, opt: Options)
         "library": spec.library,
         "setting": setting,
         "params": params,
-        "repeats": opt.repeats or wl.repeats,
-        "warmup": 1 if opt.warmup is None else opt.warmup,
+        "repeats": _repeats(wl, opt),
+        "warmup": _warmup(opt),
     }
 
 
-def run_workload(wl: Workload, specs: list[ModelSpec], opt: Options) -> list[dict[str, Any]]:
-    """Time every model under every setting on ``wl``, taking turns; one row per pair.
-
-    FLOPs are counted once per model, on an eager float32 step: the levers change neither
-    the convolutions nor their shapes, and checkpointing's recomputation is not useful work,
-    so every setting of a model is credited with the same FLOPs. On ``W2`` the memory
-    settings are timed as well (their rows carry both)."""
-    sync = _synchronizer(opt.device)
+def workload_settings(wl: Workload, opt: Options) -> list[str]:
+    """The settings timed on ``wl``: ``--settings``, then on ``W2`` the memory settings
+    that are not among them (so that their rows carry both time and memory)."""
     settings = list(opt.settings)
-    if opt.memory and wl.key == "W2":
+    if _measures_memory(wl, opt):
         settings += [st for st in opt.memory_settings if st not in settings]
-    repeats = opt.repeats or wl.repeats
-    warmup = 1 if opt.warmup is None else opt.warmup
+    return settings
+
+
+def _params_and_flops(
+    spec: ModelSpec, wl: Workload, device: torch.device, sync: Callable[[], None]
+) -> tuple[int, int]:
+    """The parameter count of ``spec``'s model and the FLOPs of one eager float32 step of
+    ``wl``, counted on a probe model built for the purpose and dropped afterwards."""
+    torch.manual_seed(0)
+    probe = spec.build(wl.spatial_dims, wl.channels)
+    params = sum(p.numel() for p in probe.parameters())
+    sync()
+    return params, count_flops(make_step(probe, wl, device))
+
+
+def prepare_steps(
+    wl: Workload, specs: list[ModelSpec], settings: list[str], opt: Options
+) -> tuple[dict[Key, Callable[[], None]], dict[Key, dict[str, Any]]]:
+    """Build every model under every setting that applies to it, ready to step.
+
+    Args:
+        wl: The workload.
+        specs: The models, in table order.
+        settings: The settings, in table order (see :func:`workload_settings`).
+        opt: The run's options.
+
+    Returns:
+        The step of each (model key, setting) pair and its row so far (parameters and
+        FLOPs), both in table order: model by model, each under its settings.
+    """
+    sync = _synchronizer(opt.device)
     steps: dict[Key, Callable[[], None]] = {}
     rows: dict[Key, dict[str, Any]] = {}
-    flops: dict[str, int] = {}
     for spec in specs:
-        torch.manual_seed(0)
-        probe = spec.build(wl.spatial_dims, wl.channels)
-        params = sum(p.numel() for p in probe.parameters())
-        sync()
-        flops[spec.key] = count_flops(make_step(probe, wl, opt.device))
-        del probe
+        params, flops = _params_and_flops(spec, wl, opt.device, sync)
         for setting in settings:
             if not applies(spec, setting):
                 continue
@@ -594,7 +627,27 @@ def run_workload(wl: Workload, specs: list[ModelSpec], opt: Options) -> list[dic
             model = spec.build(wl.spatial_dims, wl.channels)
             steps[(spec.key, setting)] = make_step(model, wl, opt.device, setting)
             rows[(spec.key, setting)] = _row(wl, spec, setting, params, opt)
-            rows[(spec.key, setting)]["flops"] = flops[spec.key]
+            rows[(spec.key, setting)]["flops"] = flops
+    return steps, rows
+
+
+def time_in_turns(
+    steps: dict[Key, Callable[[], None]], warmup: int, repeats: int, sync: Callable[[], None]
+) -> dict[Key, list[float]]:
+    """Run every step ``warmup`` times untimed, then time it ``repeats`` times.
+
+    Within each repeat the pairs take turns, each repeat starting one pair later than
+    the one before, so load on the machine affects all alike.
+
+    Args:
+        steps: The step of each pair, in table order.
+        warmup: Untimed rounds first (they also compile the compiled settings).
+        repeats: Timed rounds.
+        sync: Waits for the device to finish (a no-op on CPU).
+
+    Returns:
+        The times of each pair in seconds, in the order they were taken.
+    """
     keys = list(steps)
     for _ in range(warmup):  # compiles the compiled settings
         for key in keys:
@@ -604,10 +657,20 @@ def run_workload(wl: Workload, specs: list[ModelSpec], opt: Options) -> list[dic
         for i in range(len(keys)):
             key = keys[(r + i) % len(keys)]  # rotate who goes first
             times[key].append(timed(steps[key], sync))
+    return times
+
+
+def _add_times(rows: dict[Key, dict[str, Any]], times: dict[Key, list[float]]) -> None:
+    """Give each row its median time, all its times and its achieved GFLOP/s."""
     for key, row in rows.items():
         row["seconds"] = statistics.median(times[key])
         row["seconds_all"] = times[key]
         row["gflops_per_s"] = row["flops"] / row["seconds"] / 1e9
+
+
+def _add_speed_ratios(rows: dict[Key, dict[str, Any]]) -> None:
+    """Give each row its ratios to the model's own eager row and to MONAI's AttentionUnet
+    (eager, and under the same setting), where those rows exist."""
     for (model_key, setting), row in rows.items():
         own = rows.get((model_key, "eager"))
         if own is not None:
@@ -619,17 +682,42 @@ def run_workload(wl: Workload, specs: list[ModelSpec], opt: Options) -> list[dic
         same = rows.get((REFERENCE, setting))
         if same is not None:
             row["gflops_vs_monai_same_setting"] = row["gflops_per_s"] / same["gflops_per_s"]
-    if opt.memory and wl.key == "W2":
-        for key, result in measure_memory(wl, specs, steps, opt).items():
-            row = rows[key]
-            row["peak_memory_mib"] = result["peak_mib"]
-            row["memory_method"] = result["method"]
-            if "cold_peak_mib" in result:
-                row["cold_peak_memory_mib"] = result["cold_peak_mib"]
-        for (model_key, _setting), row in rows.items():
-            own = rows.get((model_key, "eager"), {}).get("peak_memory_mib")
-            if own and "peak_memory_mib" in row:
-                row["memory_vs_own_eager"] = row["peak_memory_mib"] / own
+
+
+def _add_memory(
+    wl: Workload,
+    specs: list[ModelSpec],
+    steps: dict[Key, Callable[[], None]],
+    rows: dict[Key, dict[str, Any]],
+    opt: Options,
+) -> None:
+    """Measure the peak memory of the memory settings (:func:`measure_memory`) and give
+    their rows the peak, the method, the cold peak and the ratio to the model's eager peak."""
+    for key, result in measure_memory(wl, specs, steps, opt).items():
+        row = rows[key]
+        row["peak_memory_mib"] = result["peak_mib"]
+        row["memory_method"] = result["method"]
+        if "cold_peak_mib" in result:
+            row["cold_peak_memory_mib"] = result["cold_peak_mib"]
+    for (model_key, _setting), row in rows.items():
+        own = rows.get((model_key, "eager"), {}).get("peak_memory_mib")
+        if own and "peak_memory_mib" in row:
+            row["memory_vs_own_eager"] = row["peak_memory_mib"] / own
+
+
+def run_workload(wl: Workload, specs: list[ModelSpec], opt: Options) -> list[dict[str, Any]]:
+    """Time every model under every setting on ``wl``, taking turns; one row per pair.
+
+    FLOPs are counted once per model, on an eager float32 step: the levers change neither
+    the convolutions nor their shapes, and checkpointing's recomputation is not useful work,
+    so every setting of a model is credited with the same FLOPs. On ``W2`` the memory
+    settings are timed as well (their rows carry both)."""
+    steps, rows = prepare_steps(wl, specs, workload_settings(wl, opt), opt)
+    times = time_in_turns(steps, _warmup(opt), _repeats(wl, opt), _synchronizer(opt.device))
+    _add_times(rows, times)
+    _add_speed_ratios(rows)
+    if _measures_memory(wl, opt):
+        _add_memory(wl, specs, steps, rows, opt)
     del steps
     gc.collect()
     return list(rows.values())
