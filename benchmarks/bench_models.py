@@ -566,6 +566,7 @@ def _measures_memory(wl: Workload, opt: Options) -> bool:
 
 
 def _row(wl: Workload, spec: ModelSpec, setting: str, params: int, opt: Options) -> dict[str, Any]:
+    """The row of a (model, setting) pair on ``wl`` before it is measured."""
     return {
         "workload": wl.key,
         "name": wl.name,
@@ -796,7 +797,8 @@ def parse_workloads(text: str) -> list[str]:
     return keys
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of the script (and, hidden, of its memory children)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workloads", type=parse_workloads, default=["W1", "W2", "W3"])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -835,42 +837,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: finishes in seconds")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument(CHILD_FLAG, dest="memory_child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return parser
 
-    if args.memory_child:
-        model_key, wl_name, setting = args.memory_child.split(":", 2)
-        print(json.dumps(child_memory(model_key, wl_name, setting, args.smoke, args.memory_steps)))
-        return
 
-    if args.json and args.json.exists():
-        sys.exit(f"{args.json} exists; choose another name (nothing was overwritten)")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: CUDA is not available")
-    device = torch.device(args.device)
+def _refuse_existing(path: Path | None) -> None:
+    """Exit if the results file ``path`` exists already (it is never overwritten)."""
+    if path and path.exists():
+        sys.exit(f"{path} exists; choose another name (nothing was overwritten)")
+
+
+def select_models(models: str | None) -> list[ModelSpec]:
+    """The models named by ``--models`` (comma-separated keys; all when empty), in the
+    order of :func:`model_specs`; exits naming the known keys if one is unknown."""
     specs = model_specs()
-    if args.models:
-        wanted = {k.strip() for k in args.models.split(",") if k.strip()}
-        unknown = wanted - {s.key for s in specs}
-        if unknown:
-            sys.exit(f"unknown model key(s) {sorted(unknown)}; known: {[s.key for s in specs]}")
-        specs = [s for s in specs if s.key in wanted]
-    threads = torch.get_num_threads()
-    n = args.matmul_n or (256 if args.smoke else 2048)
-    mm_repeats = 3 if args.smoke else 7
-    info = machine(device)
-    print(
-        f"{info['cpu']}, {threads} threads, torch {info['torch']}, MONAI {info['monai']}, "
-        f"device {device}{', ' + info['gpu'] if 'gpu' in info else ''}"
-        f"{' (smoke sizes)' if args.smoke else ''}\n",
-        flush=True,
-    )
+    if not models:
+        return specs
+    wanted = {k.strip() for k in models.split(",") if k.strip()}
+    unknown = wanted - {s.key for s in specs}
+    if unknown:
+        sys.exit(f"unknown model key(s) {sorted(unknown)}; known: {[s.key for s in specs]}")
+    return [s for s in specs if s.key in wanted]
 
-    opt = Options(
+
+def make_options(args: argparse.Namespace, device: torch.device) -> Options:
+    """The options of a run, from the parsed command line."""
+    return Options(
         device=device,
-        threads=threads,
+        threads=torch.get_num_threads(),
         smoke=args.smoke,
         settings=tuple(args.settings),
         repeats=args.repeats,
@@ -880,43 +873,114 @@ def main(argv: Sequence[str] | None = None) -> None:
         memory_steps=args.memory_steps,
         memory_jobs=args.memory_jobs,
     )
-    started = time.perf_counter()
-    mm_before = matmul_peak(device, n, mm_repeats)
+
+
+def run_workloads(
+    keys: Sequence[str], specs: list[ModelSpec], opt: Options
+) -> list[dict[str, Any]]:
+    """The rows of every workload whose key is in ``keys``, in running order; each
+    workload's duration goes to stderr."""
     rows: list[dict[str, Any]] = []
-    for wl in workloads(args.smoke):
-        if wl.key not in args.workloads:
+    for wl in workloads(opt.smoke):
+        if wl.key not in keys:
             continue
         t0 = time.perf_counter()
         rows += run_workload(wl, specs, opt)
         print(f"{wl.name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
-    mm_after = matmul_peak(device, n, mm_repeats)
-    peak = max(mm_before["gflops"], mm_after["gflops"])
-    bf16_mm = matmul_peak(device, n, mm_repeats, torch.bfloat16)
+    return rows
+
+
+def _add_peak_fractions(rows: list[dict[str, Any]], peak: float, bf16_peak: float) -> None:
+    """Give each row its fraction of the float32 matmul peak, and bf16 rows their fraction
+    of the bfloat16 one (both in GFLOP/s)."""
     for row in rows:
         row["fraction_of_matmul_peak"] = row["gflops_per_s"] / peak
         if "bf16" in levers(row["setting"]):
-            row["fraction_of_bf16_matmul_peak"] = row["gflops_per_s"] / bf16_mm["gflops"]
+            row["fraction_of_bf16_matmul_peak"] = row["gflops_per_s"] / bf16_peak
 
+
+LEVER_NOTES = {
+    "cl": "channels-last weights and input",
+    "bf16": "forward under torch.autocast(dtype=torch.bfloat16), loss in float32",
+    "ckpt": "model.set_checkpointing(True) (attnunet only)",
+    "compile": "torch.compile(model), compiled in the warm-up",
+}
+"""What each lever does, as the JSON's ``config.levers`` says it."""
+
+
+def run_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The JSON's ``config``: the workloads run and the options of the command line."""
+    return {
+        "workloads": [asdict(w) for w in workloads(args.smoke) if w.key in args.workloads],
+        "settings": args.settings,
+        "memory_settings": args.memory_settings,
+        "levers": dict(LEVER_NOTES),
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "memory_steps": args.memory_steps,
+        "memory_jobs": args.memory_jobs,
+        "smoke": args.smoke,
+        "monai_unet_num_res_units": MONAI_RES_UNITS,
+        "sliding_window": {"overlap": 0.25, "blend": "constant"},
+    }
+
+
+def notes(result: dict[str, Any], n: int, mm_repeats: int) -> str:
+    """The paragraph printed under the table: the matmul peaks, what the ratio columns
+    mean, how the peak memory was measured (when it was) and the total time."""
+    mm = result["matmul"]
+    return (
+        f"\nmatmul peak: {result['matmul_peak_gflops']:.1f} GFLOP/s (float32 {n}x{n} torch.mm,"
+        f" median of {mm_repeats}; before {mm['before']['gflops']:.1f}, after"
+        f" {mm['after']['gflops']:.1f}; bfloat16 {mm['bfloat16']['gflops']:.1f}, which the"
+        f" JSON uses for bf16 rows). GFLOP/s vs MONAI AU shipped: the row's GFLOP/s divided"
+        f" by those of MONAI's AttentionUnet in the eager setting (float32, default layout,"
+        f" as shipped); same setting: divided by those of MONAI's AttentionUnet under the"
+        f" same levers."
+        + (
+            f" Peak MiB: W2 step, {result['memory_method']}."
+            if any("peak_memory_mib" in r for r in result["rows"])
+            else ""
+        )
+        + f" Total {result['total_seconds']:.0f} s."
+    )
+
+
+def run_benchmark(
+    args: argparse.Namespace, specs: list[ModelSpec], device: torch.device
+) -> dict[str, Any]:
+    """Measure the matmul peak, run the workloads, measure the peak again, print the table
+    and its notes, and return the results (the JSON's content).
+
+    Args:
+        args: The parsed command line.
+        specs: The models to run (see :func:`select_models`).
+        device: Where to run them.
+
+    Returns:
+        The machine, the configuration, the matmul peaks, the method of the memory
+        measurement, the total time and the rows.
+    """
+    n = args.matmul_n or (256 if args.smoke else 2048)
+    mm_repeats = 3 if args.smoke else 7
+    opt = make_options(args, device)
+    info = machine(device)
+    print(
+        f"{info['cpu']}, {opt.threads} threads, torch {info['torch']}, MONAI {info['monai']}, "
+        f"device {device}{', ' + info['gpu'] if 'gpu' in info else ''}"
+        f"{' (smoke sizes)' if args.smoke else ''}\n",
+        flush=True,
+    )
+    started = time.perf_counter()
+    mm_before = matmul_peak(device, n, mm_repeats)
+    rows = run_workloads(args.workloads, specs, opt)
+    mm_after = matmul_peak(device, n, mm_repeats)
+    peak = max(mm_before["gflops"], mm_after["gflops"])
+    bf16_mm = matmul_peak(device, n, mm_repeats, torch.bfloat16)
+    _add_peak_fractions(rows, peak, bf16_mm["gflops"])
     result = {
         "machine": info,
-        "config": {
-            "workloads": [asdict(w) for w in workloads(args.smoke) if w.key in args.workloads],
-            "settings": args.settings,
-            "memory_settings": args.memory_settings,
-            "levers": {
-                "cl": "channels-last weights and input",
-                "bf16": "forward under torch.autocast(dtype=torch.bfloat16), loss in float32",
-                "ckpt": "model.set_checkpointing(True) (attnunet only)",
-                "compile": "torch.compile(model), compiled in the warm-up",
-            },
-            "repeats": args.repeats,
-            "warmup": args.warmup,
-            "memory_steps": args.memory_steps,
-            "memory_jobs": args.memory_jobs,
-            "smoke": args.smoke,
-            "monai_unet_num_res_units": MONAI_RES_UNITS,
-            "sliding_window": {"overlap": 0.25, "blend": "constant"},
-        },
+        "config": run_config(args),
         "matmul": {"before": mm_before, "after": mm_after, "bfloat16": bf16_mm},
         "matmul_peak_gflops": peak,
         "flops_counter": "torch.utils.flop_counter.FlopCounterMode (convolutions, matmuls)",
@@ -925,23 +989,33 @@ def main(argv: Sequence[str] | None = None) -> None:
         "rows": rows,
     }
     print(markdown(result))
-    print(
-        f"\nmatmul peak: {peak:.1f} GFLOP/s (float32 {n}x{n} torch.mm, median of {mm_repeats};"
-        f" before {mm_before['gflops']:.1f}, after {mm_after['gflops']:.1f}; bfloat16"
-        f" {bf16_mm['gflops']:.1f}, which the JSON uses for bf16 rows). GFLOP/s vs"
-        f" MONAI AU shipped: the row's GFLOP/s divided by those of MONAI's AttentionUnet in"
-        f" the eager setting (float32, default layout, as shipped); same setting: divided by"
-        f" those of MONAI's AttentionUnet under the same levers."
-        + (
-            f" Peak MiB: W2 step, {result['memory_method']}."
-            if any("peak_memory_mib" in r for r in rows)
-            else ""
-        )
-        + f" Total {result['total_seconds']:.0f} s."
-    )
+    print(notes(result, n, mm_repeats))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the benchmark, or one memory child, as the command line ``argv`` says.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+    """
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    if args.memory_child:
+        model_key, wl_name, setting = args.memory_child.split(":", 2)
+        print(json.dumps(child_memory(model_key, wl_name, setting, args.smoke, args.memory_steps)))
+        return
+
+    _refuse_existing(args.json)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: CUDA is not available")
+    device = torch.device(args.device)
+    result = run_benchmark(args, select_models(args.models), device)
     if args.json:
-        if args.json.exists():
-            sys.exit(f"{args.json} exists; choose another name (nothing was overwritten)")
+        _refuse_existing(args.json)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
