@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +176,8 @@ def markdown(rows: list[dict[str, Any]], fits: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of the script (and, hidden, of its children)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="attention_unet", help="model keys of bench_models")
     parser.add_argument(
@@ -189,7 +190,76 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and channels")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument(CHILD_FLAG, dest="child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def model_keys(models: str, specs: dict[str, bm.ModelSpec]) -> list[str]:
+    """The keys of ``--models`` (comma-separated), in its order; exits naming the known keys
+    if one is not in ``specs``."""
+    keys = [k.strip() for k in models.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in specs]
+    if unknown:
+        sys.exit(f"unknown model key(s) {unknown}; known: {sorted(specs)}")
+    return keys
+
+
+def dims_of(text: str) -> list[int]:
+    """The spatial dimensions of ``--dims`` (``2``, ``3`` or ``2,3``); exits on others."""
+    dims_list = [int(d) for d in text.split(",")]
+    if any(d not in (2, 3) for d in dims_list):
+        sys.exit(f"--dims takes 2, 3 or 2,3; got {text!r}")
+    return dims_list
+
+
+def measure_series(
+    spec: bm.ModelSpec, setting: str, dims: int, sizes: Sequence[int], args: Any
+) -> list[dict[str, Any]]:
+    """One row per size of ``spec`` under ``setting`` in ``dims`` dimensions, each measured
+    in its own subprocess (see :func:`run_child`); each time also goes to stderr."""
+    rows = []
+    for size in sizes:
+        result = run_child(spec.key, setting, dims, size, args)
+        rows.append(
+            {
+                "model": spec.label,
+                "model_key": spec.key,
+                "setting": setting,
+                "spatial_dims": dims,
+                "size": [size] * dims,
+                "voxels": size**dims,
+                **result,
+            }
+        )
+        print(
+            f"{spec.key} {setting} {dims}D {size}: {result['seconds']:.3f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    return rows
+
+
+def measure_all(
+    specs: list[bm.ModelSpec], dims_list: list[int], sizes: Mapping[int, Sequence[int]], args: Any
+) -> list[dict[str, Any]]:
+    """The rows of every model, setting (of ``--settings``, where it applies), dimension
+    and size, in that nesting order."""
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        for setting in args.settings:
+            if not bm.applies(spec, setting):
+                continue
+            for dims in dims_list:
+                rows += measure_series(spec, setting, dims, sizes[dims], args)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the scaling benchmark, or one child, as the command line ``argv`` says.
+
+    Args:
+        argv: The arguments (default: ``sys.argv[1:]``).
+    """
+    args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -200,41 +270,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.json and args.json.exists():
         sys.exit(f"{args.json} exists; choose another name (nothing was overwritten)")
     specs = {s.key: s for s in bm.model_specs()}
-    keys = [k.strip() for k in args.models.split(",") if k.strip()]
-    unknown = [k for k in keys if k not in specs]
-    if unknown:
-        sys.exit(f"unknown model key(s) {unknown}; known: {sorted(specs)}")
-    dims_list = [int(d) for d in args.dims.split(",")]
-    if any(d not in (2, 3) for d in dims_list):
-        sys.exit(f"--dims takes 2, 3 or 2,3; got {args.dims!r}")
+    keys = model_keys(args.models, specs)
+    dims_list = dims_of(args.dims)
     sizes = {2: SMOKE_2D if args.smoke else SIZES_2D, 3: SMOKE_3D if args.smoke else SIZES_3D}
     info = bm.machine(torch.device("cpu"))
     print(f"{info['cpu']}, {torch.get_num_threads()} threads, torch {info['torch']}", flush=True)
     started = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    for key in keys:
-        for setting in args.settings:
-            if not bm.applies(specs[key], setting):
-                continue
-            for dims in dims_list:
-                for size in sizes[dims]:
-                    result = run_child(key, setting, dims, size, args)
-                    rows.append(
-                        {
-                            "model": specs[key].label,
-                            "model_key": key,
-                            "setting": setting,
-                            "spatial_dims": dims,
-                            "size": [size] * dims,
-                            "voxels": size**dims,
-                            **result,
-                        }
-                    )
-                    print(
-                        f"{key} {setting} {dims}D {size}: {result['seconds']:.3f} s",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+    rows = measure_all([specs[k] for k in keys], dims_list, sizes, args)
     fits = summarise(rows)
     out = {
         "machine": info,
