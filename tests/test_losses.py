@@ -506,7 +506,8 @@ def test_runs_on_the_inputs_device():
 # ------------------------------------------------------------------ validation
 
 
-def test_invalid_arguments_raise_clear_errors():
+def test_invalid_inputs_raise_clear_errors():
+    """Malformed logits or targets are refused with a message naming the problem."""
     logits, labels = _random_case(2, 3, (4, 5), seed=0, dtype=torch.float32)
     with pytest.raises(ValueError, match=r"shape \[2, 4, 5\] or \[2, 1, 4, 5\]"):
         dice_loss(logits, labels[:, None].expand(2, 2, 4, 5))
@@ -526,6 +527,12 @@ def test_invalid_arguments_raise_clear_errors():
         dice_loss(labels[:, None], labels)
     with pytest.raises(ValueError, match="sigmoid"):
         dice_loss(logits[:, :1], labels.clamp_max(1), activation="softmax")
+
+
+def test_invalid_options_raise_clear_errors():
+    """Bad options, weights or output lists of the losses, their modules and helpers are
+    refused with a message naming the argument."""
+    logits, labels = _random_case(2, 3, (4, 5), seed=0, dtype=torch.float32)
     with pytest.raises(ValueError, match="activation"):
         dice_loss(logits, labels, activation="relu")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="reduction"):
