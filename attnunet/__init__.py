@@ -67,11 +67,7 @@ _EXPORTS: dict[str, str] = {
             "raunet_ni",
             "res_unet_krd",
             "unet_krd",
-        ),
-        "attnunet.models",
-    ),
-    **dict.fromkeys(
-        (
+            # the registry and saving
             "ModelInfo",
             "create_model",
             "from_pretrained",
@@ -137,7 +133,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the names eagerly
         build_gate,
     )
     from attnunet.layers import ChannelLayerNorm  # noqa: F401
-    from attnunet.models import (  # noqa: F401  # noqa: F401
+    from attnunet.models import (  # noqa: F401
         KRD_PRESET,
         OKTAY_PRESET,
         RAUNET_PRESET,

@@ -4,8 +4,9 @@ excluded because they never run).
 
 The graph is read from the source with :mod:`ast`, so it sees the imports a test run would
 not exercise. ``from package import name`` is an edge to ``package.name`` when that is a
-module and to ``package`` otherwise; the root ``attnunet`` package imports nothing when it
-is imported (its names resolve on first use), so edges to it are left out.
+module and to ``package`` otherwise. The root ``attnunet`` package imports nothing when it
+is imported (its names resolve on first use), so ``from attnunet import X`` is an edge to
+the module that defines ``X`` (``attnunet._EXPORTS``), and ``import attnunet`` is none.
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     return ".".join([*base, *([node.module] if node.module else [])])
 
 
+def _target(source: str, name: str, modules: dict[str, Path]) -> str:
+    if f"{source}.{name}" in modules:
+        return f"{source}.{name}"
+    if source == "attnunet":  # a lazily exported name: the module that defines it
+        return attnunet._EXPORTS.get(name, source)
+    return source
+
+
 def import_graph() -> dict[str, set[str]]:
     """Module -> the attnunet modules it imports (any depth, any place in the file)."""
     modules = _modules()
@@ -91,10 +100,7 @@ def import_graph() -> dict[str, set[str]]:
                 targets = [alias.name for alias in node.names]
             else:
                 source = _resolve(name, path.name == "__init__.py", node)
-                targets = [
-                    f"{source}.{a.name}" if f"{source}.{a.name}" in modules else source
-                    for a in node.names
-                ]
+                targets = [_target(source, a.name, modules) for a in node.names]
             graph[name] |= {t for t in targets if t in modules and t not in ("attnunet", name)}
     return graph
 
@@ -146,7 +152,8 @@ def test_no_module_imports_from_a_higher_floor():
 
 
 def test_the_root_holds_only_the_package_entry_points():
-    """The floors are packages: nothing but ``__init__`` and ``__main__`` at the root."""
+    """The floors are packages: at the root only ``__init__``, ``__main__`` and the one-module
+    floor ``inference``."""
     flat = sorted(p.name for p in ROOT.glob("*.py"))
     assert flat == ["__init__.py", "__main__.py", "inference.py"], flat
 
@@ -157,10 +164,17 @@ def test_no_private_name_is_imported_from_another_package():
     for name, path in _modules().items():
         top = name.split(".")[:2]
         for node in _imports(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.ImportFrom) or node.level:
+            if isinstance(node, ast.Import):
+                crossing += [
+                    f"{name} imports {a.name}"
+                    for a in node.names
+                    if a.name.startswith("attnunet.")
+                    and a.name.split(".")[:2] != top
+                    and any(p.startswith("_") and p != "__main__" for p in a.name.split("."))
+                ]
                 continue
             source = node.module or ""
-            if not source.startswith("attnunet.") or source.split(".")[:2] == top:
+            if node.level or not source.startswith("attnunet.") or source.split(".")[:2] == top:
                 continue
             crossing += [
                 f"{name} imports {source}.{a.name}"
@@ -177,6 +191,13 @@ def test_find_cycle_finds_a_deferred_cycle(tmp_path):
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}
     assert find_cycle(graph) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_a_name_imported_from_the_root_is_an_edge_to_its_module():
+    modules = {"attnunet.models": Path("m"), "attnunet.layers": Path("l")}
+    assert _target("attnunet", "create_model", modules) == "attnunet.models"
+    assert _target("attnunet", "ChannelLayerNorm", modules) == "attnunet.layers"
+    assert _target("attnunet", "__version__", modules) == "attnunet"
 
 
 def test_imports_inside_functions_count_and_type_checking_ones_do_not():

@@ -1,7 +1,7 @@
 """Composable building blocks, each written once for any ``spatial_dims``."""
 
 from attnunet.blocks.aam import AugmentedAttentionModule, LinkNetDecoderBlock
-from attnunet.blocks.conv import ConvNormAct, DoubleConv, ResidualBlock, conv_parts
+from attnunet.blocks.conv import ConvNormAct, DoubleConv, ResidualBlock, check_channels, conv_parts
 from attnunet.blocks.gates import (
     GATES,
     GATINGS,
@@ -39,5 +39,6 @@ __all__ = [
     "Upsample2x",
     "build_gate",
     "build_skip_gate",
+    "check_channels",
     "conv_parts",
 ]

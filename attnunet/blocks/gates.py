@@ -63,10 +63,11 @@ class SkipGate(nn.Module):
     gated skip alone.
 
     Args:
-        gating: one of :data:`GATINGS`.
+        gating: one of :data:`GATINGS`; by default the value the subclass declares in its
+            class body (``gating = "upsampled"``), else ``"coarse"``.
 
     Raises:
-        ValueError: any other ``gating``.
+        ValueError: any other ``gating``, or one that contradicts the class body's.
 
     Examples:
         >>> class HalfGate(SkipGate):
@@ -80,10 +81,18 @@ class SkipGate(nn.Module):
         0.5
     """
 
-    gating: Final[str]
+    gating: str
 
-    def __init__(self, gating: str = "coarse") -> None:
+    def __init__(self, gating: str | None = None) -> None:
         super().__init__()
+        declared = type(self).__dict__.get("gating")  # a subclass may declare it in its body
+        if gating is None:
+            gating = "coarse" if declared is None else declared
+        elif declared is not None and declared != gating:
+            raise ValueError(
+                f"{type(self).__name__} declares gating={declared!r} in its class body but "
+                f"passes gating={gating!r} to SkipGate.__init__: keep one of them"
+            )
         if gating not in GATINGS:
             raise ValueError(
                 f"gating must be one of {', '.join(map(repr, GATINGS))}, got {gating!r}"
@@ -303,6 +312,8 @@ class AdditiveAttentionGate(SkipGate):
         (2, 1, 9, 11)
     """
 
+    gating = "upsampled"
+
     def __init__(
         self,
         spatial_dims: int,
@@ -313,7 +324,7 @@ class AdditiveAttentionGate(SkipGate):
         act: ActSpec = "relu",
         bias: bool = True,
     ) -> None:
-        super().__init__(gating="upsampled")
+        super().__init__()
         check_spatial_dims(spatial_dims)
         inter = max(1, in_channels // 2) if inter_channels is None else inter_channels
         check_channels(
@@ -366,6 +377,8 @@ class SelfAttentionSkip(SkipGate):
         (1, 1, 5, 6, 7)
     """
 
+    gating = "none"
+
     def __init__(
         self,
         spatial_dims: int,
@@ -373,7 +386,7 @@ class SelfAttentionSkip(SkipGate):
         gating_channels: int | None = None,
         act: Literal["sigmoid", "tanh"] = "sigmoid",
     ) -> None:
-        super().__init__(gating="none")
+        super().__init__()
         check_spatial_dims(spatial_dims)
         check_channels(in_channels=in_channels)
         if act not in ("sigmoid", "tanh"):

@@ -20,6 +20,8 @@ Examples:
 from attnunet.data.dataset import FolderSummary, SegmentationFolder
 from attnunet.data.pairing import DEFAULT_MASK_SUFFIXES, Pair, find_pairs, split_pairs
 from attnunet.data.readers import (
+    HIGH_PERCENTILE,
+    LOW_PERCENTILE,
     SUPPORTED_EXTENSIONS,
     DataError,
     normalise_image,
@@ -40,6 +42,8 @@ from attnunet.data.transforms import (
 from attnunet.data.writers import write_mask, write_prediction
 
 __all__ = [
+    "HIGH_PERCENTILE",
+    "LOW_PERCENTILE",
     "DEFAULT_MASK_SUFFIXES",
     "SUPPORTED_EXTENSIONS",
     "Compose",

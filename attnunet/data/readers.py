@@ -59,6 +59,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "HIGH_PERCENTILE",
+    "LOW_PERCENTILE",
     "SUPPORTED_EXTENSIONS",
     "DataError",
     "normalise_image",

@@ -49,6 +49,7 @@ from attnunet.losses._checks import (
     DeepSupervisionWeights,
     NearestMode,
     Reduction,
+    Weights,
 )
 from attnunet.losses.functional import (
     bce_loss,
@@ -79,6 +80,7 @@ __all__ = [
     "NearestMode",
     "RAUNetLoss",
     "Reduction",
+    "Weights",
     "bce_loss",
     "ce_loss",
     "deep_supervision_loss",

@@ -56,7 +56,7 @@ class DecoderStage(CheckpointSegment):
     ) -> None:
         super().__init__()
         self.up = up
-        setattr(self, gates[0], gates[1])
+        self.add_module(gates[0], gates[1])
         self.dropout = dropout
         self.block = block
         self.by_parts = isinstance(dropout, nn.Identity) and split_last(block, dropout) is not None
@@ -78,6 +78,11 @@ class DecoderStage(CheckpointSegment):
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``[gated skips..., up(coarse)]`` and the gates' maps (subclasses)."""
         raise NotImplementedError
+
+    def _gate_input(self, kind: str, up: torch.Tensor, gating: torch.Tensor) -> torch.Tensor:
+        """The ``g`` a gate with ``gating == kind`` is fed: the up-sampled feature for
+        ``"upsampled"``, the coarse gating feature otherwise (``"none"`` ignores it)."""
+        return up if kind == "upsampled" else gating
 
     def _forward(
         self, skips: list[torch.Tensor], coarse: torch.Tensor, gating: torch.Tensor

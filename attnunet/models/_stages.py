@@ -60,8 +60,8 @@ class Stage:
     Attributes:
         channels: the width of the stage's features.
         kernel_size: the kernel of the stage's block convolutions (odd).
-        stride: the down-sampling factor from the previous stage (1 for the first stage);
-            the up-samplers undo it on the way back.
+        stride: the down-sampling factor from the previous stage (1 for the first stage;
+            the encoder builds stride 2, which the up-samplers undo, and refuses others).
     """
 
     channels: int
@@ -250,7 +250,7 @@ class UNetTrunk(SegmentationModel):
 
     channels: list[int]
 
-    def _build_trunk(
+    def _check_trunk(
         self,
         *,
         spatial_dims: int,
@@ -258,35 +258,47 @@ class UNetTrunk(SegmentationModel):
         num_classes: int,
         channels: int | Sequence[int],
         depth: int | None,
-        block: Any,
-        norm: NormSpec,
-        act: ActSpec,
-        dropout: float,
         kernel_size: int,
-        conv_bias: bool | None,
-        down: DownMode,
         size_policy: SizePolicy,
-    ) -> tuple[list[Stage], Callable[[int, int, Stage], nn.Module]]:
-        """Check the shared arguments, set the shared attributes and ``self.encoder``;
-        return the stages and the block builder (``make_block(cin, cout, stage)``)."""
+    ) -> list[Stage]:
+        """Check the shared arguments and set the shared attributes; return the stages.
+        Builds no module (the subclass checks its own arguments next, before any weight is
+        drawn)."""
         check_spatial_dims(spatial_dims)
         check_channels(in_channels=in_channels, num_classes=num_classes)
         stages = unet_stages(channels, depth, kernel_size)
         check_size_policy(size_policy)
-        bias = (not norm_has_affine(norm)) if conv_bias is None else conv_bias
-
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.depth = len(stages) - 1
         self.divisor = _divisor(stages)
         self.size_policy = size_policy
         self.channels = [s.channels for s in stages]
+        return stages
+
+    def _build_encoder(
+        self,
+        stages: Sequence[Stage],
+        *,
+        block: Any,
+        norm: NormSpec,
+        act: ActSpec,
+        dropout: float,
+        conv_bias: bool | None,
+        down: DownMode,
+    ) -> Callable[[int, int, Stage], nn.Module]:
+        """Build ``self.encoder`` from ``stages``; return the block builder
+        (``make_block(cin, cout, stage)``) for the decoder."""
+        bias = (not norm_has_affine(norm)) if conv_bias is None else conv_bias
+        spatial_dims = self.spatial_dims
 
         def make_block(cin: int, cout: int, stage: Stage) -> nn.Module:
             return build_block(block, spatial_dims, cin, cout, stage.kernel_size, norm, act, bias)
 
-        self.encoder = build_encoder(spatial_dims, in_channels, stages, make_block, down, dropout)
-        return stages, make_block
+        self.encoder = build_encoder(
+            spatial_dims, self.in_channels, stages, make_block, down, dropout
+        )
+        return make_block
 
 
 def _divisor(stages: Sequence[Stage]) -> int:

@@ -38,6 +38,7 @@ from attnunet.models._checkpointing import (
 )
 from attnunet.models._factory import build_preset
 from attnunet.models._registry import register_model
+from attnunet.models._stages import capture_config
 from attnunet.models.base import (
     SegmentationModel,
     SizePolicy,
@@ -273,18 +274,8 @@ class RAUNet(SegmentationModel):
             [aam(c3), aam(c2), aam(c1)],
         )
         self.head = RAUNetHead(spatial_dims, c1, head_channels, num_classes)
-        self._config = {
-            "spatial_dims": spatial_dims,
-            "in_channels": in_channels,
-            "num_classes": num_classes,
-            "encoder": encoder,
-            "pretrained": False,
-            "norm": norm,
-            "pool_norm": pool_norm,
-            "act": act,
-            "head_channels": head_channels,
-            "size_policy": size_policy,
-        }
+        # weights are in the state dict: a rebuilt model never downloads them again
+        self._config = capture_config(RAUNet.__init__, locals(), pretrained=False)
 
     @staticmethod
     def _build_encoder(

@@ -25,6 +25,9 @@ from attnunet.models._factory import build_preset
 from attnunet.models._registry import register_model
 from attnunet.models._stages import (
     BLOCKS,
+    Encoder,
+    EncoderStage,
+    Stage,
     UNetTrunk,
     build_block,
     build_encoder,
@@ -34,6 +37,8 @@ from attnunet.models.base import SizePolicy
 
 __all__ = [
     "BLOCKS",
+    "Encoder",
+    "EncoderStage",
     "KRD_PRESET",
     "AgResUNet",
     "AgUNet",
@@ -76,7 +81,7 @@ class DecoderLevel(DecoderStage):
         maps: list[torch.Tensor] = []
         gate = self.gate
         if gate is not None:
-            skip, alpha = gate.attend(skip, up if gate.gating == "upsampled" else gating)
+            skip, alpha = gate.attend(skip, self._gate_input(gate.gating, up, gating))
             maps.append(alpha)
         return [skip, up], maps
 
@@ -222,24 +227,27 @@ class UNetSkeleton(UNetTrunk):
         size_policy: SizePolicy = "pad",
     ) -> None:
         super().__init__()
-        stages, make_block = self._build_trunk(
+        stages = self._check_trunk(
             spatial_dims=spatial_dims,
             in_channels=in_channels,
             num_classes=num_classes,
             channels=channels,
             depth=depth,
-            block=block,
-            norm=norm,
-            act=act,
-            dropout=dropout,
             kernel_size=kernel_size,
-            conv_bias=conv_bias,
-            down=down,
             size_policy=size_policy,
         )
         chans = self.channels
         d = self.depth
         levels_to_gate = _gate_levels(gate_levels, d)
+        make_block = self._build_encoder(
+            stages,
+            block=block,
+            norm=norm,
+            act=act,
+            dropout=dropout,
+            conv_bias=conv_bias,
+            down=down,
+        )
         self.num_classes = num_classes
         self.deep_supervision = bool(deep_supervision)
         self.interp_mode = interp_mode(spatial_dims)
@@ -249,23 +257,9 @@ class UNetSkeleton(UNetTrunk):
             if gating_signal
             else nn.Identity()
         )
-        levels = []
-        for i in range(d - 1, -1, -1):
-            up_channels = chans[i + 1] if up == "upsample" else chans[i]
-            skip_gate = (
-                build_skip_gate(gate, spatial_dims, chans[i], chans[i + 1], up_channels, norm)
-                if i in levels_to_gate
-                else None
-            )
-            levels.append(
-                DecoderLevel(
-                    Up(spatial_dims, chans[i + 1], up_channels, up, up_kernel_size),
-                    skip_gate,
-                    get_dropout(dropout),
-                    make_block(chans[i] + up_channels, chans[i], stages[i]),
-                )
-            )
-        self.decoder = Decoder(levels)
+        self.decoder = self._build_decoder(
+            stages, make_block, gate, levels_to_gate, up, up_kernel_size, norm, dropout
+        )
         self.head = SegmentationHead(spatial_dims, chans[0], num_classes)
         self.aux_heads = nn.ModuleList(
             [SegmentationHead(spatial_dims, chans[k], num_classes) for k in range(1, d)]
@@ -288,6 +282,37 @@ class UNetSkeleton(UNetTrunk):
             deep_supervision=bool(deep_supervision),
             ds_fusion=bool(ds_fusion),
         )
+
+    def _build_decoder(
+        self,
+        stages: list[Stage],
+        make_block: Callable[[int, int, Stage], nn.Module],
+        gate: GateSpec,
+        levels_to_gate: list[int],
+        up: UpMode,
+        up_kernel_size: int | None,
+        norm: NormSpec,
+        dropout: float,
+    ) -> Decoder:
+        """The decoder levels, coarsest first: ``up -> gate(skip) -> concat -> block``."""
+        spatial_dims, chans = self.spatial_dims, self.channels
+        levels = []
+        for i in range(self.depth - 1, -1, -1):
+            up_channels = chans[i + 1] if up == "upsample" else chans[i]
+            skip_gate = (
+                build_skip_gate(gate, spatial_dims, chans[i], chans[i + 1], up_channels, norm)
+                if i in levels_to_gate
+                else None
+            )
+            levels.append(
+                DecoderLevel(
+                    Up(spatial_dims, chans[i + 1], up_channels, up, up_kernel_size),
+                    skip_gate,
+                    get_dropout(dropout),
+                    make_block(chans[i] + up_channels, chans[i], stages[i]),
+                )
+            )
+        return Decoder(levels)
 
     def _weight_dtype(self) -> torch.dtype | None:
         return self.head.conv.weight.dtype  # type: ignore[return-value]
@@ -348,10 +373,21 @@ RONNEBERGER_PAPER = (
 )
 
 
+class _FamilyDefault:
+    """The default of an argument that each family member sets (``_defaults``)."""
+
+    def __repr__(self) -> str:
+        return "<the family's default>"
+
+
+FAMILY_DEFAULT: Any = _FamilyDefault()
+
+
 class _FixedUNet(UNetSkeleton):
     """A family member: the skeleton with the choices in ``_fixed`` fixed and those in
     ``_defaults`` given other defaults. Members are data (their two mappings and their
-    docstring); none re-implements a method."""
+    docstring); none re-implements a method. ``gate`` stays the fifth positional
+    parameter, as in the members' own signatures before."""
 
     _fixed: ClassVar[dict[str, Any]] = {}
     _defaults: ClassVar[dict[str, Any]] = {}
@@ -362,8 +398,11 @@ class _FixedUNet(UNetSkeleton):
         in_channels: int = 1,
         num_classes: int = 1,
         channels: int | Sequence[int] = (16, 32, 64, 128, 256),
+        gate: GateSpec = FAMILY_DEFAULT,
         **kwargs: Any,
     ) -> None:
+        if gate is not FAMILY_DEFAULT:
+            kwargs["gate"] = gate
         for key in self._fixed:
             if key in kwargs:
                 raise TypeError(

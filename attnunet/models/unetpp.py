@@ -14,7 +14,7 @@ of its level with the up-sampled node below-left of it::
 network prunable at inference time.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, Union
 
 import torch
@@ -26,7 +26,7 @@ from attnunet.blocks.sampling import DownMode, Up, UpMode
 from attnunet.layers import ActSpec, NormSpec, get_dropout
 from attnunet.models._decoder import DecoderStage
 from attnunet.models._registry import register_model
-from attnunet.models._stages import UNetTrunk, capture_config
+from attnunet.models._stages import Stage, UNetTrunk, capture_config
 from attnunet.models.base import SizePolicy
 
 __all__ = ["DS_MODES", "AttentionUNetPlusPlus", "NestedNode", "UNetPlusPlus"]
@@ -80,8 +80,7 @@ class NestedNode(DecoderStage):
         maps: list[torch.Tensor] = []
         if self.gated:
             for k, gate in enumerate(self.gates):
-                g = up if gate.gating == "upsampled" else gating
-                gated, alpha = gate.attend(skips[k], g)
+                gated, alpha = gate.attend(skips[k], self._gate_input(gate.gating, up, gating))
                 parts.append(gated)
                 maps.append(alpha)
         else:
@@ -261,24 +260,27 @@ class UNetPlusPlus(UNetTrunk):
         size_policy: SizePolicy = "pad",
     ) -> None:
         super().__init__()
-        stages, make_block = self._build_trunk(
+        stages = self._check_trunk(
             spatial_dims=spatial_dims,
             in_channels=in_channels,
             num_classes=num_classes,
             channels=channels,
             depth=depth,
-            block=block,
-            norm=norm,
-            act=act,
-            dropout=dropout,
             kernel_size=kernel_size,
-            conv_bias=conv_bias,
-            down=down,
             size_policy=size_policy,
         )
         chans = self.channels
         d = self.depth
         fast = _check_deep_supervision(deep_supervision, ds_mode, fast_column, d)
+        make_block = self._build_encoder(
+            stages,
+            block=block,
+            norm=norm,
+            act=act,
+            dropout=dropout,
+            conv_bias=conv_bias,
+            down=down,
+        )
         self.num_classes = num_classes
         self.deep_supervision = bool(deep_supervision)
         self.ds_mode = ds_mode
@@ -286,6 +288,36 @@ class UNetPlusPlus(UNetTrunk):
         self.fast = fast
         self.last_column = self.fast_column if fast else d
 
+        self.nodes = self._build_nodes(  # type: ignore[assignment]
+            stages, make_block, gate, up, up_kernel_size, norm, dropout
+        )
+        self.heads = nn.ModuleList(
+            [
+                SegmentationHead(spatial_dims, chans[0], num_classes)
+                for _ in range(d if deep_supervision else 1)
+            ]
+        )
+        self._config = capture_config(
+            UNetPlusPlus.__init__,
+            locals(),
+            exclude=("depth",),
+            channels=list(chans),
+            deep_supervision=bool(deep_supervision),
+        )
+
+    def _build_nodes(
+        self,
+        stages: list[Stage],
+        make_block: Callable[[int, int, Stage], nn.Module],
+        gate: GateSpec,
+        up: UpMode,
+        up_kernel_size: int | None,
+        norm: NormSpec,
+        dropout: float,
+    ) -> nn.ModuleList:
+        """The nested nodes by column: ``nodes[j][i]`` is ``X[i, j]`` (column 0, the
+        encoder, is empty)."""
+        spatial_dims, chans, d = self.spatial_dims, self.channels, self.depth
         up_channels = [chans[i + 1] if up == "upsample" else chans[i] for i in range(d)]
         columns: list[nn.ModuleList] = [nn.ModuleList()]  # column 0 is the encoder
         for j in range(1, d + 1):
@@ -307,20 +339,7 @@ class UNetPlusPlus(UNetTrunk):
                     )
                 )
             columns.append(nn.ModuleList(rows))
-        self.nodes = nn.ModuleList(columns)  # type: ignore[assignment]
-        self.heads = nn.ModuleList(
-            [
-                SegmentationHead(spatial_dims, chans[0], num_classes)
-                for _ in range(d if deep_supervision else 1)
-            ]
-        )
-        self._config = capture_config(
-            UNetPlusPlus.__init__,
-            locals(),
-            exclude=("depth",),
-            channels=list(chans),
-            deep_supervision=bool(deep_supervision),
-        )
+        return nn.ModuleList(columns)
 
     def _weight_dtype(self) -> torch.dtype | None:
         weight = self.heads[0].conv.weight  # type: ignore[union-attr]
