@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 from typing import Any
@@ -77,4 +78,5 @@ def build_preset(name: str, overrides: dict[str, Any]) -> Any:
         1
     """
     info = model_info(name)
-    return info.model_class(**{**info.defaults, **overrides})
+    # a copy, so no list of the registered defaults is shared with the model built
+    return info.model_class(**{**copy.deepcopy(info.defaults), **overrides})
