@@ -7,21 +7,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from _reference import assert_same_state, trained_a_little
 from torch import nn
 
-import attnunet.models._hub as hub
 from attnunet import (
     AgResUNet,
     AgUNet,
     RAUNet,
     SegmentationModel,
     UNet,
-    create_model,
-    list_models,
-    model_info,
     register_model,
 )
-from attnunet.models import accepted_kwargs, from_pretrained, save_pretrained, unregister_model
+from attnunet.models import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    from_pretrained,
+    save_pretrained,
+    unregister_model,
+)
 
 CONFIG_KEYS = {
     "format",
@@ -46,67 +49,10 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def small_kwargs(name: str, dims: int) -> dict:
-    """A small configuration of a registered model: narrow widths, or a ResNet18 encoder."""
-    accepted = accepted_kwargs(model_info(name).model_class) or []
-    kwargs: dict = {"spatial_dims": dims, "in_channels": 2, "num_classes": 3}
-    if "channels" in accepted:
-        kwargs["channels"] = (4, 8, 16)
-    if "encoder" in accepted:
-        kwargs["encoder"] = "resnet18"
-    return kwargs
-
-
-def sample_input(name: str, dims: int) -> torch.Tensor:
-    if "encoder" in (accepted_kwargs(model_info(name).model_class) or []):
-        size = {2: (40, 36), 3: (32, 32, 32)}[dims]
-    else:
-        size = {2: (21, 18), 3: (10, 9, 12)}[dims]
-    return torch.randn(2, 2, *size)
-
-
-def trained_a_little(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """Move the batch-norm statistics away from their initial values."""
-    model.train()
-    with torch.no_grad():
-        for scale in (1.0, 3.0):
-            model(x * scale + 1.0)
-    return model.eval()
-
-
-def assert_same_state(a: nn.Module, b: nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
-    assert list(sa) == list(sb)
-    for key in sa:
-        assert sa[key].dtype == sb[key].dtype, key
-        assert torch.equal(sa[key], sb[key]), key
-
-
 # ------------------------------------------------------------------------- round trips
-# every configurable model in 2D (RAUNet, the one with an encoder, in its own test below,
-# which also checks it loads offline) and a 3D one
-ENCODER_MODELS = ["raunet"]
-ROUND_TRIPS = [(n, 2) for n in list_models(presets=False) if n not in ENCODER_MODELS]
-ROUND_TRIPS += [("ag_res_unet", 3)]
-
-
-def test_round_trips_cover_the_registry():
-    covered = {n for n, _ in ROUND_TRIPS} | set(ENCODER_MODELS)
-    assert covered == set(list_models(presets=False))
-
-
-@pytest.mark.parametrize(("name", "dims"), ROUND_TRIPS)
-def test_round_trip_gives_identical_outputs(tmp_path, name, dims):
-    torch.manual_seed(0)
-    x = sample_input(name, dims)
-    model = trained_a_little(create_model(name, **small_kwargs(name, dims)), x)
-    folder = save_pretrained(model, tmp_path / "saved")
-    loaded = from_pretrained(folder)
-    assert type(loaded) is type(model)
-    assert not loaded.training and all(not m.training for m in loaded.modules())
-    assert_same_state(model, loaded)
-    with torch.no_grad():
-        assert torch.equal(loaded(x), model(x))
+# Every registered model's round trip (identical state dict and outputs, in every
+# dimensionality) is a case of the model zoo tester, tests/test_zoo.py; these tests check
+# what is particular: buffers, files, dtypes, overrides, errors.
 
 
 def test_batch_norm_buffers_round_trip(tmp_path):
@@ -341,7 +287,6 @@ def test_raunet_round_trip_never_fetches_weights(tmp_path):
     torch.manual_seed(2)
     x = torch.randn(2, 1, 32, 32)
     model = trained_a_little(RAUNet(2, 1, 2, encoder="resnet18", pretrained=False), x)
-    assert list_models("raunet", presets=False) == ENCODER_MODELS
     model.save_pretrained(tmp_path)
     document = json.loads((tmp_path / "config.json").read_text())
     assert document["model"] == "raunet" and document["config"]["pretrained"] is False
@@ -410,8 +355,15 @@ def test_3d_model_from_the_base_class(tmp_path):
         assert torch.equal(loaded(x), model(x))
 
 
-def test_module_constants():
-    assert hub.CONFIG_NAME == "config.json" and hub.WEIGHTS_NAME == "model.safetensors"
+def test_the_public_file_names_are_the_files_written(tmp_path):
+    """``CONFIG_NAME`` and ``WEIGHTS_NAME`` name the two files a save writes, and loading
+    needs both."""
+    UNet(2, 1, 1, channels=(4, 8)).save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CONFIG_NAME, WEIGHTS_NAME])
+    assert json.loads((tmp_path / CONFIG_NAME).read_text(encoding="utf-8"))["model"] == "unet"
+    (tmp_path / WEIGHTS_NAME).unlink()
+    with pytest.raises(FileNotFoundError, match=WEIGHTS_NAME.replace(".", r"\.")):
+        from_pretrained(tmp_path)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
