@@ -5,6 +5,7 @@ import weakref
 
 import pytest
 import torch
+from _reference import ODD_SIZES, TINY_CHANNELS, assert_same_checkpointed_step
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -13,64 +14,10 @@ import attnunet.models._checkpointing as base
 from attnunet import create_model
 from attnunet.models.raunet import RAUNet
 
-TINY = (4, 8, 16)
-SIZES = {1: (20,), 2: (20, 18), 3: (8, 12, 10)}
-UNET_FAMILY = ["unet", "res_unet", "ag_unet", "ag_res_unet", "attention_unet"]
-NESTED = ["unet_plus_plus", "attention_unet_plus_plus"]
 
-
-def _norms(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def _step(model: nn.Module, x: torch.Tensor, enabled: bool):
-    """One training step (forward, loss over every output, backward) on a copy of
-    ``model``; returns the loss, the gradients and the buffers afterwards."""
-    model = copy.deepcopy(model).train().set_checkpointing(enabled)
-    torch.manual_seed(123)  # the same dropout masks for both runs
-    out = model(x)
-    outputs = out if isinstance(out, list) else [out]
-    loss = sum((k + 1) * (y**2).mean() + y.mean() for k, y in enumerate(outputs))
-    loss.backward()
-    grads = {name: p.grad for name, p in model.named_parameters()}
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    return loss.detach(), grads, buffers
-
-
-def _assert_same_step(model: nn.Module, x: torch.Tensor) -> None:
-    loss_off, grads_off, buffers_off = _step(model, x, False)
-    loss_on, grads_on, buffers_on = _step(model, x, True)
-    torch.testing.assert_close(loss_on, loss_off, rtol=1e-5, atol=1e-6)
-    assert grads_on.keys() == grads_off.keys()
-    assert any(grad is not None for grad in grads_off.values())
-    for name, grad in grads_off.items():
-        if grad is None:  # pruned by ds_mode="fast"
-            assert grads_on[name] is None, name
-            continue
-        torch.testing.assert_close(grads_on[name], grad, rtol=1e-5, atol=1e-6, msg=name)
-    # batch-norm running statistics and num_batches_tracked: updated once, not twice (a
-    # second update moves a running mean by 10 % of the batch mean). The checkpointed
-    # decoder sums one convolution per concatenated part (ConvNormAct.forward_parts), so
-    # the float statistics agree to rounding, not bit for bit; the counters exactly.
-    assert buffers_on.keys() == buffers_off.keys()
-    for name, buffer in buffers_off.items():
-        exact = not buffer.is_floating_point()
-        tol = 0 if exact else 1e-6
-        torch.testing.assert_close(buffers_on[name], buffer, rtol=tol, atol=tol, msg=name)
-
-
-@pytest.mark.parametrize("name", UNET_FAMILY + NESTED)
-@pytest.mark.parametrize("dims", [2, 3])
-def test_same_loss_gradients_and_statistics(name, dims):
-    """Every U-Net and UNet++ model, with dropout (the recomputation must draw the masks
-    of the forward pass) and sizes that need padding."""
-    torch.manual_seed(0)
-    model = create_model(
-        name, spatial_dims=dims, in_channels=1, num_classes=2, channels=TINY, dropout=0.2
-    )
-    _assert_same_step(model, torch.randn(2, 1, *SIZES[dims]))
-
-
+# The same step with and without checkpointing, for every registered model in every
+# dimensionality (with dropout where the model has it), is a case of the model zoo tester
+# (tests/test_zoo.py); here: deep-supervision forms, float64, RAUNet's timm encoder.
 @pytest.mark.parametrize(
     ("name", "kwargs"),
     [
@@ -82,31 +29,24 @@ def test_same_loss_gradients_and_statistics(name, dims):
 )
 def test_deep_supervision(name, kwargs):
     torch.manual_seed(0)
-    model = create_model(name, spatial_dims=3, channels=TINY, **kwargs)
-    _assert_same_step(model, torch.randn(1, 1, *SIZES[3]))
+    model = create_model(name, spatial_dims=3, channels=TINY_CHANNELS, **kwargs)
+    assert_same_checkpointed_step(model, torch.randn(1, 1, *ODD_SIZES[3]))
 
 
 def test_same_step_in_float64():
     torch.manual_seed(0)
-    model = create_model("ag_res_unet", spatial_dims=3, channels=TINY, dropout=0.2).double()
-    _assert_same_step(model, torch.randn(2, 1, *SIZES[3], dtype=torch.float64))
-
-
-def test_raunet_native_encoder():
-    """RAUNet's own ResNet encoder (1D here, the same code as 3D): stem + layer1, layer2,
-    layer3, layer4 and every decoder block with its AAM are segments."""
-    torch.manual_seed(0)
-    model = RAUNet(1, 1, 2, encoder="resnet18", pool_norm="batch")
-    _assert_same_step(model, torch.randn(2, 1, 64))
+    model = create_model(
+        "ag_res_unet", spatial_dims=3, channels=TINY_CHANNELS, dropout=0.2
+    ).double()
+    assert_same_checkpointed_step(model, torch.randn(2, 1, *ODD_SIZES[3], dtype=torch.float64))
 
 
 def test_raunet_timm_encoder_is_one_segment():
-    pytest.importorskip("timm")
+    """The timm encoder is one segment: its first and last modules run twice (the same
+    step with and without checkpointing is in the model zoo tester)."""
     torch.manual_seed(0)
-    model = RAUNet(2, 1, 2, encoder="resnet18")
+    model = RAUNet(2, 1, 2, encoder="resnet18").set_checkpointing()
     x = torch.randn(2, 1, 32, 32)
-    _assert_same_step(model, x)
-    model.set_checkpointing()
     assert _count_forwards(model, model.encoder.model.conv1, x) == 2
     assert _count_forwards(model, model.encoder.model.layer4, x) == 2
 
@@ -127,8 +67,8 @@ def _count_forwards(model: nn.Module, module: nn.Module, x: torch.Tensor) -> int
 @pytest.mark.parametrize("name", ["ag_unet", "attention_unet_plus_plus"])
 def test_blocks_really_run_twice(name):
     torch.manual_seed(0)
-    model = create_model(name, spatial_dims=2, channels=TINY)
-    x = torch.randn(2, 1, *SIZES[2])
+    model = create_model(name, spatial_dims=2, channels=TINY_CHANNELS)
+    x = torch.randn(2, 1, *ODD_SIZES[2])
     blocks = [model.encoder.stages[0].block, model.encoder.stages[-1].block]
     # a checkpointed decoder block runs as two segments and its first unit through
     # forward_parts, so count its units' modules rather than the block
@@ -164,8 +104,8 @@ def checkpoint_calls(monkeypatch):
 def test_segments_and_the_normal_path(checkpoint_calls):
     """Training mode with gradients checkpoints every segment; evaluation mode,
     ``no_grad`` and ``inference_mode`` run the normal path."""
-    model = create_model("ag_unet", spatial_dims=2, channels=TINY).set_checkpointing()
-    x = torch.randn(1, 1, *SIZES[2])
+    model = create_model("ag_unet", spatial_dims=2, channels=TINY_CHANNELS).set_checkpointing()
+    x = torch.randn(1, 1, *ODD_SIZES[2])
     model.train()(x).sum().backward()
     # every encoder stage, and two per decoder level (see split_last)
     assert len(checkpoint_calls) == 3 + 2 * 2
@@ -183,11 +123,11 @@ def test_segments_and_the_normal_path(checkpoint_calls):
 @pytest.mark.parametrize("name", ["ag_res_unet", "attention_unet_plus_plus"])
 def test_eval_output_unchanged(name):
     torch.manual_seed(0)
-    model = create_model(name, spatial_dims=3, channels=TINY, deep_supervision=True)
+    model = create_model(name, spatial_dims=3, channels=TINY_CHANNELS, deep_supervision=True)
     with torch.no_grad():
-        model.train()(torch.randn(2, 1, *SIZES[3]))  # non-trivial running statistics
+        model.train()(torch.randn(2, 1, *ODD_SIZES[3]))  # non-trivial running statistics
     model.eval()
-    x = torch.randn(1, 1, *SIZES[3])
+    x = torch.randn(1, 1, *ODD_SIZES[3])
     expected = model(x)
     out = model.set_checkpointing()(x)  # with gradients enabled, but in eval mode
     for a, b in zip(out, expected, strict=True):
@@ -196,7 +136,7 @@ def test_eval_output_unchanged(name):
 
 # ------------------------------------------------------------------------- the switch
 def test_switch_returns_the_model_and_is_a_runtime_setting():
-    model = create_model("attention_unet", spatial_dims=2, channels=TINY)
+    model = create_model("attention_unet", spatial_dims=2, channels=TINY_CHANNELS)
     keys = list(model.state_dict())
     config = model.config
     assert model.checkpointing is False
@@ -214,14 +154,16 @@ def test_switch_returns_the_model_and_is_a_runtime_setting():
 
 
 def test_saved_weights_load_across_the_switch():
-    source = create_model("ag_unet", spatial_dims=2, channels=TINY).set_checkpointing()
+    source = create_model("ag_unet", spatial_dims=2, channels=TINY_CHANNELS).set_checkpointing()
     target = create_model("ag_unet", **source.config)
     target.load_state_dict(source.state_dict())  # strict
     assert target.checkpointing is False
 
 
 def test_survives_deepcopy():
-    model = create_model("unet_plus_plus", spatial_dims=2, channels=TINY).set_checkpointing()
+    model = create_model(
+        "unet_plus_plus", spatial_dims=2, channels=TINY_CHANNELS
+    ).set_checkpointing()
     clone = copy.deepcopy(model)
     assert clone.checkpointing
     assert all(m.checkpointing for m in clone.nodes[1])
@@ -231,8 +173,8 @@ def test_survives_deepcopy():
 @pytest.mark.parametrize("name", ["attention_unet", "attention_unet_plus_plus"])
 def test_torchscript(name):
     torch.manual_seed(0)
-    model = create_model(name, spatial_dims=2, channels=TINY).eval()
-    x = torch.randn(1, 1, *SIZES[2])
+    model = create_model(name, spatial_dims=2, channels=TINY_CHANNELS).eval()
+    x = torch.randn(1, 1, *ODD_SIZES[2])
     scripted = torch.jit.script(model)  # checkpointing off
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), model(x))
