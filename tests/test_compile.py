@@ -1,11 +1,15 @@
-"""torch.compile: every model family compiles into one graph and matches eager mode.
+"""torch.compile with the default (inductor) backend: generated kernels match eager mode.
 
-``fullgraph=True`` makes any graph break an error, so each test also proves that the
-model's forward has none. The default (inductor) backend generates and compiles C++ on
-the CPU, which takes a few seconds per model on a small machine: the models are tiny,
-shapes are static (``dynamic=False``) and identical widths let later models reuse
-kernels already compiled (inductor caches them on disk, so a second run is much faster).
-Without a working C++ toolchain the whole module is skipped, with the reason.
+Every registered model, in every dimensionality, is compiled in one graph by the model zoo
+tester (``tests/test_zoo.py``, ``aot_eager`` backend). Here inductor generates and compiles
+C++ on the CPU for one model per kind of layer: plain U-Net stages, grid attention gates
+with trilinear up-sampling, nested UNet++ nodes with self-attention skips, RAUNet's timm
+encoder and attention modules; then ``forward_with_attention`` and a training step.
+``fullgraph=True`` makes any graph break an error. A cold compile takes ten to thirty
+seconds per model on a small machine: the models are tiny, shapes are static
+(``dynamic=False``) and identical widths let later models reuse kernels already compiled
+(inductor caches them on disk, so a second run is much faster). Without a working C++
+toolchain the whole module is skipped, with the reason.
 """
 
 import copy
@@ -13,25 +17,14 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from _reference import randomise_norms
+from _reference import REORDERED_TOL, TINY_CHANNELS, output_tensors, randomise_norms
 from torch import nn
 
-from attnunet import (
-    AgResUNet,
-    AgUNet,
-    AttentionUNet,
-    AttentionUNetPlusPlus,
-    RAUNet,
-    ResUNet,
-    UNet,
-    UNetPlusPlus,
-)
+from attnunet import AgUNet, AttentionUNet, AttentionUNetPlusPlus, RAUNet, UNet
 from attnunet.losses import DeepSupervisionLoss, DiceCELoss
 
 pytestmark = pytest.mark.slow
 
-RTOL, ATOL = 1e-4, 1e-5
-SMALL = (4, 8, 16)
 SIZES = {2: (32, 32), 3: (16, 16, 16)}
 
 _PROBE: list[str | None] = []  # the probe's verdict, computed once per session
@@ -61,56 +54,38 @@ def _inductor_problem() -> str | None:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_dynamo():
+def _fresh_dynamo(one_thread):
     """Skip without a working inductor; give every test a clean dynamo state (compiled
     code of one model must never be reused for another, nor count towards its
     recompilation limit) and one intra-op thread (the generated kernels then do not
-    depend on the core count, and tiny models do not crawl when another process keeps a
-    core busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        reason = _inductor_problem()
-        if reason is not None:
-            pytest.skip(reason)
-        torch._dynamo.reset()
-        yield
-        torch._dynamo.reset()
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _tensors(output: object) -> list[torch.Tensor]:
-    """The tensors of a model output: a tensor, a list, or ``(output, maps)``."""
-    if isinstance(output, torch.Tensor):
-        return [output]
-    assert isinstance(output, (list, tuple)), type(output)
-    return [t for item in output for t in _tensors(item)]
+    depend on the core count)."""
+    reason = _inductor_problem()
+    if reason is not None:
+        pytest.skip(reason)
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
 
 
 def _assert_close_outputs(actual: object, expected: object) -> None:
-    got, want = _tensors(actual), _tensors(expected)
+    got, want = output_tensors(actual), output_tensors(expected)
     assert len(got) == len(want)
     for a, e in zip(got, want, strict=True):
-        torch.testing.assert_close(a, e, rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(a, e, **REORDERED_TOL)
 
 
-# Family builders, ordered so that later models reuse the kernels of earlier ones.
+# One model per kind of layer (see the module docstring), in 2D and one in 3D; identical
+# widths let later models reuse the kernels of earlier ones.
 FAMILIES: dict[str, Callable[[int], nn.Module]] = {
-    "unet": lambda d: UNet(d, 1, 2, channels=SMALL),
-    "ag_unet": lambda d: AgUNet(d, 1, 2, channels=SMALL),
-    "res_unet": lambda d: ResUNet(d, 1, 2, channels=SMALL),
-    "ag_res_unet": lambda d: AgResUNet(d, 1, 2, channels=SMALL),
-    "attention_unet": lambda d: AttentionUNet(d, 1, 2, channels=SMALL),
-    "unet_plus_plus": lambda d: UNetPlusPlus(d, 1, 2, channels=SMALL),
-    "attention_unet_plus_plus": lambda d: AttentionUNetPlusPlus(d, 1, 2, channels=SMALL),
+    "unet": lambda d: UNet(d, 1, 2, channels=TINY_CHANNELS),
+    "attention_unet": lambda d: AttentionUNet(d, 1, 2, channels=TINY_CHANNELS),
+    "attention_unet_plus_plus": lambda d: AttentionUNetPlusPlus(d, 1, 2, channels=TINY_CHANNELS),
     # 2D RAUNet has a timm encoder; resnet18 without weights needs no network
     "raunet": lambda d: RAUNet(d, 1, 2, encoder="resnet18"),
 }
 # AttentionUNet's 2D case is its conv-mapped, deep-supervision form, compiled through
 # forward_with_attention below; the plain form compiles in 3D.
 EVAL_CASES = [(name, 2) for name in FAMILIES if name != "attention_unet"] + [
-    ("unet", 3),
     ("attention_unet", 3),
 ]
 
@@ -155,7 +130,7 @@ def test_compiled_forward_with_attention_matches_eager():
     the maps)."""
     torch.manual_seed(0)
     model = AttentionUNet(
-        2, 1, 2, channels=SMALL, conv_mapping=True, deep_supervision=True, ds_fusion=True
+        2, 1, 2, channels=TINY_CHANNELS, conv_mapping=True, deep_supervision=True, ds_fusion=True
     )
     model = randomise_norms(model).eval()
     x = _input("attention_unet", 2)
@@ -167,15 +142,15 @@ def test_compiled_forward_with_attention_matches_eager():
     _assert_close_outputs(c_logits, logits)
     assert len(maps) == len(c_maps) == 1  # the finest skip is not gated at depth 2
     assert c_maps[0].shape == (1, 2, 16, 16)  # two gates on skip 1
-    torch.testing.assert_close(c_maps[0], maps[0], rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(c_maps[0], maps[0], **REORDERED_TOL)
     assert float(c_maps[0].min()) >= 0.0 and float(c_maps[0].max()) <= 1.0
 
 
 # Training graphs (forward and backward) take the longest to compile, so these models
 # have one level (two widths) only.
 TRAIN_CASES: dict[str, Callable[[], nn.Module]] = {
-    "unet": lambda: UNet(2, 1, 2, channels=SMALL[:2]),
-    "ag_unet": lambda: AgUNet(2, 1, 2, channels=SMALL[:2]),
+    "unet": lambda: UNet(2, 1, 2, channels=TINY_CHANNELS[:2]),
+    "ag_unet": lambda: AgUNet(2, 1, 2, channels=TINY_CHANNELS[:2]),
 }
 
 
@@ -194,7 +169,7 @@ def _train_step(
     for n, p in params.named_parameters():
         assert p.grad is not None, n
         grads[n] = p.grad.detach().clone()
-    return loss.detach(), [t.detach() for t in _tensors(output)], grads
+    return loss.detach(), [t.detach() for t in output_tensors(output)], grads
 
 
 @pytest.mark.parametrize("name", list(TRAIN_CASES))
@@ -212,13 +187,13 @@ def test_compiled_training_step_matches_eager(name):
     c_loss, c_outputs, c_grads = _train_step(compiled, twin, x, target)
 
     assert torch.isfinite(loss)
-    torch.testing.assert_close(c_loss, loss, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(c_loss, loss, **REORDERED_TOL)
     for got, want in zip(c_outputs, outputs, strict=True):
-        torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(got, want, **REORDERED_TOL)
     assert c_grads.keys() == grads.keys()
     for key, grad in grads.items():
-        torch.testing.assert_close(c_grads[key], grad, rtol=RTOL, atol=ATOL, msg=key)
+        torch.testing.assert_close(c_grads[key], grad, **REORDERED_TOL, msg=key)
     for (key, buf), (_, c_buf) in zip(
         eager.named_buffers(), twin.named_buffers(), strict=True
     ):  # batch-norm running statistics, updated by the compiled graph too
-        torch.testing.assert_close(c_buf, buf, rtol=RTOL, atol=ATOL, msg=key)
+        torch.testing.assert_close(c_buf, buf, **REORDERED_TOL, msg=key)
