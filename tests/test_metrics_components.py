@@ -28,7 +28,7 @@ def test_label_components_matches_skimage_for_every_connectivity(shape):
     for density in (0.2, 0.45, 0.6):
         mask = rng.random(shape) < density
         for connectivity in range(1, len(shape) + 1):
-            labels, count = label_components(mask, connectivity)
+            labels, count = label_components(mask, connectivity=connectivity)
             ref, ref_count = sk_label(mask, connectivity=connectivity, return_num=True)
             assert count == ref_count
             assert labels.shape == mask.shape and labels.dtype == np.int32
@@ -223,3 +223,15 @@ def test_invalid_arguments():
         label_components(np.ones((2, 2)))
     with pytest.raises(TypeError, match=r"numpy\.ndarray"):
         label_components([[1, 0], [0, 1]])
+
+
+def test_connectivity_is_keyword_only():
+    from attnunet.metrics.components import connectivity_structure
+
+    diagonal = np.array([[1, 0], [0, 1]], dtype=bool)
+    with pytest.raises(TypeError, match="positional"):
+        label_components(diagonal, 2)  # type: ignore[call-arg]
+    assert label_components(diagonal, connectivity=2)[1] == 1
+    with pytest.raises(TypeError, match="positional"):
+        connectivity_structure(2, 2)  # type: ignore[call-arg]
+    assert connectivity_structure(2, connectivity=2).all()

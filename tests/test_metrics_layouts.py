@@ -205,7 +205,9 @@ def test_thresholded_single_channel_output_equals_monai(dims):
     target = torch.from_numpy(t)[None, None].repeat(2, 1, *[1] * dims)
     pred = logits > 0  # (B, 1, *S), what the float-input error message suggests
     expected_hd, expected_sd = monai_surface(pred, target)
-    got = surface_metrics(pred, target, ("hd95", "assd"), spatial_dims=dims, reduction="none")
+    got = surface_metrics(
+        pred, target, metrics=("hd95", "assd"), spatial_dims=dims, reduction="none"
+    )
     np.testing.assert_allclose(got["hd95"].double().numpy(), expected_hd[:, 0], rtol=1e-6)
     np.testing.assert_allclose(got["assd"].double().numpy(), expected_sd[:, 0], rtol=1e-6)
     expected_dice = monai_metrics.compute_dice(
@@ -287,7 +289,7 @@ def test_one_hot_equals_monai_and_torchmetrics(dims, include_background):
     out = surface_metrics(
         p,
         t,
-        ("hd95", "assd"),
+        metrics=("hd95", "assd"),
         spatial_dims=dims,
         one_hot=True,
         include_background=include_background,
@@ -410,7 +412,7 @@ def test_absent_class_surface_distances_are_left_out():
     pred[0, 2:6, 2:6] = 1
     target[0, 3:7, 2:6] = 1
     out = surface_metrics(
-        pred, target, ("hd95", "assd"), num_classes=3, spatial_dims=2, reduction="none"
+        pred, target, metrics=("hd95", "assd"), num_classes=3, spatial_dims=2, reduction="none"
     )
     assert math.isnan(float(out["hd95"][0, 1]))
     hd_one = float(hd95(pred == 1, target == 1, spatial_dims=2))
@@ -502,11 +504,35 @@ def test_spacing_passed_positionally_gets_a_hint():
         dice_score(p, t, num_classes=1, spatial_dims=3)
 
 
+def test_every_public_metric_takes_its_options_by_name():
+    # Only the arrays are positional (a third positional argument is refused, by Python or
+    # with a hint through ``*misplaced``); every option with a default is keyword-only.
+    import inspect
+
+    from attnunet import metrics
+
+    checked = 0
+    for name in metrics.__all__:
+        fn = getattr(metrics, name)
+        if not inspect.isfunction(fn):
+            continue  # classes: MetricAccumulator keeps its metrics dict positional
+        checked += 1
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind is p.POSITIONAL_OR_KEYWORD:
+                assert p.name in ("pred", "target", "mask"), (name, p.name)
+                assert p.default is p.empty, (name, p.name)
+            elif p.kind is p.VAR_POSITIONAL:
+                assert p.name == "misplaced", (name, p.name)
+            else:
+                assert p.kind is p.KEYWORD_ONLY, (name, p.name, p.kind)
+    assert checked == 19
+
+
 def test_fractional_percentile_warns():
     p, t = ellipse_pair(2)
     for call in (
         lambda: hausdorff_distance(p, t, spatial_dims=2, percentile=0.95),
-        lambda: surface_metrics(p, t, ("hd95",), spatial_dims=2, percentile=0.5),
+        lambda: surface_metrics(p, t, metrics=("hd95",), spatial_dims=2, percentile=0.5),
     ):
         with pytest.warns(UserWarning, match="0-100 scale") as record:
             call()

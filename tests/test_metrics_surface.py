@@ -94,7 +94,9 @@ def test_surface_is_mask_minus_scipy_erosion_for_every_connectivity():
         for connectivity in range(1, len(shape) + 1):
             structure = ndimage.generate_binary_structure(len(shape), connectivity)
             reference = mask & ~ndimage.binary_erosion(mask, structure)
-            np.testing.assert_array_equal(surface_voxels(mask, connectivity), reference)
+            np.testing.assert_array_equal(
+                surface_voxels(mask, connectivity=connectivity), reference
+            )
 
 
 # ------------------------------------------------------------------------------- MedPy
@@ -397,3 +399,61 @@ def test_neighbour_lookup_is_exact_for_any_spacing(pair, spacing):
     tree = surface_distances(pred, target, spacing=spacing, method="kdtree")
     np.testing.assert_allclose(auto.pred_to_target, tree.pred_to_target, rtol=1e-12)
     np.testing.assert_allclose(auto.target_to_pred, tree.target_to_pred, rtol=1e-12)
+
+
+# ----------------------------------------------------------------- keyword-only options
+
+_A = np.zeros((1, 7), dtype=bool)
+_A[0, 1:3] = True
+_B = np.zeros((1, 7), dtype=bool)
+_B[0, 4:6] = True
+
+
+@pytest.mark.parametrize(
+    ("call", "by_name", "message"),
+    [
+        # MedPy's hd95(result, reference, voxelspacing): 2 must not be read as anything
+        (
+            lambda: surface_distances(_A, _B, 2),
+            lambda: surface_distances(_A, _B, spacing=2),
+            "positional",
+        ),
+        (
+            lambda: surface_distances(_A, _B, (1.0, 2.0), 1, "kdtree"),
+            lambda: surface_distances(_A, _B, spacing=(1.0, 2.0), connectivity=1, method="kdtree"),
+            "positional",
+        ),
+        (
+            lambda: surface_voxels(_A, 2),
+            lambda: surface_voxels(_A, connectivity=2),
+            "positional",
+        ),
+        (
+            lambda: surface_metrics(_A[None], _B[None], ("hd95",), spatial_dims=2),
+            lambda: surface_metrics(_A[None], _B[None], metrics=("hd95",), spatial_dims=2),
+            r"metrics=\('hd95',\)",
+        ),
+        (
+            lambda: surface_metrics(_A[None], _B[None], "hd", spatial_dims=2),
+            lambda: surface_metrics(_A[None], _B[None], metrics=("hd",), spatial_dims=2),
+            "metrics='hd'",
+        ),
+        (
+            lambda: surface_metrics(_A[None], _B[None], 2, spatial_dims=2),
+            lambda: surface_metrics(_A[None], _B[None], spacing=2, spatial_dims=2),
+            "spacing=2",
+        ),
+    ],
+    ids=[
+        "surface_distances-spacing",
+        "surface_distances-all",
+        "surface_voxels",
+        "surface_metrics-metrics",
+        "surface_metrics-one-name",
+        "surface_metrics-spacing",
+    ],
+)
+def test_options_are_keyword_only(call, by_name, message):
+    with pytest.raises(TypeError, match=message):
+        call()
+    by_name()  # the same option passed by name is accepted

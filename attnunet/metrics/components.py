@@ -30,9 +30,9 @@ from attnunet.metrics._common import Array, Reduction, check_reduction, class_ma
 __all__ = ["label_components", "num_components", "one_piece_fraction"]
 
 
-def connectivity_structure(ndim: int, connectivity: int) -> np.ndarray:
-    """The neighbourhood of :func:`scipy.ndimage.label` for ``connectivity`` in ``ndim``
-    axes, after checking that ``connectivity`` lies in ``1..ndim``."""
+def connectivity_structure(ndim: int, *, connectivity: int) -> np.ndarray:
+    """The neighbourhood of :func:`scipy.ndimage.label` for ``connectivity`` (by name) in
+    ``ndim`` axes, after checking that ``connectivity`` lies in ``1..ndim``."""
     if (
         isinstance(connectivity, bool)
         or not isinstance(connectivity, numbers.Integral)
@@ -46,7 +46,7 @@ def connectivity_structure(ndim: int, connectivity: int) -> np.ndarray:
     return ndimage.generate_binary_structure(ndim, int(connectivity))
 
 
-def label_components(mask: Array, connectivity: int = 1) -> tuple[np.ndarray, int]:
+def label_components(mask: Array, *, connectivity: int = 1) -> tuple[np.ndarray, int]:
     """Label the connected components of the foreground of one (unbatched) mask.
 
     Args:
@@ -56,7 +56,7 @@ def label_components(mask: Array, connectivity: int = 1) -> tuple[np.ndarray, in
             the same component.
         connectivity: neighbours are voxels reached with at most this many orthogonal
             unit steps, ``1..mask.ndim`` (default 1: faces only; ``mask.ndim``: corners
-            too), as in :func:`skimage.measure.label`.
+            too), as in :func:`skimage.measure.label`; by name only.
 
     Returns:
         ``(labels, count)``: an ``int32`` NumPy array of ``mask``'s shape with background
@@ -64,7 +64,8 @@ def label_components(mask: Array, connectivity: int = 1) -> tuple[np.ndarray, in
         components as a Python int (0 for an empty mask).
 
     Raises:
-        TypeError: ``mask`` is not an array or tensor, or holds floating-point values.
+        TypeError: ``mask`` is not an array or tensor, or holds floating-point values,
+            or ``connectivity`` is passed positionally.
         ValueError: ``mask`` has no axis, or ``connectivity`` is outside ``1..mask.ndim``.
 
     Examples:
@@ -79,7 +80,7 @@ def label_components(mask: Array, connectivity: int = 1) -> tuple[np.ndarray, in
     m = _host_mask(mask, "mask")
     if m.ndim == 0:
         raise ValueError("mask must have at least one axis, got a 0-d array")
-    structure = connectivity_structure(m.ndim, connectivity)
+    structure = connectivity_structure(m.ndim, connectivity=connectivity)
     labels, count = ndimage.label(m != 0, structure=structure)
     return labels, int(count)
 
@@ -216,7 +217,7 @@ def _counts(
         include_background=include_background,
         one_hot=one_hot,
     )
-    structure = connectivity_structure(masks.dim() - 2, connectivity)
+    structure = connectivity_structure(masks.dim() - 2, connectivity=connectivity)
     host = masks.detach().cpu().numpy()
     counts = np.zeros(host.shape[:2], dtype=np.int64)
     for b in range(host.shape[0]):

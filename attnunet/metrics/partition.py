@@ -138,7 +138,7 @@ def _tables(
             f"form='segment', False for form='pixel'), got {ignore_background!r}"
         )
     p, t, numpy = layout_pair(pred, target, spatial_dims)
-    structure = connectivity_structure(p.dim() - 1, connectivity)
+    structure = connectivity_structure(p.dim() - 1, connectivity=connectivity)
     if ignore_background is None:
         ignore_background = form == "segment"
 

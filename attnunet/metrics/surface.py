@@ -174,13 +174,13 @@ def _surface_points(mask: np.ndarray, connectivity: int) -> _Points | None:
     return _Points(coords, low, np.array([s.stop for s in box], dtype=np.int64))
 
 
-def surface_voxels(mask: Array, connectivity: int = 1) -> np.ndarray:
+def surface_voxels(mask: Array, *, connectivity: int = 1) -> np.ndarray:
     """The surface of one unbatched mask: its voxels that touch the background.
 
     Args:
         mask: boolean or integer mask (non-zero is foreground), any number of axes.
         connectivity: the erosion neighbourhood, ``1`` (faces, default) to ``mask.ndim``
-            (every neighbour). Voxels on the image border count as surface.
+            (every neighbour), by name only. Voxels on the image border count as surface.
 
     Returns:
         A boolean NumPy array of the mask's shape.
@@ -352,6 +352,7 @@ def _check_method(method: str) -> None:
 def surface_distances(
     pred: Array,
     target: Array,
+    *,
     spacing: float | Sequence[float] | None = None,
     connectivity: int = 1,
     method: Method = "auto",
@@ -359,7 +360,9 @@ def surface_distances(
     """Directed surface distances between one unbatched prediction and target.
 
     The building block of every surface metric here; use it for summaries not offered
-    (another percentile, a histogram).
+    (another percentile, a histogram). Only the two masks are positional: MedPy passes
+    its voxel spacing third, so ``surface_distances(a, b, 2)`` raises a ``TypeError``
+    rather than read ``2`` as something else.
 
     Args:
         pred: unbatched mask (bool or integer, non-zero is foreground), any number of axes.
@@ -375,12 +378,16 @@ def surface_distances(
     Raises:
         ValueError: a mask is empty (no surface to measure to), shapes differ, or an
             argument is out of range.
+        TypeError: a mask is not an array or tensor or holds floating-point values, or
+            an option is passed positionally.
 
     Examples:
         >>> a = np.zeros((1, 7), dtype=bool); a[0, 1:3] = True
         >>> b = np.zeros((1, 7), dtype=bool); b[0, 4:6] = True
         >>> surface_distances(a, b)  # (0,1)->(0,4) is 3 voxels, (0,2)->(0,4) is 2
         SurfaceDistances(pred_to_target=array([3., 2.]), target_to_pred=array([2., 3.]))
+        >>> surface_distances(a, b, spacing=(1.0, 0.5)).pred_to_target
+        array([1.5, 1. ])
     """
     p, t = _as_mask(pred), _as_mask(target)
     if p.shape != t.shape:
@@ -431,9 +438,8 @@ def _metric_names(metrics: object) -> tuple[str, ...]:
         isinstance(metrics, Sequence) and all(isinstance(m, str) for m in metrics)
     ):
         raise TypeError(
-            f"metrics (the third positional argument) must be a sequence of names from "
-            f"{', '.join(SURFACE_METRICS)}, got {metrics!r}; pass num_classes=..., "
-            f"spacing=... and the rest by name"
+            f"metrics must be a sequence of names from {', '.join(SURFACE_METRICS)}, "
+            f"got {metrics!r}"
         )
     names = tuple(metrics)
     for name in names:
@@ -442,6 +448,26 @@ def _metric_names(metrics: object) -> tuple[str, ...]:
                 f"unknown surface metric {name!r}; choose from {', '.join(SURFACE_METRICS)}"
             )
     return names
+
+
+def _is_names(value: object) -> bool:
+    """Whether ``value`` looks like surface-metric names: a string or strings."""
+    if isinstance(value, str):
+        return True
+    return isinstance(value, Sequence) and len(value) > 0 and all(isinstance(v, str) for v in value)
+
+
+def _refuse_positional_metrics(misplaced: tuple[object, ...]) -> None:
+    """Refuse positional options of :func:`surface_metrics`, naming the keyword meant:
+    ``metrics=`` for metric names, else ``num_classes=`` or ``spacing=``."""
+    if misplaced and _is_names(misplaced[0]):
+        raise TypeError(
+            f"surface_metrics() takes pred and target positionally and everything else by "
+            f"name, got {len(misplaced)} more positional argument(s): "
+            f"{', '.join(repr(v) for v in misplaced)}. Pass it by name: "
+            f"metrics={misplaced[0]!r}"
+        )
+    refuse_positional("surface_metrics", misplaced, spacing=True)
 
 
 def _check_convention(convention: str) -> None:
@@ -470,8 +496,8 @@ def _empty_value(
 def surface_metrics(
     pred: Array,
     target: Array,
+    *misplaced: object,
     metrics: Sequence[str] = SURFACE_METRICS,
-    *,
     num_classes: int | None = None,
     spatial_dims: int | None = None,
     include_background: bool = False,
@@ -496,10 +522,13 @@ def surface_metrics(
             CPU, results returned on the input's device). See
             :func:`attnunet.metrics.dice_score` for the whole contract.
         target: ground truth in the same layout.
+        *misplaced: nothing: only ``pred`` and ``target`` are positional. A third
+            positional argument raises a ``TypeError`` that says to pass ``metrics=``
+            (for names), ``spacing=`` (MedPy's voxel spacing) or ``num_classes=`` by name.
         metrics: any of ``"hd"`` (Hausdorff distance), ``"hd95"`` (the ``percentile``-th
             percentile Hausdorff distance), ``"assd"`` (average symmetric surface
             distance, pooled) and ``"s2s"`` (surface-to-surface distance, the mean of the
-            two directed means). Default: all four.
+            two directed means), by name. Default: all four.
         num_classes: ``None`` for binary input (non-zero is foreground), or the number of
             classes of a label map; each class is scored as its own mask.
         spatial_dims: how many trailing axes are spatial (2 for images, 3 for volumes).
@@ -542,7 +571,7 @@ def surface_metrics(
     Raises:
         ValueError: shapes, spacing, percentile, convention, metrics or connectivity out
             of range.
-        TypeError: floating-point inputs.
+        TypeError: floating-point inputs, or an option passed positionally.
 
     Examples:
         >>> a = np.zeros((1, 1, 7), dtype=bool); a[0, 0, 1:3] = True
@@ -551,6 +580,7 @@ def surface_metrics(
         >>> {k: v.tolist() for k, v in out.items()}
         {'hd': [3.0], 'hd95': [2.95], 'assd': [2.5], 's2s': [2.5]}
     """
+    _refuse_positional_metrics(misplaced)
     check_reduction(reduction)
     names = _metric_names(metrics)
     _check_convention(convention)
@@ -656,7 +686,7 @@ def hausdorff_distance(
     return surface_metrics(
         pred,
         target,
-        (name,),
+        metrics=(name,),
         num_classes=num_classes,
         spatial_dims=spatial_dims,
         include_background=include_background,
@@ -736,7 +766,7 @@ def hd95(
     return surface_metrics(
         pred,
         target,
-        ("hd95",),
+        metrics=("hd95",),
         num_classes=num_classes,
         spatial_dims=spatial_dims,
         include_background=include_background,
@@ -813,7 +843,7 @@ def assd(
     return surface_metrics(
         pred,
         target,
-        ("assd",),
+        metrics=("assd",),
         num_classes=num_classes,
         spatial_dims=spatial_dims,
         include_background=include_background,
@@ -892,7 +922,7 @@ def surface_to_surface(
     return surface_metrics(
         pred,
         target,
-        ("s2s",),
+        metrics=("s2s",),
         num_classes=num_classes,
         spatial_dims=spatial_dims,
         include_background=include_background,

@@ -74,7 +74,7 @@ def _metric_row(pred: np.ndarray, target: np.ndarray, settings: TrainSettings) -
     surface = surface_metrics(
         p.numpy(),
         t.numpy(),
-        ("hd95", "assd"),
+        metrics=("hd95", "assd"),
         spacing=settings.spacing,
         empty_pred=math.nan,
         empty_target=math.nan,
