@@ -370,19 +370,19 @@ def test_deep_supervision_weights_hand_computed():
     # nnU-Net: 1, 1/2, 1/4, ... with the last set to 0, normalised.
     #   3 scales: (1, 1/2, 0) / 1.5 = 2/3, 1/3, 0
     #   4 scales: (1, 1/2, 1/4, 0) / 1.75 = 4/7, 2/7, 1/7, 0
-    assert deep_supervision_weights(3, "nnunet") == pytest.approx([2 / 3, 1 / 3, 0])
-    assert deep_supervision_weights(4, "nnunet") == pytest.approx([4 / 7, 2 / 7, 1 / 7, 0])
+    assert deep_supervision_weights(3, scheme="nnunet") == pytest.approx([2 / 3, 1 / 3, 0])
+    assert deep_supervision_weights(4, scheme="nnunet") == pytest.approx([4 / 7, 2 / 7, 1 / 7, 0])
     # exponential: 3 scales (1, 1/2, 1/4) / 1.75; 4 scales (1, 1/2, 1/4, 1/8) / 1.875
-    assert deep_supervision_weights(3, "exponential") == pytest.approx([4 / 7, 2 / 7, 1 / 7])
-    assert deep_supervision_weights(4, "exponential") == pytest.approx(
+    assert deep_supervision_weights(3, scheme="exponential") == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+    assert deep_supervision_weights(4, scheme="exponential") == pytest.approx(
         [8 / 15, 4 / 15, 2 / 15, 1 / 15]
     )
-    assert deep_supervision_weights(3, "same") == pytest.approx([1 / 3] * 3)
-    assert deep_supervision_weights(4, "same") == pytest.approx([1 / 4] * 4)
+    assert deep_supervision_weights(3, scheme="same") == pytest.approx([1 / 3] * 3)
+    assert deep_supervision_weights(4, scheme="same") == pytest.approx([1 / 4] * 4)
     for scheme in ("nnunet", "exponential", "same"):
-        assert deep_supervision_weights(1, scheme) == [1.0]
+        assert deep_supervision_weights(1, scheme=scheme) == [1.0]
         for n in range(1, 8):
-            assert sum(deep_supervision_weights(n, scheme)) == pytest.approx(1.0)
+            assert sum(deep_supervision_weights(n, scheme=scheme)) == pytest.approx(1.0)
 
 
 def test_deep_supervision_loss_hand_computed():
@@ -818,3 +818,54 @@ def test_losses_package_imports_no_model_code():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "dice_loss"
+
+
+@pytest.mark.parametrize(
+    ("call", "by_name"),
+    [
+        (
+            lambda: deep_supervision_weights(3, "same"),
+            lambda: deep_supervision_weights(3, scheme="same"),
+        ),
+        (
+            lambda: DeepSupervisionLoss(dice_loss, "same"),
+            lambda: DeepSupervisionLoss(dice_loss, weights="same"),
+        ),
+        (
+            lambda: DeepSupervisionLoss(dice_loss, [0.5, 0.5], "nearest"),
+            lambda: DeepSupervisionLoss(dice_loss, weights=[0.5, 0.5], mode="nearest"),
+        ),
+    ],
+    ids=["deep_supervision_weights", "DeepSupervisionLoss-weights", "DeepSupervisionLoss-all"],
+)
+def test_options_are_keyword_only(call, by_name):
+    with pytest.raises(TypeError, match="positional"):
+        call()
+    by_name()  # the same option passed by name is accepted
+
+
+def test_every_public_loss_takes_its_options_by_name():
+    # Only tensors (and the wrapped loss, a count, a size) are positional: an option with
+    # a default must be keyword-only, in every function and every module's constructor.
+    import inspect
+
+    from attnunet import losses
+
+    operands = {"logits", "target", "outputs", "loss", "n", "size", "self"}
+    checked = 0
+    for name in losses.__all__:
+        obj = getattr(losses, name)
+        if inspect.isclass(obj) and issubclass(obj, torch.nn.Module):
+            fn = obj.__init__
+        elif inspect.isfunction(obj):
+            fn = obj
+        else:
+            continue  # type aliases
+        checked += 1
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind is p.POSITIONAL_OR_KEYWORD:
+                assert p.name in operands, (name, p.name)
+                assert p.default is p.empty, (name, p.name)
+            else:
+                assert p.kind is p.KEYWORD_ONLY, (name, p.name, p.kind)
+    assert checked == 14

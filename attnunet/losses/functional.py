@@ -781,7 +781,7 @@ def raunet_loss(
 
 
 def deep_supervision_weights(
-    n: int, scheme: Literal["nnunet", "same", "exponential"] = "nnunet"
+    n: int, *, scheme: Literal["nnunet", "same", "exponential"] = "nnunet"
 ) -> list[float]:
     """Per-output weights for ``n`` deep-supervision outputs, summing to 1.
 
@@ -793,6 +793,7 @@ def deep_supervision_weights(
         scheme: ``"same"``: ``1/n`` each; ``"exponential"``: proportional to
             ``1, 1/2, 1/4, ...``; ``"nnunet"`` (default): the same halving, but the last
             (coarsest) output gets weight 0, as nnU-Net does (for ``n = 1``: ``[1.0]``).
+            By name only.
 
     Returns:
         A list of ``n`` floats.
@@ -801,9 +802,9 @@ def deep_supervision_weights(
         ValueError: ``n < 1`` or an unknown scheme.
 
     Examples:
-        >>> deep_supervision_weights(3, "nnunet")  # (1, 1/2, 0) / 1.5
+        >>> deep_supervision_weights(3, scheme="nnunet")  # (1, 1/2, 0) / 1.5
         [0.6666666666666666, 0.3333333333333333, 0.0]
-        >>> deep_supervision_weights(3, "exponential")  # (1, 1/2, 1/4) / 1.75
+        >>> deep_supervision_weights(3, scheme="exponential")  # (1, 1/2, 1/4) / 1.75
         [0.5714285714285714, 0.2857142857142857, 0.14285714285714285]
     """
     _check_choice("weights", scheme, _DS_SCHEMES)

@@ -321,7 +321,8 @@ class DeepSupervisionLoss(nn.Module):
     See :func:`deep_supervision_loss` for the order convention (index 0 = full
     resolution, the model's list order), the nearest-neighbour target resizing and the
     weight schemes. A module ``loss`` is registered as a submodule (its buffers follow
-    ``.to()``).
+    ``.to()``). Only ``loss`` is positional; ``weights`` and ``mode`` are keywords, as
+    every option of the other loss modules is.
 
     Args:
         loss: any callable ``loss(logits, target) -> scalar``.
@@ -350,8 +351,8 @@ class DeepSupervisionLoss(nn.Module):
     def __init__(
         self,
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        weights: DeepSupervisionWeights = "nnunet",
         *,
+        weights: DeepSupervisionWeights = "nnunet",
         mode: NearestMode = "nearest-exact",
     ) -> None:
         super().__init__()
