@@ -1,7 +1,6 @@
 """Oktay's Attention U-Net: reference counts and outputs, structure, deep supervision."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +16,6 @@ from attnunet import (
 )
 from attnunet.blocks import ConvMappedAttentionGate, GridAttentionGate, MultiAttentionGate
 from attnunet.models.convert import convert_oktay_state_dict
-
-DATA = Path(__file__).parent / "data"
 
 # Counted on the released Attention-Gated-Networks models (MIT) built as its training code
 # builds them: feature_scale=4, in_channels=1, is_deconv=False, is_batchnorm=True,
@@ -55,7 +52,7 @@ def test_conv_mapped_preset_adds_exactly_the_mapping_convs():
 @pytest.mark.parametrize(
     ("form", "preset"), [("multi", attention_unet_oktay), ("single", attention_unet_oktay_single)]
 )
-def test_reference_weights_reproduce_reference_outputs(form, preset):
+def test_reference_weights_reproduce_reference_outputs(form, preset, data_dir):
     """Golden outputs of the released models (feature_scale=32, 3 classes).
 
     tests/data/oktay_golden_fs32.pt was made by building unet_CT_{multi,single}_att_dsv_3D
@@ -63,7 +60,7 @@ def test_reference_weights_reproduce_reference_outputs(form, preset):
     move the BN statistics, and saving the state_dict and the outputs on a fixed
     (2, 1, 16, 16, 16) input in training and evaluation mode. Only tensors are stored.
     """
-    golden = torch.load(DATA / "oktay_golden_fs32.pt", weights_only=True)
+    golden = torch.load(data_dir / "oktay_golden_fs32.pt", weights_only=True)
     model = preset(channels=[2, 4, 8, 16, 32], num_classes=3)
     model.load_state_dict(convert_oktay_state_dict(golden[form]["state_dict"]))
     x = golden["input"]
@@ -148,15 +145,6 @@ def test_deep_supervision_lists(dims, fusion):
             assert y.shape == (2, 2, *[math.ceil(s / 2**k) for s in size])
 
 
-def test_every_parameter_gets_a_gradient_with_fused_deep_supervision():
-    torch.manual_seed(0)
-    model = AttentionUNet(3, 1, 2, channels=(4, 8, 16, 32), deep_supervision=True, ds_fusion=True)
-    outputs = model(torch.randn(2, 1, 9, 14, 11))
-    sum(y.square().mean() for y in outputs).backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
-
-
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("num_gates", [0, 1, 2])
 def test_odd_sizes_and_gate_forms(dims, num_gates):
@@ -180,13 +168,8 @@ def test_config_round_trip_keeps_attention_options():
     rebuilt.load_state_dict(model.state_dict())
 
 
-def test_torchscript_of_the_fused_preset_form():
-    model = attention_unet_oktay(channels=[2, 4, 8, 16], num_classes=2).eval()
-    x = torch.randn(1, 1, 12, 10, 9)
-    scripted = torch.jit.script(model)
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(x), model(x))
-        torch.testing.assert_close(torch.export.export(model, (x,)).module()(x), model(x))
+# Gradients with fused deep supervision, TorchScript, torch.export and reloading of the
+# four presets and of AttentionUNet are cases of the model zoo tester (tests/test_zoo.py).
 
 
 def test_errors():

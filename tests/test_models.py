@@ -1,11 +1,16 @@
-"""The U-Net family: shape matrix from the registry, references, gradients, attention, policy."""
+"""The U-Net family: shape matrix from the registry, references, attention, size policy.
+
+What every registered model must do (forward and backward, reloading, TorchScript,
+torch.export, torch.compile, checkpointing, deep supervision) is checked by the model zoo
+tester, tests/test_zoo.py; this file checks what is particular to the family.
+"""
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from _reference import ODD_SIZES, TINY_CHANNELS
 
 import attnunet
 from attnunet import (
@@ -24,7 +29,6 @@ from attnunet.blocks import SkipGate
 from attnunet.models import accepted_kwargs
 from attnunet.models.convert import convert_agv_unet_state_dict
 
-DATA = Path(__file__).parent / "data"
 # the U-Net family: every registered model built from widths (`channels`); encoder-based
 # models (RAUNet) have their own test file
 FAMILY = [
@@ -35,8 +39,6 @@ FAMILY = [
 # gated skips per model at depth d: every skip, every skip but the finest, or none
 GATED_SKIPS = {"ag_unet": 0, "ag_res_unet": 0, "attention_unet": 1}
 NESTED = {"unet_plus_plus", "attention_unet_plus_plus"}  # heads all at full resolution
-ODD_SIZES = {2: (37, 26), 3: (11, 14, 9)}
-SMALL = (4, 8, 16)
 
 
 def test_the_registry_holds_the_family():
@@ -62,7 +64,7 @@ def test_shape_matrix(name, dims, in_channels, num_classes, policy):
         spatial_dims=dims,
         in_channels=in_channels,
         num_classes=num_classes,
-        channels=SMALL,
+        channels=TINY_CHANNELS,
         size_policy=policy,
     ).eval()
     x = torch.randn(2, in_channels, *ODD_SIZES[dims])
@@ -70,7 +72,7 @@ def test_shape_matrix(name, dims, in_channels, num_classes, policy):
         y, maps = model.forward_with_attention(x)
     assert y.shape == (2, num_classes, *ODD_SIZES[dims])
     assert torch.isfinite(y).all()
-    d = len(SMALL) - 1
+    d = len(TINY_CHANNELS) - 1
     if name == "attention_unet_plus_plus":  # node X[i, j] gates its j same-level skips
         assert len(maps) == sum(j * (d - j + 1) for j in range(1, d + 1))
     else:
@@ -138,7 +140,7 @@ def test_hand_counted_parameters_2d_and_3d():
         ("AgResUNet", "ag_res_unet_krd"),
     ],
 )
-def test_reference_weights_reproduce_reference_outputs(variant, preset):
+def test_reference_weights_reproduce_reference_outputs(variant, preset, data_dir):
     """Golden outputs of the reference agv-unet models.
 
     tests/data/agv_unet_golden_root2.pt was made by building each reference model
@@ -147,7 +149,7 @@ def test_reference_weights_reproduce_reference_outputs(variant, preset):
     state_dict and its sigmoid outputs on a fixed (2, 3, 32, 48) input in train and eval
     mode. Only those tensors are stored; none of the reference code is.
     """
-    golden = torch.load(DATA / "agv_unet_golden_root2.pt", weights_only=True)
+    golden = torch.load(data_dir / "agv_unet_golden_root2.pt", weights_only=True)
     model = create_model(preset, channels=[2, 4, 8, 16, 32])
     model.load_state_dict(convert_agv_unet_state_dict(golden[variant]["state_dict"]))
     x = golden["input"]
@@ -163,16 +165,9 @@ def test_converter_rejects_unknown_keys():
         convert_agv_unet_state_dict({"decoder.foo": torch.zeros(1)})
 
 
-# ----------------------------------------------------------------------------- gradients
-@pytest.mark.parametrize("name", FAMILY)
-@pytest.mark.parametrize("dims", [2, 3])
-def test_every_parameter_gets_a_gradient(name, dims):
-    torch.manual_seed(0)
-    model = create_model(name, spatial_dims=dims, channels=SMALL, deep_supervision=True)
-    outputs = model(torch.randn(2, 1, *ODD_SIZES[dims]))
-    sum(y.square().mean() for y in outputs).backward()
-    for pname, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+# Gradients reaching every parameter (with and without deep supervision), reloading,
+# TorchScript, torch.export, torch.compile and checkpointing of every registered model are
+# cases of the model zoo tester, tests/test_zoo.py.
 
 
 # ----------------------------------------------------------------------------- attention
@@ -199,7 +194,7 @@ def test_attention_maps_lie_in_unit_interval_at_skip_size(cls, dims, policy):
 
 
 def test_attention_hooks_see_the_same_maps():
-    model = AgResUNet(2, 1, 1, channels=SMALL).eval()
+    model = AgResUNet(2, 1, 1, channels=TINY_CHANNELS).eval()
     seen = {}
     for i, level in enumerate(model.decoder.levels):
         level.gate.coefficients.register_forward_hook(
@@ -225,7 +220,7 @@ def test_gate_levels_choose_which_skips_are_gated():
 def test_attention_changes_the_output():
     """A gate that passes everything (alpha = 1) must differ from the trained gate path."""
     torch.manual_seed(0)
-    model = AgUNet(2, 1, 1, channels=SMALL).eval()
+    model = AgUNet(2, 1, 1, channels=TINY_CHANNELS).eval()
     x = torch.randn(1, 1, 32, 32)
     with torch.no_grad():
         y = model(x)
@@ -233,7 +228,7 @@ def test_attention_changes_the_output():
             level.gate.psi.weight.zero_()
             level.gate.psi.bias.fill_(50.0)
         y_open = model(x)
-        plain = UNet(2, 1, 1, channels=SMALL).eval()
+        plain = UNet(2, 1, 1, channels=TINY_CHANNELS).eval()
         plain.load_state_dict(model.state_dict(), strict=False)
         torch.testing.assert_close(y_open, plain(x))  # open gates = plain U-Net
     assert not torch.allclose(y, y_open)
@@ -243,7 +238,7 @@ def test_attention_changes_the_output():
 @pytest.mark.parametrize("dims", [2, 3])
 def test_pad_equals_manual_pad_and_crop(dims):
     torch.manual_seed(0)
-    model = AgResUNet(dims, 1, 1, channels=SMALL).eval()
+    model = AgResUNet(dims, 1, 1, channels=TINY_CHANNELS).eval()
     size = ODD_SIZES[dims]
     x = torch.randn(1, 1, *size)
     padded = torch.zeros(1, 1, *[math.ceil(s / 4) * 4 for s in size])
@@ -256,9 +251,9 @@ def test_pad_equals_manual_pad_and_crop(dims):
 
 def test_policies_agree_on_divisible_sizes():
     torch.manual_seed(0)
-    pad = AgResUNet(3, 1, 2, channels=SMALL).eval()
-    resize = AgResUNet(3, 1, 2, channels=SMALL, size_policy="resize").eval()
-    error = AgResUNet(3, 1, 2, channels=SMALL, size_policy="error").eval()
+    pad = AgResUNet(3, 1, 2, channels=TINY_CHANNELS).eval()
+    resize = AgResUNet(3, 1, 2, channels=TINY_CHANNELS, size_policy="resize").eval()
+    error = AgResUNet(3, 1, 2, channels=TINY_CHANNELS, size_policy="error").eval()
     resize.load_state_dict(pad.state_dict())
     error.load_state_dict(pad.state_dict())
     x = torch.randn(1, 1, 8, 12, 16)
@@ -282,30 +277,11 @@ def test_resize_policy_rejects_too_small_inputs():
 
 
 # ----------------------------------------------------------------------------- config, keys
-@pytest.mark.parametrize(
-    "name", [n for n in list_models() if model_info(n).model_class.__name__ != "RAUNet"]
-)
-def test_config_round_trip_through_json(name):
-    model = create_model(name, channels=[4, 8, 16])
-    config = json.loads(json.dumps(model.config))
-    rebuilt = create_model(name, **config)
-    family = next(b for b in FAMILY if type(rebuilt) is type(create_model(b, channels=[4, 8])))
-    rebuilt_plain = create_model(family, **config)
-    for other in (rebuilt, rebuilt_plain):
-        assert type(other) is type(model)
-        assert other.config == model.config
-        other.load_state_dict(model.state_dict())  # strict: same keys and shapes
-        x = torch.randn(1, model.in_channels, *[16] * model.spatial_dims)
-        with torch.no_grad():
-            torch.testing.assert_close(model.eval()(x), other.eval()(x))
-
-
-def test_state_dict_keys_are_stable():
+def test_state_dict_keys_are_stable(state_dict_keys):
     """State-dict keys are public API: change them only with a CHANGELOG entry."""
-    snapshot = json.loads((DATA / "state_dict_keys.json").read_text())
     for name in FAMILY:
         model = create_model(name, spatial_dims=2, channels=[4, 8, 16], deep_supervision=True)
-        assert list(model.state_dict()) == snapshot[name], name
+        assert list(model.state_dict()) == state_dict_keys[name], name
 
 
 # ----------------------------------------------------------------------------- options
@@ -322,7 +298,7 @@ def test_state_dict_keys_are_stable():
     ],
 )
 def test_skeleton_options(options):
-    kwargs = {"channels": SMALL, **options}
+    kwargs = {"channels": TINY_CHANNELS, **options}
     model = UNetSkeleton(3, 2, 3, **kwargs)
     y = model(torch.randn(2, 2, 9, 10, 11))
     assert y.shape == (2, 3, 9, 10, 11)
@@ -337,13 +313,17 @@ def test_int_channels_expand_by_doubling():
 
 
 def test_norm_and_bias_choices_are_honoured():
-    model = UNet(2, channels=SMALL, norm="instance", kernel_size=5)
+    model = UNet(2, channels=TINY_CHANNELS, norm="instance", kernel_size=5)
     conv = model.encoder.stages[0].block.conv1
     assert type(conv.norm).__name__ == "InstanceNorm2d" and conv.conv.kernel_size == (5, 5)
     assert conv.conv.bias is None
-    assert UNet(2, channels=SMALL, norm=None).encoder.stages[0].block.conv1.conv.bias is not None
     assert (
-        UNet(2, channels=SMALL, conv_bias=True).encoder.stages[0].block.conv1.conv.bias is not None
+        UNet(2, channels=TINY_CHANNELS, norm=None).encoder.stages[0].block.conv1.conv.bias
+        is not None
+    )
+    assert (
+        UNet(2, channels=TINY_CHANNELS, conv_bias=True).encoder.stages[0].block.conv1.conv.bias
+        is not None
     )
 
 
@@ -384,7 +364,7 @@ def test_family_members_fix_their_choices():
 
 @pytest.mark.parametrize("cls", [UNet, AgResUNet])
 def test_input_errors(cls):
-    model = cls(3, 2, 1, channels=SMALL)
+    model = cls(3, 2, 1, channels=TINY_CHANNELS)
     with pytest.raises(ValueError, match=r"expected 2 input channel\(s\).*in_channels=1"):
         model(torch.randn(1, 1, 8, 8, 8))
     with pytest.raises(ValueError, match=r"expected a 5D input \(B, C, D, H, W\)"):
@@ -438,8 +418,8 @@ def test_registry_lists_exactly_the_dims_each_entry_builds(name):
 
 # ----------------------------------------------------------------------------- input dtype
 DTYPE_MODELS = {
-    "unet": lambda: UNet(1, 1, 2, channels=SMALL),
-    "unet_plus_plus": lambda: UNetPlusPlus(1, 1, 2, channels=SMALL, deep_supervision=True),
+    "unet": lambda: UNet(1, 1, 2, channels=TINY_CHANNELS),
+    "unet_plus_plus": lambda: UNetPlusPlus(1, 1, 2, channels=TINY_CHANNELS, deep_supervision=True),
     "raunet": lambda: RAUNet(1, 1, 2, encoder="resnet18"),  # 1D: native encoder, no timm
 }
 
@@ -478,7 +458,7 @@ def test_input_dtype_mismatch_says_what_works(name):
 def test_autocast_accepts_any_floating_input_dtype():
     """Under autocast the convolutions cast inputs and weights alike, so a float32 model
     takes float32 and bfloat16 inputs (CPU autocast runs in bfloat16)."""
-    model = UNet(2, 1, 2, channels=SMALL).eval()
+    model = UNet(2, 1, 2, channels=TINY_CHANNELS).eval()
     x = torch.randn(1, 1, 16, 16)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert model(x).dtype == torch.bfloat16

@@ -392,23 +392,17 @@ def test_3d_raunet_from_a_2d_weights_file(tmp_path, torchvision_resnet34):
     )
 
 
-# ----------------------------------------------------------------------------- export, config
-def test_torchscript_and_export():
-    model = RAUNet(2, 1, 2, encoder="resnet18").eval()
-    x = torch.randn(1, 1, 45, 50)
-    scripted = torch.jit.script(model)
-    with torch.no_grad():
-        torch.testing.assert_close(scripted(x), model(x))
-        _, weights = scripted.forward_with_attention(x)
-        assert len(weights) == 3
-        torch.testing.assert_close(torch.export.export(model, (x,)).module()(x), model(x))
+# ----------------------------------------------------------------------------- config, shapes
+# TorchScript, torch.export, torch.compile, reloading and checkpointing of RAUNet and
+# raunet_ni in 1D, 2D and 3D are cases of the model zoo tester (tests/test_zoo.py).
 
 
 def test_config_round_trip():
     model = RAUNet(3, 2, 3, encoder="resnet18", pool_norm="group")
     config = json.loads(json.dumps(model.config))
     rebuilt = create_model("raunet", **config)
-    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.config == model.config and rebuilt.config["pool_norm"] == "group"
+    rebuilt.load_state_dict(model.state_dict())  # strict: same keys and shapes
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -425,11 +419,8 @@ def test_shape_matrix(dims, in_channels, num_classes):
         torch.testing.assert_close(w.sum(dim=1), torch.ones_like(w.sum(dim=1)))
 
 
-def test_state_dict_keys_are_stable():
+def test_state_dict_keys_are_stable(state_dict_keys):
     """State-dict keys are public API: change them only with a CHANGELOG entry."""
-    from pathlib import Path
-
-    snapshot = json.loads((Path(__file__).parent / "data" / "state_dict_keys.json").read_text())
     keys = list(RAUNet(2, 3, 1).state_dict())
-    assert keys == snapshot["raunet"]
+    assert keys == state_dict_keys["raunet"]
     assert keys == list(RAUNet(3, 3, 1).state_dict())  # the same names in 3D
