@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
-from _reference import batch_norm_train
+from _reference import CONV, LINEAR_MODE, batch_norm_train
 from torch import nn
 
 from attnunet import (
@@ -24,8 +24,6 @@ from attnunet.layers import get_act, get_norm, norm_has_affine
 
 DIMS = (1, 2, 3)
 SIZES = {1: (11,), 2: (9, 12), 3: (5, 6, 7)}
-CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
 # ----------------------------------------------------------------------------- lookups
@@ -172,7 +170,7 @@ def test_up_k3_matches_the_reference_layer():
 def test_interp_up(dims):
     x = torch.randn(1, 4, *SIZES[dims], dtype=torch.float64)
     up = Up(dims, 4, 2, mode="interp", interp="linear").double()
-    ref = F.interpolate(x, scale_factor=2.0, mode=MODE[dims], align_corners=False)
+    ref = F.interpolate(x, scale_factor=2.0, mode=LINEAR_MODE[dims], align_corners=False)
     conv = up.op[1]
     torch.testing.assert_close(up(x), CONV[dims](ref, conv.weight, conv.bias))
     with pytest.raises(ValueError, match="odd kernel_size"):
@@ -186,12 +184,12 @@ def _grid_gate_reference(gate, x, g, dims):
     theta = CONV[dims](x, gate.theta.weight, gate.theta.bias, stride=s)
     phi = CONV[dims](g, gate.phi.weight, gate.phi.bias)
     phi = F.interpolate(
-        phi, size=theta.shape[2:], mode=MODE[dims], align_corners=gate.align_corners
+        phi, size=theta.shape[2:], mode=LINEAR_MODE[dims], align_corners=gate.align_corners
     )
     q = F.relu(theta + phi)
     alpha = torch.sigmoid(CONV[dims](q, gate.psi.weight, gate.psi.bias))
     alpha = F.interpolate(
-        alpha, size=x.shape[2:], mode=MODE[dims], align_corners=gate.align_corners
+        alpha, size=x.shape[2:], mode=LINEAR_MODE[dims], align_corners=gate.align_corners
     )
     return alpha * x, alpha
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from _reference import batch_norm_train
+from _reference import CONV, LINEAR_MODE, batch_norm_train
 from torch import nn
 
 from attnunet import UNetSkeleton
@@ -18,8 +18,6 @@ from attnunet.blocks import (
     build_gate,
 )
 
-CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-MODE = {1: "linear", 2: "bilinear", 3: "trilinear"}
 SKIP = {1: (13,), 2: (11, 14), 3: (7, 8, 9)}
 
 
@@ -39,7 +37,7 @@ def _skip_and_gating(dims, cx=4, cg=6, batch=2):
 def _projections(gate, x, g, dims):
     theta = CONV[dims](x, gate.theta.weight, gate.theta.bias, stride=gate.theta.stride)
     phi = CONV[dims](g, gate.phi.weight, gate.phi.bias)
-    phi = F.interpolate(phi, size=theta.shape[2:], mode=MODE[dims], align_corners=False)
+    phi = F.interpolate(phi, size=theta.shape[2:], mode=LINEAR_MODE[dims], align_corners=False)
     return theta, phi
 
 
@@ -48,7 +46,7 @@ def _finish(gate, x, logit, dims, softmax=False):
         alpha = torch.softmax(logit.flatten(2), dim=2).view(logit.shape)
     else:
         alpha = torch.sigmoid(logit)
-    alpha = F.interpolate(alpha, size=x.shape[2:], mode=MODE[dims], align_corners=False)
+    alpha = F.interpolate(alpha, size=x.shape[2:], mode=LINEAR_MODE[dims], align_corners=False)
     return alpha * x, alpha
 
 

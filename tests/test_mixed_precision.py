@@ -11,7 +11,13 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from _reference import randomise_norms
+from _reference import (
+    CHANNELS_LAST,
+    REORDERED_TOL,
+    TINY_CHANNELS,
+    output_tensors,
+    randomise_norms,
+)
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -42,21 +48,21 @@ from attnunet.losses import (
     raunet_loss,
 )
 
-SMALL = (4, 8, 16)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SIZES = {2: (32, 32), 3: (16, 16, 16)}
-CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 FAMILIES: dict[str, Callable[[int], nn.Module]] = {
-    "unet": lambda d: UNet(d, 1, 2, channels=SMALL),
-    "res_unet": lambda d: ResUNet(d, 1, 2, channels=SMALL),
-    "ag_unet": lambda d: AgUNet(d, 1, 2, channels=SMALL),
-    "ag_res_unet": lambda d: AgResUNet(d, 1, 2, channels=SMALL),
-    "attention_unet": lambda d: AttentionUNet(d, 1, 2, channels=SMALL),
+    "unet": lambda d: UNet(d, 1, 2, channels=TINY_CHANNELS),
+    "res_unet": lambda d: ResUNet(d, 1, 2, channels=TINY_CHANNELS),
+    "ag_unet": lambda d: AgUNet(d, 1, 2, channels=TINY_CHANNELS),
+    "ag_res_unet": lambda d: AgResUNet(d, 1, 2, channels=TINY_CHANNELS),
+    "attention_unet": lambda d: AttentionUNet(d, 1, 2, channels=TINY_CHANNELS),
     "attention_unet_conv_mapped_ds": lambda d: AttentionUNet(
-        d, 1, 2, channels=SMALL, conv_mapping=True, deep_supervision=True, ds_fusion=True
+        d, 1, 2, channels=TINY_CHANNELS, conv_mapping=True, deep_supervision=True, ds_fusion=True
     ),
-    "unet_plus_plus": lambda d: UNetPlusPlus(d, 1, 2, channels=SMALL),
-    "attention_unet_plus_plus": lambda d: AttentionUNetPlusPlus(d, 1, 2, channels=SMALL),
+    "unet_plus_plus": lambda d: UNetPlusPlus(d, 1, 2, channels=TINY_CHANNELS),
+    "attention_unet_plus_plus": lambda d: AttentionUNetPlusPlus(d, 1, 2, channels=TINY_CHANNELS),
     "raunet": lambda d: RAUNet(d, 1, 2, encoder="resnet18"),
 }
 # models whose forward_with_attention returns maps (RAUNet: its AAMs' channel weights)
@@ -73,16 +79,6 @@ IDS = [f"{name}-{dims}d" for name, dims in CASES]
 
 
 # ----------------------------------------------------------------------------- helpers
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: results do not depend on the machine's core count, and tiny
-    models do not slow down 10x when another process keeps a core busy."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _build(name: str, dims: int) -> nn.Module:
     if name == "raunet" and dims == 2:
         pytest.importorskip("timm")
@@ -101,14 +97,6 @@ def _target(x: torch.Tensor) -> torch.Tensor:
     return torch.randint(
         0, 2, (x.shape[0], *x.shape[2:]), generator=torch.Generator().manual_seed(3)
     )
-
-
-def _tensors(output: object) -> list[torch.Tensor]:
-    """The tensors of a model output: a tensor or a (deep-supervision) list."""
-    if isinstance(output, torch.Tensor):
-        return [output]
-    assert isinstance(output, (list, tuple)), type(output)
-    return [t for item in output for t in _tensors(item)]
 
 
 def _loss(output: object, target: torch.Tensor) -> torch.Tensor:
@@ -130,7 +118,7 @@ def _train_step(
     for key, p in model.named_parameters():
         assert p.grad is not None, key
         grads[key] = p.grad.detach().clone()
-    return loss.detach(), [t.detach() for t in _tensors(output)], grads
+    return loss.detach(), [t.detach() for t in output_tensors(output)], grads
 
 
 def _first_conv(model: nn.Module) -> nn.Module:
@@ -221,9 +209,9 @@ def test_channels_last_matches_contiguous(name, dims):
     handle_ref.remove()
     assert seen[0].is_contiguous(memory_format=fmt)
     assert not seen_ref[0].is_contiguous(memory_format=fmt)
-    assert _tensors(actual)[0].shape == _tensors(expected)[0].shape
-    for got, want in zip(_tensors(actual), _tensors(expected), strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert output_tensors(actual)[0].shape == output_tensors(expected)[0].shape
+    for got, want in zip(output_tensors(actual), output_tensors(expected), strict=True):
+        torch.testing.assert_close(got, want, **REORDERED_TOL)
 
     # train mode (batch statistics), float32: outputs and loss. Batch norm over few values
     # amplifies rounding (RAUNet's deepest features see 1-4 voxels per image), so both
@@ -251,7 +239,7 @@ def test_channels_last_matches_contiguous(name, dims):
 
 
 def test_to_channels_last_leaves_1d_models_alone():
-    model = UNet(1, 1, 2, channels=SMALL)
+    model = UNet(1, 1, 2, channels=TINY_CHANNELS)
     weights = [p.data_ptr() for p in model.parameters()]
     assert model.to_channels_last() is model
     assert [p.data_ptr() for p in model.parameters()] == weights
@@ -265,7 +253,7 @@ def _autocast_eval_check(model: nn.Module, x: torch.Tensor, name: str, device: s
         expected, maps = model.forward_with_attention(x)  # type: ignore[operator]
         with torch.autocast(device, dtype=dtype):
             actual, low_maps = model.forward_with_attention(x)  # type: ignore[operator]
-    got, want = _tensors(actual), _tensors(expected)
+    got, want = output_tensors(actual), output_tensors(expected)
     assert len(got) == len(want)
     for k, (a, e) in enumerate(zip(got, want, strict=True)):
         assert a.dtype == dtype, f"output {k} is {a.dtype}"
@@ -284,7 +272,7 @@ def _autocast_train_check(model: nn.Module, x: torch.Tensor, device: str, dtype)
     with torch.autocast(device, dtype=dtype):
         output = model(x)
         loss = _loss(output, target)
-    assert all(t.dtype == dtype for t in _tensors(output))
+    assert all(t.dtype == dtype for t in output_tensors(output))
     assert loss.dtype == torch.float32  # the losses compute in float32
     assert torch.isfinite(loss)
     loss.backward()

@@ -25,7 +25,7 @@ import warnings
 
 import pytest
 import torch
-from _reference import randomise_norms
+from _reference import output_tensors, randomise_norms
 
 pytest.importorskip("onnx", reason="ONNX export tests need onnx")
 pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript")
@@ -40,6 +40,7 @@ SIZE = {2: (45, 71), 3: (9, 13, 11)}
 OTHER = {2: (37, 50), 3: (11, 7, 14)}
 NAMES = list_models()
 EXPORTERS = {"torchscript": False, "dynamo": True}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _dims(name: str) -> list[int]:
@@ -76,33 +77,27 @@ def _cases() -> list[tuple[str, int, str, str]]:
 CASES = _cases()
 
 
-def build(name: str, dims: int, policy: str, **overrides) -> torch.nn.Module:
-    """The registry entry ``name``, small (narrow widths, ResNet18 encoders), with deep
-    supervision where it has it, random batch-norm statistics, in eval mode."""
-    accepted = accepted_kwargs(model_info(name).model_class) or []
-    kwargs = {"spatial_dims": dims, "size_policy": policy}
-    if "channels" in accepted:
-        kwargs["channels"] = (4, 8, 16)
-    if "encoder" in accepted:
-        if dims == 2:
-            pytest.importorskip("timm", reason="2D RAUNet encoders come from timm")
-        kwargs["encoder"] = "resnet18"
-        kwargs["pretrained"] = False
-    if "deep_supervision" in accepted:
-        kwargs["deep_supervision"] = True
-    kwargs.update(overrides)
-    torch.manual_seed(0)
-    return randomise_norms(create_model(name, **kwargs)).eval()
+@pytest.fixture
+def build(tiny_kwargs):
+    """``build(name, dims, policy, **overrides)``: the registry entry ``name``, small
+    (``TINY_KWARGS`` of tests/conftest.py), with deep supervision where it has it, random
+    batch-norm statistics, in eval mode."""
 
+    def make(name: str, dims: int, policy: str, **overrides) -> torch.nn.Module:
+        kwargs = tiny_kwargs(name, dims, size_policy=policy)
+        if "deep_supervision" in (accepted_kwargs(model_info(name).model_class) or []):
+            kwargs["deep_supervision"] = True
+        kwargs.update(overrides)
+        torch.manual_seed(0)
+        return randomise_norms(create_model(name, **kwargs)).eval()
 
-def _flat(out) -> list[torch.Tensor]:
-    return list(out) if isinstance(out, (list, tuple)) else [out]
+    return make
 
 
 def output_names(model: torch.nn.Module, x: torch.Tensor) -> list[str]:
     """``["y"]`` for one output, ``["y0", "y1", ...]`` for a deep-supervision list."""
     with torch.no_grad():
-        n = len(_flat(model(x)))
+        n = len(output_tensors(model(x)))
     return ["y"] if n == 1 else [f"y{k}" for k in range(n)]
 
 
@@ -157,7 +152,7 @@ def assert_runs_like_eager(
     included). Returns the largest absolute difference."""
     got = session(graph).run(names, {"x": x.numpy()})
     with torch.no_grad():
-        expected = _flat(model(x))
+        expected = output_tensors(model(x))
     assert len(got) == len(expected)
     worst = 0.0
     for name, a, e in zip(names, got, expected, strict=True):
@@ -181,20 +176,12 @@ def _round_up(size: tuple[int, ...], div: int) -> tuple[int, ...]:
     return tuple(-(-s // div) * div for s in size)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.mark.parametrize(
     ("name", "dims", "policy", "exporter"),
     CASES,
     ids=[f"{n}-{d}d-{p}-{e}" for n, d, p, e in CASES],
 )
-def test_onnx_matches_eager(name, dims, policy, exporter):
+def test_onnx_matches_eager(build, name, dims, policy, exporter):
     model = build(name, dims, policy)
     torch.manual_seed(1)
     x = torch.randn(2, model.in_channels, *_size(model, SIZE[dims], policy))
@@ -211,7 +198,7 @@ def test_onnx_matches_eager(name, dims, policy, exporter):
 
 
 @pytest.mark.parametrize("exporter", list(EXPORTERS))
-def test_exported_at_a_divisible_size_runs_at_odd_sizes(exporter):
+def test_exported_at_a_divisible_size_runs_at_odd_sizes(build, exporter):
     """Exported where nothing needs padding or cropping, the graph still pads and crops:
     the pad and the crops of every output are in it whatever the export size."""
     model = build("unet", 2, "pad")  # with deep supervision: full and half resolution
@@ -223,7 +210,7 @@ def test_exported_at_a_divisible_size_runs_at_odd_sizes(exporter):
 
 
 @pytest.mark.parametrize("ds_mode", ["accurate", "fast"])
-def test_unet_plus_plus_deep_supervision_modes(ds_mode):
+def test_unet_plus_plus_deep_supervision_modes(build, ds_mode):
     """The mean of the heads, and the pruned network (the list mode is in the matrix)."""
     exporter = "torchscript"
     model = build("unet_plus_plus", 2, "pad", ds_mode=ds_mode)
@@ -234,7 +221,7 @@ def test_unet_plus_plus_deep_supervision_modes(ds_mode):
     assert_runs_like_eager(graph, names, model, torch.randn(2, 1, *OTHER[2]))
 
 
-def test_resize_policy_refuses_dynamic_spatial_sizes_in_torch_export():
+def test_resize_policy_refuses_dynamic_spatial_sizes_in_torch_export(build):
     """Under "resize" the graph is right only for sizes that halve like the export size;
     torch.export with symbolic spatial sizes is refused with a clear message."""
     model = build("unet", 2, "resize")
@@ -247,7 +234,7 @@ def test_resize_policy_refuses_dynamic_spatial_sizes_in_torch_export():
         )
 
 
-def test_error_policy_exports_at_divisible_sizes():
+def test_error_policy_exports_at_divisible_sizes(build):
     """Like "resize" at sizes that need nothing: static spatial axes, dynamic batch."""
     model = build("ag_res_unet", 3, "error")
     x = torch.randn(2, 1, 8, 12, 16)

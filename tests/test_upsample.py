@@ -4,14 +4,13 @@ PyTorch's interpolation, and it is used only where it is exact."""
 import pytest
 import torch
 import torch.nn.functional as F
+from _reference import CHANNELS_LAST, LINEAR_MODE
 
 from attnunet import AttentionUNet
 from attnunet.blocks import GridAttentionGate, Upsample2x
 from attnunet.layers.shape import resize, upsample_x2
 
-LINEAR = {1: "linear", 2: "bilinear", 3: "trilinear"}
 SHAPES = {1: [(2, 3, 7), (1, 2, 1)], 2: [(2, 3, 5, 6), (1, 2, 1, 4)], 3: [(2, 3, 4, 5, 3)]}
-CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
 def _cases():
@@ -27,7 +26,7 @@ def test_upsample_x2_equals_interpolate_values_gradients_and_layout(dims, shape,
     x = torch.randn(shape, dtype=torch.float64)
     if cl:
         x = x.contiguous(memory_format=CHANNELS_LAST[dims])
-    mode = LINEAR[dims] if linear else "nearest"
+    mode = LINEAR_MODE[dims] if linear else "nearest"
     corners = False if linear else None
     a = x.clone().requires_grad_()
     b = x.clone().requires_grad_()
