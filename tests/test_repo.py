@@ -3,9 +3,11 @@
 import re
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import attnunet
+import attnunet.cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,14 +23,44 @@ def test_readme_starts_with_install_main_job_and_tests():
     install, main_job, tests = _readme_commands()
     assert install.startswith("python -m pip install") and "[test]" in install
     assert main_job == "attnunet compare"
-    assert 'attnunet = "attnunet.cli:main"' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert tests == "python -m pytest"
+    # the main job's command is the installed console script, and it runs attnunet's CLI
+    scripts = [ep for ep in entry_points(group="console_scripts") if ep.name == "attnunet"]
+    assert len(scripts) == 1, "the attnunet console script is not installed (pip install -e .)"
+    assert scripts[0].load() is attnunet.cli.main
 
 
-def test_ci_runs_the_readme_block():
+def _ci_step(ci: str, first: str, last: str) -> str:
+    """The lines of ``.ci/run`` from the one starting with ``first`` to the next one
+    starting with ``last``, both included."""
+    lines = ci.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(first)), None)
+    assert start is not None, f".ci/run has no line starting with {first!r}"
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith(last)), None)
+    assert end is not None, f".ci/run has no line starting with {last!r} after {first!r}"
+    return "\n".join(lines[start : end + 1])
+
+
+def test_ci_runs_the_readme_commands():
+    """CI's own code, run here: its parser reads the README's three commands, and its test
+    step runs the third, failing on pytest's "no tests collected" (exit code 5) as on any
+    failure."""
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert "ci-commands" in ci and 'eval "${CMDS[2]}"' in ci
-    assert "-eq 5" in ci  # pytest's "no tests collected" is handled
+    parser = re.search(r"<<'PY'\n(.*?)\nPY\n", ci, re.S)
+    assert parser is not None, ".ci/run no longer reads the README with a python snippet"
+    out = subprocess.run(
+        [sys.executable, "-c", parser.group(1)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    readme = [c for c in _readme_commands() if not c.startswith("#")]
+    assert out.stdout.splitlines() == readme
+    step = _ci_step(ci, 'echo "== tests:', '[ "$rc" -eq 0 ]')
+    for code, expected in ((0, 0), (1, 1), (5, 1)):
+        script = f'CMDS=(install main "(exit {code})")\n{step}\nexit "$rc"\n'
+        run = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+        assert run.returncode == expected, (code, run.stdout, run.stderr)
+        assert f"== tests: (exit {code})" in run.stdout  # it ran the third command
+    assert "collected no tests" in run.stderr
 
 
 def test_version_has_one_source():
@@ -114,20 +146,52 @@ def test_readme_speed_table_matches_the_benchmark_json():
     assert checked == 4 * (4 + 4 + 3)
 
 
-def _collected(*args: str) -> set[str]:
+def _collected(*args: str) -> list[str]:
+    """The node ids that ``pytest --collect-only`` selects with ``args``."""
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
-    return {line.split("::")[0] for line in out.stdout.splitlines() if "::" in line}
+    return [line for line in out.stdout.splitlines() if "::" in line]
+
+
+def _files(ids: list[str]) -> set[str]:
+    return {node.split("::")[0] for node in ids}
+
+
+def _zoo(ids: list[str]) -> set[str]:
+    """The test functions of tests/test_zoo.py among ``ids``."""
+    return {n.split("::")[1].split("[")[0] for n in ids if n.startswith("tests/test_zoo.py")}
 
 
 def test_markers_select_groups_across_files():
-    files = ["tests/test_export.py", "tests/test_compile.py", "tests/test_metrics.py"]
-    assert _collected("-m", "export", *files) == {"tests/test_export.py"}
-    assert _collected("-m", "compile", *files) == {"tests/test_compile.py"}
+    """Whole files by their name (export, compile), single tests by their marker (the zoo
+    tester's cases, CUDA-only tests)."""
+    files = [
+        "tests/test_export.py",
+        "tests/test_compile.py",
+        "tests/test_metrics.py",
+        "tests/test_zoo.py",
+    ]
+    exported = _collected("-m", "export", *files)
+    assert _files(exported) == {"tests/test_export.py", "tests/test_zoo.py"}
+    assert _zoo(exported) == {
+        "test_torchscript_matches_eager",
+        "test_torchscript_of_deep_supervision_matches_eager",
+        "test_torch_export_matches_eager",
+    }
+    compiled = _collected("-m", "compile", *files)
+    assert _files(compiled) == {"tests/test_compile.py", "tests/test_zoo.py"}
+    assert _zoo(compiled) == {"test_torch_compile_matches_eager"}
+    # one compile case per registered model and dimensionality it declares
+    zoo_cases = sum(len(attnunet.model_info(n).spatial_dims) for n in attnunet.list_models())
+    assert sum(n.startswith("tests/test_zoo.py") for n in compiled) == zoo_cases
     cuda = _collected("-m", "cuda", *files)
-    assert cuda == {"tests/test_metrics.py"}  # its CUDA-only test, nothing else
-    assert _collected("-m", "not export and not compile", *files) == {"tests/test_metrics.py"}
+    assert _files(cuda) == {"tests/test_metrics.py", "tests/test_zoo.py"}
+    assert _zoo(cuda) == {"test_cuda_matches_cpu"}
+    rest = _collected("-m", "not export and not compile", *files)
+    assert _files(rest) == {"tests/test_metrics.py", "tests/test_zoo.py"}
+    assert not _zoo(rest) & (_zoo(exported) | _zoo(compiled))
+    assert "test_forward_and_backward" in _zoo(rest)
