@@ -4,7 +4,10 @@ The cases are parametrised over ``attnunet.list_models()`` (presets included) an
 name, over every dimensionality its registry entry declares
 (``model_info(name).spatial_dims``), so a newly registered model is tested without an edit
 here. Each model is built small from ``TINY_KWARGS`` (``tests/conftest.py``); a registered
-model missing from that table fails every case with a message saying to add it.
+model missing from that table fails every case with a message saying to add it. TorchScript,
+torch.export and torch.compile (0.2 to 3 seconds a model) run a preset in its paper's
+dimensionality only: a preset fixes keyword values of a configurable model, which runs them
+in every dimensionality it declares.
 
 Every case has an oracle of its own: shapes and finiteness for the forward pass, the
 gradient of every parameter for the backward pass, and the eager model for the reloaded,
@@ -48,18 +51,33 @@ def _accepts(name: str, keyword: str) -> bool:
     return keyword in (accepted_kwargs(model_info(name).model_class) or [])
 
 
-def _cases(names: list[str]) -> list:
+def _declared_dims(name: str) -> tuple[int, ...]:
+    return model_info(name).spatial_dims
+
+
+def _export_dims(name: str) -> tuple[int, ...]:
+    """Every declared dimensionality, except for a preset: its paper's (the preset fixes
+    keyword values of a configurable model, whose code runs in every dimensionality)."""
+    info = model_info(name)
+    paper = info.defaults.get("spatial_dims")
+    return (paper,) if info.is_preset and paper in info.spatial_dims else info.spatial_dims
+
+
+def _cases(names: list[str], dims_of=_declared_dims) -> list:
     return [
-        pytest.param(name, dims, id=f"{name}-{dims}d")
-        for name in names
-        for dims in model_info(name).spatial_dims
+        pytest.param(name, dims, id=f"{name}-{dims}d") for name in names for dims in dims_of(name)
     ]
 
 
-CASES = _cases(NAMES)
-DS_CASES = _cases([name for name in NAMES if _accepts(name, "deep_supervision")])
-each_model = pytest.mark.parametrize(("name", "dims"), CASES)
-each_deeply_supervised_model = pytest.mark.parametrize(("name", "dims"), DS_CASES)
+SUPERVISED = [name for name in NAMES if _accepts(name, "deep_supervision")]
+each_model = pytest.mark.parametrize(("name", "dims"), _cases(NAMES))
+each_deeply_supervised_model = pytest.mark.parametrize(("name", "dims"), _cases(SUPERVISED))
+# TorchScript, torch.export and torch.compile cost 0.2 to 3 s per model: presets run them
+# in their paper's dimensionality, every other model in each one it declares
+each_model_to_export = pytest.mark.parametrize(("name", "dims"), _cases(NAMES, _export_dims))
+each_deeply_supervised_model_to_export = pytest.mark.parametrize(
+    ("name", "dims"), _cases(SUPERVISED, _export_dims)
+)
 
 
 @pytest.fixture
@@ -224,7 +242,7 @@ def _eager_error(model: nn.Module, x: torch.Tensor, what: str) -> str:
 
 
 @pytest.mark.export
-@each_model
+@each_model_to_export
 def test_torchscript_matches_eager(build, name, dims):
     """The scripted model gives the eager outputs (and attention maps) and refuses bad
     inputs with the eager model's messages."""
@@ -246,7 +264,7 @@ def test_torchscript_matches_eager(build, name, dims):
 
 
 @pytest.mark.export
-@each_deeply_supervised_model
+@each_deeply_supervised_model_to_export
 def test_torchscript_of_deep_supervision_matches_eager(build, name, dims):
     model = build(name, dims, deep_supervision=True).eval()
     x = _input(dims)
@@ -256,7 +274,7 @@ def test_torchscript_of_deep_supervision_matches_eager(build, name, dims):
 
 
 @pytest.mark.export
-@each_model
+@each_model_to_export
 def test_torch_export_matches_eager(build, name, dims):
     """``torch.export``: the exported program gives the eager outputs, at the export input
     and at another input of that shape."""
@@ -282,13 +300,13 @@ def fresh_dynamo():
 
 @pytest.mark.compile
 @pytest.mark.slow
-@each_model
+@each_model_to_export
 def test_torch_compile_matches_eager(build, name, dims, fresh_dynamo):
     """One graph (``fullgraph=True``: a graph break is an error) whose output equals the
     eager output within float32 reordering tolerance."""
     model = build(name, dims).eval()
     x = _input(dims)
-    compiled = torch.compile(copy.deepcopy(model), backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     with torch.no_grad():
         assert_outputs_close(compiled(x), model(x), **REORDERED_TOL)
 
