@@ -1,5 +1,6 @@
 """The README's commands are the ones CI runs; package metadata stays consistent."""
 
+import os
 import re
 import subprocess
 import sys
@@ -146,15 +147,38 @@ def test_readme_speed_table_matches_the_benchmark_json():
     assert checked == 4 * (4 + 4 + 3)
 
 
-def _collected(*args: str) -> list[str]:
-    """The node ids that ``pytest --collect-only`` selects with ``args``."""
+_MARKERS_PLUGIN = """
+def pytest_collection_finish(session):
+    for item in session.items:
+        names = sorted({mark.name for mark in item.iter_markers()})
+        print("MARKS", item.nodeid, ",".join(names))
+"""
+
+
+def _markers(files: list[str], tmp_path: Path) -> dict[str, set[str]]:
+    """The markers of every test collected from ``files``, by node id, as the test run
+    sees them (file markers from conftest.py included): one collection, in a subprocess."""
+    (tmp_path / "markers_dump.py").write_text(_MARKERS_PLUGIN, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    collect = ["--collect-only", "-q", "-p", "no:cacheprovider", "-p", "markers_dump"]
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+        [sys.executable, "-m", "pytest", *collect, *files],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env=env,
     )
-    return [line for line in out.stdout.splitlines() if "::" in line]
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    marks = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("MARKS "):
+            _, node, names = [*line.split(" ", 2), ""][:3]
+            marks[node] = set(filter(None, names.split(",")))
+    return marks
+
+
+def _select(marks: dict[str, set[str]], keep) -> list[str]:
+    return [node for node, names in marks.items() if keep(names)]
 
 
 def _files(ids: list[str]) -> set[str]:
@@ -166,7 +190,7 @@ def _zoo(ids: list[str]) -> set[str]:
     return {n.split("::")[1].split("[")[0] for n in ids if n.startswith("tests/test_zoo.py")}
 
 
-def test_markers_select_groups_across_files():
+def test_markers_select_groups_across_files(tmp_path):
     """Whole files by their name (export, compile), single tests by their marker (the zoo
     tester's cases, CUDA-only tests)."""
     files = [
@@ -175,23 +199,26 @@ def test_markers_select_groups_across_files():
         "tests/test_metrics.py",
         "tests/test_zoo.py",
     ]
-    exported = _collected("-m", "export", *files)
+    marks = _markers(files, tmp_path)
+    assert _files(list(marks)) == set(files)
+    exported = _select(marks, lambda m: "export" in m)
     assert _files(exported) == {"tests/test_export.py", "tests/test_zoo.py"}
     assert _zoo(exported) == {
         "test_torchscript_matches_eager",
         "test_torchscript_of_deep_supervision_matches_eager",
         "test_torch_export_matches_eager",
     }
-    compiled = _collected("-m", "compile", *files)
+    compiled = _select(marks, lambda m: "compile" in m)
     assert _files(compiled) == {"tests/test_compile.py", "tests/test_zoo.py"}
     assert _zoo(compiled) == {"test_torch_compile_matches_eager"}
-    # one compile case per registered model and dimensionality it declares
-    zoo_cases = sum(len(attnunet.model_info(n).spatial_dims) for n in attnunet.list_models())
-    assert sum(n.startswith("tests/test_zoo.py") for n in compiled) == zoo_cases
-    cuda = _collected("-m", "cuda", *files)
+    # every registered model is compiled (the zoo's ids are "test[name-Nd]")
+    zoo_compiled = {n.split("[")[1].rsplit("-", 1)[0] for n in compiled if "test_zoo" in n}
+    assert zoo_compiled == set(attnunet.list_models())
+    assert all("slow" in marks[n] for n in compiled)
+    cuda = _select(marks, lambda m: "cuda" in m)
     assert _files(cuda) == {"tests/test_metrics.py", "tests/test_zoo.py"}
     assert _zoo(cuda) == {"test_cuda_matches_cpu"}
-    rest = _collected("-m", "not export and not compile", *files)
+    rest = _select(marks, lambda m: not m & {"export", "compile"})
     assert _files(rest) == {"tests/test_metrics.py", "tests/test_zoo.py"}
     assert not _zoo(rest) & (_zoo(exported) | _zoo(compiled))
     assert "test_forward_and_backward" in _zoo(rest)
