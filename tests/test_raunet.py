@@ -333,15 +333,10 @@ def test_encoders_that_cannot_serve():
 
 
 # ----------------------------------------------------------------------------- 3D
-def test_3d_raunet_forward_backward_and_counts():
-    torch.manual_seed(0)
+def test_3d_raunet_counts():
+    """Every conv kernel gains a depth axis of its own size: the 3D count follows from the
+    2D model's (forward and backward in 3D are cases of the model zoo tester)."""
     model = RAUNet(3, 1, 2, encoder="resnet18")
-    y = model(torch.randn(2, 1, 20, 36, 30))
-    assert y.shape == (2, 2, 20, 36, 30)
-    y.square().mean().backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None, name
-    # every conv kernel gains a depth axis of its own size: count from the 2D model
     two_d = RAUNet(2, 1, 2, encoder="resnet18")
     expected = 0
     for (n2, p2), (n3, p3) in zip(two_d.named_parameters(), model.named_parameters(), strict=True):
