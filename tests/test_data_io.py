@@ -666,3 +666,23 @@ def test_write_prediction_names_the_file_after_the_image(tmp_path):
     assert write_prediction(out, "x.png", np.ones((5, 5), np.int64), fmt="npy").name == "x.npy"
     with pytest.raises(FileExistsError, match=r"scan.tif"):
         write_prediction(out, "scan.nii.gz", np.zeros((2, 5, 5), np.int64))
+
+
+@pytest.mark.parametrize(
+    ("suffixes", "expected"),
+    [
+        ((), "no mask name to look for"),
+        (("_mask",), "a_mask.*\n"),
+        (("_mask", "_seg"), "a_mask.* or a_seg.*"),
+    ],
+)
+def test_a_missing_mask_in_a_shared_folder_names_what_was_looked_for(tmp_path, suffixes, expected):
+    # one folder for images and masks: a.npy has no mask, b.npy has b_mask.npy
+    np.save(tmp_path / "a.npy", np.zeros((4, 4)))
+    np.save(tmp_path / "b.npy", np.zeros((4, 4)))
+    np.save(tmp_path / "b_mask.npy", np.zeros((4, 4), np.uint8))
+    with pytest.raises(DataError) as caught:
+        find_pairs(tmp_path, tmp_path, mask_suffixes=suffixes)
+    message = str(caught.value)
+    assert expected in message
+    assert " or \n" not in message and not message.split("\n")[1].endswith(" or ")

@@ -196,6 +196,15 @@ def _match(
     return pairs, missing
 
 
+def _expected_mask(path: Path, where: Path, endings: tuple[str, ...]) -> str:
+    """Which mask names were looked for (up to four), without a dangling "or"."""
+    options = [f"{_stem(path)}{e}.*" for e in endings[:4]]
+    if not options:
+        return f"no mask name to look for in {where}"
+    rest = f" or {', '.join(options[1:])}" if len(options) > 1 else ""
+    return f"expected {where / options[0]}{rest}"
+
+
 def _no_mask_error(
     missing: list[Path],
     num_images: int,
@@ -204,17 +213,19 @@ def _no_mask_error(
     suffixes: tuple[str, ...],
 ) -> DataError:
     """The error for images without a mask: the first ten, with the names looked for."""
-    lines = []
-    for path in missing[:10]:
-        stem = _stem(path)
-        options = [f"{stem}{e}.*" for e in endings[:4]]
-        lines.append(f"  {path}: expected {where / options[0]} or {', '.join(options[1:])}")
+    lines = [f"  {path}: {_expected_mask(path, where, endings)}" for path in missing[:10]]
     more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
+    endings_hint = (
+        f"Mask names may end in any of {', '.join(suffixes)}"
+        if suffixes
+        else "mask_suffixes is empty, so a mask in the images' folder cannot be told from "
+        "an image (pass mask_suffixes=('_mask',) or similar)"
+    )
     return DataError(
         f"{len(missing)} of {num_images} images have no mask:\n"
         + "\n".join(lines)
         + more
-        + f"\nMask names may end in any of {', '.join(suffixes)}, with any supported "
+        + f"\n{endings_hint}, with any supported "
         f"extension; put masks next to the images, in a masks/ folder beside images/, "
         f"or name the mask folder explicitly (or read images only with "
         f"require_masks=False)"
