@@ -11,6 +11,7 @@ stride in some stage) is a different list of values, not another class.
 
 import inspect
 import itertools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -271,7 +272,7 @@ class UNetTrunk(SegmentationModel):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.depth = len(stages) - 1
-        self.divisor = _divisor(stages)
+        self.divisor = math.prod(stage.stride for stage in stages)  # the first is 1
         self.size_policy = size_policy
         self.channels = [s.channels for s in stages]
         return stages
@@ -299,10 +300,3 @@ class UNetTrunk(SegmentationModel):
             spatial_dims, self.in_channels, stages, make_block, down, dropout
         )
         return make_block
-
-
-def _divisor(stages: Sequence[Stage]) -> int:
-    divisor = 1
-    for stage in stages[1:]:
-        divisor *= stage.stride
-    return divisor
