@@ -18,6 +18,7 @@ Examples:
 """
 
 from attnunet.data.dataset import FolderSummary, SegmentationFolder
+from attnunet.data.labels import IGNORE_INDEX
 from attnunet.data.pairing import DEFAULT_MASK_SUFFIXES, Pair, find_pairs, split_pairs
 from attnunet.data.readers import (
     HIGH_PERCENTILE,
@@ -43,6 +44,7 @@ from attnunet.data.writers import write_mask, write_prediction
 
 __all__ = [
     "HIGH_PERCENTILE",
+    "IGNORE_INDEX",
     "LOW_PERCENTILE",
     "DEFAULT_MASK_SUFFIXES",
     "SUPPORTED_EXTENSIONS",

@@ -168,13 +168,18 @@ class Volume:
 
     Attributes:
         image: ``float32`` array ``(C, *S)``.
-        mask: ``int64`` label map ``(*S)`` (``None`` for prediction-only data).
+        mask: ``int64`` label map ``(*S)`` (``None`` for prediction-only data), classes
+            ``0..K-1``; voxels to leave out of the loss and the metrics hold
+            :data:`attnunet.data.IGNORE_INDEX` (-1).
         name: a name for tables and file names.
+        spacing: the voxel size per spatial axis in mm, from the file's header (``None``:
+            unknown, distances are then in voxels).
     """
 
     image: np.ndarray
     mask: np.ndarray | None
     name: str
+    spacing: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.mask is not None and self.mask.shape != self.image.shape[1:]:
