@@ -12,7 +12,24 @@ Supported files (the extension decides, case-insensitively):
                        ``masks``, ``labels``, ``label`` or ``seg`` (else the only array)
 ``.nii``, ``.nii.gz``  NIfTI, only when ``nibabel`` is installed (``pip install nibabel``);
                        the voxel array keeps nibabel's axis order ``(i, j, k)``
+``.nrrd``, ``.nhdr``   NRRD, only when ``SimpleITK`` is installed (``pip install
+                       'attnunet[medical]'``); the array has SimpleITK's axis order
+                       ``(z, y, x)``. A ``.nhdr`` header names a detached data file,
+                       which must lie where the header says (usually next to it)
+``.mha``, ``.mhd``     MetaImage, with SimpleITK, axes ``(z, y, x)``; a ``.mhd`` header
+                       has a detached data file (``.raw``, ``.zraw``) like ``.nhdr``
+a folder               a DICOM series (the folder holds the slices of one series), with
+                       SimpleITK, axes ``(z, y, x)``; a folder with several series is
+                       refused
 =====================  =====================================================================
+
+**Geometry.** NIfTI, NRRD, MetaImage and DICOM files say where their voxels lie: pass
+``with_geometry=True`` to :func:`read_image` or :func:`read_mask` to get the array with
+its :class:`~attnunet.data.geometry.Geometry` (spacing, RAS affine in the array's axis
+order, and the header a writer needs), or call :func:`read_geometry` to read only that.
+Other files give a geometry with only a shape. SimpleITK images with several components
+per voxel (vector images) have their components as channels, and a 4D SimpleITK image
+has its fourth axis (first in the array) as channels.
 
 **Images** come back as ``float32`` arrays ``(C, *spatial)`` with the stored intensities
 (:func:`normalise_image` maps them to ``[0, 1]``). Files that say which axis holds the
@@ -32,8 +49,10 @@ rule, decided by ``spatial_dims``:
 **Masks** come back as ``int64`` label maps ``(*spatial)``: 0 is background, 1, 2, ... are
 classes (or instances). Values must be whole numbers >= 0; a float mask holding fractions
 is refused. One rule converts binary masks saved for viewing: when the values present are
-exactly ``{0, 255}`` or exactly ``{0, 65535}``, the non-zero value becomes 1. Any other set
-of values is kept as stored. A colour mask is accepted only when its channels are equal.
+exactly ``{0, 255}`` or exactly ``{0, 65535}``, the non-zero value becomes 1 (unless
+``keep_values=True``, for masks where 255 is an ignore label). Any other set of values is
+kept as stored. A colour mask is accepted only when its channels are equal; a 4D NIfTI or
+SimpleITK mask with several volumes (or components) is refused.
 
 Every problem with a file raises :class:`DataError` (a :class:`ValueError`) whose message
 names the file and says what would work.
@@ -51,12 +70,15 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple, overload
 
 import numpy as np
+
+from attnunet.data.geometry import Geometry, _itk_affine
 
 __all__ = [
     "HIGH_PERCENTILE",
@@ -64,6 +86,7 @@ __all__ = [
     "SUPPORTED_EXTENSIONS",
     "DataError",
     "normalise_image",
+    "read_geometry",
     "read_image",
     "read_mask",
 ]
@@ -78,9 +101,17 @@ _FORMATS: dict[str, str] = {
     ".npz": "NumPy",
     ".nii": "NIfTI",
     ".nii.gz": "NIfTI",
+    ".nrrd": "NRRD",
+    ".nhdr": "NRRD",
+    ".mha": "MetaImage",
+    ".mhd": "MetaImage",
 }
 SUPPORTED_EXTENSIONS: tuple[str, ...] = tuple(_FORMATS)
-"""File extensions that :func:`read_image`, :func:`read_mask` and :func:`find_pairs` accept."""
+"""File extensions that :func:`read_image`, :func:`read_mask` and :func:`find_pairs` accept
+(the readers also take a folder holding a DICOM series)."""
+
+_ITK_FORMATS = ("NRRD", "MetaImage", "DICOM")
+_DETACHED = (".nhdr", ".mhd")  # headers whose voxels lie in a separate data file
 
 LOW_PERCENTILE = 1.0
 """Intensity percentile that :func:`normalise_image` maps to 0 (the bundled samples too)."""
@@ -128,10 +159,17 @@ def _format(path: Path) -> str:
     return _FORMATS[ext]
 
 
-def _check_file(path: Path) -> None:
+def _kind(path: Path) -> str:
+    """The format of ``path``: ``"DICOM"`` for a folder, else by its extension."""
+    return "DICOM" if path.is_dir() else _format(path)
+
+
+def _check_file(path: Path, kind: str = "") -> None:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     if path.is_dir():
+        if kind == "DICOM":
+            return
         raise DataError(f"{path} is a folder; give an image file ({_supported_list()})")
     if path.stat().st_size == 0:
         raise DataError(
@@ -146,6 +184,18 @@ def _optional(module: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         return None
+
+
+def _sitk(path: Path, kind: str, action: str = "reading") -> Any:
+    """The SimpleITK module, or a :class:`DataError` saying how to install it."""
+    sitk = _optional("SimpleITK")
+    if sitk is None:
+        folder = " (a folder is read as a DICOM series)" if kind == "DICOM" else ""
+        raise DataError(
+            f"{path}: {action} {kind} needs SimpleITK: pip install 'attnunet[medical]' "
+            f"(or pip install SimpleITK){folder}"
+        )
+    return sitk
 
 
 def _check_spatial_dims(spatial_dims: int | None) -> int | None:
@@ -249,48 +299,225 @@ def _npz_with_mask(path: Path) -> bool:
     return bool(keys & set(_IMAGE_KEYS)) and bool(keys & set(_MASK_KEYS))
 
 
-def _read_nifti(path: Path, role: str, spatial_dims: int | None) -> tuple[np.ndarray, int | None]:
+class _Raw(NamedTuple):
+    """A file's array as stored, its channel axis (``None``: unknown) and its geometry.
+
+    The geometry describes the array's axes other than ``channel_axis`` (its affine's
+    first columns are those axes, in order).
+    """
+
+    array: np.ndarray
+    channel_axis: int | None
+    geometry: Geometry
+
+
+def _shape_only(shape: tuple[int, ...]) -> np.ndarray:
+    """A read-only array of ``shape`` that takes no memory (for header-only reading)."""
+    return np.broadcast_to(np.zeros((), np.float32), shape)
+
+
+def _volumes_error(path: Path, count: int, shape: tuple[int, ...], what: str) -> DataError:
+    return DataError(
+        f"{path}: a mask with {count} {what} (shape {shape}); a mask is one label map "
+        f"(0 = background, 1, 2, ... = classes): save each {what[:-1]} as its own file, "
+        f"or keep only the one you mean"
+    )
+
+
+def _nibabel(path: Path) -> Any:
     nibabel = _optional("nibabel")
     if nibabel is None:
         raise DataError(
             f"{path}: reading NIfTI files needs the nibabel package: pip install nibabel "
             f"(or convert the file to .npy or a multi-page TIFF)"
         )
-    array = np.asanyarray(nibabel.load(str(path)).dataobj)
+    return nibabel
+
+
+def _nifti_layout(shape: tuple[int, ...], spatial_dims: int | None) -> tuple[list[int], int | None]:
+    """The axes to keep and the channel axis (of the kept ones) of a NIfTI array."""
     # NIfTI pads 2D images with a length-1 third axis, and keeps time/channels after the
     # spatial axes: drop length-1 axes after the first two, then channels are last.
-    keep = [i for i, n in enumerate(array.shape) if i < 2 or n != 1]
-    array = array.reshape([array.shape[i] for i in keep])
-    if array.ndim == 4 or (array.ndim == 3 and spatial_dims == 2):
-        return array, array.ndim - 1
-    return array, None
+    keep = [i for i, n in enumerate(shape) if i < 2 or n != 1]
+    if len(keep) == 4 or (len(keep) == 3 and spatial_dims == 2):
+        return keep, len(keep) - 1
+    return keep, None
 
 
-def _read(path: Path, role: str, spatial_dims: int | None) -> tuple[np.ndarray, int | None]:
-    """Read ``path`` as an array, and say which axis holds channels (``None``: unknown)."""
+def _nifti_geometry(image: Any, keep: list[int], channel_axis: int | None) -> Geometry:
+    """The geometry of the kept, non-channel axes of a NIfTI image."""
+    header = image.header
+    full_shape = header.get_data_shape()
+    axes = keep if channel_axis is None else keep[:channel_axis] + keep[channel_axis + 1 :]
+    shape = tuple(int(full_shape[i]) for i in axes)
+    if not axes or max(axes) > 2:  # a non-spatial axis (time) is a spatial one here
+        return Geometry(shape, None, None, "NIfTI", header)
+    zooms = header.get_zooms()
+    order = [*axes, *(i for i in range(3) if i not in axes), 3]
+    spacing = tuple(float(zooms[i]) for i in axes)
+    return Geometry(shape, spacing, np.asarray(image.affine)[:, order], "NIfTI", header)
+
+
+def _read_nifti(path: Path, role: str, spatial_dims: int | None, header_only: bool) -> _Raw:
+    image = _nibabel(path).load(str(path))
+    shape = tuple(int(n) for n in image.header.get_data_shape())
+    keep, channel_axis = _nifti_layout(shape, spatial_dims)
+    kept = tuple(shape[i] for i in keep)
+    if role == "mask" and len(kept) == 4 and kept[3] > 1:
+        raise _volumes_error(path, kept[3], shape, "volumes")
+    array = _shape_only(kept) if header_only else np.asanyarray(image.dataobj).reshape(kept)
+    return _Raw(array, channel_axis, _nifti_geometry(image, keep, channel_axis))
+
+
+def _dicom_files(sitk: Any, path: Path) -> list[str]:
+    """The files of the one DICOM series in the folder ``path``, in slice order."""
+    series = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)))
+    if not series:
+        raise DataError(
+            f"{path} is a folder without a DICOM series; give an image file "
+            f"({_supported_list()}) or a folder holding the slices of one DICOM series"
+        )
+    if len(series) > 1:
+        raise DataError(
+            f"{path}: holds {len(series)} DICOM series ({', '.join(series)}); a folder must "
+            f"hold one series: move each series into a folder of its own"
+        )
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+
+
+def _metadata(source: Any, *index: int) -> dict[str, str]:
+    return {key: source.GetMetaData(*index, key) for key in source.GetMetaDataKeys(*index)}
+
+
+def _itk_geometry(
+    path: Path, kind: str, source: Any, components: int, metadata: dict[str, str]
+) -> tuple[tuple[int, ...], int | None, Geometry]:
+    """Array shape, channel axis and geometry of a SimpleITK image or image reader."""
+    size = tuple(int(n) for n in source.GetSize())
+    dim = len(size)
+    if dim not in (2, 3, 4) or (dim == 4 and components > 1):
+        raise DataError(
+            f"{path}: a {dim}D {kind} image with {components} components per voxel; "
+            f"expected a 2D or 3D image (with channels as components or a fourth axis)"
+        )
+    shape = tuple(reversed(size)) + ((components,) if components > 1 else ())
+    channel_axis = len(shape) - 1 if components > 1 else (0 if dim == 4 else None)
+    n = min(dim, 3)
+    origin, spacing = tuple(source.GetOrigin()), tuple(source.GetSpacing())
+    direction = tuple(source.GetDirection())
+    block = np.asarray(direction, np.float64).reshape(dim, dim)[:n, :n].ravel()
+    header = {"origin": origin, "spacing": spacing, "direction": direction, "metadata": metadata}
+    geometry = Geometry(
+        tuple(reversed(size[:n])),
+        tuple(float(s) for s in reversed(spacing[:n])),
+        _itk_affine(origin[:n], spacing[:n], block),
+        kind,
+        header,
+    )
+    return shape, channel_axis, geometry
+
+
+def _read_itk(path: Path, kind: str, role: str, header_only: bool) -> _Raw:
+    sitk = _sitk(path, kind)
+    if kind == "DICOM":
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(_dicom_files(sitk, path))
+        reader.MetaDataDictionaryArrayUpdateOn()
+        source = reader.Execute()  # a series has no header-only reading in SimpleITK
+        metadata = _metadata(reader, 0)
+    elif header_only:
+        source = sitk.ImageFileReader()
+        source.SetFileName(str(path))
+        source.ReadImageInformation()
+        metadata = _metadata(source)
+    else:
+        source = sitk.ReadImage(str(path))
+        metadata = _metadata(source)
+    components = int(
+        source.GetNumberOfComponents()
+        if isinstance(source, sitk.ImageFileReader)
+        else source.GetNumberOfComponentsPerPixel()
+    )
+    shape, channel_axis, geometry = _itk_geometry(path, kind, source, components, metadata)
+    if role == "mask" and channel_axis is not None and shape[channel_axis] > 1:
+        what = "components per voxel" if components > 1 else "volumes"
+        raise _volumes_error(path, shape[channel_axis], shape, what)
+    if header_only:
+        return _Raw(_shape_only(shape), channel_axis, geometry)
+    return _Raw(sitk.GetArrayFromImage(source), channel_axis, geometry)
+
+
+def _without_axis(shape: tuple[int, ...], axis: int | None) -> tuple[int, ...]:
+    return shape if axis is None else shape[:axis] + shape[axis + 1 :]
+
+
+def _read_raw(
+    path: Path, kind: str, role: str, spatial_dims: int | None, header_only: bool
+) -> _Raw:
+    if kind in _ITK_FORMATS:
+        return _read_itk(path, kind, role, header_only)
+    if kind == "NIfTI":
+        return _read_nifti(path, role, spatial_dims, header_only)
+    if kind in ("PNG", "JPEG"):
+        array, axis = _read_pillow(path, role)
+    elif kind == "TIFF":
+        array, axis = _read_tiff(path, role)
+    else:
+        array, axis = _read_numpy(path, role)
+    return _Raw(array, axis, Geometry.plain(_without_axis(array.shape, axis), kind))
+
+
+def _read(path: Path, role: str, spatial_dims: int | None, header_only: bool = False) -> _Raw:
+    """Read ``path`` as an array, with its channel axis (``None``: unknown) and geometry.
+
+    ``header_only``: the array is a stand-in of the right shape where the format allows
+    reading the header alone (NIfTI, NRRD, MetaImage).
+    """
     path = Path(path)
-    kind = _format(path)
+    kind = _kind(path)
     if role == "mask" and kind == "JPEG":
         raise DataError(
             f"{path}: JPEG is lossy and changes label values at object edges, so masks "
             f"cannot be JPEG; save masks as PNG, TIFF or .npy"
         )
-    _check_file(path)
+    _check_file(path, kind)
     try:
-        if kind in ("PNG", "JPEG"):
-            return _read_pillow(path, role)
-        if kind == "TIFF":
-            return _read_tiff(path, role)
-        if kind == "NumPy":
-            return _read_numpy(path, role)
-        return _read_nifti(path, role, spatial_dims)
+        return _read_raw(path, kind, role, spatial_dims, header_only)
     except (DataError, PermissionError):
         raise
     except Exception as error:
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        detail = lines[-1].strip() if lines else ""
+        detached = (
+            " (its data file, named in the header, must be where the header says)"
+            if _extension(path) in _DETACHED
+            else ""
+        )
         raise DataError(
-            f"{path}: cannot be read as {kind} ({type(error).__name__}: {error}); the file "
-            f"is damaged or not really {kind}: open it in a viewer, or export it again"
+            f"{path}: cannot be read as {kind} ({type(error).__name__}: {detail}); the file "
+            f"is damaged or not really {kind}{detached}: open it in a viewer, or export it "
+            f"again"
         ) from error
+
+
+def _fit(geometry: Geometry, shape: tuple[int, ...]) -> Geometry:
+    """``geometry`` for the spatial axes ``shape`` that the reader's rules kept.
+
+    Those rules only drop leading axes (length 1, or taken as channels), so ``shape``
+    is the end of ``geometry.shape``; the affine's columns move with the axes.
+    """
+    shape = tuple(shape)
+    if geometry.shape == shape:
+        return geometry
+    drop = len(geometry.shape) - len(shape)
+    if drop <= 0 or geometry.shape[drop:] != shape:
+        raise RuntimeError(f"the array's shape {shape} does not fit its geometry {geometry}")
+    affine = geometry.affine
+    if affine is not None:
+        n = len(geometry.shape)
+        affine = affine[:, [*range(drop, n), *range(drop), *range(n, 3), 3]]
+    spacing = None if geometry.spacing is None else geometry.spacing[drop:]
+    return dataclasses.replace(geometry, shape=shape, spacing=spacing, affine=affine)
 
 
 # ----------------------------------------------------------------------------- images
@@ -337,23 +564,43 @@ def _arrange_image(
     )
 
 
-def read_image(path: str | os.PathLike[str], spatial_dims: int | None = None) -> np.ndarray:
+@overload
+def read_image(
+    path: str | os.PathLike[str],
+    spatial_dims: int | None = None,
+    *,
+    with_geometry: Literal[False] = False,
+) -> np.ndarray: ...
+@overload
+def read_image(
+    path: str | os.PathLike[str], spatial_dims: int | None = None, *, with_geometry: Literal[True]
+) -> tuple[np.ndarray, Geometry]: ...
+@overload
+def read_image(
+    path: str | os.PathLike[str], spatial_dims: int | None = None, *, with_geometry: bool
+) -> np.ndarray | tuple[np.ndarray, Geometry]: ...
+def read_image(
+    path: str | os.PathLike[str], spatial_dims: int | None = None, *, with_geometry: bool = False
+) -> np.ndarray | tuple[np.ndarray, Geometry]:
     """Read an image as ``float32`` ``(C, *spatial)``, intensities as stored.
 
     Args:
-        path: a file with one of :data:`SUPPORTED_EXTENSIONS`.
+        path: a file with one of :data:`SUPPORTED_EXTENSIONS`, or a folder holding one
+            DICOM series.
         spatial_dims: 2 or 3 to say what the image must be (and to settle whether the
             first axis of a plain array holds channels); ``None`` guesses by the rule in
             the module documentation.
+        with_geometry: also return the image's :class:`~attnunet.data.geometry.Geometry`,
+            which describes its spatial axes (``image.shape[1:]``).
 
     Returns:
         A ``float32`` array of shape ``(C, *spatial)``; grayscale files give ``C = 1``,
-        colour files ``C = 3``.
+        colour files ``C = 3``. With ``with_geometry``, ``(image, geometry)``.
 
     Raises:
         DataError: an unsupported extension, an empty, damaged or unreadable file, a
-            shape that is not an image of ``spatial_dims`` dimensions, or values that
-            are not finite numbers.
+            shape that is not an image of ``spatial_dims`` dimensions, values that are
+            not finite numbers, or a missing optional reader (nibabel, SimpleITK).
         FileNotFoundError: when ``path`` does not exist.
 
     Examples:
@@ -363,10 +610,12 @@ def read_image(path: str | os.PathLike[str], spatial_dims: int | None = None) ->
         >>> np.save(path, np.zeros((3, 8, 8), np.uint8))
         >>> read_image(path, spatial_dims=2).shape, read_image(path, spatial_dims=3).shape
         ((3, 8, 8), (1, 3, 8, 8))
+        >>> read_image(path, spatial_dims=2, with_geometry=True)[1]
+        Geometry(shape=(8, 8), spacing=None, affine=None, format='NumPy')
     """
     path = Path(path)
     spatial_dims = _check_spatial_dims(spatial_dims)
-    array, channel_axis = _read(path, "image", spatial_dims)
+    array, channel_axis, geometry = _read(path, "image", spatial_dims)
     if not (array.dtype == np.bool_ or np.issubdtype(array.dtype, np.number)) or np.issubdtype(
         array.dtype, np.complexfloating
     ):
@@ -382,7 +631,42 @@ def read_image(path: str | os.PathLike[str], spatial_dims: int | None = None) ->
             f"{path}: holds {bad} NaN or infinite values; replace them (e.g. with "
             f"np.nan_to_num) before training"
         )
+    if with_geometry:
+        return image, _fit(geometry, image.shape[1:])
     return image
+
+
+def read_geometry(path: str | os.PathLike[str], spatial_dims: int | None = None) -> Geometry:
+    """Read the :class:`~attnunet.data.geometry.Geometry` of an image file or DICOM folder.
+
+    It is the geometry :func:`read_image` returns with ``with_geometry=True`` (the same
+    ``spatial_dims`` rule), read from the header alone where the library allows it:
+    NIfTI (nibabel), NRRD and MetaImage (SimpleITK's ``ReadImageInformation``). A DICOM
+    series, PNG, JPEG, TIFF and NumPy files are read in full.
+
+    Args:
+        path: a file with one of :data:`SUPPORTED_EXTENSIONS`, or a DICOM folder.
+        spatial_dims: 2, 3 or ``None``, as for :func:`read_image`.
+
+    Returns:
+        The geometry of the image's spatial axes.
+
+    Raises:
+        DataError: as :func:`read_image`, for a file that cannot be read.
+        FileNotFoundError: when ``path`` does not exist.
+
+    Examples:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "volume.npy"
+        >>> np.save(path, np.zeros((5, 8, 8), np.uint8))
+        >>> read_geometry(path)
+        Geometry(shape=(5, 8, 8), spacing=None, affine=None, format='NumPy')
+    """
+    path = Path(path)
+    spatial_dims = _check_spatial_dims(spatial_dims)
+    array, channel_axis, geometry = _read(path, "image", spatial_dims, header_only=True)
+    arranged = _arrange_image(array, channel_axis, spatial_dims, path)
+    return _fit(geometry, arranged.shape[1:])
 
 
 def normalise_image(
@@ -452,8 +736,11 @@ def _arrange_mask(
     )
 
 
-def _label_values(array: np.ndarray, path: Path, num_classes: int | None) -> np.ndarray:
-    """``array`` as ``int64`` labels, after the checks and the 0/255 rule."""
+def _label_values(
+    array: np.ndarray, path: Path, num_classes: int | None, keep_values: bool = False
+) -> np.ndarray:
+    """``array`` as ``int64`` labels, after the checks and (unless ``keep_values``) the 0/255
+    rule."""
     if array.dtype == np.bool_:
         labels = array.astype(np.int64)
     elif np.issubdtype(array.dtype, np.floating):
@@ -485,7 +772,7 @@ def _label_values(array: np.ndarray, path: Path, num_classes: int | None) -> np.
             f"{int(labels.min())}); labels must be 0 (background) or positive"
         )
     values = np.unique(labels)
-    if values.tolist() in ([0, 255], [0, 65535]):
+    if not keep_values and values.tolist() in ([0, 255], [0, 65535]):
         labels = (labels > 0).astype(np.int64)
         values = np.array([0, 1])
     if num_classes is not None and values.size and values[-1] >= num_classes:
@@ -498,26 +785,63 @@ def _label_values(array: np.ndarray, path: Path, num_classes: int | None) -> np.
     return labels
 
 
+@overload
 def read_mask(
     path: str | os.PathLike[str],
     spatial_dims: int | None = None,
     num_classes: int | None = None,
-) -> np.ndarray:
+    *,
+    keep_values: bool = False,
+    with_geometry: Literal[False] = False,
+) -> np.ndarray: ...
+@overload
+def read_mask(
+    path: str | os.PathLike[str],
+    spatial_dims: int | None = None,
+    num_classes: int | None = None,
+    *,
+    keep_values: bool = False,
+    with_geometry: Literal[True],
+) -> tuple[np.ndarray, Geometry]: ...
+@overload
+def read_mask(
+    path: str | os.PathLike[str],
+    spatial_dims: int | None = None,
+    num_classes: int | None = None,
+    *,
+    keep_values: bool = False,
+    with_geometry: bool,
+) -> np.ndarray | tuple[np.ndarray, Geometry]: ...
+def read_mask(
+    path: str | os.PathLike[str],
+    spatial_dims: int | None = None,
+    num_classes: int | None = None,
+    *,
+    keep_values: bool = False,
+    with_geometry: bool = False,
+) -> np.ndarray | tuple[np.ndarray, Geometry]:
     """Read a mask as an ``int64`` label map ``(*spatial)``.
 
     Values must be whole numbers >= 0. A mask whose values are exactly ``{0, 255}`` or
-    exactly ``{0, 65535}`` is binary, and its non-zero value becomes 1; other values are
-    kept as stored. Bool masks become 0/1.
+    exactly ``{0, 65535}`` is binary, and its non-zero value becomes 1 unless
+    ``keep_values``; other values are kept as stored. Bool masks become 0/1.
 
     Args:
-        path: a file with one of :data:`SUPPORTED_EXTENSIONS` except JPEG (lossy).
+        path: a file with one of :data:`SUPPORTED_EXTENSIONS` except JPEG (lossy), or a
+            folder holding one DICOM series.
         spatial_dims: 2 or 3 to say what the mask must be; ``None`` accepts both.
         num_classes: when given, labels must be below it.
+        keep_values: keep every value as stored, ``{0, 255}`` included (for masks where
+            255 is an ignore label).
+        with_geometry: also return the mask's :class:`~attnunet.data.geometry.Geometry`.
+
+    Returns:
+        The ``int64`` label map; with ``with_geometry``, ``(labels, geometry)``.
 
     Raises:
         DataError: an unsupported or lossy format, an empty or unreadable file, a shape
-            that is not a label map, negative or non-integer values, or a label
-            ``>= num_classes``.
+            that is not a label map (a 4D NIfTI or SimpleITK mask with several volumes
+            included), negative or non-integer values, or a label ``>= num_classes``.
         FileNotFoundError: when ``path`` does not exist.
 
     Examples:
@@ -525,11 +849,14 @@ def read_mask(
         >>> from PIL import Image
         >>> path = Path(tempfile.mkdtemp()) / "mask.png"
         >>> Image.fromarray(np.array([[0, 255], [255, 0]], np.uint8)).save(path)
-        >>> read_mask(path).tolist()
-        [[0, 1], [1, 0]]
+        >>> read_mask(path).tolist(), read_mask(path, keep_values=True).tolist()
+        ([[0, 1], [1, 0]], [[0, 255], [255, 0]])
     """
     path = Path(path)
     spatial_dims = _check_spatial_dims(spatial_dims)
-    array, channel_axis = _read(path, "mask", spatial_dims)
+    array, channel_axis, geometry = _read(path, "mask", spatial_dims)
     mask = _arrange_mask(array, channel_axis, spatial_dims, path)
-    return np.ascontiguousarray(_label_values(mask, path, num_classes))
+    labels = np.ascontiguousarray(_label_values(mask, path, num_classes, keep_values))
+    if with_geometry:
+        return labels, _fit(geometry, labels.shape)
+    return labels
