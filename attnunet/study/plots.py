@@ -102,6 +102,34 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return (np.repeat(scaled[..., None], 3, axis=-1) * 255).astype(np.uint8)
 
 
+_TITLE_H = 18
+"""Height of the row of panel titles (and of the heading row), in pixels."""
+_GAP = 6
+"""The white gap after each panel, in pixels."""
+_BAR_COLUMN = 60
+"""Width of the colour-bar column at the right of the panels, in pixels."""
+_BAR_WIDTH = 12
+"""Width of the colour bar itself; it starts :data:`_GAP` pixels into its column."""
+
+
+def _colour_bar(out: Image.Image, x: int, top: int, height: int) -> None:
+    """Draw the vertical colour bar of :func:`_heat` into the column starting at ``x``:
+    1 in the top row, 0 in the bottom row, labelled ``1``, ``0.5``, ``0`` and, above it in
+    the title row, ``attention``."""
+    values = np.linspace(1.0, 0.0, height)[:, None].repeat(_BAR_WIDTH, axis=1)
+    left = x + _GAP
+    out.paste(Image.fromarray(_heat(values)), (left, top))
+    draw = ImageDraw.Draw(out)
+    right = left + _BAR_WIDTH
+    draw.rectangle([left - 1, top - 1, right, top + height], outline="black")
+    for frac, label in ((1.0, "1"), (0.5, "0.5"), (0.0, "0")):
+        y = top + round((1.0 - frac) * (height - 1))
+        draw.line([right, y, right + 3, y], fill="black")
+        text_y = min(max(y - 6, top - 2), top + height - 10)
+        draw.text((right + 5, text_y), label, fill="black")
+    draw.text((x + 2, top - _TITLE_H + 2), "attention", fill="black")
+
+
 def attention_figure(
     image: np.ndarray,
     maps: Sequence[np.ndarray],
@@ -109,17 +137,40 @@ def attention_figure(
     path: Path,
     alpha: float = 0.5,
     scale: int = 2,
+    *,
+    colour_bar: bool = True,
+    heading: str = "",
 ) -> Path:
     """The input image, then each attention map (resized to the image) blended over it.
 
+    Layout, in pixels, for an ``(H, W)`` image and ``n`` maps: an optional heading row
+    (18, only when ``heading`` is given), a title row (18), then ``n + 1`` panels of
+    ``H * scale`` by ``W * scale``, each followed by a white gap of 6; with ``colour_bar``
+    a 60 wide column follows, holding a 12 wide bar of the maps' colours (blue 0 in the
+    bottom row to red 1 in the top row, 6 from the column's left edge, as tall as the
+    panels), ticks labelled ``0``, ``0.5`` and ``1``, and the title ``attention``.
+
     Args:
-        image: 2D image ``(H, W)``.
+        image: 2D image ``(H, W)``; shown in gray, scaled from its minimum to its maximum.
         maps: 2D maps, any size; each is resized to ``(H, W)`` (nearest) and shown in
-            ``[0, 1]``.
+            ``[0, 1]`` (values outside are clipped).
         titles: one title per panel (the first for the image).
-        path: the PNG to write.
+        path: the PNG to write (its folder is created).
         alpha: opacity of the maps.
         scale: integer upscaling of the panels for legibility.
+        colour_bar: draw the colour bar at the right of the panels.
+        heading: a line of text above the panel titles (none when empty).
+
+    Returns:
+        ``path``.
+
+    Examples:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> png = attention_figure(np.eye(8), [np.full((4, 4), 0.5)], ["input", "gate"],
+        ...                        folder / "a.png")
+        >>> Image.open(png).size  # (2 * (8 * 2 + 6) + 60, 8 * 2 + 18)
+        (104, 34)
     """
     h, w = image.shape
     base = _gray(image)
@@ -131,14 +182,20 @@ def attention_figure(
         resized = m[rows][:, cols]
         blended = (1 - alpha) * base + alpha * _heat(resized)
         panels.append(blended.astype(np.uint8))
-    title_h = 18
-    out = Image.new("RGB", (len(panels) * (w * scale + 6), h * scale + title_h), "white")
+    head = _TITLE_H if heading else 0
+    top = head + _TITLE_H
+    width = len(panels) * (w * scale + _GAP) + (_BAR_COLUMN if colour_bar else 0)
+    out = Image.new("RGB", (width, h * scale + top), "white")
     draw = ImageDraw.Draw(out)
+    if heading:
+        draw.text((2, 2), heading, fill="black")
     for i, (panel, title) in enumerate(zip(panels, titles, strict=False)):
-        x = i * (w * scale + 6)
+        x = i * (w * scale + _GAP)
         tile = Image.fromarray(panel).resize((w * scale, h * scale), Image.Resampling.NEAREST)
-        out.paste(tile, (x, title_h))
-        draw.text((x + 2, 2), title, fill="black")
+        out.paste(tile, (x, top))
+        draw.text((x + 2, head + 2), title, fill="black")
+    if colour_bar:
+        _colour_bar(out, len(panels) * (w * scale + _GAP), top, h * scale)
     path.parent.mkdir(parents=True, exist_ok=True)
     out.save(path)
     return path
