@@ -63,6 +63,8 @@ class StudyData:
     num_classes: int
     spacing: tuple[float, ...] | None
     description: str
+    ignore_index: int | None = None
+    class_names: tuple[str, ...] | None = None
 
 
 def tiles(volume: Volume, size: Sequence[int]) -> list[Volume]:

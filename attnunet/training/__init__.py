@@ -15,6 +15,9 @@ Everything here works for 2D and 3D and for any model of the zoo. The command-li
 * :func:`evaluate` and :func:`predict`: per-image metrics and label maps for whole images
   of any size.
 * :func:`recalibrate_batchnorm`: exact batch-norm statistics after training.
+* :class:`Task`: what a model is trained for (dimensions, channels, label values,
+  preprocessing), computed once from the training cases and stored with the model so
+  that prediction repeats it and writes the dataset's label values.
 
 The modules, one per stage (every name is importable from here):
 
@@ -22,23 +25,26 @@ The modules, one per stage (every name is importable from here):
   :data:`CHECKPOINT`;
 * ``sampling``: :class:`PatchSampler`;
 * ``loop``: :func:`train`, :class:`EpochRecord`, :class:`TrainResult`, :func:`jsonable`;
-* ``evaluation``: :func:`evaluate`, :func:`object_one_piece_fraction`, :data:`METRICS`;
+* ``evaluation``: :func:`evaluate`, :func:`score_case`, :func:`object_one_piece_fraction`,
+  :data:`METRICS`;
 * ``prediction``: :func:`predict`, :func:`predict_logits`;
 * ``distributed``: :func:`init_distributed`, :func:`torch_threads`;
 * ``progress``: :class:`Progress`;
-* ``calibration``: :func:`recalibrate_batchnorm`, :func:`batchnorm_layers`.
+* ``calibration``: :func:`recalibrate_batchnorm`, :func:`batchnorm_layers`;
+* ``task``: :class:`Task`, :func:`legacy_task`.
 """
 
 from __future__ import annotations
 
 from attnunet.training.calibration import batchnorm_layers, recalibrate_batchnorm
 from attnunet.training.distributed import init_distributed, torch_threads
-from attnunet.training.evaluation import METRICS, evaluate, object_one_piece_fraction
+from attnunet.training.evaluation import METRICS, evaluate, object_one_piece_fraction, score_case
 from attnunet.training.loop import EpochRecord, TrainResult, jsonable, train
 from attnunet.training.prediction import predict, predict_logits
 from attnunet.training.progress import Progress
 from attnunet.training.sampling import PatchSampler
 from attnunet.training.settings import CHECKPOINT, TrainSettings, Volume, recipe_changes
+from attnunet.training.task import Task, legacy_task
 
 __all__ = [
     "CHECKPOINT",
@@ -46,6 +52,7 @@ __all__ = [
     "EpochRecord",
     "PatchSampler",
     "Progress",
+    "Task",
     "TrainResult",
     "TrainSettings",
     "Volume",
@@ -53,11 +60,13 @@ __all__ = [
     "evaluate",
     "init_distributed",
     "jsonable",
+    "legacy_task",
     "object_one_piece_fraction",
     "predict",
     "predict_logits",
     "recalibrate_batchnorm",
     "recipe_changes",
+    "score_case",
     "torch_threads",
     "train",
 ]

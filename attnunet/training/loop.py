@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from torch import nn
 
 from attnunet.losses import DeepSupervisionLoss, DiceCELoss
 from attnunet.training.distributed import _Dist, init_distributed
-from attnunet.training.evaluation import evaluate
+from attnunet.training.evaluation import METRICS, evaluate
 from attnunet.training.progress import Progress
 from attnunet.training.sampling import PatchSampler
 from attnunet.training.settings import CHECKPOINT, TrainSettings, Volume, recipe_changes
@@ -94,6 +94,7 @@ def _make_loss(settings: TrainSettings) -> nn.Module:
         lambda_ce=settings.ce_weight,
         activation="softmax",
         include_background=False,
+        ignore_index=settings.ignore_index,
     )
 
 
@@ -125,6 +126,7 @@ class _Run:
     generator: torch.Generator
     optimizer: torch.optim.Optimizer
     recipe: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
     history: list[EpochRecord] = field(default_factory=list)
     best_dice: float = -math.inf
     best_epoch: int = 0
@@ -257,7 +259,9 @@ def _train_epoch(
 
 def _validate(run: _Run, val_volumes: Sequence[Volume], record: EpochRecord) -> None:
     """Score the validation volumes into ``record.val``; keep the model if it is the best."""
-    run.val_rows, acc = evaluate(run.model, val_volumes, run.settings, run.device)
+    run.val_rows, acc = evaluate(
+        run.model, val_volumes, run.settings, run.device, class_names=run.settings.class_names
+    )
     record.val = {name: s.mean for name, s in acc.compute().items()}  # type: ignore[misc]
     dice = record.val["dice"]
     # NaN (no validation image holds foreground: every class absent) never beats a
@@ -278,6 +282,7 @@ def _save_best(run: _Run) -> None:
         run.out / "best",
         overwrite=True,
         metadata={
+            **run.metadata,
             "epoch": run.best_epoch,
             "val_dice": run.best_dice,
             "settings": run.settings.to_dict(),
@@ -287,7 +292,7 @@ def _save_best(run: _Run) -> None:
 
 def _report(label: str, record: EpochRecord) -> None:
     """One line per epoch on stderr: the loss and the validation means."""
-    shown = ", ".join(f"{k} {v:.3f}" for k, v in record.val.items())
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in record.val.items() if k in METRICS)
     print(
         f"{label} epoch {record.epoch}: loss {record.train_loss:.4f}"
         + (f", val {shown}" if shown else ""),
@@ -331,6 +336,7 @@ def train(
     label: str = "train",
     model_name: str | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on random patches of ``train_volumes`` with a fixed recipe.
 
@@ -358,6 +364,9 @@ def train(
         label: the progress bars' title.
         model_name: registry name recorded in the checkpoint (``last.pt``).
         on_step: called as ``on_step(epoch, step, loss)`` after every step.
+        metadata: JSON values saved with the best model besides the epoch, the
+            validation Dice and the settings (the CLI saves the task: labels and
+            preprocessing).
 
     Returns:
         :class:`TrainResult`; ``result.model`` is the trained model (not the best one).
@@ -367,6 +376,7 @@ def train(
         ValueError: a checkpoint from another model or recipe.
     """
     run = _start(model, settings, out_dir, device)
+    run.metadata = dict(metadata or {})
     if resume:
         _resume(run)
     steps = _steps(run, train_volumes)

@@ -45,7 +45,13 @@ class TrainSettings:
         blend: ``"gaussian"`` or ``"constant"`` sliding-window blending.
         dice_weight: weight of the soft Dice term of the Dice + cross-entropy loss.
         ce_weight: weight of the cross-entropy term.
-        spacing: voxel size for the surface metrics (``None``: 1 per axis).
+        spacing: voxel size for the surface metrics, overriding each volume's own
+            (``None``: each volume's :attr:`Volume.spacing`, else 1 per axis).
+        ignore_index: the class index of voxels left out of the loss and the metrics
+            (:data:`attnunet.data.IGNORE_INDEX` when the data has an ignore label), or
+            ``None``.
+        class_names: a name per class, background first, for the per-class columns of
+            the validation metrics (``None``: the class indices).
     """
 
     spatial_dims: int = 2
@@ -64,9 +70,13 @@ class TrainSettings:
     dice_weight: float = 1.0
     ce_weight: float = 1.0
     spacing: tuple[float, ...] | None = None
+    ignore_index: int | None = None
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)
+        if self.class_names is not None:
+            self.class_names = tuple(str(n) for n in self.class_names)
         if self.spacing is not None:
             self.spacing = tuple(float(s) for s in self.spacing)
         checks = [
@@ -106,6 +116,10 @@ class TrainSettings:
                 self.spacing is None or len(self.spacing) == self.spatial_dims,
                 f"spacing needs {self.spatial_dims} values, got {self.spacing}",
             ),
+            (
+                self.class_names is None or len(self.class_names) == self.num_classes,
+                f"class_names needs {self.num_classes} names, got {self.class_names}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -116,6 +130,7 @@ class TrainSettings:
         out = dataclasses.asdict(self)
         out["patch_size"] = list(self.patch_size)
         out["spacing"] = None if self.spacing is None else list(self.spacing)
+        out["class_names"] = None if self.class_names is None else list(self.class_names)
         return out
 
     @classmethod

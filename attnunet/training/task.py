@@ -1,0 +1,217 @@
+"""What a model is trained for, stored with it: the data's dimensions and channels, the
+label values, and the preprocessing.
+
+A :class:`Task` is computed once from the training cases (:meth:`Task.from_cases`: the
+labels found in the masks or declared, the intensity statistics and the target spacing
+of :class:`~attnunet.data.preprocessing.Preprocessing`), turns cases into the
+:class:`~attnunet.training.Volume` objects that training and validation use
+(:meth:`Task.volumes`: label values mapped to classes 0..K-1, intensities normalised,
+voxels resampled), and is saved in the model's ``config.json`` so that prediction repeats
+it exactly (:meth:`Task.predict`: the same normalisation and resampling, the prediction
+taken back to the case's own grid and its label values).
+
+Examples:
+    >>> import numpy as np
+    >>> from attnunet.data import LabelSet, Preprocessing
+    >>> task = Task(2, 1, LabelSet((0, 21, 22)), Preprocessing(("zscore",), (None,), None))
+    >>> task.num_classes, Task.from_dict(task.to_dict()) == task
+    (3, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from attnunet.data import (
+    Case,
+    LabelSet,
+    Preprocessing,
+    resample_probabilities,
+    schemes_for_channels,
+)
+from attnunet.training.prediction import predict_logits
+from attnunet.training.settings import TrainSettings, Volume
+
+__all__ = ["Task", "legacy_task"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """The data a model was trained on, as prediction needs to know it.
+
+    Attributes:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        labels: the label values (and names, and the ignore label) of the masks.
+        preprocessing: the intensity normalisation and target spacing.
+        channel_names: the channels' names (nnU-Net's ``channel_names``), if known.
+    """
+
+    spatial_dims: int
+    in_channels: int
+    labels: LabelSet
+    preprocessing: Preprocessing
+    channel_names: tuple[str, ...] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Classes including background (the model's outputs)."""
+        return self.labels.num_classes
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, for a model's ``config.json``."""
+        return {
+            "spatial_dims": self.spatial_dims,
+            "in_channels": self.in_channels,
+            "labels": self.labels.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "channel_names": None if self.channel_names is None else list(self.channel_names),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Task:
+        """The task :meth:`to_dict` wrote."""
+        names = values.get("channel_names")
+        return cls(
+            spatial_dims=int(values["spatial_dims"]),
+            in_channels=int(values["in_channels"]),
+            labels=LabelSet.from_dict(values["labels"]),
+            preprocessing=Preprocessing.from_dict(values["preprocessing"]),
+            channel_names=None if names is None else tuple(names),
+        )
+
+    @classmethod
+    def from_cases(
+        cls,
+        train: Sequence[Case],
+        labelled: Sequence[Case] = (),
+        *,
+        labels: LabelSet | None = None,
+        ignore: int | None = None,
+        channel_names: Sequence[str] | None = None,
+        normalisation: str = "auto",
+        target_spacing: Any = "auto",
+    ) -> Task:
+        """The task of a training set.
+
+        Args:
+            train: the training cases (with masks): the preprocessing statistics come
+                from them alone.
+            labelled: further cases with masks (validation) whose labels count when the
+                label set is discovered.
+            labels: the declared label set (``dataset.json`` or a labels file); ``None``
+                discovers it from the masks of ``train`` and ``labelled``.
+            ignore: the ignore label when ``labels`` is discovered.
+            channel_names: the channels' names; ``"CT"`` selects CT normalisation when
+                ``normalisation="auto"``.
+            normalisation: ``"auto"`` (CT for CT channels, else z-score per image), or one
+                scheme for every channel: ``"ct"``, ``"zscore"``, ``"percentile"``,
+                ``"none"``.
+            target_spacing: ``"auto"``, ``None`` or one spacing per axis (see
+                :meth:`~attnunet.data.preprocessing.Preprocessing.fingerprint`).
+        """
+        if not train:
+            raise ValueError("no training cases")
+        first = train[0]
+        if labels is None:
+            masks = [c.mask for c in (*train, *labelled) if c.mask is not None]
+            labels = LabelSet.discover(masks, ignore=ignore)
+        channels = int(first.image.shape[0])
+        if normalisation == "auto":
+            schemes = tuple(schemes_for_channels(channel_names, channels))
+        else:
+            schemes = (normalisation,) * channels
+        preprocessing = Preprocessing.fingerprint(
+            [c.image for c in train],
+            [None if c.mask is None else labels.encode(c.mask, c.pair.mask) for c in train],
+            [c.spacing for c in train],
+            schemes=schemes,
+            target_spacing=target_spacing,
+        )
+        names = None if channel_names is None else tuple(channel_names)
+        return cls(first.spatial_dims, channels, labels, preprocessing, names)
+
+    def check(self, case: Case) -> None:
+        """Refuse a case whose dimensions or channels differ from the model's.
+
+        Raises:
+            ValueError: one line naming the file and what the model expects.
+        """
+        from attnunet.data import DataError
+
+        got = (case.spatial_dims, int(case.image.shape[0]))
+        if got != (self.spatial_dims, self.in_channels):
+            raise DataError(
+                f"{case.pair.image}: a {got[0]}D image with {got[1]} channel(s) "
+                f"{tuple(case.image.shape[1:])}, but the model takes {self.spatial_dims}D "
+                f"images with {self.in_channels} channel(s)"
+            )
+
+    def volume(self, case: Case, name: str | None = None) -> Volume:
+        """``case`` as training and validation use it: normalised, resampled to the
+        target spacing, its mask's label values mapped to classes 0..K-1."""
+        self.check(case)
+        image = self.preprocessing.prepare(case.image, case.spacing)
+        mask = None
+        if case.mask is not None:
+            encoded = self.labels.encode(case.mask, case.pair.mask)
+            mask = self.preprocessing.prepare_labels(encoded, case.spacing, image.shape[1:])
+        target = self.preprocessing.target_spacing
+        spacing = case.spacing if target is None or case.spacing is None else target
+        return Volume(image.astype(np.float32), mask, name or case.name, spacing)
+
+    def volumes(self, cases: Sequence[Case], names: Sequence[str] | None = None) -> list[Volume]:
+        """:meth:`volume` of every case (named ``names`` when given)."""
+        if names is None:
+            return [self.volume(c) for c in cases]
+        return [self.volume(c, n) for c, n in zip(cases, names, strict=True)]
+
+    def predict_classes(
+        self,
+        model: nn.Module,
+        case: Case,
+        settings: TrainSettings,
+        device: torch.device | None = None,
+    ) -> np.ndarray:
+        """The class map ``(*S)`` (0..K-1) of ``case`` on its own voxel grid."""
+        self.check(case)
+        image = self.preprocessing.prepare(case.image, case.spacing)
+        logits = predict_logits(model, image, settings, device)
+        shape = tuple(case.image.shape[1:])
+        if tuple(logits.shape[1:]) == shape:
+            return logits.argmax(0).numpy()
+        probabilities = torch.softmax(logits.float(), 0).numpy()
+        return resample_probabilities(probabilities, shape).argmax(0)
+
+    def predict(
+        self,
+        model: nn.Module,
+        case: Case,
+        settings: TrainSettings,
+        device: torch.device | None = None,
+    ) -> np.ndarray:
+        """The label map of ``case`` on its own voxel grid, in the dataset's label values."""
+        return self.labels.decode(self.predict_classes(model, case, settings, device))
+
+    def encode(self, case: Case) -> np.ndarray:
+        """The mask of ``case`` as classes 0..K-1 (and ``IGNORE_INDEX``) on its own grid.
+
+        Raises:
+            DataError: a label value the model does not know, naming the file.
+        """
+        assert case.mask is not None
+        return self.labels.encode(case.mask, case.pair.mask)
+
+
+def legacy_task(settings: TrainSettings, in_channels: int) -> Task:
+    """The task of a model saved before tasks were stored: labels 0..K-1, the percentile
+    normalisation it was trained with, no resampling."""
+    labels = LabelSet(tuple(range(settings.num_classes)))
+    preprocessing = Preprocessing(("percentile",) * in_channels, (None,) * in_channels, None)
+    return Task(settings.spatial_dims, in_channels, labels, preprocessing)
