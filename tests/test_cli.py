@@ -107,7 +107,8 @@ def test_train_evaluate_predict_2d(tmp_path, capsys):
     )
     assert code == 0, err
     rows = list(csv.DictReader((tmp_path / "eval.csv").open()))
-    assert [r["image"] for r in rows] == ["case0", "case1", "case2", "case3"]
+    # rows are named as predict names the files it writes
+    assert [r["image"] for r in rows] == ["case0.png", "case1.png", "case2.png", "case3.png"]
     assert "dice" in out and "(n=4)" in out
 
     code, out, err = _run(
@@ -124,14 +125,16 @@ def test_train_evaluate_predict_2d(tmp_path, capsys):
         capsys,
     )
     assert code == 0, err
-    # The written label maps equal an in-process prediction with the saved model.
+    # The written label maps equal an in-process prediction with the saved model, on the
+    # image z-scored by hand (the default normalisation of a folder that is not CT).
     model = from_pretrained(run / "best")
-    settings = TrainSettings.from_dict(
-        json.loads((run / "best" / "config.json").read_text())["metadata"]["settings"]
-    )
+    metadata = json.loads((run / "best" / "config.json").read_text())["metadata"]
+    settings = TrainSettings.from_dict(metadata["settings"])
+    assert metadata["task"]["preprocessing"]["schemes"] == ["zscore"]
     for i in range(4):
         written = np.asarray(Image.open(tmp_path / "pred" / f"case{i}.png"))
-        image = normalise_image(read_image(data / "images" / f"case{i}.png", spatial_dims=2))
+        image = read_image(data / "images" / f"case{i}.png", spatial_dims=2).astype(np.float64)
+        image = ((image - image.mean()) / image.std()).astype(np.float32)
         np.testing.assert_array_equal(written, predict(model, image, settings))
         assert float(rows[i]["dice"]) >= 0.0
 
@@ -335,8 +338,13 @@ def test_mask_with_unexpected_values(tmp_path, capsys):
     mask = np.zeros((36, 40), np.uint8)
     mask[3:9, 3:9] = 7
     Image.fromarray(mask).save(data / "masks" / "case0.png")
-    code, _, err = _run(_train_args(data, tmp_path / "run"), capsys)
+    # declared labels 0 and 1: the 7 is refused, naming the file and the value
+    code, _, err = _run(_train_args(data, tmp_path / "run", "--num-classes", "2"), capsys)
     assert code == 2 and "case0.png" in err and "7" in err
+    # undeclared, the labels are those the masks hold: 0, 1 and 7 as three classes
+    assert _run(_train_args(data, tmp_path / "run3"), capsys)[0] == 0
+    task = json.loads((tmp_path / "run3" / "training.json").read_text())["task"]
+    assert task["labels"]["values"] == [0, 1, 7]
 
 
 def test_existing_results_are_never_overwritten(tmp_path, capsys):

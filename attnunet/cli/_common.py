@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any, TypeAlias
 
-import numpy as np
 import torch
 
 EXIT_USAGE = 2
@@ -126,42 +125,6 @@ _Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 # ----------------------------------------------------------------------------- data
 
 
-def _load_folder(
-    images: Path,
-    masks: Path | None,
-    spatial_dims: int,
-    num_classes: int | None,
-    need_masks: bool = True,
-) -> list[Any]:
-    """Volumes (normalised images with label maps) from a folder."""
-    from attnunet.data import DataError, find_pairs, normalise_image, read_image, read_mask
-    from attnunet.training import Volume
-
-    if not images.exists():
-        raise UsageError(
-            f"{images} does not exist: give a folder of images (PNG, JPEG, TIFF, .npy, .npz, NIfTI)"
-        )
-    pairs = find_pairs(images, masks, require_masks=need_masks)
-    volumes = []
-    for pair in pairs:
-        image = normalise_image(read_image(pair.image, spatial_dims=spatial_dims))
-        mask = None
-        if pair.mask is not None:
-            mask = read_mask(pair.mask, spatial_dims=spatial_dims, num_classes=num_classes)
-            if mask.shape != image.shape[1:]:
-                raise DataError(
-                    f"{pair.mask}: mask size {mask.shape} differs from its image {pair.image} "
-                    f"{image.shape[1:]}; masks must match their images voxel for voxel"
-                )
-        if image.ndim - 1 != spatial_dims:
-            raise DataError(
-                f"{pair.image}: read as {image.ndim - 1}D {image.shape[1:]} but --spatial-dims is "
-                f"{spatial_dims}; pass --spatial-dims {image.ndim - 1} or convert the file"
-            )
-        volumes.append(Volume(image.astype(np.float32), mask, pair.image.stem))
-    return volumes
-
-
 def _split(volumes: list[Any], fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
     """The reproducible image-level split of :func:`attnunet.data.split_pairs`."""
     from attnunet.data import split_pairs
@@ -233,11 +196,12 @@ def _device(name: str) -> torch.device:
 
 def _load_trained(
     path: Path, device: torch.device, overlap: float | None = None
-) -> tuple[torch.nn.Module, Any]:
-    """A model saved by ``train`` (its folder or its ``best/``) and its recipe, with the
-    sliding-window ``overlap`` replaced when given."""
+) -> tuple[torch.nn.Module, Any, Any]:
+    """A model saved by ``train`` (its folder or its ``best/``), its recipe with the
+    sliding-window ``overlap`` replaced when given, and its task (labels, preprocessing;
+    for a model saved without one: labels 0..K-1 and the percentile normalisation)."""
     from attnunet.models import from_pretrained
-    from attnunet.training import TrainSettings
+    from attnunet.training import Task, TrainSettings, legacy_task
 
     folder = path / "best" if (path / "best" / "config.json").is_file() else path
     if not (folder / "config.json").is_file():
@@ -259,4 +223,8 @@ def _load_trained(
         )
     if overlap is not None:
         settings.overlap = overlap
-    return model, settings
+    if "task" in meta:
+        task = Task.from_dict(meta["task"])
+    else:
+        task = legacy_task(settings, int(getattr(model, "config", {}).get("in_channels", 1)))
+    return model, settings, task

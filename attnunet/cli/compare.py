@@ -11,12 +11,21 @@ from attnunet.cli._common import (
     UsageError,
     _add_recipe,
     _ints,
-    _load_folder,
     _names,
     _settings,
     _split,
     _Subparsers,
     _threads,
+)
+from attnunet.cli._data import (
+    add_geometry_options,
+    add_label_options,
+    dataset_info,
+    declared_labels,
+    keeps_255,
+    make_task,
+    read_cases,
+    tell_data,
 )
 
 if TYPE_CHECKING:
@@ -44,6 +53,8 @@ def add_parser(subparsers: _Subparsers) -> None:
         ),
     )
     _add_data_options(c)
+    add_geometry_options(c, dims=False)
+    add_label_options(c)
     _add_output_options(c)
     _add_recipe(c, epochs=None, steps=None)
 
@@ -60,20 +71,14 @@ def _add_data_options(c: argparse.ArgumentParser) -> None:
         "--spatial-dims",
         type=int,
         choices=(2, 3),
-        default=2,
-        help="2 (nuclei2d) or 3 (nuclei3d) (default: 2)",
+        default=None,
+        help="2 (nuclei2d) or 3 (nuclei3d) (default: 2; with --data: from the files)",
     )
     c.add_argument(
         "--data",
         type=Path,
         default=None,
         help="your own folder with images/ and masks/ instead of the bundled sample",
-    )
-    c.add_argument(
-        "--num-classes",
-        type=int,
-        default=2,
-        help="classes including background, for --data (default: 2)",
     )
     c.add_argument(
         "--val-fraction",
@@ -122,15 +127,20 @@ def run(args: argparse.Namespace) -> int:
     """
     from attnunet.study import STUDY_FILES, format_table, prepare_output, run_study
 
-    models = _models(args.models, args.spatial_dims)
     _threads(args.threads)
+    if args.data is None and args.spatial_dims is None:
+        args.spatial_dims = 2
+    if args.spatial_dims is not None:
+        _models(args.models, args.spatial_dims)  # refuse unknown names before reading data
     data = _study_data(args)
-    epochs, steps = _DEFAULT_RECIPE[args.spatial_dims]
+    models = _models(args.models, data.spatial_dims)
+    epochs, steps = _DEFAULT_RECIPE[data.spatial_dims]
     if args.epochs is None:
         args.epochs = epochs
     if args.steps_per_epoch is None:
         args.steps_per_epoch = steps
-    settings = _settings(args, args.spatial_dims, data.num_classes, data.spacing)
+    settings = _settings(args, data.spatial_dims, data.num_classes, args.spacing or data.spacing)
+    settings.ignore_index, settings.class_names = data.ignore_index, data.class_names
     prepare_output(args.out, STUDY_FILES, args.overwrite)
     _print_plan(data, settings)
     started = time.perf_counter()
@@ -168,23 +178,31 @@ def _models(names: list[str] | None, spatial_dims: int) -> list[str]:
 def _study_data(args: argparse.Namespace) -> StudyData:
     """The bundled sample of ``--spatial-dims``, or ``--data`` split into training and
     validation images."""
+    from attnunet.data import IGNORE_INDEX, prediction_name
     from attnunet.study import StudyData, sample_study_data
 
     if args.data is None:
         return sample_study_data(args.spatial_dims)
-    volumes = _load_folder(args.data, None, args.spatial_dims, args.num_classes)
-    train_v, val_v = _split(volumes, args.val_fraction, args.seed)
-    if not val_v:
+    dataset = dataset_info(args.data)
+    labels = declared_labels(args, dataset)
+    cases = read_cases(args.data, None, args, keep_values=keeps_255(labels, args.ignore_label))
+    train_c, val_c = _split(cases, args.val_fraction, args.seed)
+    if not val_c:
         raise UsageError("compare needs held-out images: use --val-fraction > 0")
+    task = make_task(args, train_c, val_c, dataset, labels)
+    tell_data(args.data, train_c, val_c, task, dataset, "cpu")
+    val_names = [prediction_name(c.pair.image, name=c.name) for c in val_c]
     return StudyData(
         name=str(args.data),
-        train=train_v,
-        val=val_v,
-        spatial_dims=args.spatial_dims,
-        in_channels=volumes[0].image.shape[0],
-        num_classes=args.num_classes,
+        train=task.volumes(train_c),
+        val=task.volumes(val_c, val_names),
+        spatial_dims=task.spatial_dims,
+        in_channels=task.in_channels,
+        num_classes=task.num_classes,
         spacing=None,
-        description=f"{args.data}: {len(train_v)} training and {len(val_v)} validation images",
+        description=f"{args.data}: {len(train_c)} training and {len(val_c)} validation images",
+        ignore_index=IGNORE_INDEX if task.labels.ignore is not None else None,
+        class_names=task.labels.column_names,
     )
 
 

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from attnunet.cli._common import (
     _add_inference_options,
     _device,
-    _floats,
-    _load_folder,
     _load_trained,
     _Subparsers,
     _threads,
 )
+from attnunet.cli._data import add_geometry_options, for_inference, keeps_255, read_cases
+
+if TYPE_CHECKING:
+    from attnunet.data import Case
+    from attnunet.training import Task
 
 __all__ = ["add_parser", "run"]
 
@@ -24,8 +29,10 @@ def add_parser(subparsers: _Subparsers) -> None:
         "evaluate",
         help="score a trained model on images with masks",
         description=(
-            "Segment every image whole (sliding window) and score it; print mean ± std "
-            "and write a per-image CSV."
+            "Segment every image whole (sliding window, on its own voxel grid) and score "
+            "it against its mask: Dice, IoU, HD95, ASSD and the one-piece fraction, per "
+            "class and as the mean over the classes present, in mm when the files give "
+            "the voxel size. Prints mean ± std and writes a per-case CSV (or JSON)."
         ),
     )
     e.add_argument(
@@ -35,14 +42,21 @@ def add_parser(subparsers: _Subparsers) -> None:
         help="a train output folder or a save_pretrained folder",
     )
     e.add_argument(
-        "--images", type=Path, required=True, help="folder of images (or with images/ and masks/)"
+        "--images",
+        type=Path,
+        required=True,
+        help="folder of images (with images/ and masks/, or an nnU-Net dataset: imagesTs "
+        "and labelsTs)",
     )
     e.add_argument("--masks", type=Path, default=None, help="folder of masks")
     e.add_argument(
-        "--out", type=Path, default=None, help="per-image metrics CSV (default: print only)"
+        "--out",
+        type=Path,
+        default=None,
+        help="per-case metrics, .csv or .json (default: print only)",
     )
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    e.add_argument("--spacing", type=_floats, default=None, help="voxel size for surface metrics")
+    add_geometry_options(e)
     _add_inference_options(e)
 
 
@@ -59,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         FileExistsError: ``--out`` exists and ``--overwrite`` was not given.
     """
-    from attnunet.study import write_csv
-    from attnunet.training import evaluate
+    from attnunet.metrics import MetricAccumulator
+    from attnunet.training import Progress
 
     _threads(args.threads)
     device = _device(args.device)
@@ -68,21 +82,71 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(
             f"{args.out} already exists: choose another --out or pass --overwrite"
         )
-    model, settings = _load_trained(args.model, device, args.overlap)
+    model, settings, task = _load_trained(args.model, device, args.overlap)
     if args.spacing is not None:
         settings.spacing = tuple(args.spacing)
-    volumes = _load_folder(args.images, args.masks, settings.spatial_dims, settings.num_classes)
-    rows, acc = evaluate(model, volumes, settings, device, progress=not args.quiet)
+    images = for_inference(args.images, need_masks=True)
+    cases = read_cases(images, args.masks, args, keep_values=keeps_255(task.labels))
+    rows: list[dict[str, Any]] = []
+    acc = MetricAccumulator()
+    bar = Progress(len(cases), "evaluate", not args.quiet)
+    for case in cases:
+        row = _score(model, case, task, settings, device)
+        for name, value in row.items():
+            if isinstance(value, float):
+                acc.add(name, [value])
+        rows.append(row)
+        bar.update()
+    bar.close()
+    _show(rows, acc, task)
+    if args.out is not None:
+        _write(args.out, rows)
+        print(f"per-case metrics in {args.out}")
+    return 0
+
+
+def _score(model: Any, case: Case, task: Task, settings: Any, device: Any) -> dict[str, Any]:
+    """The metrics of one case on its own grid; the row is named as predict names the file."""
+    from attnunet.data import prediction_name
+    from attnunet.training import score_case
+
+    predicted = task.predict_classes(model, case, settings, device)
+    row = score_case(
+        predicted,
+        task.encode(case),
+        settings,
+        spacing=case.spacing,
+        class_names=task.labels.column_names,
+    )
+    return {"image": prediction_name(case.pair.image, name=case.name), **row}
+
+
+def _show(rows: list[dict[str, Any]], acc: Any, task: Task) -> None:
+    """One line per case, then mean ± std of every metric with its unit."""
     for row in rows:
         print(
             ", ".join(
                 f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
             )
         )
+    units = sorted({str(r.get("unit", "px")) for r in rows})
     print()
     print(acc.summary())
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_csv(args.out, rows)
-        print(f"per-image metrics in {args.out}")
-    return 0
+    print(
+        f"HD95 and ASSD in {' and '.join(units)}; classes: "
+        + ", ".join(
+            f"{v}={n}" for v, n in zip(task.labels.values, task.labels.class_names, strict=True)
+        )
+    )
+
+
+def _write(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The rows as CSV, or JSON when ``path`` ends in ``.json``."""
+    from attnunet.study import write_csv
+    from attnunet.training import jsonable
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".json":
+        path.write_text(json.dumps(jsonable(rows), indent=2) + "\n", encoding="utf-8")
+    else:
+        write_csv(path, rows)

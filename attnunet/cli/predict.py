@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from attnunet.cli._common import (
     _add_inference_options,
@@ -12,8 +13,15 @@ from attnunet.cli._common import (
     _Subparsers,
     _threads,
 )
+from attnunet.cli._data import for_inference, keeps_255
+
+if TYPE_CHECKING:
+    from attnunet.data import Case, Pair
+    from attnunet.training import Task
 
 __all__ = ["add_parser", "run"]
+
+FORMATS = ("auto", "png", "tif", "npy", "nii", "nii.gz", "nrrd", "mha")
 
 
 def add_parser(subparsers: _Subparsers) -> None:
@@ -21,7 +29,13 @@ def add_parser(subparsers: _Subparsers) -> None:
     pr = subparsers.add_parser(
         "predict",
         help="segment images with a trained model",
-        description="Write one label map per image (PNG for 2D, TIFF for 3D, or --format npy).",
+        description=(
+            "Write one label map per image, in the image's format and geometry (NIfTI in, "
+            "NIfTI out with the same affine and header; NRRD and MHA keep spacing, origin "
+            "and direction; PNG in, PNG out), holding the label values of the training "
+            "masks. The image is normalised and resampled as in training, and the "
+            "prediction taken back to the image's own grid."
+        ),
     )
     pr.add_argument(
         "--model",
@@ -29,15 +43,32 @@ def add_parser(subparsers: _Subparsers) -> None:
         required=True,
         help="a train output folder or a save_pretrained folder",
     )
-    pr.add_argument("--images", type=Path, required=True, help="an image or a folder of images")
+    pr.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        help="an image, a folder of images, or an nnU-Net dataset (its imagesTs)",
+    )
     pr.add_argument("--out", type=Path, required=True, help="output folder for the label maps")
     pr.add_argument(
         "--format",
-        choices=("auto", "png", "tif", "npy"),
+        choices=FORMATS,
         default="auto",
-        help="file format (default: png for 2D, tif for 3D)",
+        help="file format (default: the image's: NIfTI, NRRD, MHA, PNG, TIFF; .npy for "
+        "NumPy; NIfTI for DICOM series)",
+    )
+    pr.add_argument(
+        "--save-attention",
+        action="store_true",
+        help="also write OUT/attention/<case>.png: the attention maps of a gated model "
+        "(3D: the middle slice along the coarsest axis)",
     )
     pr.add_argument("--overwrite", action="store_true", help="replace existing predictions")
+    pr.add_argument(
+        "--allow-geometry-mismatch",
+        action="store_true",
+        help="use channel files whose spacing or affine differ (with a warning)",
+    )
     _add_inference_options(pr)
 
 
@@ -54,27 +85,18 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         FileExistsError: a label map to write exists and ``--overwrite`` was not given.
     """
-    from attnunet.data import (
-        Pair,
-        find_pairs,
-        normalise_image,
-        read_image,
-        write_prediction,
-    )
-    from attnunet.training import Progress, predict
+    from attnunet.data import Pair, find_pairs, prediction_name, write_prediction
+    from attnunet.training import Progress
 
     _threads(args.threads)
     device = _device(args.device)
-    model, settings = _load_trained(args.model, device, args.overlap)
+    model, settings, task = _load_trained(args.model, device, args.overlap)
     if args.images.is_file():
         pairs = [Pair(args.images)]
     else:
-        pairs = find_pairs(args.images, None, require_masks=False)
-    ext = args.format
-    if ext == "auto":
-        ext = "png" if settings.spatial_dims == 2 else "tif"
-    targets = [args.out / f"{pair.name}.{ext}" for pair in pairs]
-    clash = [t for t in targets if t.exists()]
+        pairs = find_pairs(for_inference(args.images, need_masks=False), None, require_masks=False)
+    names = [prediction_name(p.image, args.format, name=p.name) for p in pairs]
+    clash = [args.out / n for n in names if (args.out / n).exists()]
     if clash and not args.overwrite:
         raise FileExistsError(
             f"{clash[0]} already exists: choose another --out or pass --overwrite"
@@ -82,10 +104,57 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     bar = Progress(len(pairs), "predict", not args.quiet)
     for pair in pairs:
-        image = read_image(pair.image, spatial_dims=settings.spatial_dims)
-        labels = predict(model, normalise_image(image), settings, device)
-        write_prediction(args.out, pair.image, labels, fmt=ext, overwrite=args.overwrite)
+        case = _read(pair, task, args.allow_geometry_mismatch)
+        labels = task.predict(model, case, settings, device)
+        write_prediction(
+            args.out,
+            pair.image,
+            labels,
+            fmt=args.format,
+            overwrite=args.overwrite,
+            geometry=case.geometry,
+            name=pair.name,
+        )
+        if args.save_attention:
+            _attention(model, case, task, settings, args.out)
         bar.update()
     bar.close()
-    print(f"{len(pairs)} label maps in {args.out}/")
+    values = ", ".join(map(str, task.labels.values))
+    print(f"{len(pairs)} label maps in {args.out}/ (label values {values})")
     return 0
+
+
+def _read(pair: Pair, task: Task, allow_mismatch: bool) -> Case:
+    """Read an image for the model: as its file says (a NIfTI volume is 3D), else as the
+    model's dimensions make it (a ``(3, H, W)`` array is a 3-channel 2D image for a 2D
+    model); refused with one line naming the file when neither fits the model."""
+    from attnunet.data import DataError, load_case
+
+    case = load_case(pair, allow_mismatch=allow_mismatch, keep_values=keeps_255(task.labels))
+    try:
+        task.check(case)
+    except DataError as first:
+        try:
+            again = load_case(pair, spatial_dims=task.spatial_dims, allow_mismatch=allow_mismatch)
+            task.check(again)
+        except DataError:
+            raise first from None
+        return again
+    return case
+
+
+def _attention(model: Any, case: Case, task: Task, settings: Any, out: Path) -> None:
+    """OUT/attention/<case>.png for a gated model (nothing for one without gates)."""
+    from attnunet.study.attention import save_attention
+
+    image = task.preprocessing.prepare(case.image, case.spacing)
+    target = task.preprocessing.target_spacing
+    spacing = case.spacing if target is None or case.spacing is None else target
+    save_attention(
+        model,
+        image,
+        out / "attention" / f"{case.name}.png",
+        patch_size=settings.patch_size,
+        spacing=spacing,
+        title=case.name,
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,17 +16,26 @@ from attnunet.cli._common import (
     UsageError,
     _add_recipe,
     _device,
-    _floats,
-    _load_folder,
     _model_arg,
     _settings,
     _split,
     _Subparsers,
     _threads,
 )
+from attnunet.cli._data import (
+    add_geometry_options,
+    add_label_options,
+    dataset_info,
+    declared_labels,
+    keeps_255,
+    make_task,
+    read_cases,
+    tell_data,
+)
 
 if TYPE_CHECKING:
-    from attnunet.training import TrainResult, TrainSettings, Volume
+    from attnunet.data import Case, NnUNetDataset
+    from attnunet.training import Task, TrainResult, TrainSettings
 
 __all__ = ["add_parser", "run"]
 
@@ -94,7 +105,7 @@ def _add_data_options(t: argparse.ArgumentParser) -> None:
 
 
 def _add_model_options(t: argparse.ArgumentParser) -> None:
-    """The model and the task: --model, --model-arg, --spatial-dims, --num-classes, --spacing."""
+    """The model: --model and --model-arg; the data's geometry, labels and preprocessing."""
     t.add_argument(
         "--model",
         default="ag_res_unet",
@@ -108,18 +119,8 @@ def _add_model_options(t: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="extra model argument, e.g. channels=[16,32,64] (repeatable)",
     )
-    t.add_argument(
-        "--spatial-dims", type=int, choices=(2, 3), default=2, help="2 or 3 (default: 2)"
-    )
-    t.add_argument(
-        "--num-classes", type=int, default=2, help="classes including background (default: 2)"
-    )
-    t.add_argument(
-        "--spacing",
-        type=_floats,
-        default=None,
-        help="voxel size for surface metrics, e.g. 1,0.5,0.5",
-    )
+    add_geometry_options(t)
+    add_label_options(t)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,38 +136,44 @@ def run(args: argparse.Namespace) -> int:
         0 when training finished; problems raise :class:`UsageError` or the library's
         errors, which :func:`attnunet.cli.main` turns into messages and exit statuses.
     """
+    from attnunet.data import IGNORE_INDEX, data_fingerprint, prediction_name
     from attnunet.models import create_model
     from attnunet.training import init_distributed, train
 
+    started = time.perf_counter()
     _threads(args.threads)
     device = _device(args.device)
     ctx = init_distributed(device)  # under torchrun: join the group; rank 0 writes files
     _check_model_name(args.model)
-    volumes = _load_folder(args.images, args.masks, args.spatial_dims, args.num_classes)
-    train_v, val_v = _train_val(args, volumes)
-    settings = _settings(args, args.spatial_dims, args.num_classes, args.spacing)
-    in_channels = _in_channels([*volumes, *val_v])
+    data = _read_data(args)
+    settings = _settings(args, data.task.spatial_dims, data.task.num_classes, args.spacing)
+    settings.ignore_index = IGNORE_INDEX if data.task.labels.ignore is not None else None
+    settings.class_names = data.task.labels.column_names
     record = {
         "model": args.model,
         "model_args": dict(args.model_arg),
-        "in_channels": in_channels,
+        "in_channels": data.task.in_channels,
         "settings": settings.to_dict(),
-        "train_images": [v.name for v in train_v],
-        "val_images": [v.name for v in val_v],
+        "task": data.task.to_dict(),
+        "train_images": [c.name for c in data.train],
+        "val_images": [c.name for c in data.val],
+        "data": data_fingerprint([*data.train, *data.val]),
     }
     _prepare_on_rank_0(args, record, settings, main=ctx.main, world=ctx.world)
+    if ctx.main:
+        tell_data(args.images, data.train, data.val, data.task, data.dataset, str(device))
     torch.manual_seed(settings.seed)
     model = create_model(
         args.model,
-        spatial_dims=args.spatial_dims,
-        in_channels=in_channels,
-        num_classes=args.num_classes,
+        spatial_dims=data.task.spatial_dims,
+        in_channels=data.task.in_channels,
+        num_classes=data.task.num_classes,
         **dict(args.model_arg),
     )
     result = train(
         model,
-        train_v,
-        val_v,
+        data.task.volumes(data.train),
+        data.task.volumes(data.val, [prediction_name(c.pair.image, name=c.name) for c in data.val]),
         settings,
         args.out,
         resume=args.resume,
@@ -174,17 +181,61 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         label=args.model,
         model_name=args.model,
+        metadata={"task": data.task.to_dict()},
     )
     if not ctx.main:
         return 0
-    _write_results(args, model, settings, result, has_val=bool(val_v))
+    _write_results(args, model, settings, result, data.task)
+    _tell_end(args, result, bool(data.val), time.perf_counter() - started)
+    return 0
+
+
+@dataclass
+class _Data:
+    """The training and validation cases, the dataset.json (if any) and the task."""
+
+    train: list[Case]
+    val: list[Case]
+    dataset: NnUNetDataset | None
+    task: Task
+
+
+def _read_data(args: argparse.Namespace) -> _Data:
+    """Read --images (and --val-images), split, and work out the task."""
+    dataset = dataset_info(args.images)
+    labels = declared_labels(args, dataset)
+    keep = keeps_255(labels, args.ignore_label)
+    cases = read_cases(args.images, args.masks, args, keep_values=keep)
+    if args.val_images is None:
+        train_c, val_c = _split(cases, args.val_fraction, args.seed)
+    else:
+        train_c = cases
+        val_c = read_cases(
+            args.val_images,
+            args.val_masks,
+            args,
+            keep_values=keep,
+            spatial_dims=cases[0].spatial_dims,
+        )
+    task = make_task(args, train_c, val_c, dataset, labels)
+    return _Data(train_c, val_c, dataset, task)
+
+
+def _tell_end(args: argparse.Namespace, result: TrainResult, has_val: bool, seconds: float) -> None:
+    """The last lines of a run: time, best epoch, where the files are."""
+    out: Path = args.out
     best = (
         f"best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch}"
-        if val_v
-        else "no validation data"
+        if has_val
+        else "no validation data: the final model is kept"
     )
-    print(f"{args.model}: {len(result.history)} epochs, {best}; model in {args.out / 'best'}")
-    return 0
+    print(
+        f"{args.model}: {len(result.history)} epochs in {seconds / 60:.1f} min, {best}\n"
+        f"model: {out / 'best'} (attnunet predict --model {out}); checkpoint: "
+        f"{out / 'checkpoints' / 'last.pt'}; history: {out / 'history.json'}, "
+        f"{out / 'curves.png'}"
+        + (f"; validation metrics: {out / 'val_metrics.csv'}" if has_val else "")
+    )
 
 
 def _check_model_name(name: str) -> None:
@@ -195,29 +246,6 @@ def _check_model_name(name: str) -> None:
         model_info(name)
     except ValueError as error:
         raise UsageError(str(error)) from None
-
-
-def _train_val(
-    args: argparse.Namespace, volumes: list[Volume]
-) -> tuple[list[Volume], list[Volume]]:
-    """The training and validation volumes: all of ``volumes`` and --val-images, or
-    --val-fraction of ``volumes`` held out."""
-    if args.val_images is None:
-        return _split(volumes, args.val_fraction, args.seed)
-    val_v = _load_folder(args.val_images, args.val_masks, args.spatial_dims, args.num_classes)
-    return volumes, val_v
-
-
-def _in_channels(volumes: list[Volume]) -> int:
-    """The input channels of the first volume; refused when another volume has others."""
-    in_channels = int(volumes[0].image.shape[0])
-    for v in volumes[1:]:
-        if v.image.shape[0] != in_channels:
-            raise UsageError(
-                f"{v.name} has {v.image.shape[0]} channels but {volumes[0].name} has "
-                f"{in_channels}; all images need the same channels"
-            )
-    return in_channels
 
 
 def _prepare_on_rank_0(
@@ -267,8 +295,9 @@ def _check_resume(out: Path, record: dict[str, Any], settings: TrainSettings) ->
             f"nothing to resume in {out}: {out / CHECKPOINT} does not exist; start without --resume"
         )
     previous = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
-    for key in ("model", "model_args", "in_channels"):
-        if previous.get(key) != record[key]:
+    _check_same_data(saved, previous, record)
+    for key in ("model", "model_args", "in_channels", "task"):
+        if previous.get(key, record[key] if key == "task" else None) != record[key]:
             raise UsageError(
                 f"--resume: {key} was {previous.get(key)!r} in {saved}, now "
                 f"{record[key]!r}; resume with the same options"
@@ -281,12 +310,31 @@ def _check_resume(out: Path, record: dict[str, Any], settings: TrainSettings) ->
         )
 
 
+def _check_same_data(saved: Path, previous: dict[str, Any], record: dict[str, Any]) -> None:
+    """Refuse --resume on other data than the interrupted run's: other cases, sizes,
+    geometry, or another training/validation split."""
+    from attnunet.data import fingerprint_changes
+
+    if "data" not in previous:  # written before data were recorded
+        return
+    changes = fingerprint_changes(previous["data"], record["data"])
+    for key in ("train_images", "val_images"):
+        if previous.get(key, record[key]) != record[key]:
+            changes.append(f"the {key.split('_')[0]}ing cases differ")
+    if changes:
+        shown = "; ".join(changes[:6]) + ("; ..." if len(changes) > 6 else "")
+        raise UsageError(
+            f"--resume: the data differ from the interrupted run's ({saved}): {shown}; "
+            f"resume on the same data, or start a new run in another --out"
+        )
+
+
 def _write_results(
     args: argparse.Namespace,
     model: torch.nn.Module,
     settings: TrainSettings,
     result: TrainResult,
-    has_val: bool,
+    task: Task,
 ) -> None:
     """After training: the final model as best/ when there was no validation, the curves and
     the last validation metrics."""
@@ -294,11 +342,14 @@ def _write_results(
     from attnunet.study.plots import line_chart
 
     out: Path = args.out
-    if not has_val:  # no validation: the final model is the one to keep
+    if result.best_epoch == 0:  # never validated: the final model is the one to keep
         from attnunet.models import save_pretrained
 
         save_pretrained(
-            model, out / "best", overwrite=True, metadata={"settings": settings.to_dict()}
+            model,
+            out / "best",
+            overwrite=True,
+            metadata={"settings": settings.to_dict(), "task": task.to_dict()},
         )
     line_chart(
         [

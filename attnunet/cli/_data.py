@@ -1,0 +1,287 @@
+"""Reading a data set for the commands: cases with their geometry, the labels, the task.
+
+Private to :mod:`attnunet.cli`. ``train`` and ``compare`` read a folder (images/ and
+masks/, images with mask suffixes, or an nnU-Net raw dataset), work out the labels and
+the preprocessing once (:meth:`attnunet.training.Task.from_cases`) and tell the user
+what they found; ``evaluate`` and ``predict`` read a folder for a trained model's task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from attnunet.cli._common import UsageError, _floats
+
+if TYPE_CHECKING:
+    from attnunet.data import Case, LabelSet, NnUNetDataset
+    from attnunet.training import Task
+
+NORMALISATIONS = ("auto", "ct", "zscore", "percentile", "none")
+
+
+# ------------------------------------------------------------------------ options
+
+
+def _target_spacing(text: str) -> Any:
+    """``auto``, ``none`` or spacings like ``0.8,0.8,3`` (an argparse ``type``)."""
+    if text.lower() in ("auto", "none"):
+        return text.lower()
+    return _floats(text)
+
+
+def add_geometry_options(p: argparse.ArgumentParser, *, dims: bool = True) -> None:
+    """The options every command that reads cases has: dims (unless the command has its
+    own --spatial-dims), spacing, mismatches."""
+    g = p.add_argument_group("data and geometry")
+    if dims:
+        g.add_argument(
+            "--spatial-dims",
+            type=int,
+            choices=(2, 3),
+            default=None,
+            help="2 or 3 (default: from the files: a mask's axes, or the image format)",
+        )
+    g.add_argument(
+        "--spacing",
+        type=_floats,
+        default=None,
+        help="voxel size for surface metrics, e.g. 1,0.5,0.5 (default: each file's header; "
+        "px when it has none)",
+    )
+    g.add_argument(
+        "--allow-geometry-mismatch",
+        action="store_true",
+        help="use an image and mask whose spacing or affine differ (with a warning)",
+    )
+
+
+def add_label_options(p: argparse.ArgumentParser) -> None:
+    """The options of the commands that work out a task: labels and preprocessing."""
+    g = p.add_argument_group("labels and preprocessing")
+    g.add_argument(
+        "--num-classes",
+        type=int,
+        default=None,
+        help="declare the labels 0..N-1 (default: the values found in the masks)",
+    )
+    g.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="a labels file (JSON name->value or value->name, or 'value name' lines) or a "
+        "dataset.json (default: the dataset's dataset.json, else the values in the masks)",
+    )
+    g.add_argument(
+        "--ignore-label",
+        type=int,
+        default=None,
+        help="a mask value left out of the loss and the metrics, e.g. 255",
+    )
+    g.add_argument(
+        "--normalisation",
+        choices=NORMALISATIONS,
+        default="auto",
+        help="intensity normalisation: auto (CT channels of a dataset.json: clip to the "
+        "training foreground's 0.5-99.5 percentiles and z-score; others: z-score per "
+        "image), or one scheme for every channel (default: auto)",
+    )
+    g.add_argument(
+        "--target-spacing",
+        type=_target_spacing,
+        default="auto",
+        help="resample to this spacing, e.g. 0.8,0.8,3 ('auto': the training median in 3D "
+        "when spacings differ; 'none': never) (default: auto)",
+    )
+
+
+# ------------------------------------------------------------------------ reading
+
+
+def dataset_info(images: Path) -> NnUNetDataset | None:
+    """The nnU-Net ``dataset.json`` that governs ``images``, read, or ``None``."""
+    from attnunet.data import find_dataset_json, read_dataset_json
+
+    found = find_dataset_json(images)
+    return None if found is None else read_dataset_json(found)
+
+
+def for_inference(images: Path, need_masks: bool) -> Path:
+    """An nnU-Net dataset root given to evaluate or predict means its test cases."""
+    if not (images / "dataset.json").is_file() or not (images / "imagesTr").is_dir():
+        return images
+    if not (images / "imagesTs").is_dir():
+        raise UsageError(
+            f"{images} is an nnU-Net dataset without imagesTs/: give --images "
+            f"{images / 'imagesTr'} to use the training cases"
+        )
+    if need_masks and not (images / "labelsTs").is_dir():
+        raise UsageError(
+            f"{images} has imagesTs/ but no labelsTs/ to score against: add labelsTs/, or "
+            f"give --images {images / 'imagesTr'} to score the training cases"
+        )
+    return images / "imagesTs"
+
+
+def read_cases(
+    images: Path,
+    masks: Path | None,
+    args: argparse.Namespace,
+    *,
+    need_masks: bool = True,
+    keep_values: bool = False,
+    spatial_dims: int | None = None,
+) -> list[Case]:
+    """Every case of a folder (or one file), checked, with its geometry."""
+    from attnunet.data import find_pairs, load_cases
+
+    if not images.exists():
+        raise UsageError(
+            f"{images} does not exist: give a folder of images (PNG, JPEG, TIFF, .npy, .npz, "
+            f"NIfTI, NRRD, MHA) or an nnU-Net raw dataset"
+        )
+    pairs = find_pairs(images, masks, require_masks=need_masks)
+    return load_cases(
+        pairs,
+        spatial_dims=spatial_dims if spatial_dims is not None else args.spatial_dims,
+        allow_mismatch=args.allow_geometry_mismatch,
+        keep_values=keep_values,
+    )
+
+
+def declared_labels(args: argparse.Namespace, dataset: NnUNetDataset | None) -> LabelSet | None:
+    """The label set the user declared (``--labels``, ``dataset.json``, ``--num-classes``),
+    with ``--ignore-label``; ``None``: discover it from the masks."""
+    import dataclasses
+
+    from attnunet.data import LabelSet
+
+    labels: LabelSet | None = None
+    if args.labels is not None:
+        if not args.labels.is_file():
+            raise UsageError(f"--labels {args.labels} does not exist")
+        if args.labels.name == "dataset.json":
+            labels = LabelSet.from_dataset_json(args.labels)
+        else:
+            labels = LabelSet.from_file(args.labels)
+    elif dataset is not None:
+        labels = LabelSet.from_dataset_json(dataset.root / "dataset.json")
+    elif args.num_classes is not None:
+        if args.num_classes < 2:
+            raise UsageError(
+                f"--num-classes counts background and must be >= 2, got {args.num_classes}"
+            )
+        labels = LabelSet(tuple(range(args.num_classes)))
+    if labels is not None and args.ignore_label is not None:
+        labels = dataclasses.replace(labels, ignore=args.ignore_label)
+    if labels is not None and args.num_classes not in (None, labels.num_classes):
+        raise UsageError(
+            f"--num-classes {args.num_classes} disagrees with the {labels.num_classes} "
+            f"classes declared ({', '.join(map(str, labels.values))}); drop --num-classes"
+        )
+    return labels
+
+
+def keeps_255(labels: LabelSet | None, ignore: int | None = None) -> bool:
+    """Whether 255 (or 65535) is a label value or the ignore label, so that a mask of only
+    0 and 255 must not be read as a binary 0/1 mask."""
+    values = set() if labels is None else {*labels.values, labels.ignore}
+    return bool({255, 65535} & (values | {ignore}))
+
+
+def make_task(
+    args: argparse.Namespace,
+    train: Sequence[Case],
+    val: Sequence[Case],
+    dataset: NnUNetDataset | None,
+    labels: LabelSet | None,
+) -> Task:
+    """The task of the training cases (labels discovered when not declared)."""
+    from attnunet.training import Task
+
+    names = None if dataset is None else dataset.channel_names
+    normalisation = args.normalisation
+    target = args.target_spacing
+    target = None if target == "none" else target
+    if target not in ("auto", None) and len(target) != train[0].spatial_dims:
+        raise UsageError(
+            f"--target-spacing needs {train[0].spatial_dims} values for "
+            f"{train[0].spatial_dims}D data, got {target}"
+        )
+    try:
+        return Task.from_cases(
+            train,
+            val,
+            labels=labels,
+            ignore=args.ignore_label,
+            channel_names=names,
+            normalisation=normalisation,
+            target_spacing=target,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+# ------------------------------------------------------------------------ the story
+
+
+def _spacing_text(cases: Sequence[Case]) -> str:
+    """The spacings of the cases: one value per axis, or the median and range."""
+    spacings = [c.spacing for c in cases]
+    if any(s is None for s in spacings):
+        return (
+            "unknown in some files: distances in px"
+            if any(spacings)
+            else "none in the files: distances in px"
+        )
+    axes = list(zip(*spacings, strict=True))
+    parts = []
+    for values in axes:
+        lo, hi = min(values), max(values)
+        parts.append(
+            f"{lo:g}" if np.isclose(lo, hi) else f"{statistics.median(values):g} ({lo:g}-{hi:g})"
+        )
+    return " x ".join(parts) + " mm"
+
+
+def tell_data(
+    where: Path,
+    train: Sequence[Case],
+    val: Sequence[Case],
+    task: Task,
+    dataset: NnUNetDataset | None,
+    device: str,
+) -> None:
+    """Print what was found before training: cases, split, classes, spacing, preprocessing."""
+    from attnunet.data import label_counts
+
+    first = train[0]
+    kind = "an nnU-Net raw dataset" if dataset is not None else "a folder"
+    channels = "" if task.channel_names is None else f" ({', '.join(task.channel_names)})"
+    print(
+        f"data: {len(train) + len(val)} cases in {where} ({kind}); {first.spatial_dims}D, "
+        f"{task.in_channels} channel(s){channels}, sizes "
+        f"{_size_range(list(train) + list(val))}"
+    )
+    print(f"split: {len(train)} training, {len(val)} validation cases")
+    counts = label_counts([c.mask for c in train if c.mask is not None])
+    print("classes (training voxels):")
+    print(task.labels.describe(counts))
+    print(f"spacing: {_spacing_text(list(train) + list(val))}")
+    print(f"preprocessing: {task.preprocessing.describe()}")
+    print(f"device: {device}")
+
+
+def _size_range(cases: Sequence[Case]) -> str:
+    """The smallest and largest size per axis, e.g. ``64-80 x 128 x 128``."""
+    shapes = np.array([c.image.shape[1:] for c in cases])
+    parts = [
+        f"{lo}" if lo == hi else f"{lo}-{hi}"
+        for lo, hi in zip(shapes.min(0), shapes.max(0), strict=True)
+    ]
+    return " x ".join(parts)
