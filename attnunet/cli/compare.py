@@ -125,7 +125,13 @@ def run(args: argparse.Namespace) -> int:
         0 when the study ran; problems raise :class:`UsageError` or the library's errors,
         which :func:`attnunet.cli.main` turns into messages and exit statuses.
     """
-    from attnunet.study import STUDY_FILES, format_table, prepare_output, run_study
+    from attnunet.study import (
+        STUDY_FILES,
+        format_class_table,
+        format_table,
+        prepare_output,
+        run_study,
+    )
 
     _threads(args.threads)
     if args.data is None and args.spatial_dims is None:
@@ -156,6 +162,12 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     print(format_table(rows))
+    per_class = format_class_table(rows)
+    if per_class:
+        print()
+        print(per_class)
+    unit = rows[0].get("unit", "px") if rows else "px"
+    print(f"HD95 and ASSD in {unit}")
     print(f"\n{len(rows)} models in {time.perf_counter() - started:.0f} s; results in {args.out}/")
     return 0
 

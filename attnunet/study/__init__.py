@@ -29,6 +29,7 @@ __all__ = [
     "STUDY_MODELS",
     "StudyData",
     "build_study_model",
+    "format_class_table",
     "format_table",
     "prepare_output",
     "run_study",
@@ -271,8 +272,15 @@ def _print_flushed(message: str) -> None:
 
 def _summary_row(name: str, model: nn.Module, result: Any, seconds: float) -> dict[str, Any]:
     """One model's row: size, speed, final loss, and each metric's mean and standard
-    deviation over the validation images (NaN values left out)."""
-    values: dict[str, list[float]] = {m: [r[m] for r in result.val_rows] for m in METRICS}
+    deviation over the validation images (NaN values left out): the five means of
+    :data:`~attnunet.training.METRICS`, then every per-class column (``dice_<class>``, ...)
+    of multi-class data."""
+    columns = list(METRICS) + [
+        k
+        for k, v in (result.val_rows[0].items() if result.val_rows else ())
+        if k not in METRICS and k != "image" and isinstance(v, float)
+    ]
+    values: dict[str, list[float]] = {m: [r[m] for r in result.val_rows] for m in columns}
     row: dict[str, Any] = {
         "model": name,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -280,6 +288,7 @@ def _summary_row(name: str, model: nn.Module, result: Any, seconds: float) -> di
         "train_seconds": seconds,
         "final_loss": result.history[-1].train_loss,
         "images": len(result.val_rows),
+        "unit": result.val_rows[0].get("unit", "px") if result.val_rows else "px",
     }
     for metric, vals in values.items():
         finite = [v for v in vals if not math.isnan(v)]
@@ -355,6 +364,45 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def format_class_table(rows: Sequence[dict[str, Any]], metric: str = "dice") -> str:
+    """Mean ± std of ``metric`` per class and model, for multi-class studies ("" when the
+    rows have no per-class columns).
+
+    Examples:
+        >>> rows = [{"model": "unet", "dice_L1": 0.9, "dice_L1_std": 0.01,
+        ...          "dice_L2": 0.7, "dice_L2_std": float("nan")}]
+        >>> print(format_class_table(rows))
+        Dice per class  L1             L2
+        --------------  -------------  -----
+        unet            0.900 ± 0.010  0.700
+    """
+    prefix = f"{metric}_"
+    classes = [
+        k[len(prefix) :]
+        for k in (rows[0] if rows else {})
+        if k.startswith(prefix) and not k.endswith("_std")
+    ]
+    if not classes:
+        return ""
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        mean, std = row[key], row.get(f"{key}_std", math.nan)
+        if math.isnan(mean):
+            return "n/a"
+        return f"{mean:.3f}" + ("" if math.isnan(std) else f" ± {std:.3f}")
+
+    header = [f"{_LABELS.get(metric, metric)} per class", *classes]
+    body = [[r["model"], *(cell(r, prefix + c) for c in classes)] for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)).rstrip() for b in body]
+    return "\n".join(lines)
+
+
+_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "assd": "ASSD", "one_piece": "one-piece"}
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
