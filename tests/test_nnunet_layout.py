@@ -383,3 +383,32 @@ def test_any_supported_file_ending(tmp_path):
     assert find_pairs(root) == [
         Pair(root / "imagesTr/k_0000.mha", root / "labelsTr/k.mha", (), "k")
     ]
+
+
+def test_segmentation_folder_stacks_the_channels_of_a_case(tmp_path):
+    from attnunet.data import SegmentationFolder
+
+    root = tmp_path / "Dataset002_Prostate"
+    write_json(root, {"0": "T2", "1": "ADC"}, file_ending=".png")
+    png(root / "imagesTr" / "p1_0000.png", 10)
+    png(root / "imagesTr" / "p1_0001.png", 200)
+    png(root / "labelsTr" / "p1.png", 1)
+    data = SegmentationFolder.from_folder(root, normalise=False)
+    item = data[0]
+    assert item["name"] == "p1" and item["image"].shape == (2, 5, 6)
+    assert item["image"][0].unique().tolist() == [10.0]
+    assert item["image"][1].unique().tolist() == [200.0]
+    png(root / "imagesTr" / "p1_0001.png", 200, shape=(4, 6))
+    with pytest.raises(DataError, match=r"p1_0001.png: size \(4, 6\) differs"):
+        SegmentationFolder.from_folder(root, normalise=False)[0]
+
+
+def test_one_dicom_series_folder_given_as_images(tmp_path):
+    series = tmp_path / "CT_0001"
+    for i in range(3):
+        fake_dicom(series / f"slice{i}.dcm")
+    assert find_pairs(series, require_masks=False) == [Pair(series, None, case="CT_0001")]
+    mask = png(tmp_path / "CT_0001.png", 1)
+    assert find_pairs(series, mask) == [Pair(series, mask, case="CT_0001")]
+    with pytest.raises(DataError, match=r"CT_0001: is one DICOM series; give its mask file"):
+        find_pairs(series)

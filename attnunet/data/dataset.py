@@ -160,8 +160,17 @@ class SegmentationFolder(Dataset[dict[str, Any]]):
         return len(self.pairs) * self.samples_per_image
 
     def _read_pair(self, pair: Pair) -> tuple[np.ndarray, np.ndarray | None]:
-        """The raw image ``(C, *spatial)`` and its mask, checked to match."""
-        image = read_image(pair.image, spatial_dims=self.spatial_dims)
+        """The raw image ``(C, *spatial)`` (the channel files of a multi-file case
+        stacked) and its mask, checked to match."""
+        channels = [read_image(path, spatial_dims=self.spatial_dims) for path in pair.images]
+        for path, channel in zip(pair.images[1:], channels[1:], strict=True):
+            if channel.shape[1:] != channels[0].shape[1:]:
+                raise DataError(
+                    f"{path}: size {channel.shape[1:]} differs from the case's first channel "
+                    f"{pair.images[0]} {channels[0].shape[1:]}; every channel file of a case "
+                    f"must have the same size"
+                )
+        image = channels[0] if len(channels) == 1 else np.concatenate(channels)
         if pair.mask is None:
             return image, None
         mask = read_mask(pair.mask, spatial_dims=image.ndim - 1, num_classes=self.num_classes)

@@ -768,7 +768,8 @@ def find_pairs(
     no separate mask file is its own mask. A subfolder of the image folder that holds
     DICOM files (``.dcm``, or the ``DICM`` marker at byte 128) is one image, the series,
     named by the subfolder (its mask is a file of that name). Only the folder's top level
-    is read otherwise; hidden files and files of other types are skipped.
+    is read otherwise; hidden files and files of other types are skipped. ``images`` may
+    also be one DICOM series folder (its mask, if any, the file ``masks``).
 
     **nnU-Net datasets** follow ``dataset.json`` (:func:`read_dataset_json`): every
     file in the image folder must be named ``<case>_<XXXX><file_ending>``, where
@@ -829,7 +830,23 @@ def find_pairs(
         _format(images_path)
         _format(masks_path)
         return [Pair(images_path, masks_path)]
+    if images_path.is_dir() and _is_dicom_series(images_path):
+        return [_one_series(images_path, masks_path, require_masks)]
     return _named_pairs(images_path, masks_path, require_masks, tuple(mask_suffixes))
+
+
+def _one_series(folder: Path, mask: Path | None, require_masks: bool) -> Pair:
+    """The pair of a DICOM series folder given itself as ``images``; its mask must be a
+    file given as ``masks``."""
+    if mask is not None and mask.is_file():
+        _format(mask)
+        return Pair(folder, mask, case=folder.name)
+    if require_masks:
+        raise DataError(
+            f"{folder}: is one DICOM series; give its mask file with masks= (--masks), or "
+            f"give the folder that holds the series folders and a masks/ folder"
+        )
+    return Pair(folder, None, case=folder.name)
 
 
 def split_pairs(
