@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from attnunet.cli import main
-from attnunet.data import normalise_image, read_image
+from attnunet.data import read_image
 from attnunet.models import from_pretrained
 from attnunet.training import CHECKPOINT, TrainSettings, predict
 

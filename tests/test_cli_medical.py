@@ -458,3 +458,135 @@ def test_ignore_label_is_declared_and_kept_out(tmp_path, capsys):
     assert code == 0, err  # undeclared, 255 is a class of its own
     values = json.loads((tmp_path / "r2" / "training.json").read_text())["task"]["labels"]
     assert tuple(values["values"]) == (*LABELS, 255)
+
+
+def test_spacings_that_differ_are_resampled_to_the_median_and_back(tmp_path, capsys):
+    root = tmp_path / "mixed"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    thickness = (2.0, 3.0, 4.0)
+    for i, k in enumerate(thickness):
+        image, mask = _volume(i)
+        affine = _affine(zooms=(0.8, 0.9, k))
+        _save_nifti(root / "images" / f"c{i}.nii.gz", image, affine)
+        _save_nifti(root / "masks" / f"c{i}.nii.gz", mask, affine)
+    run = tmp_path / "run"
+    code, out, err = _run(
+        ["train", "--images", root / "images", "--out", run, "--model", "ag_unet", *TINY], capsys
+    )
+    assert code == 0, err
+    task = json.loads((run / "training.json").read_text())["task"]
+    # the training cases after the split decide the median
+    train = json.loads((run / "training.json").read_text())["train_images"]
+    expected = float(np.median([thickness[int(n[1])] for n in train]))
+    assert task["preprocessing"]["target_spacing"] == pytest.approx([0.8, 0.9, expected])
+    code, _, err = _run(
+        [
+            "predict",
+            "--model",
+            run,
+            "--images",
+            root / "images",
+            "--out",
+            tmp_path / "p",
+            "--save-attention",
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    for i in range(3):
+        written = nib.load(tmp_path / "p" / f"c{i}.nii.gz")
+        assert written.shape == SHAPE  # back on the case's own grid
+        assert (tmp_path / "p" / "attention" / f"c{i}.png").is_file()
+
+
+def test_evaluate_and_predict_an_nnunet_dataset_root_use_its_test_cases(tmp_path, capsys):
+    root = _nnunet_dataset(tmp_path / "Dataset043_Spine", channels=("CT",), test_cases=2)
+    run = tmp_path / "run"
+    assert _run(["train", "--images", root, "--out", run, "--model", "unet", *TINY], capsys)[0] == 0
+    code, _, err = _run(["evaluate", "--model", run, "--images", root, "--quiet"], capsys)
+    assert code == 2 and "labelsTs" in err
+    (root / "labelsTs").mkdir()
+    for i in (3, 4):
+        _save_nifti(root / "labelsTs" / f"spine_{i:03d}.nii.gz", _volume(i)[1], _affine())
+    table = tmp_path / "test.json"
+    code, out, err = _run(
+        ["evaluate", "--model", run, "--images", root, "--out", table, "--quiet"], capsys
+    )
+    assert code == 0, err
+    rows = json.loads(table.read_text())
+    assert [r["image"] for r in rows] == ["spine_003.nii.gz", "spine_004.nii.gz"]
+    assert {"dice_l1", "hd95_l2", "one_piece_l3"} <= set(rows[0])
+
+
+def test_a_model_saved_without_a_task_keeps_its_percentile_normalisation(tmp_path, capsys):
+    import torch
+
+    from attnunet.data import normalise_image, read_image
+    from attnunet.models import create_model, save_pretrained
+    from attnunet.training import TrainSettings, predict
+
+    settings = TrainSettings(spatial_dims=3, num_classes=2, patch_size=(16, 16, 8))
+    torch.manual_seed(0)
+    model = create_model(
+        "unet", spatial_dims=3, in_channels=1, num_classes=2, channels=(4, 8)
+    ).eval()
+    save_pretrained(model, tmp_path / "old", metadata={"settings": settings.to_dict()})
+    (tmp_path / "in").mkdir()
+    _save_nifti(tmp_path / "in" / "scan.nii.gz", _volume(0)[0], _affine())
+    code, _, err = _run(
+        [
+            "predict",
+            "--model",
+            tmp_path / "old",
+            "--images",
+            tmp_path / "in",
+            "--out",
+            tmp_path / "p",
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    image = normalise_image(read_image(tmp_path / "in" / "scan.nii.gz"))
+    expected = predict(model, image, settings)
+    written = np.asarray(nib.load(tmp_path / "p" / "scan.nii.gz").dataobj)
+    np.testing.assert_array_equal(written, expected)
+
+
+def test_compare_reports_every_class(tmp_path, capsys):
+    data = _folder(tmp_path / "data", n=4)
+    out_dir = tmp_path / "study"
+    code, out, err = _run(
+        [
+            "compare",
+            "--data",
+            data,
+            "--models",
+            "unet",
+            "--out",
+            out_dir,
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--patch-size",
+            "16,16,8",
+            "--channels",
+            "4,8",
+            "--batch-size",
+            "2",
+            "--quiet",
+            "--val-fraction",
+            "0.5",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert "Dice per class" in out and "HD95 and ASSD in mm" in out
+    per_image = list(csv.DictReader((out_dir / "per_image.csv").open()))
+    assert {"dice_21", "dice_22", "dice_23", "hd95_21", "one_piece_23"} <= set(per_image[0])
+    assert all(r["unit"] == "mm" and r["image"].endswith(".nii.gz") for r in per_image)
+    results = json.loads((out_dir / "results.json").read_text())["results"][0]
+    assert {"dice_21", "dice_21_std"} <= set(results)

@@ -85,16 +85,16 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         FileExistsError: a label map to write exists and ``--overwrite`` was not given.
     """
-    from attnunet.data import Pair, find_pairs, prediction_name, write_prediction
+    from attnunet.data import find_pairs, prediction_name, write_prediction
     from attnunet.training import Progress
 
     _threads(args.threads)
     device = _device(args.device)
     model, settings, task = _load_trained(args.model, device, args.overlap)
-    if args.images.is_file():
-        pairs = [Pair(args.images)]
-    else:
-        pairs = find_pairs(for_inference(args.images, need_masks=False), None, require_masks=False)
+    if not args.images.exists():
+        raise FileNotFoundError(f"--images {args.images} does not exist")
+    images = for_inference(args.images, need_masks=False)
+    pairs = find_pairs(images, None, require_masks=False)
     names = [prediction_name(p.image, args.format, name=p.name) for p in pairs]
     clash = [args.out / n for n in names if (args.out / n).exists()]
     if clash and not args.overwrite:
