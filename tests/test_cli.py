@@ -135,7 +135,10 @@ def test_train_evaluate_predict_2d(tmp_path, capsys):
         written = np.asarray(Image.open(tmp_path / "pred" / f"case{i}.png"))
         image = read_image(data / "images" / f"case{i}.png", spatial_dims=2).astype(np.float64)
         image = ((image - image.mean()) / image.std()).astype(np.float32)
-        np.testing.assert_array_equal(written, predict(model, image, settings))
+        # the masks hold 0 and 255, and so do the predictions: the label values as written
+        values = np.array(metadata["task"]["labels"]["values"])
+        assert values.tolist() == [0, 255]
+        np.testing.assert_array_equal(written, values[predict(model, image, settings)])
         assert float(rows[i]["dice"]) >= 0.0
 
 
@@ -341,10 +344,10 @@ def test_mask_with_unexpected_values(tmp_path, capsys):
     # declared labels 0 and 1: the 7 is refused, naming the file and the value
     code, _, err = _run(_train_args(data, tmp_path / "run", "--num-classes", "2"), capsys)
     assert code == 2 and "case0.png" in err and "7" in err
-    # undeclared, the labels are those the masks hold: 0, 1 and 7 as three classes
+    # undeclared, the labels are the values the masks hold: 0, 7 and 255 as three classes
     assert _run(_train_args(data, tmp_path / "run3"), capsys)[0] == 0
     task = json.loads((tmp_path / "run3" / "training.json").read_text())["task"]
-    assert task["labels"]["values"] == [0, 1, 7]
+    assert task["labels"]["values"] == [0, 7, 255]
 
 
 def test_existing_results_are_never_overwritten(tmp_path, capsys):

@@ -471,7 +471,7 @@ def test_spacings_that_differ_are_resampled_to_the_median_and_back(tmp_path, cap
         _save_nifti(root / "images" / f"c{i}.nii.gz", image, affine)
         _save_nifti(root / "masks" / f"c{i}.nii.gz", mask, affine)
     run = tmp_path / "run"
-    code, out, err = _run(
+    code, _out, err = _run(
         ["train", "--images", root / "images", "--out", run, "--model", "ag_unet", *TINY], capsys
     )
     assert code == 0, err
@@ -511,7 +511,7 @@ def test_evaluate_and_predict_an_nnunet_dataset_root_use_its_test_cases(tmp_path
     for i in (3, 4):
         _save_nifti(root / "labelsTs" / f"spine_{i:03d}.nii.gz", _volume(i)[1], _affine())
     table = tmp_path / "test.json"
-    code, out, err = _run(
+    code, _out, err = _run(
         ["evaluate", "--model", run, "--images", root, "--out", table, "--quiet"], capsys
     )
     assert code == 0, err

@@ -59,6 +59,14 @@ def add_geometry_options(p: argparse.ArgumentParser, *, dims: bool = True) -> No
         action="store_true",
         help="use an image and mask whose spacing or affine differ (with a warning)",
     )
+    g.add_argument(
+        "--hd95",
+        choices=("max", "pooled"),
+        default="max",
+        dest="hd95_convention",
+        help="HD95 of the larger directed 95th percentile (max, MONAI's) or of both "
+        "directions pooled (pooled, MedPy's hd95) (default: max)",
+    )
 
 
 def add_label_options(p: argparse.ArgumentParser) -> None:
@@ -146,12 +154,30 @@ def read_cases(
             f"NIfTI, NRRD, MHA) or an nnU-Net raw dataset"
         )
     pairs = find_pairs(images, masks, require_masks=need_masks)
-    return load_cases(
+    cases = load_cases(
         pairs,
         spatial_dims=spatial_dims if spatial_dims is not None else args.spatial_dims,
         allow_mismatch=args.allow_geometry_mismatch,
         keep_values=keep_values,
     )
+    return with_spacing(cases, args.spacing)
+
+
+def with_spacing(cases: list[Case], spacing: Sequence[float] | None) -> list[Case]:
+    """``--spacing`` given: it replaces every case's voxel size (headers without one, or
+    wrong ones), for the resampling and the metrics alike."""
+    import dataclasses
+
+    if spacing is None:
+        return cases
+    for case in cases:
+        if len(spacing) != case.spatial_dims:
+            raise UsageError(
+                f"--spacing needs {case.spatial_dims} values for {case.spatial_dims}D data "
+                f"({case.pair.image}), got {len(spacing)}"
+            )
+        case.geometry = dataclasses.replace(case.geometry, spacing=tuple(spacing))
+    return cases
 
 
 def declared_labels(args: argparse.Namespace, dataset: NnUNetDataset | None) -> LabelSet | None:
@@ -262,16 +288,17 @@ def tell_data(
 
     first = train[0]
     kind = "an nnU-Net raw dataset" if dataset is not None else "a folder"
-    channels = "" if task.channel_names is None else f" ({', '.join(task.channel_names)})"
+    names = "" if task.channel_names is None else f" ({', '.join(task.channel_names)})"
+    channels = f"{task.in_channels} channel{'s' if task.in_channels > 1 else ''}{names}"
     print(
         f"data: {len(train) + len(val)} cases in {where} ({kind}); {first.spatial_dims}D, "
-        f"{task.in_channels} channel(s){channels}, sizes "
-        f"{_size_range(list(train) + list(val))}"
+        f"{channels}, sizes {_size_range(list(train) + list(val))}"
     )
     print(f"split: {len(train)} training, {len(val)} validation cases")
     counts = label_counts([c.mask for c in train if c.mask is not None])
-    print("classes (training voxels):")
-    print(task.labels.describe(counts))
+    table = task.labels.describe(counts).splitlines()[1:]
+    print(f"classes: {task.num_classes} (label value -> class; voxels in the training masks)")
+    print("\n".join(table))
     print(f"spacing: {_spacing_text(list(train) + list(val))}")
     print(f"preprocessing: {task.preprocessing.describe()}")
     print(f"device: {device}")

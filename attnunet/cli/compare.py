@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -145,8 +146,14 @@ def run(args: argparse.Namespace) -> int:
         args.epochs = epochs
     if args.steps_per_epoch is None:
         args.steps_per_epoch = steps
-    settings = _settings(args, data.spatial_dims, data.num_classes, args.spacing or data.spacing)
-    settings.ignore_index, settings.class_names = data.ignore_index, data.class_names
+    # with --data, --spacing is in every case's geometry already
+    spacing = (args.spacing or data.spacing) if args.data is None else None
+    settings = dataclasses.replace(
+        _settings(args, data.spatial_dims, data.num_classes, spacing),
+        ignore_index=data.ignore_index,
+        class_names=data.class_names,
+        hd95_convention=args.hd95_convention,
+    )
     prepare_output(args.out, STUDY_FILES, args.overwrite)
     _print_plan(data, settings)
     started = time.perf_counter()
@@ -197,7 +204,8 @@ def _study_data(args: argparse.Namespace) -> StudyData:
         return sample_study_data(args.spatial_dims)
     dataset = dataset_info(args.data)
     labels = declared_labels(args, dataset)
-    cases = read_cases(args.data, None, args, keep_values=keeps_255(labels, args.ignore_label))
+    keep = labels is None or keeps_255(labels, args.ignore_label)
+    cases = read_cases(args.data, None, args, keep_values=keep)
     train_c, val_c = _split(cases, args.val_fraction, args.seed)
     if not val_c:
         raise UsageError("compare needs held-out images: use --val-fraction > 0")

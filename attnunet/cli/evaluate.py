@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,15 +84,18 @@ def run(args: argparse.Namespace) -> int:
             f"{args.out} already exists: choose another --out or pass --overwrite"
         )
     model, settings, task = _load_trained(args.model, device, args.overlap)
-    if args.spacing is not None:
-        settings.spacing = tuple(args.spacing)
+    # each case's own voxel size (or --spacing, put into every case when given); a spacing
+    # stored with a model saved by an earlier version is only the fallback for files
+    # without one
+    stored = settings.spacing
+    settings = dataclasses.replace(settings, spacing=None, hd95_convention=args.hd95_convention)
     images = for_inference(args.images, need_masks=True)
     cases = read_cases(images, args.masks, args, keep_values=keeps_255(task.labels))
     rows: list[dict[str, Any]] = []
     acc = MetricAccumulator()
     bar = Progress(len(cases), "evaluate", not args.quiet)
     for case in cases:
-        row = _score(model, case, task, settings, device)
+        row = _score(model, case, task, settings, device, stored)
         for name, value in row.items():
             if isinstance(value, float):
                 acc.add(name, [value])
@@ -105,39 +109,47 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score(model: Any, case: Case, task: Task, settings: Any, device: Any) -> dict[str, Any]:
+def _score(
+    model: Any, case: Case, task: Task, settings: Any, device: Any, stored: Any
+) -> dict[str, Any]:
     """The metrics of one case on its own grid; the row is named as predict names the file."""
     from attnunet.data import prediction_name
     from attnunet.training import score_case
 
+    target = task.encode(case)  # an unknown label value fails before the prediction
     predicted = task.predict_classes(model, case, settings, device)
     row = score_case(
         predicted,
-        task.encode(case),
+        target,
         settings,
-        spacing=case.spacing,
+        spacing=case.spacing if case.spacing is not None else stored,
         class_names=task.labels.column_names,
     )
     return {"image": prediction_name(case.pair.image, name=case.name), **row}
 
 
 def _show(rows: list[dict[str, Any]], acc: Any, task: Task) -> None:
-    """One line per case, then mean ± std of every metric with its unit."""
+    """One line per case (the means over its classes), then mean ± std of every metric,
+    per class too, with the unit."""
+    from attnunet.training import METRICS
+
+    shown = ("image", *METRICS, "unit")  # per class: in the summary and in --out
     for row in rows:
         print(
             ", ".join(
-                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in row.items()
+                if k in shown
             )
         )
     units = sorted({str(r.get("unit", "px")) for r in rows})
     print()
     print(acc.summary())
-    print(
-        f"HD95 and ASSD in {' and '.join(units)}; classes: "
-        + ", ".join(
-            f"{v}={n}" for v, n in zip(task.labels.values, task.labels.class_names, strict=True)
-        )
+    classes = ", ".join(
+        f"{value} {name}" if str(value) != name else str(value)
+        for value, name in zip(task.labels.values, task.labels.class_names, strict=True)
     )
+    print(f"HD95 and ASSD in {' and '.join(units)}; label values: {classes}")
 
 
 def _write(path: Path, rows: list[dict[str, Any]]) -> None:

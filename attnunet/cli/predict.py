@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.images.exists():
         raise FileNotFoundError(f"--images {args.images} does not exist")
     images = for_inference(args.images, need_masks=False)
-    pairs = find_pairs(images, None, require_masks=False)
+    # prediction reads images only: masks beside them are not read (nor checked)
+    pairs = [replace(p, mask=None) for p in find_pairs(images, None, require_masks=False)]
     names = [prediction_name(p.image, args.format, name=p.name) for p in pairs]
     clash = [args.out / n for n in names if (args.out / n).exists()]
     if clash and not args.overwrite:
@@ -147,14 +149,12 @@ def _attention(model: Any, case: Case, task: Task, settings: Any, out: Path) -> 
     """OUT/attention/<case>.png for a gated model (nothing for one without gates)."""
     from attnunet.study.attention import save_attention
 
-    image = task.preprocessing.prepare(case.image, case.spacing)
-    target = task.preprocessing.target_spacing
-    spacing = case.spacing if target is None or case.spacing is None else target
+    image = task.prepare(case)
     save_attention(
         model,
         image,
         out / "attention" / f"{case.name}.png",
         patch_size=settings.patch_size,
-        spacing=spacing,
+        spacing=task.grid_spacing(case),
         title=case.name,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -56,9 +57,11 @@ def add_parser(subparsers: _Subparsers) -> None:
         "train",
         help="train one model on a folder of images and masks",
         description=(
-            "Train a model of the zoo on images and masks (PNG, JPEG, TIFF, NumPy; NIfTI "
-            "with nibabel). Validates every epoch by sliding-window inference on held-out "
-            "images, keeps the best model in OUT/best/ (load it with from_pretrained or "
+            "Train a model of the zoo on images and masks (PNG, JPEG, TIFF, NumPy; NIfTI, "
+            "NRRD, MHA and DICOM with the [medical] extra; nnU-Net raw datasets). The "
+            "dimensions, label values, voxel size and preprocessing come from the files and "
+            "are saved with the model. Validates every epoch by sliding-window inference on "
+            "held-out images, keeps the best model in OUT/best/ (load it with from_pretrained or "
             "pass it to evaluate/predict), checkpoints every epoch in OUT/checkpoints/ "
             "(continue with --resume), and writes history.json and curves.png. Under "
             "torchrun it trains with DistributedDataParallel."
@@ -146,9 +149,13 @@ def run(args: argparse.Namespace) -> int:
     ctx = init_distributed(device)  # under torchrun: join the group; rank 0 writes files
     _check_model_name(args.model)
     data = _read_data(args)
-    settings = _settings(args, data.task.spatial_dims, data.task.num_classes, args.spacing)
-    settings.ignore_index = IGNORE_INDEX if data.task.labels.ignore is not None else None
-    settings.class_names = data.task.labels.column_names
+    # --spacing is in every case's geometry already (the volumes carry it)
+    settings = dataclasses.replace(
+        _settings(args, data.task.spatial_dims, data.task.num_classes, None),
+        ignore_index=IGNORE_INDEX if data.task.labels.ignore is not None else None,
+        class_names=data.task.labels.column_names,
+        hd95_convention=args.hd95_convention,
+    )
     record = {
         "model": args.model,
         "model_args": dict(args.model_arg),
@@ -204,7 +211,9 @@ def _read_data(args: argparse.Namespace) -> _Data:
     """Read --images (and --val-images), split, and work out the task."""
     dataset = dataset_info(args.images)
     labels = declared_labels(args, dataset)
-    keep = keeps_255(labels, args.ignore_label)
+    # discovered labels are the values as written (a 0/255 mask is the classes 0 and 255);
+    # declared ones read 0/255 masks as 0/1 unless 255 is declared
+    keep = labels is None or keeps_255(labels, args.ignore_label)
     cases = read_cases(args.images, args.masks, args, keep_values=keep)
     if args.val_images is None:
         train_c, val_c = _split(cases, args.val_fraction, args.seed)

@@ -5,7 +5,7 @@ intensities ``(C, *spatial)``, the mask's label values as written, and the image
 :class:`~attnunet.data.geometry.Geometry` (spacing, affine, header), after checking
 that the channel files and the mask lie on the same voxel grid. :func:`load_cases` reads
 a list of pairs and checks that they agree with each other (spatial dimensions and
-channels); :func:`spatial_dims_of` says whether a folder holds 2D images or 3D volumes.
+channels).
 :func:`data_fingerprint` describes the cases (files, sizes, geometry) so that a resumed
 run can refuse a changed data set (:func:`fingerprint_changes`).
 
@@ -30,6 +30,7 @@ Examples:
 from __future__ import annotations
 
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,6 @@ __all__ = [
     "fingerprint_changes",
     "load_case",
     "load_cases",
-    "spatial_dims_of",
 ]
 
 
@@ -216,15 +216,9 @@ def load_cases(
     return cases
 
 
-def spatial_dims_of(cases: Sequence[Case]) -> int:
-    """The spatial dimensions the cases share (see :func:`load_cases`)."""
-    if not cases:
-        raise DataError("no cases")
-    return cases[0].spatial_dims
-
-
 def data_fingerprint(cases: Sequence[Case]) -> list[dict[str, Any]]:
-    """A JSON-ready description of each case: name, files, shape, channels and geometry.
+    """A JSON-ready description of each case: name, files, shape, channels, geometry and a
+    checksum of its image and mask values.
 
     A resumed run compares it with the record of the interrupted run
     (:func:`fingerprint_changes`), so training never continues on other data.
@@ -236,9 +230,16 @@ def data_fingerprint(cases: Sequence[Case]) -> list[dict[str, Any]]:
             "mask": None if case.pair.mask is None else case.pair.mask.name,
             "channels": int(case.image.shape[0]),
             **case.geometry.to_dict(),
+            "image_crc32": _checksum(case.image),
+            "mask_crc32": None if case.mask is None else _checksum(case.mask),
         }
         for case in cases
     ]
+
+
+def _checksum(array: np.ndarray) -> str:
+    """A CRC-32 of the array's values (the same data read again gives the same one)."""
+    return f"{zlib.crc32(np.ascontiguousarray(array).tobytes()):08x}"
 
 
 def fingerprint_changes(

@@ -690,7 +690,9 @@ def resample_labels(labels: Any, new_shape: Sequence[int]) -> np.ndarray:
 
     Each value's indicator is interpolated linearly (pixel centres aligned, edges
     repeated) and each voxel takes the value whose indicator is largest; ties go to the
-    smaller value. ``IGNORE_INDEX`` (or any other value) is one value among the others,
+    larger value, so that a voxel half inside an object (a common tie when the size
+    halves) joins the object rather than the background, as in nnU-Net's resampling of
+    segmentations. ``IGNORE_INDEX`` (or any other value) is one value among the others,
     so ignored voxels stay ignored.
 
     Args:
@@ -715,7 +717,7 @@ def resample_labels(labels: Any, new_shape: Sequence[int]) -> np.ndarray:
     best = np.full(shape, -np.inf, np.float32)
     for value in values:
         indicator = _zoom((labels == value).astype(np.float32), shape, order=1)
-        larger = indicator > best
+        larger = indicator >= best
         out[larger] = value
         np.maximum(best, indicator, out=best)
     return out

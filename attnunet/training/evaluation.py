@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,10 +36,6 @@ __all__ = ["METRICS", "evaluate", "object_one_piece_fraction", "score_case"]
 METRICS = ("dice", "iou", "hd95", "assd", "one_piece")
 """The per-image means of :func:`score_case` and :func:`evaluate`, in the order of their rows
 and tables; per-class columns add ``"_<class name>"`` to these names."""
-
-# HD95 takes the larger of the two directed 95th percentiles (MONAI's and DeepMind's
-# surface-distance convention), not MedPy's percentile of both directions pooled.
-_HD95_CONVENTION: Final = "max"
 
 
 def object_one_piece_fraction(
@@ -166,7 +162,7 @@ def _per_class(
         tb,
         metrics=("hd95", "assd"),
         spacing=spacing,
-        convention=_HD95_CONVENTION,
+        convention=settings.hd95_convention,
         empty_pred=math.nan,
         empty_target=math.nan,
         reduction="none",
@@ -204,9 +200,10 @@ def score_case(
     * Dice and IoU of ``pred == c`` against ``target == c``. A class predicted but absent
       from the target scores 0; a class absent from both is NaN.
     * HD95 and ASSD between the two class surfaces, in mm when a spacing is known, else in
-      voxels. HD95 is the larger of the two directed 95th percentiles (MONAI's and
-      DeepMind's convention; MedPy's ``hd95`` pools both directions, which gives other
-      values); ASSD pools the distances of both directions (MedPy >= 0.5, MONAI
+      voxels. HD95 follows ``settings.hd95_convention``: ``"max"`` (default) is the larger
+      of the two directed 95th percentiles (MONAI's and DeepMind's convention),
+      ``"pooled"`` the 95th percentile of both directions pooled (MedPy's ``hd95``); ASSD
+      pools the distances of both directions (MedPy >= 0.5, MONAI
       ``symmetric=True``). A distance to an empty mask is unbounded: a class present on one
       side only is NaN (its miss shows in Dice).
     * ``one_piece``: :func:`object_one_piece_fraction` of ``pred == c`` against

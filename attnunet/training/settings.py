@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -52,6 +52,9 @@ class TrainSettings:
             ``None``.
         class_names: a name per class, background first, for the per-class columns of
             the validation metrics (``None``: the class indices).
+        hd95_convention: how HD95 combines its two directions: ``"max"`` (the larger
+            directed 95th percentile, MONAI's convention) or ``"pooled"`` (the 95th
+            percentile of both directions' distances together, MedPy's ``hd95``).
     """
 
     spatial_dims: int = 2
@@ -72,6 +75,7 @@ class TrainSettings:
     spacing: tuple[float, ...] | None = None
     ignore_index: int | None = None
     class_names: tuple[str, ...] | None = None
+    hd95_convention: Literal["max", "pooled"] = "max"
 
     def __post_init__(self) -> None:
         self.patch_size = tuple(int(p) for p in self.patch_size)
@@ -115,6 +119,10 @@ class TrainSettings:
             (
                 self.spacing is None or len(self.spacing) == self.spatial_dims,
                 f"spacing needs {self.spatial_dims} values, got {self.spacing}",
+            ),
+            (
+                self.hd95_convention in ("max", "pooled"),
+                f"hd95_convention must be 'max' or 'pooled', got {self.hd95_convention!r}",
             ),
             (
                 self.class_names is None or len(self.class_names) == self.num_classes,

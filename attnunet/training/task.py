@@ -30,6 +30,7 @@ from torch import nn
 
 from attnunet.data import (
     Case,
+    DataError,
     LabelSet,
     Preprocessing,
     resample_probabilities,
@@ -141,10 +142,8 @@ class Task:
         """Refuse a case whose dimensions or channels differ from the model's.
 
         Raises:
-            ValueError: one line naming the file and what the model expects.
+            DataError: one line naming the file and what the model expects.
         """
-        from attnunet.data import DataError
-
         got = (case.spatial_dims, int(case.image.shape[0]))
         if got != (self.spatial_dims, self.in_channels):
             raise DataError(
@@ -153,18 +152,44 @@ class Task:
                 f"images with {self.in_channels} channel(s)"
             )
 
+    def grid_spacing(self, case: Case) -> tuple[float, ...] | None:
+        """The voxel size of ``case`` as the model sees it: the target spacing when the
+        preprocessing resamples, else the case's own (``None``: unknown)."""
+        target = self.preprocessing.target_spacing
+        return case.spacing if target is None else tuple(target)
+
+    def prepare(self, case: Case) -> np.ndarray:
+        """The image of ``case`` normalised and resampled as in training.
+
+        Raises:
+            DataError: the case cannot be prepared (for example a model that resamples
+                given a file without a voxel size), naming the file.
+        """
+        self.check(case)
+        try:
+            return self.preprocessing.prepare(case.image, case.spacing)
+        except DataError as error:
+            raise DataError(f"{case.pair.image}: {error}") from None
+        except ValueError as error:
+            raise DataError(
+                f"{case.pair.image}: {error}; give the voxel size with --spacing"
+            ) from None
+
     def volume(self, case: Case, name: str | None = None) -> Volume:
         """``case`` as training and validation use it: normalised, resampled to the
-        target spacing, its mask's label values mapped to classes 0..K-1."""
-        self.check(case)
-        image = self.preprocessing.prepare(case.image, case.spacing)
+        target spacing, its mask's label values mapped to classes 0..K-1.
+
+        When the preprocessing resamples, the volume lies on the target grid, and so
+        training validation scores on that grid; :meth:`predict_classes` (``attnunet
+        evaluate``) takes predictions back to each case's own grid first, so the two can
+        differ a little.
+        """
+        image = self.prepare(case)
         mask = None
         if case.mask is not None:
             encoded = self.labels.encode(case.mask, case.pair.mask)
             mask = self.preprocessing.prepare_labels(encoded, case.spacing, image.shape[1:])
-        target = self.preprocessing.target_spacing
-        spacing = case.spacing if target is None or case.spacing is None else target
-        return Volume(image.astype(np.float32), mask, name or case.name, spacing)
+        return Volume(image.astype(np.float32), mask, name or case.name, self.grid_spacing(case))
 
     def volumes(self, cases: Sequence[Case], names: Sequence[str] | None = None) -> list[Volume]:
         """:meth:`volume` of every case (named ``names`` when given)."""
@@ -180,8 +205,7 @@ class Task:
         device: torch.device | None = None,
     ) -> np.ndarray:
         """The class map ``(*S)`` (0..K-1) of ``case`` on its own voxel grid."""
-        self.check(case)
-        image = self.preprocessing.prepare(case.image, case.spacing)
+        image = self.prepare(case)
         logits = predict_logits(model, image, settings, device)
         shape = tuple(case.image.shape[1:])
         if tuple(logits.shape[1:]) == shape:
