@@ -56,7 +56,7 @@ def _volume(seed):
     for n, value in enumerate(LABELS[1:]):
         start = 2 + 6 * n + seed % 2
         mask[start : start + 4, 6:16, 2:6] = value
-    image = np.where(mask > 0, 300.0 + 40.0 * (mask - 20), -800.0)
+    image = np.where(mask > 0, 300.0 + 40.0 * (mask - 20.0), -1000.0)
     image = image + rng.normal(0, 30, SHAPE)
     return image.astype(np.int16), mask
 
@@ -146,6 +146,7 @@ def test_train_tells_its_story(tmp_path, capsys):
     ):
         assert text in out, text
     assert "0.8 x 0.9 x 3 mm" in out
+    assert "hint: channel 0" in out and "--normalisation ct" in out  # HU, z-scored per image
 
 
 def test_predict_writes_nifti_with_the_input_geometry_and_labels(trained, tmp_path, capsys):
@@ -590,3 +591,103 @@ def test_compare_reports_every_class(tmp_path, capsys):
     assert all(r["unit"] == "mm" and r["image"].endswith(".nii.gz") for r in per_image)
     results = json.loads((out_dir / "results.json").read_text())["results"][0]
     assert {"dice_21", "dice_21_std"} <= set(results)
+
+
+def test_pooled_hd95_equals_medpy_and_train_spacing_is_not_stored(trained, tmp_path, capsys):
+    medpy = pytest.importorskip("medpy.metric.binary", reason="MedPy is the HD95 oracle")
+    data, run = trained
+    pred = tmp_path / "pred"
+    assert (
+        _run(
+            ["predict", "--model", run, "--images", data / "images", "--out", pred, "--quiet"],
+            capsys,
+        )[0]
+        == 0
+    )
+    table = tmp_path / "pooled.csv"
+    code, _, err = _run(
+        [
+            "evaluate",
+            "--model",
+            run,
+            "--images",
+            data / "images",
+            "--hd95",
+            "pooled",
+            "--out",
+            table,
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    checked = 0
+    for row in csv.DictReader(table.open()):
+        predicted = np.asarray(nib.load(pred / row["image"]).dataobj)
+        target = np.asarray(nib.load(data / "masks" / row["image"]).dataobj)
+        for value in LABELS[1:]:
+            p, t = predicted == value, target == value
+            if p.any() and t.any():
+                expected = medpy.hd95(p, t, voxelspacing=ZOOMS)
+                assert float(row[f"hd95_{value}"]) == pytest.approx(expected, rel=1e-6)
+                checked += 1
+    assert checked > 0
+    # --spacing given to train is the cases' voxel size, not a setting kept for evaluate
+    other = tmp_path / "run5"
+    code, _, err = _run(
+        [
+            "train",
+            "--images",
+            data / "images",
+            "--out",
+            other,
+            "--model",
+            "unet",
+            "--spacing",
+            "5,5,5",
+            "--target-spacing",
+            "none",
+            *TINY,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    record = json.loads((other / "training.json").read_text())
+    assert record["settings"]["spacing"] is None
+    assert all(c["spacing"] == [5.0, 5.0, 5.0] for c in record["data"])
+    code, _, err = _run(
+        [
+            "evaluate",
+            "--model",
+            other,
+            "--images",
+            data / "images",
+            "--out",
+            tmp_path / "own.csv",
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    code, _, err = _run(
+        [
+            "evaluate",
+            "--model",
+            other,
+            "--images",
+            data / "images",
+            "--spacing",
+            ",".join(map(str, ZOOMS)),
+            "--out",
+            tmp_path / "given.csv",
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    own = list(csv.DictReader((tmp_path / "own.csv").open()))
+    given = list(csv.DictReader((tmp_path / "given.csv").open()))
+    # the headers' voxel size (float32 in NIfTI, hence the tolerance)
+    for a, b in zip(own, given, strict=True):
+        assert float(a["hd95"]) == pytest.approx(float(b["hd95"]), rel=1e-6)
+        assert float(a["hd95"]) != pytest.approx(float(b["hd95"]) * 5 / 0.9, rel=0.2)

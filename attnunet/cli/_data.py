@@ -301,7 +301,28 @@ def tell_data(
     print("\n".join(table))
     print(f"spacing: {_spacing_text(list(train) + list(val))}")
     print(f"preprocessing: {task.preprocessing.describe()}")
+    hint = _ct_hint(train, task)
+    if hint:
+        print(hint)
     print(f"device: {device}")
+
+
+def _ct_hint(cases: Sequence[Case], task: Task) -> str:
+    """A hint when a channel normalised per image holds values like CT's (-1000 HU air)."""
+    looks_ct = [
+        c
+        for c, scheme in enumerate(task.preprocessing.schemes)
+        if scheme == "zscore" and min(float(case.image[c].min()) for case in cases) <= -900
+    ]
+    if not looks_ct:
+        return ""
+    channels = ", ".join(map(str, looks_ct))
+    return (
+        f"hint: channel {channels} holds values down to -900 or below, like CT in HU; "
+        f"--normalisation ct clips it to the training foreground's percentiles and z-scores "
+        f"it with their statistics (nnU-Net's CT normalisation; a dataset.json channel "
+        f"named CT does the same)"
+    )
 
 
 def _size_range(cases: Sequence[Case]) -> str:
