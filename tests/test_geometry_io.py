@@ -8,6 +8,7 @@ hand from the numbers the test wrote.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -91,18 +92,57 @@ def test_nifti_and_nrrd_of_one_volume_send_each_voxel_to_the_same_world_point(
     sitk.WriteImage(source, str(tmp_path / "v.nrrd"))
     nii, g_nii = read_image(tmp_path / "v.nii.gz", with_geometry=True)
     nrrd, g_nrrd = read_image(tmp_path / "v.nrrd", with_geometry=True)
-    assert nii.shape == (1, 5, 6, 4) and nrrd.shape == (1, 4, 6, 5)  # (i, j, k) vs (z, y, x)
+    assert nii.shape == nrrd.shape == (1, 5, 6, 4)  # both (i, j, k), ITK's (x, y, z)
     np.testing.assert_allclose(g_nii.spacing, SPACING, rtol=1e-6)
-    np.testing.assert_allclose(g_nrrd.spacing, SPACING[::-1], rtol=1e-6)
+    np.testing.assert_allclose(g_nrrd.spacing, SPACING, rtol=1e-6)
     np.testing.assert_allclose(g_nii.affine, nibabel.load(tmp_path / "v.nii.gz").affine)
     for i, j, k in [(0, 0, 0), (4, 5, 3), (2, 1, 3), (1, 4, 0)]:
         by_hand = (ras_affine() @ [i, j, k, 1])[:3]
         by_sitk = FLIP @ source.TransformIndexToPhysicalPoint((i, j, k))
         np.testing.assert_allclose((g_nii.affine @ [i, j, k, 1])[:3], by_hand, atol=1e-4)
-        np.testing.assert_allclose((g_nrrd.affine @ [k, j, i, 1])[:3], by_sitk, atol=1e-4)
+        np.testing.assert_allclose((g_nrrd.affine @ [i, j, k, 1])[:3], by_sitk, atol=1e-4)
         np.testing.assert_allclose(by_hand, by_sitk, atol=1e-4)
-        assert nii[0, i, j, k] == nrrd[0, k, j, i] == volume[i, j, k]
+        assert nii[0, i, j, k] == nrrd[0, i, j, k] == volume[i, j, k]
     assert g_nii.format == "NIfTI" and g_nrrd.format == "NRRD" and g_nrrd.unit == "mm"
+
+
+def test_one_scan_as_nifti_nrrd_and_mha_gives_one_array_spacing_and_affine(tmp_path, nibabel, sitk):
+    volume = intensity_volume()
+    nibabel.save(nifti_image(nibabel, volume), tmp_path / "v.nii.gz")
+    # the same physical description, as SimpleITK reads it from the NIfTI file
+    source = sitk.ReadImage(str(tmp_path / "v.nii.gz"))
+    assert source.GetSize() == volume.shape
+    for ext in (".nrrd", ".mha"):
+        sitk.WriteImage(source, str(tmp_path / f"v{ext}"))
+    oracle = nibabel.load(tmp_path / "v.nii.gz")
+    nii, g_nii = read_image(tmp_path / "v.nii.gz", with_geometry=True)
+    np.testing.assert_array_equal(nii[0], np.asanyarray(oracle.dataobj))
+    for ext in (".nrrd", ".mha"):
+        other, g_other = read_image(tmp_path / f"v{ext}", with_geometry=True)
+        np.testing.assert_array_equal(other, nii)
+        np.testing.assert_allclose(g_other.spacing, oracle.header.get_zooms(), rtol=1e-6)
+        np.testing.assert_allclose(g_other.affine, oracle.affine, atol=1e-5)
+        np.testing.assert_allclose(g_other.affine, g_nii.affine, atol=1e-5)
+        assert g_other.shape == g_nii.shape == volume.shape
+        assert g_other.mismatch(g_nii) is None and g_nii.mismatch(g_other) is None
+
+
+def test_an_nrrd_image_with_a_nifti_mask_of_the_same_scan_agrees(tmp_path, nibabel, sitk):
+    from attnunet.data import Pair, load_case
+
+    mask = label_volume()
+    nibabel.save(nifti_image(nibabel, mask), tmp_path / "case_mask.nii.gz")
+    nibabel.save(nifti_image(nibabel, intensity_volume()), tmp_path / "scan.nii.gz")
+    sitk.WriteImage(sitk.ReadImage(str(tmp_path / "scan.nii.gz")), str(tmp_path / "case.nrrd"))
+    image, geometry = read_image(tmp_path / "case.nrrd", with_geometry=True)
+    labels, mask_geometry = read_mask(tmp_path / "case_mask.nii.gz", with_geometry=True)
+    assert geometry.mismatch(mask_geometry) is None
+    assert image.shape[1:] == labels.shape == mask.shape
+    case = load_case(Pair(tmp_path / "case.nrrd", tmp_path / "case_mask.nii.gz"))
+    np.testing.assert_array_equal(case.mask, mask)
+    np.testing.assert_array_equal(
+        case.image[0], np.asanyarray(nibabel.load(tmp_path / "scan.nii.gz").dataobj)
+    )
 
 
 @pytest.mark.parametrize("ext", [".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd"])
@@ -126,15 +166,27 @@ def test_a_detached_data_file_that_is_missing_is_named_in_the_error(tmp_path, si
 
 def test_a_single_slice_volume_reads_as_2d_with_the_right_world_points(tmp_path, sitk):
     plane = intensity_volume((5, 6, 1))
-    source = sitk_image(sitk, plane)  # ITK size (5, 6, 1): the array is (1, 6, 5)
+    source = sitk_image(sitk, plane)  # ITK size (5, 6, 1): the array is (5, 6)
     sitk.WriteImage(source, str(tmp_path / "p.mha"))
     image, geometry = read_image(tmp_path / "p.mha", with_geometry=True)
-    assert image.shape == (1, 6, 5) and geometry.shape == (6, 5)
-    np.testing.assert_allclose(geometry.spacing, (SPACING[1], SPACING[0]))
-    for y, x in [(0, 0), (5, 4), (2, 3)]:
-        by_sitk = FLIP @ source.TransformIndexToPhysicalPoint((x, y, 0))
-        np.testing.assert_allclose((geometry.affine @ [y, x, 0, 1])[:3], by_sitk, atol=1e-4)
-        assert image[0, y, x] == plane[x, y, 0]
+    assert image.shape == (1, 5, 6) and geometry.shape == (5, 6)
+    np.testing.assert_allclose(geometry.spacing, SPACING[:2])
+    for i, j in [(0, 0), (4, 5), (3, 2)]:
+        by_sitk = FLIP @ source.TransformIndexToPhysicalPoint((i, j, 0))
+        np.testing.assert_allclose((geometry.affine @ [i, j, 0, 1])[:3], by_sitk, atol=1e-4)
+        assert image[0, i, j] == plane[i, j, 0]
+    mask = label_volume((5, 6, 1))
+    sitk.WriteImage(sitk_image(sitk, mask), str(tmp_path / "m.mha"))
+    labels, mask_geometry = read_mask(tmp_path / "m.mha", with_geometry=True)
+    np.testing.assert_array_equal(labels, mask[:, :, 0])
+    assert (
+        mask_geometry.mismatch(geometry) is None and read_geometry(tmp_path / "p.mha") == geometry
+    )
+    # asked for 3D, it is a volume of one slice, still in (i, j, k) order
+    volume, volume_geometry = read_image(tmp_path / "p.mha", spatial_dims=3, with_geometry=True)
+    np.testing.assert_array_equal(volume[0], plane)
+    assert volume_geometry.shape == (5, 6, 1)
+    np.testing.assert_allclose(volume_geometry.affine, geometry.affine)
 
 
 def test_a_2d_nifti_keeps_a_4x4_affine_with_its_two_axes_first(tmp_path, nibabel):
@@ -155,8 +207,9 @@ def test_vector_pixels_are_channels(tmp_path, sitk):
     sitk.WriteImage(source, str(tmp_path / "rgb.mha"))
     assert sitk.ReadImage(str(tmp_path / "rgb.mha")).GetNumberOfComponentsPerPixel() == 3
     image, geometry = read_image(tmp_path / "rgb.mha", with_geometry=True)
-    assert image.shape == (3, 4, 6, 5) and geometry.shape == (4, 6, 5)
-    np.testing.assert_array_equal(image, rgb.transpose(3, 2, 1, 0))
+    assert image.shape == (3, 5, 6, 4) and geometry.shape == (5, 6, 4)
+    np.testing.assert_array_equal(image, rgb.transpose(3, 0, 1, 2))
+    np.testing.assert_allclose(geometry.spacing, SPACING)
     with pytest.raises(DataError, match=r"rgb\.mha: a mask with 3 components per voxel"):
         read_mask(tmp_path / "rgb.mha")
 
@@ -193,16 +246,16 @@ def test_a_dicom_series_reads_with_its_spacing_and_world_positions(tmp_path, sit
     volume = (np.arange(5 * 6 * 4).reshape(5, 6, 4) * 7 - 100).astype(np.int16)
     write_dicom_series(sitk, tmp_path / "series", volume)
     image, geometry = read_image(tmp_path / "series", with_geometry=True)
-    assert geometry.format == "DICOM" and image.shape == (1, 4, 6, 5)
-    np.testing.assert_array_equal(image[0], volume.transpose(2, 1, 0))
-    np.testing.assert_allclose(geometry.spacing, SPACING[::-1], atol=1e-5)
+    assert geometry.format == "DICOM" and image.shape == (1, 5, 6, 4)
+    np.testing.assert_array_equal(image[0], volume)
+    np.testing.assert_allclose(geometry.spacing, SPACING, atol=1e-5)
     for i, j, k in [(0, 0, 0), (4, 5, 3), (1, 2, 2)]:
         by_hand = FLIP @ (np.asarray(ORIGIN_LPS) + rotation() @ (np.multiply(SPACING, (i, j, k))))
-        np.testing.assert_allclose((geometry.affine @ [k, j, i, 1])[:3], by_hand, atol=1e-4)
+        np.testing.assert_allclose((geometry.affine @ [i, j, k, 1])[:3], by_hand, atol=1e-4)
     assert read_geometry(tmp_path / "series") == geometry
     assert geometry.header["metadata"]["0008|0060"].strip() == "CT"
     # the labels of a DICOM series come out as NIfTI, in the same place
-    labels = label_volume().transpose(2, 1, 0)
+    labels = label_volume()
     out = write_prediction(tmp_path / "pred", tmp_path / "series", labels, geometry=geometry)
     assert out.name == "series.nii.gz"
     nibabel = pytest.importorskip("nibabel")
@@ -210,6 +263,22 @@ def test_a_dicom_series_reads_with_its_spacing_and_world_positions(tmp_path, sit
     np.testing.assert_allclose(written.affine, geometry.affine, atol=1e-5)
     assert int(written.header["sform_code"]) == int(written.header["qform_code"]) == 1
     np.testing.assert_array_equal(np.asanyarray(written.dataobj), labels)
+
+
+def test_a_dicom_series_round_trips_through_write_mask(tmp_path, sitk):
+    volume = label_volume().astype(np.int16)
+    write_dicom_series(sitk, tmp_path / "series", volume)
+    oracle = sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(tmp_path / "series")))
+    labels, geometry = read_mask(tmp_path / "series", with_geometry=True)
+    np.testing.assert_array_equal(labels, volume)
+    for ext in (".nrrd", ".mha"):
+        written = sitk.ReadImage(str(write_mask(tmp_path / f"m{ext}", labels, geometry=geometry)))
+        np.testing.assert_array_equal(
+            sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(oracle)
+        )
+        np.testing.assert_allclose(written.GetSpacing(), oracle.GetSpacing(), rtol=1e-6)
+        np.testing.assert_allclose(written.GetOrigin(), oracle.GetOrigin(), atol=1e-6)
+        np.testing.assert_allclose(written.GetDirection(), oracle.GetDirection(), atol=1e-6)
 
 
 def test_a_folder_with_two_dicom_series_is_refused_naming_them(tmp_path, sitk):
@@ -265,6 +334,7 @@ def test_itk_prediction_keeps_spacing_origin_and_direction(tmp_path, ext, writte
     _, geometry = read_image(tmp_path / f"case{ext}", with_geometry=True)
     labels, mask_geometry = read_mask(tmp_path / f"case_mask{ext}", with_geometry=True)
     assert geometry.mismatch(mask_geometry) is None
+    np.testing.assert_array_equal(labels, mask)  # (i, j, k), as the test wrote it
     out = write_prediction(tmp_path / "pred", tmp_path / f"case{ext}", labels, geometry=geometry)
     assert out.name == f"case{written_ext}"
     written = sitk.ReadImage(str(out))
@@ -280,30 +350,91 @@ def test_itk_prediction_keeps_spacing_origin_and_direction(tmp_path, ext, writte
     )
 
 
+@pytest.mark.parametrize("keep_header", [True, False])
+def test_nrrd_read_and_written_with_its_geometry_is_the_same_image(tmp_path, sitk, keep_header):
+    source = sitk_image(sitk, label_volume())
+    sitk.WriteImage(source, str(tmp_path / "case.nrrd"))
+    labels, geometry = read_mask(tmp_path / "case.nrrd", with_geometry=True)
+    if not keep_header:  # the affine alone must give the same spacing, origin and direction
+        geometry = dataclasses.replace(geometry, header=None)
+    written = sitk.ReadImage(str(write_mask(tmp_path / "out.nrrd", labels, geometry=geometry)))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(source))
+    np.testing.assert_allclose(written.GetSpacing(), source.GetSpacing(), rtol=1e-6)
+    np.testing.assert_allclose(written.GetOrigin(), source.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(written.GetDirection(), source.GetDirection(), atol=1e-6)
+
+
+def test_a_2d_itk_image_is_read_in_index_order(tmp_path, sitk):
+    plane = label_volume((5, 6, 1))[:, :, 0]
+    source = sitk.GetImageFromArray(np.ascontiguousarray(plane.T))  # ITK size (5, 6)
+    source.SetSpacing((0.4, 0.9))
+    source.SetOrigin((3.0, -2.0))
+    sitk.WriteImage(source, str(tmp_path / "p.nrrd"))
+    labels, geometry = read_mask(tmp_path / "p.nrrd", with_geometry=True)
+    assert source.GetSize() == labels.shape == (5, 6)
+    for i, j in [(0, 0), (4, 5), (3, 1)]:
+        assert labels[i, j] == source.GetPixel(i, j)
+        by_sitk = source.TransformIndexToPhysicalPoint((i, j))
+        np.testing.assert_allclose((geometry.affine @ [i, j, 0, 1])[:2], FLIP[:2, :2] @ by_sitk)
+    np.testing.assert_allclose(geometry.spacing, (0.4, 0.9))
+    written = sitk.ReadImage(str(write_mask(tmp_path / "out.mha", labels, geometry=geometry)))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(source))
+    assert written.GetSpacing() == source.GetSpacing() and written.GetOrigin() == (3.0, -2.0)
+
+
 def test_nrrd_labels_written_as_nifti_and_back_stay_in_place(tmp_path, nibabel, sitk):
     source = sitk_image(sitk, intensity_volume())
     sitk.WriteImage(source, str(tmp_path / "case.nrrd"))
     _, geometry = read_image(tmp_path / "case.nrrd", with_geometry=True)
-    labels = label_volume().transpose(2, 1, 0)  # array order (z, y, x)
+    labels = label_volume()  # array order (i, j, k), ITK's (x, y, z)
     out = write_prediction(
         tmp_path / "p", tmp_path / "case.nrrd", labels, fmt="nii.gz", geometry=geometry
     )
     written = nibabel.load(out)
     assert (int(written.header["qform_code"]), int(written.header["sform_code"])) == (1, 1)
-    for z, y, x in [(0, 0, 0), (3, 5, 4), (1, 2, 3)]:
-        by_sitk = FLIP @ source.TransformIndexToPhysicalPoint((x, y, z))
-        np.testing.assert_allclose((written.affine @ [z, y, x, 1])[:3], by_sitk, atol=1e-4)
+    for i, j, k in [(0, 0, 0), (4, 5, 3), (3, 2, 1)]:
+        by_sitk = FLIP @ source.TransformIndexToPhysicalPoint((i, j, k))
+        np.testing.assert_allclose((written.affine @ [i, j, k, 1])[:3], by_sitk, atol=1e-4)
     # and from that NIfTI (a nibabel header now) on to MetaImage: the same world points
     back, nifti_geometry = read_mask(out, with_geometry=True)
     np.testing.assert_array_equal(back, labels)
     mha = sitk.ReadImage(str(write_mask(tmp_path / "again.mha", back, geometry=nifti_geometry)))
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(mha), labels)
-    for z, y, x in [(0, 0, 0), (3, 5, 4)]:
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(mha), labels.transpose(2, 1, 0))
+    for i, j, k in [(0, 0, 0), (4, 5, 3)]:
         np.testing.assert_allclose(
-            mha.TransformIndexToPhysicalPoint((x, y, z)),
-            source.TransformIndexToPhysicalPoint((x, y, z)),
+            mha.TransformIndexToPhysicalPoint((i, j, k)),
+            source.TransformIndexToPhysicalPoint((i, j, k)),
             atol=1e-4,
         )
+
+
+def test_write_prediction_without_a_geometry_reads_the_input_geometry(tmp_path, nibabel, sitk):
+    shift = (1.0, -2.0, 0.5)
+    nibabel.save(nifti_image(nibabel, intensity_volume(), shift), tmp_path / "case.nii.gz")
+    labels = label_volume()
+    out = write_prediction(tmp_path / "pred", tmp_path / "case.nii.gz", labels)
+    source, written = nibabel.load(tmp_path / "case.nii.gz"), nibabel.load(out)
+    np.testing.assert_allclose(written.affine, source.affine)
+    np.testing.assert_allclose(written.get_qform(), source.get_qform(), atol=1e-6)
+    assert written.header.get_zooms() == source.header.get_zooms()
+    np.testing.assert_array_equal(np.asanyarray(written.dataobj), labels)
+    # NRRD in, NRRD out, and a DICOM series in, NIfTI out: the input's geometry too
+    sitk.WriteImage(sitk_image(sitk, intensity_volume()), str(tmp_path / "case.nrrd"))
+    nrrd = sitk.ReadImage(str(write_prediction(tmp_path / "pred", tmp_path / "case.nrrd", labels)))
+    np.testing.assert_allclose(nrrd.GetOrigin(), ORIGIN_LPS, atol=1e-6)
+    np.testing.assert_allclose(nrrd.GetDirection(), rotation().ravel(), atol=1e-6)
+    np.testing.assert_allclose(nrrd.GetSpacing(), SPACING, rtol=1e-6)
+    write_dicom_series(sitk, tmp_path / "series", label_volume().astype(np.int16))
+    from_dicom = nibabel.load(write_prediction(tmp_path / "pred", tmp_path / "series", labels))
+    np.testing.assert_allclose(from_dicom.affine, ras_affine(), atol=1e-4)
+    # labels of another shape are refused, naming the image
+    with pytest.raises(ValueError, match=r"case\.nii\.gz: the image has shape \(5, 6, 4\) but"):
+        write_prediction(tmp_path / "other", tmp_path / "case.nii.gz", labels[:4])
+    assert not (tmp_path / "other").exists()
+    # a format without geometry does not read it; a file that is not there gives eye(4)
+    write_prediction(tmp_path / "other", tmp_path / "case.nii.gz", labels[:4], fmt="npy")
+    missing = write_prediction(tmp_path / "other", tmp_path / "gone.nii.gz", labels)
+    np.testing.assert_array_equal(nibabel.load(missing).affine, np.eye(4))
 
 
 def test_without_a_geometry_nifti_keeps_the_identity_affine(tmp_path, nibabel):
@@ -335,8 +466,8 @@ def test_a_4d_mask_with_several_volumes_is_refused(tmp_path, nibabel, sitk):
     sitk.WriteImage(sitk.JoinSeries(volumes), str(tmp_path / "m4.mha"))
     with pytest.raises(DataError, match=r"m4\.mha: a mask with 3 volumes"):
         read_mask(tmp_path / "m4.mha")
-    image = read_image(tmp_path / "m4.mha")
-    assert image.shape == (3, 4, 6, 5) and image[:, 0, 0, 0].tolist() == [1, 2, 3]
+    image = read_image(tmp_path / "m4.mha")  # ITK size (5, 6, 4, 3): t is the channel
+    assert image.shape == (3, 5, 6, 4) and image[:, 0, 0, 0].tolist() == [1, 2, 3]
 
 
 def test_keep_values_keeps_255(tmp_path, nibabel):
@@ -432,6 +563,41 @@ def test_geometry_mismatch_says_what_differs():
     # parts missing on either side are not compared
     assert base.mismatch(Geometry.plain((5, 6, 4), "PNG")) is None
     assert Geometry.plain((5, 6, 4)).mismatch(base) is None
+
+
+def test_geometry_mismatch_tolerances_fit_each_part():
+    spacing = (0.5, 0.5, 0.5)
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = (-120.0, 80.0, 450.0)  # far from the world's origin
+    base = Geometry((5, 6, 4), spacing, affine, "NIfTI")
+
+    def moved(shift=(0.0, 0.0, 0.0), turn=0.0, sizes=spacing):
+        other = affine.copy()
+        other[:3, 3] += shift
+        other[0, 1] = turn * sizes[1]  # the second axis tilts towards the first world axis
+        return Geometry((5, 6, 4), sizes, other, "NRRD")
+
+    # origin: 0.05 x 0.5 mm = 0.025 mm apart at most
+    assert base.mismatch(moved((0.0, 0.0, 1e-4))) is None
+    assert base.mismatch(moved((0.0, 0.0, 0.02))) is None
+    assert base.mismatch(moved((0.0, 0.0, 0.4))) == "affine: the origin (voxel 0) moves by 0.4 mm"
+    assert base.mismatch(moved((0.0, 0.03, 0.0))) is not None
+    # direction cosines: 1e-3 absolutely
+    assert base.mismatch(moved(turn=5e-4)) is None
+    message = base.mismatch(moved(turn=2e-3))
+    assert message is not None and message.startswith("affine: the axis directions differ")
+    # spacing: 1e-3 relatively (0.5004 passes, 0.5006 does not)
+    assert base.mismatch(moved(sizes=(0.5004, 0.5, 0.5))) is None
+    assert base.mismatch(moved(sizes=(0.5006, 0.5, 0.5))) == (
+        "spacing (0.5, 0.5, 0.5) mm vs (0.5006, 0.5, 0.5) mm"
+    )
+    # the tolerance follows the smallest voxel size of either side
+    coarse = Geometry((5, 6, 4), (2.0, 2.0, 2.0), np.diag([2.0, 2.0, 2.0, 1.0]), "NIfTI")
+    shifted = np.diag([2.0, 2.0, 2.0, 1.0])
+    shifted[2, 3] = 0.09
+    assert coarse.mismatch(Geometry((5, 6, 4), (2.0, 2.0, 2.0), shifted, "NRRD")) is None
+    shifted[2, 3] = 0.11
+    assert coarse.mismatch(Geometry((5, 6, 4), (2.0, 2.0, 2.0), shifted, "NRRD")) is not None
 
 
 def test_geometry_equality_dict_and_validation():

@@ -4,21 +4,24 @@ A :class:`Geometry` describes the spatial axes of an array as
 :func:`~attnunet.data.read_image` (channels removed) or :func:`~attnunet.data.read_mask`
 return it: its shape, the voxel size along each axis (``spacing``, in mm) and a 4x4
 ``affine`` that maps array indices, in the array's axis order, to RAS+ world
-coordinates in mm (x grows to the patient's Right... no: to the Left-to-Right, Posterior-to-
-Anterior, Inferior-to-Superior directions, the NIfTI convention). Files without
-geometry (PNG, JPEG, TIFF, NumPy) have ``spacing`` and ``affine`` ``None``.
+coordinates in mm: the world's x, y and z grow towards the patient's Right, Anterior
+and Superior (the NIfTI convention). Files without geometry (PNG, JPEG, TIFF, NumPy)
+have ``spacing`` and ``affine`` ``None``.
 
-Axis orders, as the readers keep them:
+Arrays of NIfTI, NRRD, MetaImage and DICOM files have the same axis order: the file's
+index order ``(i, j, k)``, which ITK calls ``(x, y, z)``; the same scan in two formats
+gives the same array. In detail:
 
 * NIfTI: nibabel's ``(i, j, k)``; ``affine`` is nibabel's ``img.affine`` (the sform when
   its code is set, else the qform), ``spacing`` the header's zooms.
-* NRRD, MetaImage, DICOM (read with SimpleITK): ``(z, y, x)``, the order of
-  ``SimpleITK.GetArrayFromImage``; ``spacing`` is ``GetSpacing()`` reversed, and
+* NRRD, MetaImage, DICOM (read with SimpleITK): ITK's index order ``(x, y, z)``, that
+  is ``SimpleITK.GetArrayFromImage``'s ``(z, y, x)`` reversed, so that ``array[i, j, k]``
+  is the voxel at ITK index ``(i, j, k)``; ``spacing`` is ``GetSpacing()``, and
   ``affine`` is built from the origin, direction and spacing, with ITK's LPS world axes
-  turned into RAS (the first two world axes change sign) and its columns in array order.
+  turned into RAS (the first two world axes change sign); its columns are ITK's x, y, z.
 
-So a NIfTI file and an NRRD file holding the same scan give different arrays (axes in
-opposite orders) whose affines send the same voxel to the same world point.
+So a NIfTI file and an NRRD file holding the same scan give equal arrays, spacings and
+affines (up to the rounding of their headers).
 
 Examples:
     >>> g = Geometry((2, 3), (0.5, 0.25), np.diag([0.5, 0.25, 1.0, 1.0]), "NIfTI")
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -157,18 +160,33 @@ class Geometry:
             "format": self.format,
         }
 
-    def mismatch(self, other: Geometry, *, rtol: float = 1e-3, atol: float = 1e-3) -> str | None:
+    def mismatch(
+        self, other: Geometry, *, rtol: float = 1e-3, atol: float = 1e-3, origin_tol: float = 0.05
+    ) -> str | None:
         """Say in words how ``other`` differs from this geometry, or ``None`` if it agrees.
 
-        Shapes must be equal; spacings and affines must agree within
-        ``numpy.allclose(..., rtol=rtol, atol=atol)``. A spacing or affine that is
-        ``None`` on either side is not compared (a PNG mask agrees with any image of
-        its shape).
+        Each part is compared with a tolerance fit for it:
+
+        * shapes must be equal;
+        * spacings relatively: ``|a - b| <= rtol * |b|`` for each axis (``1e-3``: a
+          0.7 mm voxel may be 0.7007 mm on the other side);
+        * the axis directions (the direction cosines: the affine's columns for the array's
+          axes divided by their lengths) absolutely, within ``atol`` (``1e-3``, about
+          0.06 degrees);
+        * the origin (the world point of voxel 0, the affine's translation) absolutely:
+          the two may be at most ``origin_tol`` times the smallest voxel size apart, in mm
+          (0.05 x 0.5 mm = 0.025 mm for 0.5 mm voxels: header rounding of 1e-4 mm passes,
+          a shift of 0.4 mm is refused however far from the world's origin the scan lies).
+
+        A spacing or affine that is ``None`` on either side is not compared (a PNG mask
+        agrees with any image of its shape). Only the affine's columns of the array's axes
+        are compared (a 2D array's third column maps an axis it does not have).
 
         Args:
             other: the geometry to compare with.
-            rtol: relative tolerance for spacing and affine.
-            atol: absolute tolerance (mm) for spacing and affine.
+            rtol: relative tolerance of the spacing.
+            atol: absolute tolerance of the direction cosines.
+            origin_tol: the origin tolerance, as a fraction of the smallest voxel size.
 
         Returns:
             ``None`` when they agree, else the differences joined by ``"; "``.
@@ -185,15 +203,28 @@ class Geometry:
         problems = []
         if self.shape != other.shape:
             problems.append(f"shape {self.shape} vs {other.shape}")
+        spacings = self.spacing is not None and other.spacing is not None
         if self.spacing is not None and other.spacing is not None:
             mine, theirs = self.spacing, other.spacing
-            if len(mine) != len(theirs) or not np.allclose(mine, theirs, rtol=rtol, atol=atol):
+            if len(mine) != len(theirs) or not np.allclose(mine, theirs, rtol=rtol, atol=0.0):
                 problems.append(f"spacing {_fmt(mine)} mm vs {_fmt(theirs)} mm")
         if self.affine is not None and other.affine is not None:
-            problem = _affine_mismatch(self.affine, other.affine, rtol, atol)
+            axes = min(len(self.shape), len(other.shape), 3)
+            sizes = [g.spacing for g in (self, other) if g.spacing is not None]
+            tolerances = _Tolerances(rtol, atol, origin_tol, not spacings)
+            problem = _affine_mismatch(self.affine, other.affine, axes, sizes, tolerances)
             if problem:
                 problems.append(problem)
         return "; ".join(problems) or None
+
+
+class _Tolerances(NamedTuple):
+    """How :meth:`Geometry.mismatch` compares two affines."""
+
+    rtol: float  # voxel sizes, relative
+    atol: float  # direction cosines, absolute
+    origin: float  # origin distance, as a fraction of the smallest voxel size
+    sizes: bool  # compare the affines' voxel sizes (when the spacings were not compared)
 
 
 def _round(value: float) -> float:
@@ -204,19 +235,35 @@ def _fmt(values: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:g}" for v in values) + ")"
 
 
-def _affine_mismatch(a: np.ndarray, b: np.ndarray, rtol: float, atol: float) -> str | None:
-    """The difference of two affines in words (origin, then axes), or ``None``."""
-    if np.allclose(a, b, rtol=rtol, atol=atol):
-        return None
+def _affine_mismatch(
+    a: np.ndarray,
+    b: np.ndarray,
+    axes: int,
+    spacings: Sequence[Sequence[float]],
+    tol: _Tolerances,
+) -> str | None:
+    """The difference of two affines in words (origin, then axes), or ``None``.
+
+    ``axes`` columns are compared (the array's axes); ``spacings`` are the known voxel
+    sizes of the two sides, which set the origin's tolerance (the affines' column lengths
+    when none is known).
+    """
+    lengths_a = np.linalg.norm(a[:3, :axes], axis=0)
+    lengths_b = np.linalg.norm(b[:3, :axes], axis=0)
+    known = [float(v) for sizes in spacings for v in sizes]
+    smallest = min(known) if known else float(min(*lengths_a, *lengths_b))
     parts = []
-    if not np.allclose(a[:3, 3], b[:3, 3], rtol=rtol, atol=atol):
-        parts.append(f"the origin (voxel 0) moves by {np.linalg.norm(a[:3, 3] - b[:3, 3]):.4g} mm")
-    if not np.allclose(a[:3, :3], b[:3, :3], rtol=rtol, atol=atol):
-        worst = float(np.abs(a[:3, :3] - b[:3, :3]).max())
-        parts.append(f"the axis directions or sizes differ (by up to {worst:.4g} mm per voxel)")
-    if not parts:
-        parts.append("the last row differs")
-    return "affine: " + ", ".join(parts)
+    distance = float(np.linalg.norm(a[:3, 3] - b[:3, 3]))
+    if distance > tol.origin * smallest:
+        parts.append(f"the origin (voxel 0) moves by {distance:.4g} mm")
+    cosines_a = a[:3, :axes] / np.where(lengths_a > 0, lengths_a, 1.0)
+    cosines_b = b[:3, :axes] / np.where(lengths_b > 0, lengths_b, 1.0)
+    worst = float(np.abs(cosines_a - cosines_b).max())
+    if worst > tol.atol:
+        parts.append(f"the axis directions differ (by up to {worst:.4g} in a direction cosine)")
+    if tol.sizes and not np.allclose(lengths_a, lengths_b, rtol=tol.rtol, atol=0.0):
+        parts.append(f"the voxel sizes differ ({_fmt(lengths_a)} mm vs {_fmt(lengths_b)} mm)")
+    return "affine: " + ", ".join(parts) if parts else None
 
 
 # ----------------------------------------------------------------------------- ITK <-> affine
@@ -227,7 +274,7 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 def _itk_affine(
     origin: Sequence[float], spacing: Sequence[float], direction: Sequence[float] | np.ndarray
 ) -> np.ndarray:
-    """The 4x4 RAS affine of an ITK image for indices in array order ``(z, y, x)``.
+    """The 4x4 RAS affine of an ITK image for indices in ITK order ``(x, y, z)``.
 
     ``origin``, ``spacing`` and ``direction`` (row-major, ``n * n`` values) are in ITK
     order and ITK's LPS world, as SimpleITK gives them for an ``n``-D image (2 or 3).
@@ -235,7 +282,7 @@ def _itk_affine(
     n = len(spacing)
     matrix = np.asarray(direction, np.float64).reshape(n, n) * np.asarray(spacing, np.float64)
     affine = np.eye(4)
-    affine[:n, :n] = matrix[:, ::-1]  # column c of the affine is array axis c = ITK axis n-1-c
+    affine[:n, :n] = matrix  # column c of the affine is array axis c = ITK axis c
     affine[:n, 3] = origin
     return _LPS_TO_RAS @ affine
 
@@ -243,7 +290,7 @@ def _itk_affine(
 def _itk_from_affine(
     affine: np.ndarray, ndim: int
 ) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    """``(origin, spacing, direction)`` in ITK order and LPS for an array-order affine.
+    """``(origin, spacing, direction)`` in ITK order and LPS for an ``(x, y, z)`` affine.
 
     The inverse of :func:`_itk_affine` for an ``ndim``-D image (2 or 3). A 2D image
     keeps the first two rows and columns (its in-plane part).
@@ -252,7 +299,7 @@ def _itk_from_affine(
         ValueError: when an axis of the affine has length 0.
     """
     lps = _LPS_TO_RAS @ np.asarray(affine, np.float64)
-    matrix = lps[:ndim, :ndim][:, ::-1]
+    matrix = lps[:ndim, :ndim]
     spacing = np.linalg.norm(matrix, axis=0)
     if not (spacing > 0).all():
         raise ValueError(f"the affine has an axis of length 0: {np.asarray(affine).tolist()}")

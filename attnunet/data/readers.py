@@ -3,25 +3,35 @@
 Supported files (the extension decides, case-insensitively):
 
 =====================  =====================================================================
-``.png``               8- or 16-bit grayscale, RGB (alpha dropped), palette; read with Pillow
+``.png``               8- or 16-bit grayscale, RGB (alpha dropped), palette; read with Pillow;
+                       the array is ``(rows, columns)``, no geometry
 ``.jpg``, ``.jpeg``    grayscale or colour images (JPEG is lossy, so never masks)
-``.tif``, ``.tiff``    one page: a 2D image; several pages: a 3D volume ``(Z, Y, X)``; read
-                       with ``tifffile`` when it is installed, else with Pillow
-``.npy``, ``.npz``     NumPy arrays; in a ``.npz``, the image is the array named ``image``
-                       (else the first array) and the mask the one named ``mask``,
-                       ``masks``, ``labels``, ``label`` or ``seg`` (else the only array)
+``.tif``, ``.tiff``    one page: a 2D image; several pages: a 3D volume ``(Z, Y, X)`` (page,
+                       row, column; no geometry); read with ``tifffile`` when it is
+                       installed, else with Pillow
+``.npy``, ``.npz``     NumPy arrays, axes as stored; in a ``.npz``, the image is the array
+                       named ``image`` (else the first array) and the mask the one named
+                       ``mask``, ``masks``, ``labels``, ``label`` or ``seg`` (else the only
+                       array)
 ``.nii``, ``.nii.gz``  NIfTI, only when ``nibabel`` is installed (``pip install nibabel``);
-                       the voxel array keeps nibabel's axis order ``(i, j, k)``
+                       the array has nibabel's axis order ``(i, j, k)``
 ``.nrrd``, ``.nhdr``   NRRD, only when ``SimpleITK`` is installed (``pip install
-                       'attnunet[medical]'``); the array has SimpleITK's axis order
-                       ``(z, y, x)``. A ``.nhdr`` header names a detached data file,
+                       'attnunet[medical]'``); axes ``(i, j, k)`` as NIfTI (ITK's
+                       ``(x, y, z)``). A ``.nhdr`` header names a detached data file,
                        which must lie where the header says (usually next to it)
-``.mha``, ``.mhd``     MetaImage, with SimpleITK, axes ``(z, y, x)``; a ``.mhd`` header
+``.mha``, ``.mhd``     MetaImage, with SimpleITK, axes ``(i, j, k)``; a ``.mhd`` header
                        has a detached data file (``.raw``, ``.zraw``) like ``.nhdr``
 a folder               a DICOM series (the folder holds the slices of one series), with
-                       SimpleITK, axes ``(z, y, x)``; a folder with several series is
-                       refused
+                       SimpleITK, axes ``(i, j, k)`` (``k``: the slice); a folder with
+                       several series is refused
 =====================  =====================================================================
+
+**Axis order.** Arrays of NIfTI, NRRD, MetaImage and DICOM files have the same axis
+order: the file's index order ``(i, j, k)``, which ITK calls ``(x, y, z)``; the same scan
+in two formats gives the same array. (SimpleITK's ``GetArrayFromImage`` gives
+``(z, y, x)``; the readers reverse it, and the writers reverse it back.) A 3D file with a
+single slice (``k`` of length 1) is read as a 2D image ``(i, j)``; with
+``spatial_dims=3``, NRRD, MetaImage and DICOM files keep it as a volume of one slice.
 
 **Geometry.** NIfTI, NRRD, MetaImage and DICOM files say where their voxels lie: pass
 ``with_geometry=True`` to :func:`read_image` or :func:`read_mask` to get the array with
@@ -29,7 +39,7 @@ its :class:`~attnunet.data.geometry.Geometry` (spacing, RAS affine in the array'
 order, and the header a writer needs), or call :func:`read_geometry` to read only that.
 Other files give a geometry with only a shape. SimpleITK images with several components
 per voxel (vector images) have their components as channels, and a 4D SimpleITK image
-has its fourth axis (first in the array) as channels.
+has its fourth axis (ITK's ``t``) as channels.
 
 **Images** come back as ``float32`` arrays ``(C, *spatial)`` with the stored intensities
 (:func:`normalise_image` maps them to ``[0, 1]``). Files that say which axis holds the
@@ -389,62 +399,105 @@ def _metadata(source: Any, *index: int) -> dict[str, str]:
     return {key: source.GetMetaData(*index, key) for key in source.GetMetaDataKeys(*index)}
 
 
-def _itk_geometry(
-    path: Path, kind: str, source: Any, components: int, metadata: dict[str, str]
-) -> tuple[tuple[int, ...], int | None, Geometry]:
-    """Array shape, channel axis and geometry of a SimpleITK image or image reader."""
+class _ItkLayout(NamedTuple):
+    """How a SimpleITK image becomes an array in ITK index order ``(x, y, z)``.
+
+    ``order`` transposes ``GetArrayFromImage``'s result (spatial axes reversed, the
+    channel axis kept where it is); ``shape`` is the array's shape after that and after
+    dropping a single slice (``flat``: a 3D image with one ``z`` slice read as 2D).
+    """
+
+    shape: tuple[int, ...]
+    channel_axis: int | None
+    order: tuple[int, ...]
+    flat: bool
+
+
+def _itk_layout(size: tuple[int, ...], components: int, spatial_dims: int | None) -> _ItkLayout:
+    """The array layout of an ITK image of ``size`` (ITK order) with ``components``."""
+    dim = len(size)
+    n = min(dim, 3)
+    if components > 1:  # GetArrayFromImage: (*reversed(size), components)
+        order, channel_axis = (*reversed(range(dim)), dim), dim
+        shape = (*size, components)
+    elif dim == 4:  # GetArrayFromImage: (t, z, y, x); t is the channel axis
+        order, channel_axis = (0, 3, 2, 1), 0
+        shape = (size[3], *size[:3])
+    else:
+        order, channel_axis = tuple(reversed(range(dim))), None
+        shape = size
+    flat = n == 3 and size[2] == 1 and spatial_dims != 3
+    if flat:  # one z slice: a 2D image, as NIfTI's (i, j, 1) is (unless 3D is asked for)
+        z = 2 if channel_axis != 0 else 3
+        shape = shape[:z] + shape[z + 1 :]
+        channel_axis = None if channel_axis is None else min(channel_axis, len(shape) - 1)
+    return _ItkLayout(tuple(shape), channel_axis, tuple(order), flat)
+
+
+def _itk_geometry(kind: str, source: Any, layout: _ItkLayout, metadata: dict[str, str]) -> Geometry:
+    """The geometry of the spatial axes of a SimpleITK image (or image reader)."""
     size = tuple(int(n) for n in source.GetSize())
     dim = len(size)
-    if dim not in (2, 3, 4) or (dim == 4 and components > 1):
-        raise DataError(
-            f"{path}: a {dim}D {kind} image with {components} components per voxel; "
-            f"expected a 2D or 3D image (with channels as components or a fourth axis)"
-        )
-    shape = tuple(reversed(size)) + ((components,) if components > 1 else ())
-    channel_axis = len(shape) - 1 if components > 1 else (0 if dim == 4 else None)
     n = min(dim, 3)
     origin, spacing = tuple(source.GetOrigin()), tuple(source.GetSpacing())
     direction = tuple(source.GetDirection())
     block = np.asarray(direction, np.float64).reshape(dim, dim)[:n, :n].ravel()
     header = {"origin": origin, "spacing": spacing, "direction": direction, "metadata": metadata}
-    geometry = Geometry(
-        tuple(reversed(size[:n])),
-        tuple(float(s) for s in reversed(spacing[:n])),
+    kept = 2 if layout.flat else n  # a single slice keeps its affine's z column (third)
+    return Geometry(
+        size[:kept],
+        tuple(float(s) for s in spacing[:kept]),
         _itk_affine(origin[:n], spacing[:n], block),
         kind,
         header,
     )
-    return shape, channel_axis, geometry
 
 
-def _read_itk(path: Path, kind: str, role: str, header_only: bool) -> _Raw:
-    sitk = _sitk(path, kind)
+def _itk_source(sitk: Any, path: Path, kind: str, header_only: bool) -> tuple[Any, dict[str, str]]:
+    """The SimpleITK image (or, ``header_only``, a reader that read the header) and its
+    metadata dictionary."""
     if kind == "DICOM":
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(_dicom_files(sitk, path))
         reader.MetaDataDictionaryArrayUpdateOn()
         source = reader.Execute()  # a series has no header-only reading in SimpleITK
-        metadata = _metadata(reader, 0)
-    elif header_only:
+        return source, _metadata(reader, 0)
+    if header_only:
         source = sitk.ImageFileReader()
         source.SetFileName(str(path))
         source.ReadImageInformation()
-        metadata = _metadata(source)
-    else:
-        source = sitk.ReadImage(str(path))
-        metadata = _metadata(source)
+        return source, _metadata(source)
+    source = sitk.ReadImage(str(path))
+    return source, _metadata(source)
+
+
+def _read_itk(
+    path: Path, kind: str, role: str, spatial_dims: int | None, header_only: bool
+) -> _Raw:
+    """Read a SimpleITK image with its axes in ITK index order ``(x, y, z)``."""
+    sitk = _sitk(path, kind)
+    source, metadata = _itk_source(sitk, path, kind, header_only)
     components = int(
         source.GetNumberOfComponents()
         if isinstance(source, sitk.ImageFileReader)
         else source.GetNumberOfComponentsPerPixel()
     )
-    shape, channel_axis, geometry = _itk_geometry(path, kind, source, components, metadata)
+    size = tuple(int(n) for n in source.GetSize())
+    if len(size) not in (2, 3, 4) or (len(size) == 4 and components > 1):
+        raise DataError(
+            f"{path}: a {len(size)}D {kind} image with {components} components per voxel; "
+            f"expected a 2D or 3D image (with channels as components or a fourth axis)"
+        )
+    layout = _itk_layout(size, components, spatial_dims)
+    geometry = _itk_geometry(kind, source, layout, metadata)
+    shape, channel_axis = layout.shape, layout.channel_axis
     if role == "mask" and channel_axis is not None and shape[channel_axis] > 1:
         what = "components per voxel" if components > 1 else "volumes"
         raise _volumes_error(path, shape[channel_axis], shape, what)
     if header_only:
         return _Raw(_shape_only(shape), channel_axis, geometry)
-    return _Raw(sitk.GetArrayFromImage(source), channel_axis, geometry)
+    array = np.transpose(sitk.GetArrayFromImage(source), layout.order).reshape(shape)
+    return _Raw(array, channel_axis, geometry)
 
 
 def _without_axis(shape: tuple[int, ...], axis: int | None) -> tuple[int, ...]:
@@ -455,7 +508,7 @@ def _read_raw(
     path: Path, kind: str, role: str, spatial_dims: int | None, header_only: bool
 ) -> _Raw:
     if kind in _ITK_FORMATS:
-        return _read_itk(path, kind, role, header_only)
+        return _read_itk(path, kind, role, spatial_dims, header_only)
     if kind == "NIfTI":
         return _read_nifti(path, role, spatial_dims, header_only)
     if kind in ("PNG", "JPEG"):

@@ -26,13 +26,29 @@ import numpy as np
 import torch
 
 from attnunet.data.geometry import Geometry, _itk_from_affine
-from attnunet.data.readers import _FORMATS, DataError, _extension, _optional, _sitk, _stem
+from attnunet.data.readers import (
+    _FORMATS,
+    DataError,
+    _extension,
+    _optional,
+    _sitk,
+    _stem,
+    read_geometry,
+)
 
 __all__ = ["prediction_name", "write_mask", "write_prediction"]
 
 _ITK_EXTENSIONS = (".nrrd", ".nhdr", ".mha", ".mhd")
 _WRITE_EXTENSIONS = (".png", ".tif", ".tiff", ".npy", ".nii", ".nii.gz", *_ITK_EXTENSIONS)
-_COMPRESSED = (".nrrd", ".mha")  # single-file formats written with compression
+_COMPRESSED = (".nrrd", ".mha")
+_MEDICAL = (
+    ".nii",
+    ".nii.gz",
+    ".nrrd",
+    ".nhdr",
+    ".mha",
+    ".mhd",
+)  # inputs with geometry  # single-file formats written with compression
 
 # fmt="auto": the extension of the prediction for each input extension
 _AUTO_EXTENSIONS = {
@@ -146,7 +162,8 @@ def _itk_frame(
 def _write_itk(path: Path, labels: np.ndarray, geometry: Geometry | None) -> None:
     ext = _extension(path)
     sitk = _sitk(path, _FORMATS[ext], "writing")
-    image = sitk.GetImageFromArray(labels)
+    # the labels are in ITK index order (x, y, z); GetImageFromArray takes (z, y, x)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(labels.transpose()))
     frame = _itk_frame(geometry, labels)
     if frame is not None:
         origin, spacing, direction = frame
@@ -240,11 +257,13 @@ def write_mask(
       (``NIFTI_XFORM_SCANNER_ANAT``: scanner-based anatomical coordinates) and units of
       mm. Without a geometry (or an affine), the affine is the identity, with sform code
       2 (aligned) and qform code 0, as nibabel writes it.
-    * NRRD and MetaImage: spacing, origin and direction from ``geometry.header`` when it
-      is a SimpleITK header dict of the labels' dimension, else from ``geometry.affine``
-      (a 2D label map takes the affine's in-plane part); without either, SimpleITK's
-      defaults (unit spacing, origin 0, identity direction). The source's metadata
-      dictionary is not copied (it describes the image, not the labels).
+    * NRRD and MetaImage: the labels' axes (ITK's ``x, y, z``, as the readers give
+      them) are reversed for ``SimpleITK.GetImageFromArray``. Spacing, origin and
+      direction come from ``geometry.header`` when it is a SimpleITK header dict of the
+      labels' dimension, else from ``geometry.affine`` (a 2D label map takes the affine's
+      in-plane part); without either, SimpleITK's defaults (unit spacing, origin 0,
+      identity direction). The source's metadata dictionary is not copied (it describes
+      the image, not the labels).
     * PNG, TIFF and ``.npy`` store no geometry; it is ignored.
 
     Args:
@@ -346,6 +365,34 @@ def prediction_name(
     return f"{name}.{ext}"
 
 
+def _input_geometry(image_path: Path, target: Path, shape: tuple[int, ...]) -> Geometry | None:
+    """The geometry of ``image_path`` when it is a medical image that exists and the
+    ``target`` format stores geometry; ``None`` otherwise.
+
+    Raises:
+        ValueError: when the image's grid is not the labels' (naming both files).
+    """
+    if _extension(target) not in (".nii", ".nii.gz", *_ITK_EXTENSIONS):
+        return None
+    if not (image_path.is_dir() or (image_path.is_file() and _extension(image_path) in _MEDICAL)):
+        return None
+    try:
+        geometry = read_geometry(image_path, len(shape) if len(shape) in (2, 3) else None)
+    except DataError as error:
+        raise ValueError(
+            f"{image_path}: cannot give its geometry to the labels of shape {shape} "
+            f"for {target} ({error}); pass geometry= (from read_image(..., "
+            f"with_geometry=True)) of the image the labels belong to"
+        ) from error
+    if geometry.shape != shape:
+        raise ValueError(
+            f"{image_path}: the image has shape {geometry.shape} but the labels written to "
+            f"{target} have shape {shape}; pass geometry= (from read_image(..., "
+            f"with_geometry=True)) of the image the labels belong to"
+        )
+    return geometry
+
+
 def write_prediction(
     out_dir: str | os.PathLike[str],
     image_path: str | os.PathLike[str],
@@ -361,10 +408,19 @@ def write_prediction(
     The file is ``out_dir / prediction_name(image_path, fmt, name=name)``:
     ``fmt="auto"`` writes the input's format (NIfTI stays NIfTI, NRRD NRRD, a DICOM
     series becomes ``.nii.gz``, JPEG becomes PNG, ``.npz`` becomes ``.npy``; see
-    :func:`prediction_name`). Pass the image's ``geometry`` (from
-    :func:`~attnunet.data.read_image` with ``with_geometry=True``) so that the labels keep
-    its place in the world; without it a NIfTI file gets an identity affine. See
-    :func:`write_mask` for formats, geometry and the overwrite rule.
+    :func:`prediction_name`). The labels keep the image's place in the world: pass the
+    image's ``geometry`` (from :func:`~attnunet.data.read_image` with
+    ``with_geometry=True``); without it, when ``image_path`` exists and is a NIfTI,
+    NRRD, MetaImage file or a DICOM folder and the file written stores geometry (NIfTI,
+    NRRD, MetaImage), its geometry is read with :func:`~attnunet.data.read_geometry`
+    (``spatial_dims`` = the labels' dimensions), so that a medical input never gets an
+    identity affine by accident. See :func:`write_mask` for formats, geometry and the
+    overwrite rule.
+
+    Raises:
+        ValueError: as :func:`write_mask`; also when ``geometry`` is not given and the
+            geometry read from ``image_path`` has another shape than ``labels`` (the
+            message names the file).
 
     Examples:
         >>> import tempfile
@@ -376,4 +432,6 @@ def write_prediction(
     """
     spatial_dims = int(np.ndim(labels)) if isinstance(labels, np.ndarray) else labels.dim()
     target = Path(out_dir) / prediction_name(image_path, fmt, name=name, spatial_dims=spatial_dims)
+    if geometry is None:
+        geometry = _input_geometry(Path(image_path), target, tuple(labels.shape))
     return write_mask(target, labels, overwrite=overwrite, geometry=geometry)
