@@ -177,7 +177,7 @@ def test_dict_round_trip_and_describe():
     assert Preprocessing.from_dict(data) == prep
     assert prep.describe() == (
         "channel 0 ct (clip -100 to 250.5, mean 40, std 80), channel 1 zscore; "
-        "resampled to spacing 2.5 x 0.75 x 0.75"
+        "spacing 2.5 x 0.75 x 0.75 (others resampled)"
     )
 
 
@@ -195,10 +195,16 @@ def test_auto_target_is_median_spacing():
     assert prep.target_spacing == (2.0, 1.0, 0.8)
 
 
-def test_auto_target_none_for_equal_unknown_or_2d():
+def test_auto_target_for_equal_spacings_and_none_for_unknown_or_2d():
     images, masks = _volumes(2)
     equal = [(1.0, 0.5, 0.5), (1.0005, 0.5, 0.5)]  # within 1e-3, relative
-    assert Preprocessing.fingerprint(images, masks, equal, schemes="zscore").target_spacing is None
+    prep = Preprocessing.fingerprint(images, masks, equal, schemes="zscore")
+    # the training spacing is the target: training cases stay as they are, a test case at
+    # another spacing is resampled to it
+    assert prep.target_spacing == (1.0, 0.5, 0.5)
+    image = np.arange(64, dtype=np.float32).reshape(1, 4, 4, 4)
+    assert prep.prepare(image, (1.0005, 0.5, 0.5)).shape == (1, 4, 4, 4)
+    assert prep.prepare(image, (2.0, 0.5, 0.5)).shape == (1, 8, 4, 4)
     unknown = [(1.0, 0.5, 0.5), None]
     assert (
         Preprocessing.fingerprint(images, masks, unknown, schemes="zscore").target_spacing is None

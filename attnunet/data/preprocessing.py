@@ -279,7 +279,7 @@ class Preprocessing:
         Examples:
             >>> prep = Preprocessing(("ct",), (CTStats(-100, 300, 40, 80),), (2, 1, 1))
             >>> print(prep.describe())
-            channel 0 ct (clip -100 to 300, mean 40, std 80); resampled to spacing 2 x 1 x 1
+            channel 0 ct (clip -100 to 300, mean 40, std 80); spacing 2 x 1 x 1 (others resampled)
         """
         parts = []
         for channel, (scheme, stat) in enumerate(zip(self.schemes, self.ct_stats, strict=True)):
@@ -293,7 +293,8 @@ class Preprocessing:
         if self.target_spacing is None:
             spacing = "no resampling"
         else:
-            spacing = "resampled to spacing " + " x ".join(f"{s:.4g}" for s in self.target_spacing)
+            size = " x ".join(f"{s:.4g}" for s in self.target_spacing)
+            spacing = f"spacing {size} (others resampled)"
         return f"{', '.join(parts)}; {spacing}"
 
     # --------------------------------------------------------------------- applying
@@ -376,6 +377,8 @@ class Preprocessing:
                 f"image needs its voxel spacing; read it from a file that stores one "
                 f"(NIfTI, for instance)"
             )
+        if np.allclose(spacing, self.target_spacing, rtol=_SPACING_RTOL, atol=0.0):
+            return tuple(shape)  # the target spacing already (header rounding aside)
         return resampled_shape(shape, spacing, self.target_spacing)
 
     # --------------------------------------------------------------------- fingerprint
@@ -397,9 +400,10 @@ class Preprocessing:
 
         CT statistics (for ``"ct"`` channels) come from the foreground voxels of every
         training image: mask ``> 0``, without ``ignore`` voxels. ``target_spacing="auto"``
-        is ``None`` (no resampling) for 2D data, when a spacing is unknown, or when every
-        case has the same spacing (within 1e-3, relative); else the median spacing per
-        axis, nnU-Net's default target.
+        is ``None`` (no resampling) for 2D data or when a spacing is unknown; else the
+        median spacing per axis, nnU-Net's default target (when every training case has
+        one spacing, that spacing: the training cases are then not resampled, and a case
+        at another spacing is, as nnU-Net does).
 
         Args:
             images: the training images, ``(C, *S)`` each (read once, in step with the
@@ -605,7 +609,7 @@ def _auto_target(
             f"{sorted({len(s or ()) for s in spacings})} values"
         )
     if np.allclose(table, table[0], rtol=_SPACING_RTOL, atol=0.0):
-        return None
+        return tuple(float(s) for s in table[0])
     return tuple(float(s) for s in np.median(table, axis=0))
 
 
