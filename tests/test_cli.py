@@ -181,7 +181,10 @@ def test_train_evaluate_predict_3d(tmp_path, capsys):
         ],
         capsys,
     )
-    assert code == 0, err and "(n=3)" in out
+    assert code == 0, err
+    assert "(n=3)" in out
+    # .npy files have no voxel size: the model's (the --spacing of training) is assumed, aloud
+    assert "vol0.npy has no voxel size: taken as the model's 2 x 1 x 1 mm" in err
     code, _, err = _run(
         [
             "predict",

@@ -237,9 +237,10 @@ def test_image_and_mask_with_different_affines_are_refused(tmp_path, capsys):
     code, _, err = _run([*args, "--out", tmp_path / "a"], capsys)
     assert code == 2
     assert "images/spine_01.nii.gz" in err and "masks/spine_01.nii.gz" in err
-    with pytest.warns(UserWarning, match="spine_01"):
-        code, _, err = _run([*args, "--out", tmp_path / "b", "--allow-geometry-mismatch"], capsys)
+    code, _, err = _run([*args, "--out", tmp_path / "b", "--allow-geometry-mismatch"], capsys)
     assert code == 0, err
+    warned = [line for line in err.splitlines() if line.startswith("attnunet: warning:")]
+    assert len(warned) == 1 and "spine_01" in warned[0] and "used anyway" in warned[0]
 
 
 def test_resume_refuses_a_changed_data_set(tmp_path, capsys):
@@ -691,3 +692,84 @@ def test_pooled_hd95_equals_medpy_and_train_spacing_is_not_stored(trained, tmp_p
     for a, b in zip(own, given, strict=True):
         assert float(a["hd95"]) == pytest.approx(float(b["hd95"]), rel=1e-6)
         assert float(a["hd95"]) != pytest.approx(float(b["hd95"]) * 5 / 0.9, rel=0.2)
+
+
+def test_predict_never_replaces_an_input_even_with_overwrite(trained, tmp_path, capsys):
+    import shutil
+
+    data, run = trained
+    folder = tmp_path / "both"
+    shutil.copytree(data / "images", folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    code, _, err = _run(
+        ["predict", "--model", run, "--images", folder, "--out", folder, "--overwrite", "--quiet"],
+        capsys,
+    )
+    assert code == 2 and "is one of the input files" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_a_failed_train_writes_nothing_and_resume_names_what_changed(tmp_path, capsys):
+    data = _folder(tmp_path / "data", n=3)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("0 background\n21 L1\n22 L2\n")  # 23 is missing
+    run = tmp_path / "run"
+    args = ["train", "--images", data / "images", "--model", "unet", *TINY, "--out", run]
+    code, _, err = _run([*args, "--labels", labels], capsys)
+    assert code == 2 and "23" in err and str(labels) in err
+    assert not run.exists()  # nothing written: the corrected command just runs
+    assert _run(args, capsys)[0] == 0
+    code, _, err = _run([*args, "--resume", "--epochs", "2", "--normalisation", "ct"], capsys)
+    assert (
+        code == 2 and "task.preprocessing" in err and "'zscore'" in err and "\n" not in err.strip()
+    )
+
+
+def test_compare_saves_models_with_their_task(tmp_path, capsys):
+    data = _folder(tmp_path / "data", n=4)
+    out_dir = tmp_path / "study"
+    code, _, err = _run(
+        [
+            "compare",
+            "--data",
+            data,
+            "--models",
+            "unet",
+            "--out",
+            out_dir,
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--patch-size",
+            "16,16,8",
+            "--channels",
+            "4,8",
+            "--batch-size",
+            "2",
+            "--quiet",
+            "--val-fraction",
+            "0.5",
+            "--save-models",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    config = json.loads((out_dir / "models" / "unet" / "config.json").read_text())
+    assert tuple(config["metadata"]["task"]["labels"]["values"]) == LABELS
+    code, _, err = _run(
+        [
+            "predict",
+            "--model",
+            out_dir / "models" / "unet",
+            "--images",
+            data / "images",
+            "--out",
+            tmp_path / "p",
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    written = np.asarray(nib.load(tmp_path / "p" / "spine_00.nii.gz").dataobj)
+    assert set(np.unique(written).tolist()) <= set(LABELS)

@@ -154,8 +154,9 @@ def test_a_case_that_does_not_fit_the_model_is_refused_in_one_line():
     with pytest.raises(DataError) as error:
         task.predict_classes(Threshold(), case, TrainSettings())
     message = str(error.value)
-    assert message.startswith("ball.nii.gz: a 3D image with 1 channel(s)")
-    assert "the model takes 2D images with 3 channel(s)" in message and "\n" not in message
+    assert message.startswith("ball.nii.gz: a 3D image with 1 channel (40, 36, 16)")
+    assert "the model takes 2D images with 3 channels; use a model trained on 3D" in message
+    assert "\n" not in message
 
 
 def test_a_resampling_model_needs_the_voxel_size_and_names_the_file():

@@ -73,12 +73,17 @@ def _model_arg(text: str) -> tuple[str, Any]:
 def _add_recipe(p: argparse.ArgumentParser, epochs: int | None, steps: int | None) -> None:
     """The training-recipe options of compare and train, with their default epochs and steps."""
     g = p.add_argument_group("training recipe")
-    g.add_argument("--epochs", type=int, default=epochs, help="epochs (default: %(default)s)")
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=epochs,
+        help=f"epochs (default: {epochs or '8 in 2D, 4 in 3D'})",
+    )
     g.add_argument(
         "--steps-per-epoch",
         type=int,
         default=steps,
-        help="optimisation steps per epoch (default: %(default)s)",
+        help=f"optimisation steps per epoch (default: {steps or '25 in 2D, 12 in 3D'})",
     )
     g.add_argument(
         "--batch-size", type=int, default=None, help="patches per step (default: 8 in 2D, 2 in 3D)"

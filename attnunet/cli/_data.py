@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,7 +148,7 @@ def read_cases(
     spatial_dims: int | None = None,
 ) -> list[Case]:
     """Every case of a folder (or one file), checked, with its geometry."""
-    from attnunet.data import find_pairs, load_cases
+    from attnunet.data import GeometryWarning, find_pairs, load_cases
 
     if not images.exists():
         raise UsageError(
@@ -154,12 +156,16 @@ def read_cases(
             f"NIfTI, NRRD, MHA) or an nnU-Net raw dataset"
         )
     pairs = find_pairs(images, masks, require_masks=need_masks)
-    cases = load_cases(
-        pairs,
-        spatial_dims=spatial_dims if spatial_dims is not None else args.spatial_dims,
-        allow_mismatch=args.allow_geometry_mismatch,
-        keep_values=keep_values,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", GeometryWarning)
+        cases = load_cases(
+            pairs,
+            spatial_dims=spatial_dims if spatial_dims is not None else args.spatial_dims,
+            allow_mismatch=args.allow_geometry_mismatch,
+            keep_values=keep_values,
+        )
+    for warning in caught:  # one line each, without Python's file and line
+        print(f"attnunet: warning: {warning.message}", file=sys.stderr)
     return with_spacing(cases, args.spacing)
 
 
@@ -177,6 +183,27 @@ def with_spacing(cases: list[Case], spacing: Sequence[float] | None) -> list[Cas
                 f"({case.pair.image}), got {len(spacing)}"
             )
         case.geometry = dataclasses.replace(case.geometry, spacing=tuple(spacing))
+    return cases
+
+
+def assume_model_spacing(cases: list[Case], task: Task) -> list[Case]:
+    """A file without a voxel size (NumPy, TIFF, PNG) given to a model that resamples is
+    taken to be at the model's spacing, with a note on stderr saying so (``--spacing``
+    gives the right one)."""
+    import dataclasses
+
+    target = task.preprocessing.target_spacing
+    if target is None:
+        return cases
+    for case in cases:
+        if case.spacing is None:
+            case.geometry = dataclasses.replace(case.geometry, spacing=tuple(target))
+            size = " x ".join(f"{s:g}" for s in target)
+            print(
+                f"attnunet: note: {case.pair.image} has no voxel size: taken as the model's "
+                f"{size} mm (give --spacing if it is another)",
+                file=sys.stderr,
+            )
     return cases
 
 
@@ -228,6 +255,7 @@ def make_task(
     labels: LabelSet | None,
 ) -> Task:
     """The task of the training cases (labels discovered when not declared)."""
+    from attnunet.data import DataError
     from attnunet.training import Task
 
     names = None if dataset is None else dataset.channel_names
@@ -249,8 +277,45 @@ def make_task(
             normalisation=normalisation,
             target_spacing=target,
         )
+    except DataError as error:
+        raise _with_source(error, args, dataset) from None
     except ValueError as error:
         raise UsageError(str(error)) from None
+
+
+def make_volumes(
+    args: argparse.Namespace,
+    task: Task,
+    cases: Sequence[Case],
+    dataset: NnUNetDataset | None,
+    names: Sequence[str] | None = None,
+) -> list[Any]:
+    """``task.volumes(cases, names)``; a label that was not declared names the declaration."""
+    from attnunet.data import DataError
+
+    try:
+        return task.volumes(cases, names)
+    except DataError as error:
+        raise _with_source(error, args, dataset) from None
+
+
+def _with_source(error: Exception, args: argparse.Namespace, dataset: Any) -> Exception:
+    """``error`` with where the labels were declared, when they were."""
+    from attnunet.data import DataError
+
+    source = _labels_source(args, dataset)
+    return DataError(f"{error} (labels declared {source})") if source else error
+
+
+def _labels_source(args: argparse.Namespace, dataset: NnUNetDataset | None) -> str:
+    """Where the labels were declared, for messages ("" when they were found in the masks)."""
+    if args.labels is not None:
+        return f"in {args.labels}"
+    if dataset is not None:
+        return f"in {dataset.root / 'dataset.json'}"
+    if args.num_classes is not None:
+        return f"by --num-classes {args.num_classes}"
+    return ""
 
 
 # ------------------------------------------------------------------------ the story

@@ -25,6 +25,7 @@ from attnunet.cli._data import (
     declared_labels,
     keeps_255,
     make_task,
+    make_volumes,
     read_cases,
     tell_data,
 )
@@ -214,8 +215,8 @@ def _study_data(args: argparse.Namespace) -> StudyData:
     val_names = [prediction_name(c.pair.image, name=c.name) for c in val_c]
     return StudyData(
         name=str(args.data),
-        train=task.volumes(train_c),
-        val=task.volumes(val_c, val_names),
+        train=make_volumes(args, task, train_c, dataset),
+        val=make_volumes(args, task, val_c, dataset, val_names),
         spatial_dims=task.spatial_dims,
         in_channels=task.in_channels,
         num_classes=task.num_classes,
@@ -223,6 +224,7 @@ def _study_data(args: argparse.Namespace) -> StudyData:
         description=f"{args.data}: {len(train_c)} training and {len(val_c)} validation images",
         ignore_index=IGNORE_INDEX if task.labels.ignore is not None else None,
         class_names=task.labels.column_names,
+        metadata={"task": task.to_dict()},  # saved with --save-models
     )
 
 

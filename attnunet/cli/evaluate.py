@@ -15,7 +15,13 @@ from attnunet.cli._common import (
     _Subparsers,
     _threads,
 )
-from attnunet.cli._data import add_geometry_options, for_inference, keeps_255, read_cases
+from attnunet.cli._data import (
+    add_geometry_options,
+    assume_model_spacing,
+    for_inference,
+    keeps_255,
+    read_cases,
+)
 
 if TYPE_CHECKING:
     from attnunet.data import Case
@@ -91,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, spacing=None, hd95_convention=args.hd95_convention)
     images = for_inference(args.images, need_masks=True)
     cases = read_cases(images, args.masks, args, keep_values=keeps_255(task.labels))
+    cases = assume_model_spacing(cases, task)
     rows: list[dict[str, Any]] = []
     acc = MetricAccumulator()
     bar = Progress(len(cases), "evaluate", not args.quiet)

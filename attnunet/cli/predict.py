@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attnunet.cli._common import (
+    UsageError,
     _add_inference_options,
     _device,
+    _floats,
     _load_trained,
     _Subparsers,
     _threads,
 )
-from attnunet.cli._data import for_inference, keeps_255
+from attnunet.cli._data import assume_model_spacing, for_inference, with_spacing
 
 if TYPE_CHECKING:
     from attnunet.data import Case, Pair
@@ -66,6 +68,13 @@ def add_parser(subparsers: _Subparsers) -> None:
     )
     pr.add_argument("--overwrite", action="store_true", help="replace existing predictions")
     pr.add_argument(
+        "--spacing",
+        type=_floats,
+        default=None,
+        help="voxel size of the images, e.g. 0.8,0.8,3 (default: each file's header), for "
+        "files without one when the model resamples",
+    )
+    pr.add_argument(
         "--allow-geometry-mismatch",
         action="store_true",
         help="use channel files whose spacing or affine differ (with a warning)",
@@ -86,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         FileExistsError: a label map to write exists and ``--overwrite`` was not given.
     """
-    from attnunet.data import find_pairs, prediction_name, write_prediction
+    from attnunet.data import find_pairs, write_prediction
     from attnunet.training import Progress
 
     _threads(args.threads)
@@ -96,17 +105,14 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--images {args.images} does not exist")
     images = for_inference(args.images, need_masks=False)
     # prediction reads images only: masks beside them are not read (nor checked)
-    pairs = [replace(p, mask=None) for p in find_pairs(images, None, require_masks=False)]
-    names = [prediction_name(p.image, args.format, name=p.name) for p in pairs]
-    clash = [args.out / n for n in names if (args.out / n).exists()]
-    if clash and not args.overwrite:
-        raise FileExistsError(
-            f"{clash[0]} already exists: choose another --out or pass --overwrite"
-        )
-    args.out.mkdir(parents=True, exist_ok=True)
+    found = find_pairs(images, None, require_masks=False)
+    pairs = [replace(p, mask=None) for p in found]
+    _check_targets(args, pairs, found)
     bar = Progress(len(pairs), "predict", not args.quiet)
     for pair in pairs:
-        case = _read(pair, task, args.allow_geometry_mismatch)
+        case = assume_model_spacing(
+            [_read(pair, task, args.allow_geometry_mismatch, args.spacing)], task
+        )[0]
         labels = task.predict(model, case, settings, device)
         write_prediction(
             args.out,
@@ -126,22 +132,46 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read(pair: Pair, task: Task, allow_mismatch: bool) -> Case:
+def _check_targets(args: argparse.Namespace, pairs: list[Pair], found: list[Pair]) -> None:
+    """Refuse to write over an input (an image or a mask beside it), even with
+    --overwrite, and over an earlier prediction without it."""
+    from attnunet.data import prediction_name
+
+    targets = [args.out / prediction_name(p.image, args.format, name=p.name) for p in pairs]
+    inputs = {
+        path.resolve()
+        for pair in found
+        for path in (*pair.images, *([pair.mask] if pair.mask is not None else []))
+    }
+    for target in targets:
+        if target.resolve() in inputs:
+            raise FileExistsError(
+                f"{target} is one of the input files: a prediction never replaces an image "
+                f"or a mask, even with --overwrite; choose another --out"
+            )
+    clash = [t for t in targets if t.exists()]
+    if clash and not args.overwrite:
+        raise FileExistsError(
+            f"{clash[0]} already exists: choose another --out or pass --overwrite"
+        )
+
+
+def _read(pair: Pair, task: Task, allow_mismatch: bool, spacing: Any) -> Case:
     """Read an image for the model: as its file says (a NIfTI volume is 3D), else as the
     model's dimensions make it (a ``(3, H, W)`` array is a 3-channel 2D image for a 2D
     model); refused with one line naming the file when neither fits the model."""
     from attnunet.data import DataError, load_case
 
-    case = load_case(pair, allow_mismatch=allow_mismatch, keep_values=keeps_255(task.labels))
+    case = with_spacing([load_case(pair, allow_mismatch=allow_mismatch)], spacing)[0]
     try:
         task.check(case)
     except DataError as first:
         try:
             again = load_case(pair, spatial_dims=task.spatial_dims, allow_mismatch=allow_mismatch)
             task.check(again)
-        except DataError:
+        except (DataError, UsageError):
             raise first from None
-        return again
+        return with_spacing([again], spacing)[0]
     return case
 
 

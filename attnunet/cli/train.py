@@ -30,13 +30,14 @@ from attnunet.cli._data import (
     declared_labels,
     keeps_255,
     make_task,
+    make_volumes,
     read_cases,
     tell_data,
 )
 
 if TYPE_CHECKING:
     from attnunet.data import Case, NnUNetDataset
-    from attnunet.training import Task, TrainResult, TrainSettings
+    from attnunet.training import Task, TrainResult, TrainSettings, Volume
 
 __all__ = ["add_parser", "run"]
 
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         0 when training finished; problems raise :class:`UsageError` or the library's
         errors, which :func:`attnunet.cli.main` turns into messages and exit statuses.
     """
-    from attnunet.data import IGNORE_INDEX, data_fingerprint, prediction_name
+    from attnunet.data import IGNORE_INDEX, data_fingerprint
     from attnunet.models import create_model
     from attnunet.training import init_distributed, train
 
@@ -179,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
     )
     result = train(
         model,
-        data.task.volumes(data.train),
-        data.task.volumes(data.val, [prediction_name(c.pair.image, name=c.name) for c in data.val]),
+        data.train_volumes,
+        data.val_volumes,
         settings,
         args.out,
         resume=args.resume,
@@ -205,10 +206,14 @@ class _Data:
     val: list[Case]
     dataset: NnUNetDataset | None
     task: Task
+    train_volumes: list[Volume]
+    val_volumes: list[Volume]
 
 
 def _read_data(args: argparse.Namespace) -> _Data:
-    """Read --images (and --val-images), split, and work out the task."""
+    """Read --images (and --val-images), split, work out the task and the volumes."""
+    from attnunet.data import prediction_name
+
     dataset = dataset_info(args.images)
     labels = declared_labels(args, dataset)
     # discovered labels are the values as written (a 0/255 mask is the classes 0 and 255);
@@ -227,7 +232,16 @@ def _read_data(args: argparse.Namespace) -> _Data:
             spatial_dims=cases[0].spatial_dims,
         )
     task = make_task(args, train_c, val_c, dataset, labels)
-    return _Data(train_c, val_c, dataset, task)
+    # every check on the data runs here, before anything is written in --out
+    val_names = [prediction_name(c.pair.image, name=c.name) for c in val_c]
+    return _Data(
+        train_c,
+        val_c,
+        dataset,
+        task,
+        make_volumes(args, task, train_c, dataset),
+        make_volumes(args, task, val_c, dataset, val_names),
+    )
 
 
 def _tell_end(args: argparse.Namespace, result: TrainResult, has_val: bool, seconds: float) -> None:
@@ -239,7 +253,8 @@ def _tell_end(args: argparse.Namespace, result: TrainResult, has_val: bool, seco
         else "no validation data: the final model is kept"
     )
     print(
-        f"{args.model}: {len(result.history)} epochs in {seconds / 60:.1f} min, {best}\n"
+        f"{args.model}: {len(result.history)} epoch{'s' if len(result.history) != 1 else ''} "
+        f"in {seconds / 60:.1f} min, {best}\n"
         f"model: {out / 'best'} (attnunet predict --model {out}); checkpoint: "
         f"{out / 'checkpoints' / 'last.pt'}; history: {out / 'history.json'}, "
         f"{out / 'curves.png'}"
@@ -305,8 +320,14 @@ def _check_resume(out: Path, record: dict[str, Any], settings: TrainSettings) ->
         )
     previous = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
     _check_same_data(saved, previous, record)
-    for key in ("model", "model_args", "in_channels", "task"):
-        if previous.get(key, record[key] if key == "task" else None) != record[key]:
+    changed_task = _differences(previous.get("task", record["task"]), record["task"], "task")
+    if changed_task:
+        raise UsageError(
+            f"--resume: {'; '.join(changed_task[:4])} in {saved}; resume with the same data "
+            f"and options (--labels, --ignore-label, --normalisation, --target-spacing)"
+        )
+    for key in ("model", "model_args", "in_channels"):
+        if previous.get(key) != record[key]:
             raise UsageError(
                 f"--resume: {key} was {previous.get(key)!r} in {saved}, now "
                 f"{record[key]!r}; resume with the same options"
@@ -317,6 +338,17 @@ def _check_resume(out: Path, record: dict[str, Any], settings: TrainSettings) ->
             f"--resume: {', '.join(changed)} differ from the interrupted run "
             f"({saved}); resume with the same options (only --epochs may change)"
         )
+
+
+def _differences(before: Any, now: Any, where: str) -> list[str]:
+    """The paths (``task.labels.ignore``) at which two JSON values differ, with both values."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [
+            change
+            for key in sorted(set(before) | set(now))
+            for change in _differences(before.get(key), now.get(key), f"{where}.{key}")
+        ]
+    return [] if before == now else [f"{where} was {before!r}, now {now!r}"]
 
 
 def _check_same_data(saved: Path, previous: dict[str, Any], record: dict[str, Any]) -> None:

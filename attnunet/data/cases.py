@@ -95,13 +95,11 @@ def _differs(what: str, first: Path, second: Path, problem: str, allow: bool) ->
         f"voxel grid. Resample one onto the other"
     )
     if allow:
-        warnings.warn(
-            message + " (used anyway: allow_mismatch=True)", GeometryWarning, stacklevel=3
-        )
+        warnings.warn(message + " (used anyway, as asked)", GeometryWarning, stacklevel=3)
         return
     raise DataError(
-        message + ", or pass allow_mismatch=True (--allow-geometry-mismatch) to use "
-        "them as they are"
+        message + ", or pass --allow-geometry-mismatch (allow_mismatch=True in Python) to "
+        "use them as they are"
     )
 
 
@@ -247,6 +245,9 @@ def fingerprint_changes(
 ) -> list[str]:
     """What differs between two :func:`data_fingerprint` records, in words (empty: none).
 
+    Only what both records hold is compared, so a record written by an earlier version
+    (without checksums, say) still compares on the rest.
+
     Examples:
         >>> a = [{"name": "c1", "shape": [4, 4]}, {"name": "c2", "shape": [4, 4]}]
         >>> b = [{"name": "c1", "shape": [4, 5]}, {"name": "c3", "shape": [4, 4]}]
@@ -261,7 +262,7 @@ def fingerprint_changes(
         before = old.get(name)
         if before is None:
             continue
-        for key in sorted(set(before) | set(case)):
-            if before.get(key) != case.get(key):
+        for key in sorted(set(before) & set(case)):  # a key not recorded then is not compared
+            if before[key] != case[key]:
                 changes.append(f"{name}: {key} was {before.get(key)}, now {case.get(key)}")
     return changes

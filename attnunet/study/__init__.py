@@ -15,7 +15,7 @@ import platform
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ class StudyData:
     description: str
     ignore_index: int | None = None
     class_names: tuple[str, ...] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def tiles(volume: Volume, size: Sequence[int]) -> list[Volume]:
@@ -256,7 +257,12 @@ def run_study(
         if save_models:
             from attnunet.models import save_pretrained
 
-            save_pretrained(model, out / "models" / name, overwrite=True)
+            save_pretrained(
+                model,
+                out / "models" / name,
+                overwrite=True,
+                metadata={**data.metadata, "settings": settings.to_dict()},
+            )
         log(
             f"{name}: Dice {row['dice']:.3f}, IoU {row['iou']:.3f}, HD95 {row['hd95']:.2f}, "
             f"ASSD {row['assd']:.2f} ({seconds:.0f} s)"

@@ -144,13 +144,22 @@ class Task:
         Raises:
             DataError: one line naming the file and what the model expects.
         """
-        got = (case.spatial_dims, int(case.image.shape[0]))
-        if got != (self.spatial_dims, self.in_channels):
-            raise DataError(
-                f"{case.pair.image}: a {got[0]}D image with {got[1]} channel(s) "
-                f"{tuple(case.image.shape[1:])}, but the model takes {self.spatial_dims}D "
-                f"images with {self.in_channels} channel(s)"
+        dims, channels = case.spatial_dims, int(case.image.shape[0])
+        if (dims, channels) == (self.spatial_dims, self.in_channels):
+            return
+        if dims != self.spatial_dims:
+            hint = f"use a model trained on {dims}D data, or give {self.spatial_dims}D images"
+        else:
+            last = self.in_channels - 1
+            hint = (
+                f"give images with {self.in_channels} channel{_s(self.in_channels)} (an "
+                f"nnU-Net case has one file per channel, _0000 to _{last:04d})"
             )
+        raise DataError(
+            f"{case.pair.image}: a {dims}D image with {channels} channel{_s(channels)} "
+            f"{tuple(case.image.shape[1:])}, but the model takes {self.spatial_dims}D images "
+            f"with {self.in_channels} channel{_s(self.in_channels)}; {hint}"
+        )
 
     def grid_spacing(self, case: Case) -> tuple[float, ...] | None:
         """The voxel size of ``case`` as the model sees it: the target spacing when the
@@ -231,6 +240,11 @@ class Task:
         """
         assert case.mask is not None
         return self.labels.encode(case.mask, case.pair.mask)
+
+
+def _s(count: int) -> str:
+    """The plural ending for ``count``."""
+    return "" if count == 1 else "s"
 
 
 def legacy_task(settings: TrainSettings, in_channels: int) -> Task:
