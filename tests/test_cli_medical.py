@@ -453,6 +453,11 @@ def test_ignore_label_is_declared_and_kept_out(tmp_path, capsys):
     assert tuple(record["task"]["labels"]["values"]) == LABELS
     assert record["task"]["labels"]["ignore"] == 255
     assert record["settings"]["ignore_index"] == -1
+    # evaluation takes the masks with their ignored slab
+    code, _, err = _run(
+        ["evaluate", "--model", run, "--images", data / "images", "--quiet"], capsys
+    )
+    assert code == 0, err
     code, _, err = _run(
         ["train", "--images", data / "images", "--out", tmp_path / "r2", "--model", "unet", *TINY],
         capsys,
@@ -460,6 +465,25 @@ def test_ignore_label_is_declared_and_kept_out(tmp_path, capsys):
     assert code == 0, err  # undeclared, 255 is a class of its own
     values = json.loads((tmp_path / "r2" / "training.json").read_text())["task"]["labels"]
     assert tuple(values["values"]) == (*LABELS, 255)
+    strict = tmp_path / "strict"
+    assert (
+        _run(
+            [
+                "train",
+                "--images",
+                data / "images",
+                "--out",
+                strict,
+                "--model",
+                "unet",
+                "--num-classes",
+                "4",
+                *TINY,
+            ],
+            capsys,
+        )[0]
+        == 2
+    )  # 21.. are not 0..3
 
 
 def test_spacings_that_differ_are_resampled_to_the_median_and_back(tmp_path, capsys):

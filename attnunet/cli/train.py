@@ -170,18 +170,22 @@ def run(args: argparse.Namespace) -> int:
     _prepare_on_rank_0(args, record, settings, main=ctx.main, world=ctx.world)
     if ctx.main:
         tell_data(args.images, data.train, data.val, data.task, data.dataset, str(device))
+    # the volumes are what training needs; the files' raw arrays go (half the memory of
+    # a CT data set)
+    task, train_volumes, val_volumes = data.task, data.train_volumes, data.val_volumes
+    del data
     torch.manual_seed(settings.seed)
     model = create_model(
         args.model,
-        spatial_dims=data.task.spatial_dims,
-        in_channels=data.task.in_channels,
-        num_classes=data.task.num_classes,
+        spatial_dims=task.spatial_dims,
+        in_channels=task.in_channels,
+        num_classes=task.num_classes,
         **dict(args.model_arg),
     )
     result = train(
         model,
-        data.train_volumes,
-        data.val_volumes,
+        train_volumes,
+        val_volumes,
         settings,
         args.out,
         resume=args.resume,
@@ -189,12 +193,12 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         label=args.model,
         model_name=args.model,
-        metadata={"task": data.task.to_dict()},
+        metadata={"task": task.to_dict()},
     )
     if not ctx.main:
         return 0
-    _write_results(args, model, settings, result, data.task)
-    _tell_end(args, result, bool(data.val), time.perf_counter() - started)
+    _write_results(args, model, settings, result, task)
+    _tell_end(args, result, bool(val_volumes), time.perf_counter() - started)
     return 0
 
 
