@@ -581,31 +581,34 @@ def test_a_model_saved_without_a_task_keeps_its_percentile_normalisation(tmp_pat
     np.testing.assert_array_equal(written, expected)
 
 
+def _compare_args(data, out_dir):
+    """A tiny ``compare`` of one model on ``data``, half of it held out."""
+    tiny = ["--epochs", "1", "--steps-per-epoch", "1", "--patch-size", "16,16,8"]
+    return [
+        "compare",
+        "--data",
+        data,
+        "--models",
+        "unet",
+        "--out",
+        out_dir,
+        *tiny,
+        "--channels",
+        "4,8",
+        "--batch-size",
+        "2",
+        "--quiet",
+        "--val-fraction",
+        "0.5",
+    ]
+
+
 def test_compare_reports_every_class(tmp_path, capsys):
     data = _folder(tmp_path / "data", n=4)
     out_dir = tmp_path / "study"
     code, out, err = _run(
         [
-            "compare",
-            "--data",
-            data,
-            "--models",
-            "unet",
-            "--out",
-            out_dir,
-            "--epochs",
-            "1",
-            "--steps-per-epoch",
-            "1",
-            "--patch-size",
-            "16,16,8",
-            "--channels",
-            "4,8",
-            "--batch-size",
-            "2",
-            "--quiet",
-            "--val-fraction",
-            "0.5",
+            *_compare_args(data, out_dir),
         ],
         capsys,
     )
@@ -754,26 +757,7 @@ def test_compare_saves_models_with_their_task(tmp_path, capsys):
     out_dir = tmp_path / "study"
     code, _, err = _run(
         [
-            "compare",
-            "--data",
-            data,
-            "--models",
-            "unet",
-            "--out",
-            out_dir,
-            "--epochs",
-            "1",
-            "--steps-per-epoch",
-            "1",
-            "--patch-size",
-            "16,16,8",
-            "--channels",
-            "4,8",
-            "--batch-size",
-            "2",
-            "--quiet",
-            "--val-fraction",
-            "0.5",
+            *_compare_args(data, out_dir),
             "--save-models",
         ],
         capsys,
