@@ -781,3 +781,20 @@ def test_compare_saves_models_with_their_task(tmp_path, capsys):
     assert code == 0, err
     written = np.asarray(nib.load(tmp_path / "p" / "spine_00.nii.gz").dataobj)
     assert set(np.unique(written).tolist()) <= set(LABELS)
+
+
+def test_normalisation_per_channel(tmp_path, capsys):
+    root = _nnunet_dataset(tmp_path / "Dataset044_Two")
+    run = tmp_path / "run"
+    args = ["train", "--images", root, "--model", "unet", *TINY]
+    code, _, err = _run([*args, "--out", run, "--normalisation", "percentile,none"], capsys)
+    assert code == 0, err
+    task = json.loads((run / "training.json").read_text())["task"]
+    assert task["preprocessing"]["schemes"] == ["percentile", "none"]
+    code, _, err = _run([*args, "--out", tmp_path / "r2", "--normalisation", "ct,ct,ct"], capsys)
+    assert code == 2 and "3 schemes" in err and "2 channel" in err
+    assert not (tmp_path / "r2").exists()
+    with pytest.raises(SystemExit) as stopped:  # argparse: usage and exit status 2
+        main([str(a) for a in [*args, "--out", tmp_path / "r3", "--normalisation", "hu"]])
+    assert stopped.value.code == 2
+    assert "ct, zscore, percentile or none" in capsys.readouterr().err

@@ -37,6 +37,18 @@ def _target_spacing(text: str) -> Any:
     return _floats(text)
 
 
+def _normalisation(text: str) -> str | tuple[str, ...]:
+    """``auto``, one scheme, or one scheme per channel (an argparse ``type``)."""
+    names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in NORMALISATIONS]
+    if not names or unknown or ("auto" in names and len(names) > 1):
+        raise argparse.ArgumentTypeError(
+            f"expected auto, or ct, zscore, percentile or none (one, or one per channel "
+            f"such as ct,zscore), got {text!r}"
+        )
+    return names[0] if len(names) == 1 else names
+
+
 def add_geometry_options(p: argparse.ArgumentParser, *, dims: bool = True) -> None:
     """The options every command that reads cases has: dims (unless the command has its
     own --spatial-dims), spacing, mismatches."""
@@ -95,11 +107,13 @@ def add_label_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--normalisation",
-        choices=NORMALISATIONS,
+        type=_normalisation,
         default="auto",
+        metavar="SCHEME[,SCHEME...]",
         help="intensity normalisation: auto (CT channels of a dataset.json: clip to the "
         "training foreground's 0.5-99.5 percentiles and z-score; others: z-score per "
-        "image), or one scheme for every channel (default: auto)",
+        "image), or ct, zscore, percentile or none for every channel, or one per channel "
+        "such as ct,zscore (default: auto)",
     )
     g.add_argument(
         "--target-spacing",

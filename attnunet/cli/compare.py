@@ -215,7 +215,13 @@ def _study_data(args: argparse.Namespace) -> StudyData:
     val_names = [prediction_name(c.pair.image, name=c.name) for c in val_c]
     return StudyData(
         name=str(args.data),
-        train=make_volumes(args, task, train_c, dataset),
+        train=make_volumes(
+            args,
+            task,
+            train_c,
+            dataset,
+            [prediction_name(c.pair.image, name=c.name) for c in train_c],
+        ),
         val=make_volumes(args, task, val_c, dataset, val_names),
         spatial_dims=task.spatial_dims,
         in_channels=task.in_channels,

@@ -163,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
         "in_channels": data.task.in_channels,
         "settings": settings.to_dict(),
         "task": data.task.to_dict(),
-        "train_images": [c.name for c in data.train],
-        "val_images": [c.name for c in data.val],
+        "train_images": [v.name for v in data.train_volumes],
+        "val_images": [v.name for v in data.val_volumes],
         "data": data_fingerprint([*data.train, *data.val]),
     }
     _prepare_on_rank_0(args, record, settings, main=ctx.main, world=ctx.world)
@@ -236,15 +236,19 @@ def _read_data(args: argparse.Namespace) -> _Data:
             spatial_dims=cases[0].spatial_dims,
         )
     task = make_task(args, train_c, val_c, dataset, labels)
-    # every check on the data runs here, before anything is written in --out
-    val_names = [prediction_name(c.pair.image, name=c.name) for c in val_c]
+
+    # every check on the data runs here, before anything is written in --out; volumes are
+    # named as predict would name each case's file (the rows of val_metrics.csv)
+    def names(cases: list[Case]) -> list[str]:
+        return [prediction_name(c.pair.image, name=c.name) for c in cases]
+
     return _Data(
         train_c,
         val_c,
         dataset,
         task,
-        make_volumes(args, task, train_c, dataset),
-        make_volumes(args, task, val_c, dataset, val_names),
+        make_volumes(args, task, train_c, dataset, names(train_c)),
+        make_volumes(args, task, val_c, dataset, names(val_c)),
     )
 
 

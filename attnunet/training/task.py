@@ -96,7 +96,7 @@ class Task:
         labels: LabelSet | None = None,
         ignore: int | None = None,
         channel_names: Sequence[str] | None = None,
-        normalisation: str = "auto",
+        normalisation: str | Sequence[str] = "auto",
         target_spacing: Any = "auto",
     ) -> Task:
         """The task of a training set.
@@ -111,9 +111,9 @@ class Task:
             ignore: the ignore label when ``labels`` is discovered.
             channel_names: the channels' names; ``"CT"`` selects CT normalisation when
                 ``normalisation="auto"``.
-            normalisation: ``"auto"`` (CT for CT channels, else z-score per image), or one
-                scheme for every channel: ``"ct"``, ``"zscore"``, ``"percentile"``,
-                ``"none"``.
+            normalisation: ``"auto"`` (CT for CT channels, else z-score per image), one
+                scheme for every channel (``"ct"``, ``"zscore"``, ``"percentile"``,
+                ``"none"``), or one per channel.
             target_spacing: ``"auto"``, ``None`` or one spacing per axis (see
                 :meth:`~attnunet.data.preprocessing.Preprocessing.fingerprint`).
         """
@@ -126,8 +126,15 @@ class Task:
         channels = int(first.image.shape[0])
         if normalisation == "auto":
             schemes = tuple(schemes_for_channels(channel_names, channels))
-        else:
+        elif isinstance(normalisation, str):
             schemes = (normalisation,) * channels
+        elif len(normalisation) == channels:
+            schemes = tuple(normalisation)
+        else:
+            raise ValueError(
+                f"normalisation has {len(normalisation)} schemes ({', '.join(normalisation)}) "
+                f"for images with {channels} channel(s); give one per channel, or one for all"
+            )
         preprocessing = Preprocessing.fingerprint(
             [c.image for c in train],
             [None if c.mask is None else labels.encode(c.mask, c.pair.mask) for c in train],
