@@ -23,12 +23,13 @@ from attnunet.training.evaluation import METRICS, score_case
 SPACING = (0.7, 0.8, 3.0)
 
 
-def _settings(spatial_dims=3, num_classes=3, spacing=None):
+def _settings(spatial_dims=3, num_classes=3, spacing=None, **more):
     return TrainSettings(
         spatial_dims=spatial_dims,
         patch_size=(8,) * spatial_dims,
         num_classes=num_classes,
         spacing=spacing,
+        **more,
     )
 
 
@@ -137,6 +138,11 @@ def test_settings_spacing_overrides_the_images_and_sets_the_unit():
     image = score_case(pred, target, _settings(), spacing=(2.0, 2.0, 2.0))
     override = score_case(pred, target, _settings(spacing=(0.5, 0.5, 0.5)), spacing=(2, 2, 2))
     assert voxels["unit"] == "px" and image["unit"] == "mm" and override["unit"] == "mm"
+    # the settings' spacing is in the settings' unit (the bundled 3D sample's: micrometres);
+    # a volume's own spacing comes from a file header, in mm
+    micro = _settings(spacing=(0.5, 0.5, 0.5), spacing_unit="µm")
+    assert score_case(pred, target, micro)["unit"] == "µm"
+    assert score_case(pred, target, _settings(spacing_unit="µm"), spacing=(2, 2, 2))["unit"] == "mm"
     for metric in ("hd95", "assd", "hd95_1", "assd_2"):
         assert voxels[metric] > 0
         # An isotropic spacing s scales every distance by s.

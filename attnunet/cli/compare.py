@@ -154,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
         ignore_index=data.ignore_index,
         class_names=data.class_names,
         hd95_convention=args.hd95_convention,
+        spacing_unit=data.unit,
     )
     prepare_output(args.out, STUDY_FILES, args.overwrite)
     _print_plan(data, settings)

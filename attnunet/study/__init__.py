@@ -67,6 +67,7 @@ class StudyData:
     ignore_index: int | None = None
     class_names: tuple[str, ...] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    unit: str = "mm"
 
 
 def tiles(volume: Volume, size: Sequence[int]) -> list[Volume]:
@@ -124,6 +125,7 @@ def sample_study_data(spatial_dims: int = 2) -> StudyData:
         num_classes=2,
         spacing=tuple(sample.spacing),
         description=f"{name}: {sample.attribution}",
+        unit="px" if spatial_dims == 2 else "µm",  # nuclei2d: pixels; nuclei3d: micrometres
     )
 
 

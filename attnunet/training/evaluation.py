@@ -6,7 +6,8 @@ order:
 
 * ``"dice"``, ``"iou"``, ``"hd95"``, ``"assd"``, ``"one_piece"`` (:data:`METRICS`): each the
   mean over the image's foreground classes that have a value (see :func:`score_case`);
-* ``"unit"``: ``"mm"`` when the voxel spacing is known, else ``"px"`` (HD95 and ASSD in
+* ``"unit"``: ``"mm"`` when the voxel spacing is known (``settings.spacing_unit`` for
+  ``settings.spacing``), else ``"px"`` (HD95 and ASSD in
   voxels);
 * with more than one foreground class (``num_classes > 2``), one column per metric and
   class, ``"<metric>_<class name>"``: every Dice column (class 1 to K-1), then every IoU
@@ -257,7 +258,7 @@ def score_case(
     scale = _case_spacing(settings, spacing)
     per_class = _per_class(p, t, settings, scale)
     row: dict[str, Any] = {name: _mean(per_class[name]) for name in METRICS}
-    row["unit"] = "px" if scale is None else "mm"
+    row["unit"] = "px" if scale is None else settings.spacing_unit if settings.spacing else "mm"
     if settings.num_classes > 2:
         for metric in METRICS:
             for name, value in zip(names[1:], per_class[metric], strict=True):

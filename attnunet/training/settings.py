@@ -52,6 +52,9 @@ class TrainSettings:
             ``None``.
         class_names: a name per class, background first, for the per-class columns of
             the validation metrics (``None``: the class indices).
+        spacing_unit: the unit of ``spacing`` for the ``unit`` column of the metrics
+            (``"mm"``; the bundled 3D sample's is ``"µm"``, the 2D sample's ``"px"``); a
+            volume's own spacing, from a file header, is always in mm.
         hd95_convention: how HD95 combines its two directions: ``"max"`` (the larger
             directed 95th percentile, MONAI's convention) or ``"pooled"`` (the 95th
             percentile of both directions' distances together, MedPy's ``hd95``).
@@ -75,6 +78,7 @@ class TrainSettings:
     spacing: tuple[float, ...] | None = None
     ignore_index: int | None = None
     class_names: tuple[str, ...] | None = None
+    spacing_unit: str = "mm"
     hd95_convention: Literal["max", "pooled"] = "max"
 
     def __post_init__(self) -> None:
