@@ -532,12 +532,12 @@ def test_transform_gets_tensors_and_the_generator(tmp_path):
 
 def test_cache_reads_each_file_once(tmp_path, monkeypatch):
     pairs = make_folder(tmp_path, [(10, 10), (10, 10)])
-    import attnunet.data.dataset as dataset_module
+    import attnunet.data.cases as cases_module  # the dataset reads through load_case
 
     calls = []
-    real = dataset_module.read_image
+    real = cases_module.read_image
     monkeypatch.setattr(
-        dataset_module, "read_image", lambda *a, **k: calls.append(a) or real(*a, **k)
+        cases_module, "read_image", lambda *a, **k: calls.append(a) or real(*a, **k)
     )
     cached = SegmentationFolder(pairs, cache=True)
     for _ in range(3):
