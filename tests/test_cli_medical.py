@@ -798,3 +798,85 @@ def test_normalisation_per_channel(tmp_path, capsys):
         main([str(a) for a in [*args, "--out", tmp_path / "r3", "--normalisation", "hu"]])
     assert stopped.value.code == 2
     assert "ct, zscore, percentile or none" in capsys.readouterr().err
+
+
+def test_refused_model_arguments_leave_nothing_and_exit_2(tmp_path, capsys):
+    data = _folder(tmp_path / "data", n=3)
+    args = ["train", "--images", data / "images", "--model", "unet", *TINY]
+    for extra, text in (("bogus=3", "bogus"), ("in_channels=2", "set from the data")):
+        out = tmp_path / extra.split("=")[0]
+        code, _, err = _run([*args, "--out", out, "--model-arg", extra], capsys)
+        assert code == 2 and text in err, err
+        assert not out.exists()
+    code, _, err = _run([*args, "--out", tmp_path / "x", "--model", "unett"], capsys)
+    assert code == 2 and "attnunet models" in err
+
+
+def test_evaluate_ignore_label_and_a_single_image_never_replaces_its_mask(
+    trained, tmp_path, capsys
+):
+    import shutil
+
+    data, run = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    mask = nib.load(copy / "masks" / "spine_00.nii.gz")
+    values = np.asarray(mask.dataobj).copy()
+    values[:, :, 0] = 99  # an unlabelled slab, unknown to the model
+    _save_nifti(copy / "masks" / "spine_00.nii.gz", values, mask.affine)
+    args = ["evaluate", "--model", run, "--images", copy / "images", "--quiet"]
+    code, _, err = _run(args, capsys)
+    assert code == 2 and "99" in err and "--ignore-label" in err
+    assert _run([*args, "--ignore-label", "99"], capsys)[0] == 0
+    code, _, err = _run([*args, "--ignore-label", "21"], capsys)  # a class of the model
+    assert code == 2 and "--ignore-label 21" in err
+    before = (copy / "masks" / "spine_00.nii.gz").read_bytes()
+    code, _, err = _run(
+        [
+            "predict",
+            "--model",
+            run,
+            "--images",
+            copy / "images" / "spine_00.nii.gz",
+            "--out",
+            copy / "masks",
+            "--overwrite",
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert code == 2 and "is one of the input files" in err
+    assert (copy / "masks" / "spine_00.nii.gz").read_bytes() == before
+
+
+def test_spacing_that_overrides_headers_says_so(trained, tmp_path, capsys):
+    data, run = trained
+    code, _, err = _run(
+        ["evaluate", "--model", run, "--images", data / "images", "--spacing", "1,1,1", "--quiet"],
+        capsys,
+    )
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if "--spacing 1 x 1 x 1 replaces" in line]
+    assert len(notes) == 1 and "4 file(s)" in notes[0]
+
+
+def test_output_into_a_closed_pipe_is_not_a_failure():
+    import subprocess
+    import sys
+
+    # a command printing far more than a pipe holds, read by `head -1`, which closes early
+    script = (
+        "import sys; from attnunet import cli; "
+        "cli.COMMANDS['models'].run = lambda args: [print('x' * 100) for _ in range(20000)]; "
+        "sys.exit(cli.main(['models']))"
+    )
+    done = subprocess.run(
+        f'set -o pipefail; {sys.executable} -c "{script}" | head -1',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "failed" not in done.stderr and done.stdout == "x" * 100 + "\n"

@@ -630,3 +630,17 @@ def test_plain_files_give_a_shape_only_geometry(tmp_path):
     write_mask(tmp_path / "m.png", np.eye(4, dtype=np.uint8) * 21)
     labels, mask_geometry = read_mask(tmp_path / "m.png", with_geometry=True)
     assert mask_geometry == Geometry.plain((4, 4), "PNG") and labels[1, 1] == 21
+
+
+def test_a_dicom_series_with_a_missing_slice_is_refused(tmp_path, sitk, capfd):
+    volume = (np.arange(5 * 6 * 6).reshape(5, 6, 6) * 3).astype(np.int16)
+    write_dicom_series(sitk, tmp_path / "series", volume)
+    read_image(tmp_path / "series")  # complete: read
+    (tmp_path / "series" / "2_3.dcm").unlink()  # the fourth slice of six
+    with pytest.raises(
+        DataError,
+        match=r"series: the DICOM slices are not evenly spaced \(6 mm "
+        r"between slices 3 and 4, 3 mm elsewhere\)",
+    ):
+        read_image(tmp_path / "series")
+    assert "WARNING" not in capfd.readouterr().err  # ITK's own warning is not printed

@@ -92,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command].run(args)
+    except BrokenPipeError:  # the output went to a pipe that closed (| head): not a failure
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         hint = " (continue with --resume)" if args.command == "train" else ""
         print(f"attnunet {args.command}: interrupted{hint}", file=sys.stderr)

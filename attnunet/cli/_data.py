@@ -65,8 +65,9 @@ def add_geometry_options(p: argparse.ArgumentParser, *, dims: bool = True) -> No
         "--spacing",
         type=_floats,
         default=None,
-        help="voxel size for surface metrics, e.g. 1,0.5,0.5 (default: each file's header; "
-        "px when it has none)",
+        help="the voxel size of every file, e.g. 1,0.5,0.5, for the resampling and the "
+        "distances alike (default: each file's header; px for files without one); a header "
+        "that says otherwise is overridden, with a note",
     )
     g.add_argument(
         "--allow-geometry-mismatch",
@@ -190,13 +191,25 @@ def with_spacing(cases: list[Case], spacing: Sequence[float] | None) -> list[Cas
 
     if spacing is None:
         return cases
+    given = tuple(float(v) for v in spacing)
+    overridden = []
     for case in cases:
-        if len(spacing) != case.spatial_dims:
+        if len(given) != case.spatial_dims:
             raise UsageError(
                 f"--spacing needs {case.spatial_dims} values for {case.spatial_dims}D data "
-                f"({case.pair.image}), got {len(spacing)}"
+                f"({case.pair.image}), got {len(given)}"
             )
-        case.geometry = dataclasses.replace(case.geometry, spacing=tuple(spacing))
+        if case.spacing is not None and not np.allclose(case.spacing, given, rtol=1e-3):
+            overridden.append(case)
+        case.geometry = dataclasses.replace(case.geometry, spacing=given)
+    if overridden:
+        first = overridden[0]
+        print(
+            f"attnunet: note: --spacing {' x '.join(f'{v:g}' for v in given)} replaces the "
+            f"voxel size in the headers of {len(overridden)} file(s), for the resampling and "
+            f"the distances alike (first: {first.pair.image})",
+            file=sys.stderr,
+        )
     return cases
 
 

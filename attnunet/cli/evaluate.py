@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attnunet.cli._common import (
+    UsageError,
     _add_inference_options,
     _device,
     _load_trained,
@@ -63,6 +64,12 @@ def add_parser(subparsers: _Subparsers) -> None:
         help="per-case metrics, .csv or .json (default: print only)",
     )
     e.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    e.add_argument(
+        "--ignore-label",
+        type=int,
+        default=None,
+        help="a mask value left out of the metrics (default: the model's ignore label, if any)",
+    )
     add_geometry_options(e)
     _add_inference_options(e)
 
@@ -90,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             f"{args.out} already exists: choose another --out or pass --overwrite"
         )
     model, settings, task = _load_trained(args.model, device, args.overlap)
+    if args.ignore_label is not None:
+        task = _with_ignore(task, args.ignore_label)
     # each case's own voxel size (or --spacing, put into every case when given); a spacing
     # stored with a model saved by an earlier version is only the fallback for files
     # without one
@@ -120,10 +129,17 @@ def _score(
     model: Any, case: Case, task: Task, settings: Any, device: Any, stored: Any
 ) -> dict[str, Any]:
     """The metrics of one case on its own grid; the row is named as predict names the file."""
-    from attnunet.data import prediction_name
+    from attnunet.data import DataError, prediction_name
     from attnunet.training import score_case
 
-    target = task.encode(case)  # an unknown label value fails before the prediction
+    try:
+        target = task.encode(case)  # an unknown label value fails before the prediction
+    except DataError as error:
+        known = ", ".join(map(str, task.labels.values))
+        raise DataError(
+            f"{error} (the model knows the values {known}; --ignore-label V leaves a value "
+            f"out of the metrics)"
+        ) from None
     predicted = task.predict_classes(model, case, settings, device)
     row = score_case(
         predicted,
@@ -133,6 +149,23 @@ def _score(
         class_names=task.labels.column_names,
     )
     return {"image": prediction_name(case.pair.image, name=case.name), **row}
+
+
+def _with_ignore(task: Task, ignore: int) -> Task:
+    """``task`` with ``ignore`` as its ignore label, for scoring (refused when it is a value
+    the model predicts, or when the model has another ignore label)."""
+    from attnunet.data import DataError
+
+    labels = task.labels
+    if labels.ignore not in (None, ignore):
+        raise UsageError(
+            f"--ignore-label {ignore}: the model was trained with the ignore label "
+            f"{labels.ignore}, which evaluate uses already; drop --ignore-label"
+        )
+    try:
+        return dataclasses.replace(task, labels=dataclasses.replace(labels, ignore=ignore))
+    except DataError as error:
+        raise UsageError(f"--ignore-label {ignore}: {error}") from None
 
 
 def _show(rows: list[dict[str, Any]], acc: Any, task: Task) -> None:

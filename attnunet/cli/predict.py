@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     # prediction reads images only: masks beside them are not read (nor checked)
     found = find_pairs(images, None, require_masks=False)
     pairs = [replace(p, mask=None) for p in found]
-    _check_targets(args, pairs, found)
+    _check_targets(args, pairs, found + _beside(args.images))
     bar = Progress(len(pairs), "predict", not args.quiet)
     for pair in pairs:
         case = assume_model_spacing(
@@ -130,6 +130,20 @@ def run(args: argparse.Namespace) -> int:
     values = ", ".join(map(str, task.labels.values))
     print(f"{len(pairs)} label maps in {args.out}/ (label values {values})")
     return 0
+
+
+def _beside(image: Path) -> list[Pair]:
+    """For one image file: the pairs of its folder (so that its mask in a masks/ folder
+    beside it counts as an input too); nothing for a folder, or a folder that cannot be
+    paired."""
+    from attnunet.data import DataError, find_pairs
+
+    if not image.is_file():
+        return []
+    try:
+        return find_pairs(image.parent, None, require_masks=False)
+    except (DataError, OSError):
+        return []
 
 
 def _check_targets(args: argparse.Namespace, pairs: list[Pair], found: list[Pair]) -> None:

@@ -141,7 +141,6 @@ def run(args: argparse.Namespace) -> int:
         errors, which :func:`attnunet.cli.main` turns into messages and exit statuses.
     """
     from attnunet.data import IGNORE_INDEX, data_fingerprint
-    from attnunet.models import create_model
     from attnunet.training import init_distributed, train
 
     started = time.perf_counter()
@@ -167,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         "val_images": [v.name for v in data.val_volumes],
         "data": data_fingerprint([*data.train, *data.val]),
     }
+    torch.manual_seed(settings.seed)
+    model = _build_model(args, data.task)  # before writing: a refused argument leaves nothing
     _prepare_on_rank_0(args, record, settings, main=ctx.main, world=ctx.world)
     if ctx.main:
         tell_data(args.images, data.train, data.val, data.task, data.dataset, str(device))
@@ -174,14 +175,6 @@ def run(args: argparse.Namespace) -> int:
     # a CT data set)
     task, train_volumes, val_volumes = data.task, data.train_volumes, data.val_volumes
     del data
-    torch.manual_seed(settings.seed)
-    model = create_model(
-        args.model,
-        spatial_dims=task.spatial_dims,
-        in_channels=task.in_channels,
-        num_classes=task.num_classes,
-        **dict(args.model_arg),
-    )
     result = train(
         model,
         train_volumes,
@@ -277,7 +270,32 @@ def _check_model_name(name: str) -> None:
     try:
         model_info(name)
     except ValueError as error:
-        raise UsageError(str(error)) from None
+        raise UsageError(f"{error} (`attnunet models` lists them)") from None
+
+
+def _build_model(args: argparse.Namespace, task: Task) -> torch.nn.Module:
+    """The model, seeded; a --model-arg it refuses is a usage error (exit 2), raised
+    before anything is written."""
+    from attnunet.models import create_model
+
+    fixed = {"spatial_dims", "in_channels", "num_classes"} & {k for k, _ in args.model_arg}
+    if fixed:
+        raise UsageError(
+            f"--model-arg {', '.join(sorted(fixed))}: set from the data ({task.spatial_dims}D, "
+            f"{task.in_channels} channel(s), {task.num_classes} classes); drop it"
+        )
+    try:
+        return create_model(
+            args.model,
+            spatial_dims=task.spatial_dims,
+            in_channels=task.in_channels,
+            num_classes=task.num_classes,
+            **dict(args.model_arg),
+        )
+    except (TypeError, ValueError) as error:
+        raise UsageError(
+            f"--model {args.model} with --model-arg {dict(args.model_arg)}: {error}"
+        ) from None
 
 
 def _prepare_on_rank_0(

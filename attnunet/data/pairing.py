@@ -459,7 +459,8 @@ def _no_label_error(search: _NnUNetSearch, missing: list[str], num_cases: int) -
     fe = search.dataset.file_ending
     hint = (
         f"Label files are named <case>{fe}; put them in {search.labels}, give the label "
-        f"folder explicitly, or read images only with require_masks=False (for prediction)"
+        f"folder explicitly (--masks; masks= in Python), or read images only (attnunet "
+        f"predict; require_masks=False in Python)"
     )
     if not search.labels.exists():
         return DataError(
@@ -710,8 +711,8 @@ def _no_mask_error(
         + more
         + f"\n{endings_hint}, with any supported "
         f"extension; put masks next to the images, in a masks/ folder beside images/, "
-        f"or name the mask folder explicitly (or read images only with "
-        f"require_masks=False)"
+        f"or name the mask folder explicitly (--masks; masks= in Python); to read images "
+        f"only, use attnunet predict (require_masks=False in Python)"
     )
 
 

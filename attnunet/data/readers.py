@@ -395,6 +395,34 @@ def _dicom_files(sitk: Any, path: Path) -> list[str]:
     return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
 
 
+def _check_slices(reader: Any, count: int, image: Any, path: Path) -> None:
+    """Refuse a DICOM series whose slices are not evenly spaced (missing or extra slices):
+    read as one volume, its grid would be wrong."""
+    if count < 3:
+        return
+    try:
+        positions = np.array(
+            [
+                [float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")]
+                for i in range(count)
+            ]
+        )
+    except (RuntimeError, ValueError):  # no ImagePositionPatient: nothing to check
+        return
+    normal = np.asarray(image.GetDirection(), np.float64).reshape(3, 3)[:, 2]
+    steps = np.diff(positions @ normal)
+    typical = float(np.median(np.abs(steps)))
+    uneven = np.abs(np.abs(steps) - typical) > 0.01 * typical + 1e-3
+    if uneven.any():
+        first = int(np.argmax(uneven))
+        raise DataError(
+            f"{path}: the DICOM slices are not evenly spaced ({abs(steps[first]):.4g} mm "
+            f"between slices {first + 1} and {first + 2}, {typical:.4g} mm elsewhere): "
+            f"slices are missing or extra; complete the series, or convert it to NIfTI with "
+            f"the spacing it really has"
+        )
+
+
 def _metadata(source: Any, *index: int) -> dict[str, str]:
     return {key: source.GetMetaData(*index, key) for key in source.GetMetaDataKeys(*index)}
 
@@ -458,9 +486,16 @@ def _itk_source(sitk: Any, path: Path, kind: str, header_only: bool) -> tuple[An
     metadata dictionary."""
     if kind == "DICOM":
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(_dicom_files(sitk, path))
+        files = _dicom_files(sitk, path)
+        reader.SetFileNames(files)
         reader.MetaDataDictionaryArrayUpdateOn()
-        source = reader.Execute()  # a series has no header-only reading in SimpleITK
+        warned = sitk.ProcessObject.GetGlobalWarningDisplay()
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)  # the gaps are checked below
+        try:
+            source = reader.Execute()  # a series has no header-only reading in SimpleITK
+        finally:
+            sitk.ProcessObject.SetGlobalWarningDisplay(warned)
+        _check_slices(reader, len(files), source, path)
         return source, _metadata(reader, 0)
     if header_only:
         source = sitk.ImageFileReader()

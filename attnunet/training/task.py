@@ -156,11 +156,13 @@ class Task:
             return
         if dims != self.spatial_dims:
             hint = f"use a model trained on {dims}D data, or give {self.spatial_dims}D images"
+        elif self.in_channels == 1:
+            hint = "give single-channel images (one file per case)"
         else:
             last = self.in_channels - 1
             hint = (
-                f"give images with {self.in_channels} channel{_s(self.in_channels)} (an "
-                f"nnU-Net case has one file per channel, _0000 to _{last:04d})"
+                f"give images with {self.in_channels} channels (an nnU-Net case has one file "
+                f"per channel, _0000 to _{last:04d})"
             )
         raise DataError(
             f"{case.pair.image}: a {dims}D image with {channels} channel{_s(channels)} "
