@@ -644,3 +644,22 @@ def test_a_dicom_series_with_a_missing_slice_is_refused(tmp_path, sitk, capfd):
     ):
         read_image(tmp_path / "series")
     assert "WARNING" not in capfd.readouterr().err  # ITK's own warning is not printed
+
+
+def test_a_2d_nifti_slice_is_written_back_with_its_third_axis(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    affine = np.diag([0.5, 0.6, 2.0, 1.0])
+    affine[:3, 3] = (1.0, 2.0, 3.0)
+    source = nibabel.Nifti1Image(np.zeros((6, 5, 1), np.int16), affine)
+    source.header.set_qform(affine, code=1)
+    source.header.set_sform(affine, code=2)
+    nibabel.save(source, tmp_path / "slice.nii.gz")
+    image, geometry = read_image(tmp_path / "slice.nii.gz", with_geometry=True)
+    assert image.shape == (1, 6, 5)  # read as 2D
+    labels = np.arange(30).reshape(6, 5) % 3
+    out = write_prediction(tmp_path / "pred", tmp_path / "slice.nii.gz", labels, geometry=geometry)
+    written = nibabel.load(out)
+    assert written.shape == (6, 5, 1)
+    np.testing.assert_allclose(written.affine, affine)
+    assert int(written.header["qform_code"]) == 1 and int(written.header["sform_code"]) == 2
+    np.testing.assert_array_equal(np.asanyarray(written.dataobj)[..., 0], labels)

@@ -119,6 +119,9 @@ def _nifti_image(nibabel: Any, labels: np.ndarray, geometry: Geometry | None) ->
         and _header_fits(header, geometry, labels)
     ):
         kind = nibabel.Nifti2Image if isinstance(header, nibabel.Nifti2Header) else None
+        stored = tuple(int(n) for n in header.get_data_shape()[:3])
+        if len(stored) == 3 and labels.ndim == 2:  # a 2D image stored as (X, Y, 1) stays so
+            labels = labels.reshape(stored)
         image = (kind or nibabel.Nifti1Image)(labels, header.get_best_affine(), header=header)
         image.set_data_dtype(labels.dtype)
         image.header.set_slope_inter(None, None)  # labels are stored unscaled
