@@ -31,6 +31,7 @@ from attnunet.layers import (
     parse_spec,
 )
 from attnunet.layers.shape import match_size
+from attnunet.models._attention import AttentionMaps, Output
 from attnunet.models._checkpointing import (
     CheckpointSegment,
     checkpoint_active,
@@ -157,7 +158,7 @@ class RAUNetHead(nn.Module):
     paper=NI_PAPER,
     description="RAUNet: ResNet encoder, LinkNet decoder, augmented attention modules",
 )
-class RAUNet(SegmentationModel):
+class RAUNet(AttentionMaps, SegmentationModel):
     """RAUNet (Ni et al., ICONIP 2019) in 2D with any timm encoder, and in 3D.
 
     Layout (``c1..c4`` the encoder's feature channels at strides 4, 8, 16, 32; ResNet34:
@@ -331,11 +332,11 @@ class RAUNet(SegmentationModel):
         """Logits ``(B, num_classes, *S)``."""
         return self._run(x)[0]
 
-    @torch.jit.export
-    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Return ``(logits, weights)``: the AAMs' channel weights, coarsest first, each of
-        shape ``(B, C, 1, ...)`` (RAUNet's attention is over channels, not space)."""
-        return self._run(x)
+    def _attention_run(self, x: torch.Tensor) -> tuple[Output, list[torch.Tensor]]:
+        """``(logits, weights)``: the AAMs' channel weights, coarsest first, each of shape
+        ``(B, C, 1, ...)`` (RAUNet's attention is over channels, not space)."""
+        logits, weights = self._run(x)
+        return logits, weights
 
 
 RAUNET_PRESET: dict[str, Any] = {

@@ -20,6 +20,7 @@ from attnunet.layers import (
     get_dropout,
 )
 from attnunet.layers.shape import interp_mode, resize
+from attnunet.models._attention import AttentionMaps
 from attnunet.models._decoder import DecoderStage
 from attnunet.models._factory import build_preset
 from attnunet.models._registry import register_model
@@ -122,7 +123,7 @@ def _gate_levels(gate_levels: Sequence[int] | None, depth: int) -> list[int]:
     return levels
 
 
-class UNetSkeleton(UNetTrunk):
+class UNetSkeleton(AttentionMaps, UNetTrunk):
     """A configurable U-Net: encoder stages, gated skips, decoder levels, heads.
 
     The four models of the knee-ultrasound study are this skeleton with a fixed
@@ -344,16 +345,9 @@ class UNetSkeleton(UNetTrunk):
         logits, _ = self._run(x)
         return self._select(logits)
 
-    @torch.jit.export
-    def forward_with_attention(self, x: torch.Tensor) -> tuple[Output, list[torch.Tensor]]:
-        """Return ``(output, maps)``: ``forward``'s output and every gate's coefficients.
-
-        ``maps[i]`` comes from the i-th gated decoder level in execution order (coarsest
-        first), has shape ``(B, k, *s)`` with ``s`` its skip's spatial size and ``k`` the
-        number of gates on that skip (1, or ``num_gates`` for multi gates), and lies in
-        ``[0, 1]`` (``[-1, 1]`` for a ``tanh`` self gate). Models without gates return an
-        empty list.
-        """
+    def _attention_run(self, x: torch.Tensor) -> tuple[Output, list[torch.Tensor]]:
+        """``forward``'s output and the gates' maps, coarsest first (see
+        :meth:`~attnunet.models._attention.AttentionMaps.forward_with_attention`)."""
         logits, maps = self._run(x)
         return self._select(logits), maps
 

@@ -24,6 +24,7 @@ from attnunet.blocks.gates import GateSpec, SkipGate, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
 from attnunet.blocks.sampling import DownMode, Up, UpMode
 from attnunet.layers import ActSpec, NormSpec, get_dropout
+from attnunet.models._attention import AttentionMaps
 from attnunet.models._decoder import DecoderStage
 from attnunet.models._registry import register_model
 from attnunet.models._stages import Stage, UNetTrunk, capture_config
@@ -124,7 +125,7 @@ def _check_deep_supervision(
     paper=ZHOU_PAPER,
     description="UNet++: nested U-Net with dense skip pathways and prunable deep supervision",
 )
-class UNetPlusPlus(UNetTrunk):
+class UNetPlusPlus(AttentionMaps, UNetTrunk):
     """UNet++ (Zhou et al., DLMIA 2018, arXiv:1807.10165) for any ``spatial_dims``.
 
     Nested U-Net: between the encoder and the full-resolution output sit dense skip
@@ -385,9 +386,8 @@ class UNetPlusPlus(UNetTrunk):
         logits, _ = self._run(x)
         return self._select(logits)
 
-    @torch.jit.export
-    def forward_with_attention(self, x: torch.Tensor) -> tuple[Output, list[torch.Tensor]]:
-        """Return ``(output, maps)``: ``forward``'s output and every gate's coefficients.
+    def _attention_run(self, x: torch.Tensor) -> tuple[Output, list[torch.Tensor]]:
+        """``forward``'s output and every gate's coefficients.
 
         ``maps`` runs over the nodes that were computed by column ``j``, then row ``i``,
         then source skip ``k`` (the gate of ``X[i, k]`` in node ``X[i, j]``): for depth 2,
