@@ -13,16 +13,17 @@ import statistics
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from attnunet.cli._common import UsageError, _floats
+from attnunet.cli._common import UsageError, _floats, _split
 
 if TYPE_CHECKING:
     from attnunet.data import Case, LabelSet, NnUNetDataset
-    from attnunet.training import Task
+    from attnunet.training import Task, Volume
 
 NORMALISATIONS = ("auto", "ct", "zscore", "percentile", "none")
 
@@ -267,13 +268,6 @@ def declared_labels(args: argparse.Namespace, dataset: NnUNetDataset | None) -> 
     return labels
 
 
-def keeps_255(labels: LabelSet | None, ignore: int | None = None) -> bool:
-    """Whether 255 (or 65535) is a label value or the ignore label, so that a mask of only
-    0 and 255 must not be read as a binary 0/1 mask."""
-    values = set() if labels is None else {*labels.values, labels.ignore}
-    return bool({255, 65535} & (values | {ignore}))
-
-
 def make_task(
     args: argparse.Namespace,
     train: Sequence[Case],
@@ -311,19 +305,62 @@ def make_task(
 
 
 def make_volumes(
-    args: argparse.Namespace,
-    task: Task,
-    cases: Sequence[Case],
-    dataset: NnUNetDataset | None,
-    names: Sequence[str] | None = None,
-) -> list[Any]:
-    """``task.volumes(cases, names)``; a label that was not declared names the declaration."""
+    args: argparse.Namespace, task: Task, cases: Sequence[Case], dataset: NnUNetDataset | None
+) -> list[Volume]:
+    """``task.volumes(cases)``, each named as predict names the case's file (the rows of
+    every table); a label that was not declared names the declaration."""
     from attnunet.data import DataError
 
     try:
-        return task.volumes(cases, names)
+        return task.volumes(cases, [c.prediction_name for c in cases])
     except DataError as error:
         raise _with_source(error, args, dataset) from None
+
+
+@dataclass
+class TrainingData:
+    """What train and compare read: the cases split in two, the nnU-Net ``dataset.json``
+    (if any), the task, and the volumes training uses."""
+
+    train: list[Case]
+    val: list[Case]
+    dataset: NnUNetDataset | None
+    task: Task
+    train_volumes: list[Volume]
+    val_volumes: list[Volume]
+
+
+def read_training_data(
+    args: argparse.Namespace,
+    images: Path,
+    masks: Path | None = None,
+    val_images: Path | None = None,
+    val_masks: Path | None = None,
+) -> TrainingData:
+    """Read ``images`` (and ``val_images``, else hold out ``--val-fraction``), work out
+    the task and the volumes. Every check on the data runs here, before a command writes
+    anything."""
+    dataset = dataset_info(images)
+    labels = declared_labels(args, dataset)
+    # labels found in the masks are the values as written (a 0/255 mask holds the classes
+    # 0 and 255); declared ones read 0/255 masks as 0/1 unless 255 is declared
+    keep = labels is None or labels.keeps_255
+    cases = read_cases(images, masks, args, keep_values=keep)
+    if val_images is None:
+        train, val = _split(cases, args.val_fraction, args.seed)
+    else:
+        train = cases
+        dims = cases[0].spatial_dims
+        val = read_cases(val_images, val_masks, args, keep_values=keep, spatial_dims=dims)
+    task = make_task(args, train, val, dataset, labels)
+    return TrainingData(
+        train,
+        val,
+        dataset,
+        task,
+        make_volumes(args, task, train, dataset),
+        make_volumes(args, task, val, dataset),
+    )
 
 
 def _with_source(error: Exception, args: argparse.Namespace, dataset: Any) -> Exception:

@@ -14,19 +14,13 @@ from attnunet.cli._common import (
     _ints,
     _names,
     _settings,
-    _split,
     _Subparsers,
     _threads,
 )
 from attnunet.cli._data import (
     add_geometry_options,
     add_label_options,
-    dataset_info,
-    declared_labels,
-    keeps_255,
-    make_task,
-    make_volumes,
-    read_cases,
+    read_training_data,
     tell_data,
 )
 
@@ -199,36 +193,27 @@ def _models(names: list[str] | None, spatial_dims: int) -> list[str]:
 def _study_data(args: argparse.Namespace) -> StudyData:
     """The bundled sample of ``--spatial-dims``, or ``--data`` split into training and
     validation images."""
-    from attnunet.data import IGNORE_INDEX, prediction_name
+    from attnunet.data import IGNORE_INDEX
     from attnunet.study import StudyData, sample_study_data
 
     if args.data is None:
         return sample_study_data(args.spatial_dims)
-    dataset = dataset_info(args.data)
-    labels = declared_labels(args, dataset)
-    keep = labels is None or keeps_255(labels, args.ignore_label)
-    cases = read_cases(args.data, None, args, keep_values=keep)
-    train_c, val_c = _split(cases, args.val_fraction, args.seed)
-    if not val_c:
+    data = read_training_data(args, args.data)
+    if not data.val:
         raise UsageError("compare needs held-out images: use --val-fraction > 0")
-    task = make_task(args, train_c, val_c, dataset, labels)
-    tell_data(args.data, train_c, val_c, task, dataset, "cpu")
-    val_names = [prediction_name(c.pair.image, name=c.name) for c in val_c]
+    task = data.task
+    tell_data(args.data, data.train, data.val, task, data.dataset, "cpu")
     return StudyData(
         name=str(args.data),
-        train=make_volumes(
-            args,
-            task,
-            train_c,
-            dataset,
-            [prediction_name(c.pair.image, name=c.name) for c in train_c],
-        ),
-        val=make_volumes(args, task, val_c, dataset, val_names),
+        train=data.train_volumes,
+        val=data.val_volumes,
         spatial_dims=task.spatial_dims,
         in_channels=task.in_channels,
         num_classes=task.num_classes,
         spacing=None,
-        description=f"{args.data}: {len(train_c)} training and {len(val_c)} validation images",
+        description=(
+            f"{args.data}: {len(data.train)} training and {len(data.val)} validation images"
+        ),
         ignore_index=IGNORE_INDEX if task.labels.ignore is not None else None,
         class_names=task.labels.column_names,
         metadata={"task": task.to_dict()},  # saved with --save-models

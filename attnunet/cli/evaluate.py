@@ -20,7 +20,6 @@ from attnunet.cli._data import (
     add_geometry_options,
     assume_model_spacing,
     for_inference,
-    keeps_255,
     read_cases,
 )
 
@@ -105,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     stored = settings.spacing
     settings = dataclasses.replace(settings, spacing=None, hd95_convention=args.hd95_convention)
     images = for_inference(args.images, need_masks=True)
-    cases = read_cases(images, args.masks, args, keep_values=keeps_255(task.labels))
+    cases = read_cases(images, args.masks, args, keep_values=task.labels.keeps_255)
     cases = assume_model_spacing(cases, task)
     rows: list[dict[str, Any]] = []
     acc = MetricAccumulator()
@@ -129,7 +128,7 @@ def _score(
     model: Any, case: Case, task: Task, settings: Any, device: Any, stored: Any
 ) -> dict[str, Any]:
     """The metrics of one case on its own grid; the row is named as predict names the file."""
-    from attnunet.data import DataError, prediction_name
+    from attnunet.data import DataError
     from attnunet.training import score_case
 
     try:
@@ -148,7 +147,7 @@ def _score(
         spacing=case.spacing if case.spacing is not None else stored,
         class_names=task.labels.column_names,
     )
-    return {"image": prediction_name(case.pair.image, name=case.name), **row}
+    return {"image": case.prediction_name, **row}
 
 
 def _with_ignore(task: Task, ignore: int) -> Task:

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,25 +18,18 @@ from attnunet.cli._common import (
     _device,
     _model_arg,
     _settings,
-    _split,
     _Subparsers,
     _threads,
 )
 from attnunet.cli._data import (
     add_geometry_options,
     add_label_options,
-    dataset_info,
-    declared_labels,
-    keeps_255,
-    make_task,
-    make_volumes,
-    read_cases,
+    read_training_data,
     tell_data,
 )
 
 if TYPE_CHECKING:
-    from attnunet.data import Case, NnUNetDataset
-    from attnunet.training import Task, TrainResult, TrainSettings, Volume
+    from attnunet.training import Task, TrainResult, TrainSettings
 
 __all__ = ["add_parser", "run"]
 
@@ -148,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     ctx = init_distributed(device)  # under torchrun: join the group; rank 0 writes files
     _check_model_name(args.model)
-    data = _read_data(args)
+    data = read_training_data(args, args.images, args.masks, args.val_images, args.val_masks)
     # --spacing is in every case's geometry already (the volumes carry it)
     settings = dataclasses.replace(
         _settings(args, data.task.spatial_dims, data.task.num_classes, None),
@@ -193,56 +185,6 @@ def run(args: argparse.Namespace) -> int:
     _write_results(args, model, settings, result, task)
     _tell_end(args, result, bool(val_volumes), time.perf_counter() - started)
     return 0
-
-
-@dataclass
-class _Data:
-    """The training and validation cases, the dataset.json (if any) and the task."""
-
-    train: list[Case]
-    val: list[Case]
-    dataset: NnUNetDataset | None
-    task: Task
-    train_volumes: list[Volume]
-    val_volumes: list[Volume]
-
-
-def _read_data(args: argparse.Namespace) -> _Data:
-    """Read --images (and --val-images), split, work out the task and the volumes."""
-    from attnunet.data import prediction_name
-
-    dataset = dataset_info(args.images)
-    labels = declared_labels(args, dataset)
-    # discovered labels are the values as written (a 0/255 mask is the classes 0 and 255);
-    # declared ones read 0/255 masks as 0/1 unless 255 is declared
-    keep = labels is None or keeps_255(labels, args.ignore_label)
-    cases = read_cases(args.images, args.masks, args, keep_values=keep)
-    if args.val_images is None:
-        train_c, val_c = _split(cases, args.val_fraction, args.seed)
-    else:
-        train_c = cases
-        val_c = read_cases(
-            args.val_images,
-            args.val_masks,
-            args,
-            keep_values=keep,
-            spatial_dims=cases[0].spatial_dims,
-        )
-    task = make_task(args, train_c, val_c, dataset, labels)
-
-    # every check on the data runs here, before anything is written in --out; volumes are
-    # named as predict would name each case's file (the rows of val_metrics.csv)
-    def names(cases: list[Case]) -> list[str]:
-        return [prediction_name(c.pair.image, name=c.name) for c in cases]
-
-    return _Data(
-        train_c,
-        val_c,
-        dataset,
-        task,
-        make_volumes(args, task, train_c, dataset, names(train_c)),
-        make_volumes(args, task, val_c, dataset, names(val_c)),
-    )
 
 
 def _tell_end(args: argparse.Namespace, result: TrainResult, has_val: bool, seconds: float) -> None:

@@ -41,6 +41,7 @@ import numpy as np
 from attnunet.data.geometry import Geometry
 from attnunet.data.pairing import Pair
 from attnunet.data.readers import DataError, read_image, read_mask
+from attnunet.data.writers import prediction_name
 
 __all__ = [
     "Case",
@@ -86,6 +87,13 @@ class Case:
     def spacing(self) -> tuple[float, ...] | None:
         """The voxel size per spatial axis (mm), or ``None`` when the file has none."""
         return self.geometry.spacing
+
+    @property
+    def prediction_name(self) -> str:
+        """The file name :func:`~attnunet.data.write_prediction` gives this case's
+        prediction in the input's format (``spine_006.nii.gz`` for
+        ``spine_006_0000.nii.gz``): the name of its rows in every table."""
+        return prediction_name(self.pair.image, name=self.name)
 
 
 def _differs(what: str, first: Path, second: Path, problem: str, allow: bool) -> None:

@@ -134,14 +134,6 @@ def _check_num_classes(mask: np.ndarray, path: Any, num_classes: int) -> None:
     )
 
 
-def _keeps_255(labels: LabelSet | None) -> bool:
-    """Whether a mask of only 0 and 255 (or 65535) must be read as written: 255 (or
-    65535) is a label value or the ignore value of ``labels``."""
-    if labels is None:
-        return False
-    return bool({255, 65535} & {*labels.values, labels.ignore})
-
-
 class SegmentationFolder(Dataset[dict[str, Any]]):
     """A dataset of images and masks read from files.
 
@@ -318,7 +310,7 @@ class SegmentationFolder(Dataset[dict[str, Any]]):
             pair,
             spatial_dims=self.spatial_dims,
             allow_mismatch=self.allow_mismatch,
-            keep_values=_keeps_255(self.labels),
+            keep_values=self.labels is not None and self.labels.keeps_255,
         )
         if self.labels is None and self.num_classes is not None and case.mask is not None:
             _check_num_classes(case.mask, pair.mask, self.num_classes)
@@ -337,7 +329,7 @@ class SegmentationFolder(Dataset[dict[str, Any]]):
                 raise DataError(f"{case.pair.image}: {error}") from None
             if mask is not None:
                 mask = self.preprocessing.prepare_labels(mask, spacing, image.shape[1:])
-            spacing = self.preprocessing.target_spacing or spacing
+            spacing = self.preprocessing.spacing_after(spacing)
         else:
             image = normalise_image(case.image) if self.normalise else case.image
         foreground = None

@@ -175,6 +175,18 @@ class LabelSet:
             _column_name(n) or str(v) for n, v in zip(self.names, self.values, strict=True)
         )
 
+    @property
+    def keeps_255(self) -> bool:
+        """Whether 255 (or 65535) is a label value or the ignore value, so that a mask
+        holding only 0 and 255 is read as written (``read_mask(..., keep_values=True)``),
+        not as a binary 0/1 mask.
+
+        Examples:
+            >>> LabelSet((0, 1)).keeps_255, LabelSet((0, 1), ignore=255).keeps_255
+            (False, True)
+        """
+        return bool({255, 65535} & {*self.values, self.ignore})
+
     # --------------------------------------------------------------------- mapping
 
     def encode(self, mask: Any, path: str | os.PathLike[str] | None = None) -> np.ndarray:

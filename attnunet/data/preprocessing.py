@@ -299,6 +299,20 @@ class Preprocessing:
 
     # --------------------------------------------------------------------- applying
 
+    def spacing_after(self, spacing: Sequence[float] | None) -> tuple[float, ...] | None:
+        """The voxel size of a prepared image: the target spacing when this preprocessing
+        resamples, else ``spacing`` itself (``None``: unknown).
+
+        Examples:
+            >>> Preprocessing(("none",), target_spacing=(2, 1, 1)).spacing_after((3, 1, 1))
+            (2.0, 1.0, 1.0)
+            >>> Preprocessing(("none",)).spacing_after((3, 1, 1))
+            (3, 1, 1)
+        """
+        if self.target_spacing is None:
+            return None if spacing is None else tuple(spacing)
+        return tuple(float(s) for s in self.target_spacing)
+
     def normalise(self, image: Any) -> np.ndarray:
         """Normalise each channel of ``image`` ``(C, *S)`` by its scheme, as ``float32``.
 

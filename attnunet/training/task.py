@@ -173,8 +173,7 @@ class Task:
     def grid_spacing(self, case: Case) -> tuple[float, ...] | None:
         """The voxel size of ``case`` as the model sees it: the target spacing when the
         preprocessing resamples, else the case's own (``None``: unknown)."""
-        target = self.preprocessing.target_spacing
-        return case.spacing if target is None else tuple(target)
+        return self.preprocessing.spacing_after(case.spacing)
 
     def prepare(self, case: Case) -> np.ndarray:
         """The image of ``case`` normalised and resampled as in training.
