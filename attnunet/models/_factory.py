@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from attnunet.models._config import MODEL_KEY
 from attnunet.models._registry import ModelInfo, model_info
 
 __all__ = ["accepted_kwargs", "build_preset", "create_model"]
@@ -48,24 +49,58 @@ def _check_kwargs(info: ModelInfo, kwargs: dict[str, Any]) -> None:
             )
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(name: str | None = None, **kwargs: Any) -> nn.Module:
     """Build the model registered as ``name``.
 
-    For a preset, ``kwargs`` override the preset's values. ``create_model(name,
-    **model.config)`` rebuilds any model of the zoo with the same architecture.
+    For a preset, ``kwargs`` override the preset's values. The name may come from a config
+    instead, as its ``model`` key: ``create_model(**model.config)`` (or
+    ``create_model(name, **model.config)``) rebuilds any model of the zoo with the same
+    architecture, and so does ``create_model(**hparams)`` with the hyper-parameters that
+    Lightning saved from a config.
+
+    Args:
+        name: a registry name (:func:`~attnunet.list_models`); may be left out when
+            ``kwargs`` hold it as ``model``.
+        **kwargs: constructor keywords of the model; ``model``, if given, must equal
+            ``name``.
 
     Raises:
-        ValueError: unknown name (close matches are suggested) or invalid values.
+        ValueError: unknown name (close matches are suggested), no name at all, ``name``
+            and ``model`` naming two models, or invalid values.
         TypeError: unknown keyword (the closest valid keyword is suggested).
 
     Examples:
         >>> model = create_model("ag_res_unet", spatial_dims=3, channels=(4, 8, 16))
         >>> type(model).__name__
         'AgResUNet'
+        >>> type(create_model(**model.config)).__name__
+        'AgResUNet'
     """
-    info = model_info(name)
+    info = model_info(_model_name(name, kwargs.pop(MODEL_KEY, None)))
     _check_kwargs(info, kwargs)
     return info.builder(**kwargs)
+
+
+def _model_name(name: str | None, from_config: object) -> str:
+    """The name to build: ``name``, or the config's ``model`` entry when ``name`` is None;
+    both must agree when both are given."""
+    if name is None:
+        if from_config is None:
+            raise ValueError(
+                "create_model needs a model name: create_model('unet', ...), or "
+                "create_model(**config) with a config that holds 'model' (as model.config "
+                "does); attnunet.list_models() lists the names"
+            )
+        if not isinstance(from_config, str):
+            raise ValueError(f"model must be a registry name (a string), got {from_config!r}")
+        return from_config
+    if from_config is not None and from_config != name:
+        raise ValueError(
+            f"create_model got the name {name!r} and a config naming the model "
+            f"{from_config!r} (its 'model' entry): they must agree. create_model(**config) "
+            f"builds {from_config!r}; to build {name!r} from it, drop the config's 'model' entry"
+        )
+    return name
 
 
 def build_preset(name: str, overrides: dict[str, Any]) -> Any:

@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["ModelInfo", "list_models", "model_info", "register_model", "unregister_model"]
+__all__ = [
+    "ModelInfo",
+    "list_models",
+    "model_info",
+    "register_model",
+    "registered_name",
+    "unregister_model",
+]
 
 T = TypeVar("T", bound=Callable[..., nn.Module])
 
@@ -136,6 +143,27 @@ def model_info(name: str) -> ModelInfo:
         return _REGISTRY[name]
     except KeyError:
         raise _unknown_name(name) from None
+
+
+def registered_name(cls: type) -> str | None:
+    """The registry name of exactly the class ``cls``, or ``None`` when it has none.
+
+    The entry that *is* the class (``@register_model`` above its definition) wins; else the
+    first (by name) builder function registered with ``model_class=cls`` that is not a
+    preset. Presets, base classes and subclasses do not count: a subclass of a registered
+    model that is not registered itself has no name.
+
+    Examples:
+        >>> from attnunet import AgResUNet, UNetSkeleton
+        >>> registered_name(AgResUNet), registered_name(UNetSkeleton)
+        ('ag_res_unet', None)
+    """
+    plain = sorted(
+        key for key, info in _REGISTRY.items() if info.model_class is cls and not info.is_preset
+    )
+    direct = [key for key in plain if _REGISTRY[key].builder is cls]
+    found = direct or plain
+    return found[0] if found else None
 
 
 def list_models(

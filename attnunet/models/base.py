@@ -1,6 +1,5 @@
 """The base class every attnunet model shares: config, input checks, size policy."""
 
-import copy
 import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -12,6 +11,7 @@ from torch import nn
 from attnunet.layers.shape import capturing, ceil_div, crop_to
 from attnunet.models import _hub
 from attnunet.models._checkpointing import CheckpointSegment
+from attnunet.models._config import accept_model_name, json_config
 
 __all__ = [
     "SIZE_POLICIES",
@@ -99,10 +99,12 @@ def _check_export_sizes(size: list[Any], size_policy: str, div: int) -> None:
 class SegmentationModel(nn.Module):
     """Base class: a model that remembers its constructor keywords and checks its inputs.
 
-    ``model.config`` is a dict of constructor keywords (JSON-serialisable whenever the
-    norm, activation, block and gate specs are strings or ``(name, kwargs)`` pairs), so
-    ``type(model)(**model.config)`` and ``create_model(name, **model.config)`` rebuild
-    the same architecture.
+    ``model.config`` is a dict of constructor keywords in JSON types (tuples become lists),
+    led by ``"model"``, the registry name of the model's class; it is JSON- and
+    YAML-serialisable whenever the norm, activation, block and gate specs are names or
+    ``(name, kwargs)`` pairs. ``create_model(**model.config)`` and
+    ``type(model)(**model.config)`` rebuild the same architecture: every registered class
+    accepts its own name as ``model=``.
 
     Subclasses set ``spatial_dims``, ``in_channels``, ``depth``, ``divisor`` (``2**depth``)
     and ``size_policy`` and call :meth:`_check_input`, :meth:`_prepare` and
@@ -126,6 +128,10 @@ class SegmentationModel(nn.Module):
     size_policy: str
     _checkpointing: bool
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        accept_model_name(cls)
+
     def __init__(self) -> None:
         super().__init__()
         self._config: dict[str, Any] = {}
@@ -133,8 +139,10 @@ class SegmentationModel(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        """A copy of the constructor keywords of this model."""
-        return copy.deepcopy(self._config)
+        """A copy of the constructor keywords of this model in JSON types (lists, not
+        tuples), led by ``"model"``: the registry name of exactly this class (absent for
+        an unregistered class). ``create_model(**model.config)`` rebuilds the model."""
+        return json_config(type(self), self._config)
 
     @property
     def checkpointing(self) -> bool:
