@@ -4,7 +4,8 @@
 
 ``config.json``
     what is needed to rebuild the architecture: the registry name of the model, its
-    constructor keywords (``model.config``), the attnunet and torch versions that wrote
+    constructor keywords (``model.config``, which names the model again; files written
+    before it did still load), the attnunet and torch versions that wrote
     it, and any JSON-serialisable ``metadata`` of yours.
 ``model.safetensors``
     the state dict (parameters and buffers, e.g. batch-norm running statistics) in the
@@ -44,7 +45,7 @@ import torch
 from torch import nn
 
 from attnunet.models._factory import create_model
-from attnunet.models._registry import list_models, model_info
+from attnunet.models._registry import list_models, model_info, registered_name
 
 __all__ = [
     "CONFIG_NAME",
@@ -78,10 +79,11 @@ def _safetensors_torch() -> Any:
 
 # --------------------------------------------------------------------------------- saving
 def _registry_name(model: nn.Module) -> str:
-    """The registry name of the (non-preset) entry whose class is exactly ``type(model)``."""
+    """The registry name of exactly ``type(model)`` (see
+    :func:`~attnunet.models._registry.registered_name`: the name ``model.config`` holds)."""
     cls = type(model)
-    plain = [n for n in list_models(presets=False) if model_info(n).model_class is cls]
-    if not plain:
+    name = registered_name(cls)
+    if name is None:
         presets = [n for n in list_models() if model_info(n).model_class is cls]
         found = f" (only as the preset(s) {', '.join(map(repr, presets))})" if presets else ""
         raise ValueError(
@@ -90,9 +92,7 @@ def _registry_name(model: nn.Module) -> str:
             f"@attnunet.register_model('my_model') above its definition, in a module "
             f"that is imported before saving and before loading."
         )
-    # prefer the entry that *is* the class over a builder function returning it
-    direct = [n for n in plain if model_info(n).builder is cls]
-    return (direct or plain)[0]
+    return name
 
 
 def _find_unserialisable(value: Any, where: str) -> str | None:
@@ -410,7 +410,8 @@ def from_pretrained(
         FileNotFoundError: the folder, ``config.json`` or ``model.safetensors`` is
             missing.
         ValueError: a corrupt or foreign ``config.json``, a newer format version, an
-            unknown model name (close matches are listed), an empty or corrupt weights
+            unknown model name (close matches are listed), a config whose ``model`` entry
+            names another model than the file's, an empty or corrupt weights
             file, files from two different saves, or weights that do not fit.
         TypeError: the model is not an ``expected_class``.
     """
@@ -418,6 +419,7 @@ def from_pretrained(
     document = _read_config(folder)
     name: str = document["model"]
     _check_registered(name, folder / CONFIG_NAME)
+    _check_config_name(document, folder / CONFIG_NAME)
     if expected_class is not None:
         _check_saved_class(folder, name, document.get("class", "?"), expected_class)
     kwargs = _constructor_kwargs(document["config"], overrides)
@@ -445,6 +447,17 @@ def _check_registered(name: str, config_path: Path) -> None:
         raise ValueError(
             f"{str(config_path)!r} names the model {name!r}, which is not registered.{hint} "
             f"If it is your own model, import the module that registers it before loading."
+        )
+
+
+def _check_config_name(document: dict[str, Any], config_path: Path) -> None:
+    """Refuse a config whose ``model`` entry names another model than the document's
+    (configs written before attnunet put the name in ``model.config`` have none)."""
+    name, named = document["model"], document["config"].get("model", document["model"])
+    if named != name:
+        raise ValueError(
+            f'{str(config_path)!r} names the model {name!r}, but its "config" names '
+            f'{named!r}: the file was edited by hand; make the two "model" entries agree'
         )
 
 
