@@ -31,6 +31,7 @@ FLOORS = {
     "data": 1,
     "models": 2,
     "training": 3,
+    "integrations": 3,
     "study": 4,
     "cli": 5,
     "__main__": 6,

@@ -25,7 +25,7 @@ from typing import Protocol
 
 import torch
 
-from attnunet.cli import compare, evaluate, models, predict, train
+from attnunet.cli import compare, evaluate, models, nnunet_plans, predict, train
 from attnunet.cli._common import EXIT_FAILURE, EXIT_USAGE, UsageError, _Subparsers
 
 __all__ = ["main"]
@@ -48,6 +48,7 @@ COMMANDS: dict[str, Command] = {
     "evaluate": evaluate,
     "predict": predict,
     "models": models,
+    "nnunet-plans": nnunet_plans,
 }
 
 
