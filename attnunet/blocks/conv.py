@@ -15,6 +15,7 @@ from attnunet.layers import (
     get_norm,
     norm_has_affine,
     parse_spec,
+    per_axis,
 )
 
 __all__ = ["ConvNormAct", "DoubleConv", "ResidualBlock", "check_channels", "conv_parts"]
@@ -27,7 +28,21 @@ def check_channels(**channels: int) -> None:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
-def _check_kernel(kernel_size: int) -> int:
+Axes = int | Sequence[int]
+"""A kernel size or stride: one int for every spatial axis, or one int per axis."""
+
+
+def _check_kernel(kernel_size: Axes, spatial_dims: int = 1) -> Axes:
+    """Check an odd kernel size (an int, or one int per axis) and return it."""
+    if isinstance(kernel_size, Sequence) and not isinstance(kernel_size, str):
+        if len(kernel_size) != spatial_dims:
+            raise ValueError(
+                f"kernel_size {list(kernel_size)} must have one entry per spatial axis "
+                f"({spatial_dims}), or be one odd int for every axis"
+            )
+        for k in kernel_size:
+            _check_kernel(k)
+        return tuple(kernel_size)
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
         raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
     if kernel_size % 2 == 0:
@@ -36,6 +51,17 @@ def _check_kernel(kernel_size: int) -> int:
             f"use an odd kernel such as {kernel_size + 1}"
         )
     return kernel_size
+
+
+def _same_padding(kernel_size: Axes) -> Axes:
+    """``k // 2`` per axis: the padding that keeps the size of an odd kernel at stride 1."""
+    if isinstance(kernel_size, int):
+        return kernel_size // 2
+    return tuple(k // 2 for k in kernel_size)
+
+
+def _is_one(stride: Axes) -> bool:
+    return stride == 1 if isinstance(stride, int) else all(s == 1 for s in stride)
 
 
 def conv_parts(conv: nn.Module, parts: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -103,7 +129,8 @@ def _act_in_place(layer: nn.Module, spec: ActSpec) -> None:
 class ConvNormAct(nn.Sequential):
     """Convolution, then normalisation, then activation, for any ``spatial_dims``.
 
-    Padding is ``kernel_size // 2`` so an odd kernel at stride 1 keeps the spatial size.
+    Padding is ``kernel_size // 2`` (per axis) so an odd kernel at stride 1 keeps the
+    spatial size.
     Submodules are named ``conv``, ``norm`` and ``act``; the last two are absent when
     their spec is ``None``. A ReLU, leaky ReLU or ELU named by its spec runs in place (on
     the fresh output of the norm or conv), unless the spec sets ``inplace`` itself.
@@ -113,8 +140,9 @@ class ConvNormAct(nn.Sequential):
         spatial_dims: 1, 2 or 3.
         in_channels: input channels.
         out_channels: output channels.
-        kernel_size: odd kernel size, the same along every axis.
-        stride: convolution stride.
+        kernel_size: odd kernel size: one int for every axis, or one per axis (``(1, 3, 3)``
+            convolves in-plane only).
+        stride: convolution stride, an int or one per axis.
         norm: norm spec (see :func:`attnunet.layers.get_norm`).
         act: activation spec (see :func:`attnunet.layers.get_act`).
         bias: conv bias; ``None`` means "only when no affine norm follows".
@@ -133,8 +161,8 @@ class ConvNormAct(nn.Sequential):
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        kernel_size: int = 3,
-        stride: int = 1,
+        kernel_size: Axes = 3,
+        stride: Axes = 1,
         norm: NormSpec = "batch",
         act: ActSpec = "relu",
         bias: bool | None = None,
@@ -142,7 +170,9 @@ class ConvNormAct(nn.Sequential):
         super().__init__()
         check_spatial_dims(spatial_dims)
         check_channels(in_channels=in_channels, out_channels=out_channels)
-        _check_kernel(kernel_size)
+        kernel_size = _check_kernel(kernel_size, spatial_dims)
+        if not isinstance(stride, int):
+            stride = per_axis(stride, spatial_dims, "stride")
         if bias is None:
             bias = not norm_has_affine(norm)
         self.add_module(
@@ -152,7 +182,7 @@ class ConvNormAct(nn.Sequential):
                 out_channels,
                 kernel_size,
                 stride=stride,
-                padding=kernel_size // 2,
+                padding=_same_padding(kernel_size),
                 bias=bias,
             ),
         )
@@ -196,24 +226,34 @@ class ConvNormAct(nn.Sequential):
 
 
 class DoubleConv(nn.Sequential):
-    """Ronneberger's double convolution: ``[conv -> norm -> act] x 2``.
+    """Ronneberger's double convolution: ``[conv -> norm -> act] x 2`` (or ``x num_convs``).
 
     Args:
         spatial_dims: 1, 2 or 3.
         in_channels: input channels.
-        out_channels: output channels of both convolutions (unless ``mid_channels``).
-        kernel_size: odd kernel size (3 in the paper), 'same' padding.
+        out_channels: output channels of every convolution (unless ``mid_channels``).
+        kernel_size: odd kernel size (3 in the paper), an int or one per axis; 'same'
+            padding.
         norm: norm spec; ``None`` gives the original 2015 U-Net.
         act: activation spec.
         bias: conv bias; ``None`` means "only when no affine norm follows".
         mid_channels: output channels of the first convolution (default ``out_channels``).
+        num_convs: how many ``conv -> norm -> act`` units (2, the double convolution, by
+            default; nnU-Net's plans call it ``n_conv_per_stage``). They are named
+            ``conv1``, ``conv2``, ...
+        stride: stride of the first convolution (an int or one per axis): a stage that
+            down-samples with its first convolution, as nnU-Net's and MONAI's DynUNet
+            encoders do.
 
     Shape:
-        ``(B, in_channels, *S)`` -> ``(B, out_channels, *S)``.
+        ``(B, in_channels, *S)`` -> ``(B, out_channels, *ceil(S / stride))``.
 
     Examples:
         >>> DoubleConv(2, 3, 16)(torch.randn(2, 3, 33, 40)).shape
         torch.Size([2, 16, 33, 40])
+        >>> block = DoubleConv(3, 1, 8, kernel_size=(1, 3, 3), num_convs=3, stride=(1, 2, 2))
+        >>> block(torch.randn(1, 1, 5, 16, 16)).shape
+        torch.Size([1, 8, 5, 8, 8])
     """
 
     def __init__(
@@ -221,16 +261,26 @@ class DoubleConv(nn.Sequential):
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        kernel_size: int = 3,
+        kernel_size: Axes = 3,
         norm: NormSpec = "batch",
         act: ActSpec = "relu",
         bias: bool | None = None,
         mid_channels: int | None = None,
+        num_convs: int = 2,
+        stride: Axes = 1,
     ) -> None:
         super().__init__()
+        check_channels(num_convs=num_convs)
         mid = out_channels if mid_channels is None else mid_channels
-        self.conv1 = ConvNormAct(spatial_dims, in_channels, mid, kernel_size, 1, norm, act, bias)
-        self.conv2 = ConvNormAct(spatial_dims, mid, out_channels, kernel_size, 1, norm, act, bias)
+        cin = in_channels
+        for n in range(1, num_convs + 1):
+            cout = mid if n == 1 and n < num_convs else out_channels
+            step = stride if n == 1 else 1
+            self.add_module(
+                f"conv{n}",
+                ConvNormAct(spatial_dims, cin, cout, kernel_size, step, norm, act, bias),
+            )
+            cin = cout
 
 
 class ResidualBlock(nn.Module):
@@ -238,25 +288,32 @@ class ResidualBlock(nn.Module):
 
     ``out = act(shortcut(x) + norm(conv(act(norm(conv(x))))))``, where the shortcut is a
     1x1 convolution with bias and no norm (the ResUNet of the knee-ultrasound study), or
-    the identity when asked for and the channel counts match.
+    the identity when asked for and the channel counts match. With ``num_convs`` units
+    the body is ``conv1`` (with act), ``inner`` (``num_convs - 2`` more with act) and
+    ``conv2`` (norm, no act) before the sum.
 
     Args:
         spatial_dims: 1, 2 or 3.
         in_channels: input channels.
         out_channels: output channels.
-        kernel_size: odd kernel size of the two body convolutions.
+        kernel_size: odd kernel size of the body convolutions (an int or one per axis).
         norm: norm spec for the body.
         act: activation spec (inside the body and after the sum).
         bias: body conv bias; ``None`` means "only when no affine norm follows".
         shortcut: ``"projection"`` (default, always a 1x1 conv), ``"identity"`` (requires
-            ``in_channels == out_channels``) or ``"auto"`` (identity where the channel
-            counts match, projection elsewhere: the choice to pass to a whole U-Net).
+            ``in_channels == out_channels`` and stride 1) or ``"auto"`` (identity where the
+            channel counts match and the stride is 1, projection elsewhere: the choice to
+            pass to a whole U-Net).
+        num_convs: convolutions in the body (2 by default, at least 2).
+        stride: stride of the first body convolution and of the projection (an int or one
+            per axis), for a stage that down-samples with its block.
 
     Shape:
-        ``(B, in_channels, *S)`` -> ``(B, out_channels, *S)``.
+        ``(B, in_channels, *S)`` -> ``(B, out_channels, *ceil(S / stride))``.
 
     Raises:
-        ValueError: ``shortcut="identity"`` with ``in_channels != out_channels``.
+        ValueError: ``shortcut="identity"`` with ``in_channels != out_channels`` or a
+            stride, or ``num_convs < 2``.
 
     Examples:
         >>> ResidualBlock(3, 4, 8)(torch.randn(1, 4, 6, 7, 8)).shape
@@ -268,30 +325,47 @@ class ResidualBlock(nn.Module):
         spatial_dims: int,
         in_channels: int,
         out_channels: int,
-        kernel_size: int = 3,
+        kernel_size: Axes = 3,
         norm: NormSpec = "batch",
         act: ActSpec = "relu",
         bias: bool | None = None,
         shortcut: Literal["projection", "identity", "auto"] = "projection",
+        num_convs: int = 2,
+        stride: Axes = 1,
     ) -> None:
         super().__init__()
+        if isinstance(num_convs, bool) or not isinstance(num_convs, int) or num_convs < 2:
+            raise ValueError(
+                f"a residual block needs num_convs >= 2 (a body of at least two "
+                f"convolutions), got {num_convs!r}; use block='double' for one convolution"
+            )
         self.conv1 = ConvNormAct(
-            spatial_dims, in_channels, out_channels, kernel_size, 1, norm, act, bias
+            spatial_dims, in_channels, out_channels, kernel_size, stride, norm, act, bias
+        )
+        self.inner = nn.Sequential(
+            *[
+                ConvNormAct(
+                    spatial_dims, out_channels, out_channels, kernel_size, 1, norm, act, bias
+                )
+                for _ in range(num_convs - 2)
+            ]
         )
         self.conv2 = ConvNormAct(
             spatial_dims, out_channels, out_channels, kernel_size, 1, norm, None, bias
         )
+        strided = not _is_one(stride)
         if shortcut == "auto":
-            shortcut = "identity" if in_channels == out_channels else "projection"
+            shortcut = "identity" if in_channels == out_channels and not strided else "projection"
         if shortcut == "projection":
             self.shortcut: nn.Module = conv_type(spatial_dims)(
-                in_channels, out_channels, 1, bias=True
+                in_channels, out_channels, 1, stride=stride, bias=True
             )
         elif shortcut == "identity":
-            if in_channels != out_channels:
+            if in_channels != out_channels or strided:
                 raise ValueError(
-                    f"an identity shortcut needs in_channels == out_channels, got "
-                    f"{in_channels} and {out_channels}: use shortcut='projection'"
+                    f"an identity shortcut needs in_channels == out_channels and stride 1, "
+                    f"got {in_channels} and {out_channels} channels, stride {stride!r}: use "
+                    f"shortcut='projection'"
                 )
             self.shortcut = nn.Identity()
         else:
@@ -304,7 +378,7 @@ class ResidualBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the body first: the sum takes its memory layout, which is channels-last after
         # model.to_channels_last() even where a 1x1 shortcut of a 1-channel input is not
-        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
+        return self.act(self.conv2(self.inner(self.conv1(x))) + self.shortcut(x))
 
     def branches_parts(self, parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The first unit and the shortcut on ``torch.cat(parts, dim=1)``, built without
@@ -318,5 +392,5 @@ class ResidualBlock(nn.Module):
         return self.conv1.forward_parts(parts), s
 
     def merge(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """``act(conv2(h) + s)``: the block after :meth:`branches_parts`."""
-        return self.act(self.conv2(h) + s)
+        """``act(conv2(inner(h)) + s)``: the block after :meth:`branches_parts`."""
+        return self.act(self.conv2(self.inner(h)) + s)

@@ -24,6 +24,7 @@ from attnunet.layers import (
     conv_type,
     get_act,
     parse_spec,
+    per_axis,
     unknown_choice,
 )
 from attnunet.layers.shape import interp_mode, resize
@@ -141,7 +142,8 @@ class GridAttentionGate(SkipGate):
         gating_channels: ``C_g``, channels of the gating feature.
         inter_channels: ``F_int``; default ``max(1, C_x // 2)``.
         subsample: kernel and stride of ``theta`` (the ratio between the skip grid and the
-            gating grid); 1 gives a same-resolution gate.
+            gating grid), an int or one per axis (``(1, 2, 2)`` below a stage that keeps
+            its first axis); 1 gives a same-resolution gate.
         theta_bias: bias on ``theta`` (off in Oktay's code, on in agv-unet).
         act: nonlinearity applied to the sum (``"relu"``, or ``"softplus"``).
         normalization: ``"sigmoid"`` (coefficients in (0, 1) independently) or
@@ -171,7 +173,7 @@ class GridAttentionGate(SkipGate):
         in_channels: int,
         gating_channels: int,
         inter_channels: int | None = None,
-        subsample: int = 2,
+        subsample: int | Sequence[int] = 2,
         theta_bias: bool = False,
         act: ActSpec = "relu",
         normalization: Literal["sigmoid", "softmax"] = "sigmoid",
@@ -185,7 +187,10 @@ class GridAttentionGate(SkipGate):
         check_channels(
             in_channels=in_channels, gating_channels=gating_channels, inter_channels=inter
         )
-        check_channels(subsample=subsample)
+        if isinstance(subsample, int):
+            check_channels(subsample=subsample)
+        else:
+            subsample = per_axis(subsample, spatial_dims, "subsample")
         if normalization not in ("sigmoid", "softmax"):
             raise ValueError(f"normalization must be 'sigmoid' or 'softmax', got {normalization!r}")
         if gating not in ("coarse", "upsampled"):
@@ -423,6 +428,7 @@ class MultiAttentionGate(SkipGate):
         num_gates: how many gates.
         norm: norm spec of the merge (and the default of named inner gates).
         act: activation spec of the merge.
+        subsample: passed to named inner gates with a grid (see :func:`build_gate`).
 
     Shape:
         ``x``: ``(B, C_x, *S)``; output ``(B, C_x, *S)``; ``alpha``: ``(B, num_gates, *S)``,
@@ -447,11 +453,14 @@ class MultiAttentionGate(SkipGate):
         num_gates: int = 2,
         norm: NormSpec = "batch",
         act: ActSpec = "relu",
+        subsample: int | Sequence[int] | None = None,
     ) -> None:
         check_channels(num_gates=num_gates)
         gates: list[SkipGate] = []
         for _ in range(num_gates):
-            built = build_gate(gate, spatial_dims, in_channels, gating_channels, norm)
+            built = build_gate(
+                gate, spatial_dims, in_channels, gating_channels, norm, subsample=subsample
+            )
             if built is None:
                 raise ValueError("MultiAttentionGate needs a gate spec, got None")
             gates.append(built)
@@ -554,6 +563,9 @@ with those defaults), ``"additive"`` (:class:`AdditiveAttentionGate`), ``"self"`
 _TAKES_NORM = frozenset(
     {"grid", "grid_krd", "grid_oktay", "conv_mapped", "conv_mapped_oktay", "additive", "multi"}
 )
+_TAKES_SUBSAMPLE = frozenset(
+    {"grid", "grid_krd", "grid_oktay", "conv_mapped", "conv_mapped_oktay", "multi"}
+)
 
 
 def build_gate(
@@ -562,6 +574,7 @@ def build_gate(
     in_channels: int,
     gating_channels: int,
     norm: NormSpec | None = None,
+    subsample: int | Sequence[int] | None = None,
 ) -> SkipGate | None:
     """Build a gate from a spec.
 
@@ -578,6 +591,11 @@ def build_gate(
         norm: a default norm spec for named gates that have norms (every named gate but
             ``"self"``), used unless the spec's kwargs set ``norm``; the U-Net models pass
             their own ``norm`` here, so ``norm="instance"`` reaches the gates too.
+        subsample: a default ``subsample`` for named gates with a coarse grid (``"grid*"``,
+            ``"conv_mapped*"``, and the gates of ``"multi"``), used unless the spec's
+            kwargs set it; the U-Net models pass the stride between the skip's stage and
+            the next, so a gate below an anisotropic stage (stride ``(1, 2, 2)``) samples
+            its grid the same way. Callables and other gates do not receive it.
 
     Raises:
         ValueError: unknown gate name (close matches are suggested).
@@ -597,6 +615,8 @@ def build_gate(
         raise unknown_choice("gate", name, tuple(GATES))
     if norm is not None and name in _TAKES_NORM:
         kwargs.setdefault("norm", norm)
+    if subsample is not None and name in _TAKES_SUBSAMPLE:
+        kwargs.setdefault("subsample", subsample)
     return _checked_gate(name, GATES[name](spatial_dims, in_channels, gating_channels, **kwargs))
 
 
@@ -618,6 +638,7 @@ def build_skip_gate(
     coarse_channels: int,
     upsampled_channels: int,
     norm: NormSpec | None = None,
+    subsample: int | Sequence[int] | None = None,
 ) -> SkipGate | None:
     """Build the gate of one U-Net skip: for the coarse gating feature, or rebuilt for the
     up-sampled feature's channels when the gate declares ``gating = "upsampled"``.
@@ -629,12 +650,14 @@ def build_skip_gate(
         coarse_channels: channels of the coarse decoder feature (or gating signal).
         upsampled_channels: channels of that feature after the model's up-sampler.
         norm: the model's norm spec, passed on as in :func:`build_gate`.
+        subsample: the stride from the skip's stage to the coarse one, passed on as in
+            :func:`build_gate`.
 
     Examples:
         >>> build_skip_gate("additive", 2, 8, 16, 16).gating_channels
         16
     """
-    gate = build_gate(spec, spatial_dims, skip_channels, coarse_channels, norm)
+    gate = build_gate(spec, spatial_dims, skip_channels, coarse_channels, norm, subsample)
     if gate is not None and gate.gating == "upsampled":
-        gate = build_gate(spec, spatial_dims, skip_channels, upsampled_channels, norm)
+        gate = build_gate(spec, spatial_dims, skip_channels, upsampled_channels, norm, subsample)
     return gate

@@ -29,6 +29,7 @@ from attnunet.layers.shape import (
     crop_to,
     interp_mode,
     match_size,
+    per_axis,
     resize,
     upsample_x2,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "min_max",
     "norm_has_affine",
     "parse_spec",
+    "per_axis",
     "resize",
     "unknown_choice",
     "upsample_x2",

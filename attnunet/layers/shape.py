@@ -1,5 +1,7 @@
 """Small, TorchScript-friendly helpers for matching spatial sizes."""
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -7,6 +9,35 @@ import torch.nn.functional as F
 def interp_mode(spatial_dims: int) -> str:
     """The linear interpolation mode for ``spatial_dims`` (linear/bilinear/trilinear)."""
     return ("linear", "bilinear", "trilinear")[spatial_dims - 1]
+
+
+def per_axis(value: int | Sequence[int], spatial_dims: int, what: str) -> tuple[int, ...]:
+    """``value`` as one positive int per spatial axis: an int is repeated, a sequence must
+    have ``spatial_dims`` entries.
+
+    Raises:
+        ValueError: a bool, a non-positive or non-int entry, or a sequence of another
+            length; the message names ``what`` and shows what works.
+
+    Examples:
+        >>> per_axis(2, 3, "stride"), per_axis([1, 2, 2], 3, "stride")
+        ((2, 2, 2), (1, 2, 2))
+    """
+    items = [value] * spatial_dims if isinstance(value, int) else value
+    if isinstance(value, bool) or not isinstance(items, Sequence) or isinstance(items, str):
+        raise ValueError(
+            f"{what} must be an int or one int per spatial axis ({spatial_dims}), got {value!r}"
+        )
+    axes = tuple(items)
+    if len(axes) != spatial_dims or any(
+        isinstance(a, bool) or not isinstance(a, int) or a < 1 for a in axes
+    ):
+        example = ", ".join(["2"] * spatial_dims)
+        raise ValueError(
+            f"{what} must be a positive int or {spatial_dims} positive ints (one per spatial "
+            f"axis, e.g. [{example}]), got {value!r}"
+        )
+    return axes
 
 
 def match_size(x: torch.Tensor, size: list[int]) -> torch.Tensor:

@@ -14,13 +14,13 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from attnunet.blocks.conv import DoubleConv, ResidualBlock, check_channels
-from attnunet.blocks.sampling import Down, DownMode
+from attnunet.blocks.sampling import Down
 from attnunet.layers import (
     ActSpec,
     NormSpec,
@@ -28,6 +28,7 @@ from attnunet.layers import (
     get_dropout,
     norm_has_affine,
     parse_spec,
+    per_axis,
     unknown_choice,
 )
 from attnunet.models._checkpointing import CheckpointSegment, run_checkpointed
@@ -35,6 +36,7 @@ from attnunet.models.base import SegmentationModel, SizePolicy, check_size_polic
 
 __all__ = [
     "BLOCKS",
+    "DOWN_MODES",
     "Encoder",
     "EncoderStage",
     "Stage",
@@ -43,6 +45,7 @@ __all__ = [
     "build_encoder",
     "capture_config",
     "channels_list",
+    "stage_divisors",
     "unet_stages",
 ]
 
@@ -53,6 +56,10 @@ BLOCKS: dict[str, Callable[..., nn.Module]] = {
 """Stage block names accepted by the ``block`` argument of the U-Net models."""
 
 
+Axes = int | tuple[int, ...]
+"""A kernel size or stride: one int for every axis, or one int per axis."""
+
+
 @dataclass(frozen=True)
 class Stage:
     """One resolution level of a U-Net: its encoder stage, the skip it leaves and the
@@ -60,14 +67,21 @@ class Stage:
 
     Attributes:
         channels: the width of the stage's features.
-        kernel_size: the kernel of the stage's block convolutions (odd).
-        stride: the down-sampling factor from the previous stage (1 for the first stage;
-            the encoder builds stride 2, which the up-samplers undo, and refuses others).
+        kernel_size: the kernel of the stage's block convolutions (odd), one int for
+            every axis or one per axis (``(1, 3, 3)``: in-plane only).
+        stride: the down-sampling factor from the previous stage, one int or one per axis
+            (all 1 for the first stage; ``(1, 2, 2)`` keeps the first axis). The encoder
+            down-samples by it and the decoder's up-sampler undoes it.
+        convs: convolutions in the stage's encoder block.
+        decoder_convs: convolutions in the block of the decoder stage that comes back to
+            this level (unused for the bottleneck).
     """
 
     channels: int
-    kernel_size: int = 3
-    stride: int = 2
+    kernel_size: Axes = 3
+    stride: Axes = 2
+    convs: int = 2
+    decoder_convs: int = 2
 
 
 def channels_list(channels: int | Sequence[int], depth: int | None) -> list[int]:
@@ -114,18 +128,136 @@ def _doubled(root: int, depth: int) -> list[int]:
     return [root * 2**i for i in range(depth + 1)]
 
 
-def unet_stages(channels: int | Sequence[int], depth: int | None, kernel_size: int) -> list[Stage]:
-    """The stages of a U-Net with the same kernel everywhere and every axis halved per
-    level: the first stage at stride 1, each later one at stride 2.
+def _per_stage(value: Any, n: int, what: str, example: str) -> list[Any]:
+    """``value`` repeated for ``n`` stages (an int), or checked to hold one entry per stage."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value] * n
+    items = list(value)
+    if len(items) != n:
+        raise ValueError(
+            f"{what} must give one entry per stage ({n}: the finest first, the bottleneck "
+            f"last) or one value for all, got {len(items)} entries {items!r}; e.g. {example}"
+        )
+    return items
+
+
+def _axes(value: Any, spatial_dims: int, what: str) -> Axes:
+    """One int for an isotropic value, a tuple per axis otherwise (checked)."""
+    axes = per_axis(value if isinstance(value, int) else tuple(value), spatial_dims, what)
+    return axes[0] if len(set(axes)) == 1 else axes
+
+
+def _stage_strides(strides: Any, n: int, spatial_dims: int) -> list[Axes]:
+    if strides is None:
+        default: list[Axes] = [1]
+        return default + [2] * (n - 1)
+    if isinstance(strides, int):
+        raise ValueError(
+            f"strides must give one stride per stage ({n}, the first 1), e.g. "
+            f"{[1] + [2] * (n - 1)}, or [[1, 1, 1], [1, 2, 2], [2, 2, 2], ...] per axis; "
+            f"got {strides!r}"
+        )
+    items = _per_stage(strides, n, "strides", str([1] + [2] * (n - 1)))
+    out = [_axes(v, spatial_dims, f"strides[{i}]") for i, v in enumerate(items)]
+    if out[0] != 1:
+        raise ValueError(
+            f"strides[0] is the first stage's, which runs at the input resolution: it must "
+            f"be 1 on every axis, got {items[0]!r}"
+        )
+    return out
+
+
+def _stage_kernels(kernel_size: Any, n: int, spatial_dims: int) -> list[Axes]:
+    if isinstance(kernel_size, int) and not isinstance(kernel_size, bool):
+        return [kernel_size] * n
+    items = list(kernel_size)
+    if len(items) == spatial_dims and all(isinstance(k, int) for k in items):
+        if n == spatial_dims:
+            raise ValueError(
+                f"kernel_size={items!r} is ambiguous for {n} stages in {spatial_dims}D: one "
+                f"kernel per stage, or one per-axis kernel for every stage? Write one "
+                f"per-axis kernel per stage, e.g. {[items] * n!r}"
+            )
+        items = [tuple(items)] * n  # one per-axis kernel for every stage
+    items = _per_stage(items, n, "kernel_size", "3, or [[1, 3, 3], [1, 3, 3], [3, 3, 3], ...]")
+    kernels = [_axes(v, spatial_dims, f"kernel_size[{i}]") for i, v in enumerate(items)]
+    for i, k in enumerate(kernels):
+        if any(a % 2 == 0 for a in ((k,) if isinstance(k, int) else k)):
+            raise ValueError(
+                f"kernel_size[{i}] = {items[i]!r} has an even entry, so 'same' padding cannot "
+                f"keep the size: use odd kernels such as 1, 3 or 5"
+            )
+    return kernels
+
+
+def _stage_convs(convs: Any, n: int, what: str) -> list[int]:
+    items = _per_stage(convs, n, what, "2, or [2, 2, 3, 3]")
+    for c in items:
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise ValueError(f"{what} must hold positive ints, got {convs!r}")
+    return items
+
+
+def unet_stages(
+    channels: int | Sequence[int],
+    depth: int | None,
+    kernel_size: Any = 3,
+    *,
+    strides: Any = None,
+    convs_per_stage: Any = 2,
+    decoder_convs_per_stage: Any = None,
+    spatial_dims: int = 2,
+) -> list[Stage]:
+    """The stages of a U-Net, finest first, from the models' arguments.
+
+    By default every stage has the same kernel and two convolutions, the first stage runs
+    at stride 1 and each later one halves every axis. ``strides`` gives one stride per
+    stage (an int or one per axis; the first must be 1), ``kernel_size`` one kernel for
+    all stages or one per stage (each an int or one per axis), ``convs_per_stage`` the
+    encoder blocks' convolutions (one for all or one per stage) and
+    ``decoder_convs_per_stage`` the decoder blocks' (one for all or one per decoder
+    level, finest first; default the encoder's count of that level).
+
+    Raises:
+        ValueError: a list of the wrong length, a first stride other than 1, an even
+            kernel, a non-positive count; the message shows what works.
 
     Examples:
         >>> [(s.channels, s.stride) for s in unet_stages((8, 16, 32), None, 3)]
         [(8, 1), (16, 2), (32, 2)]
+        >>> [s.stride for s in unet_stages((8, 16, 32), None, strides=[1, (1, 2, 2), 2],
+        ...                                 spatial_dims=3)]
+        [1, (1, 2, 2), 2]
     """
+    chans = channels_list(channels, depth)
+    n = len(chans)
+    strides_ = _stage_strides(strides, n, spatial_dims)
+    kernels = _stage_kernels(kernel_size, n, spatial_dims)
+    convs = _stage_convs(convs_per_stage, n, "convs_per_stage")
+    if decoder_convs_per_stage is None:
+        decoder = convs[:-1]
+    else:
+        decoder = _stage_convs(decoder_convs_per_stage, n - 1, "decoder_convs_per_stage")
+    decoder = [*decoder, 0]  # the bottleneck has no decoder stage
     return [
-        Stage(c, kernel_size, 1 if i == 0 else 2)
-        for i, c in enumerate(channels_list(channels, depth))
+        Stage(c, k, st, cv, dc)
+        for c, k, st, cv, dc in zip(chans, kernels, strides_, convs, decoder, strict=True)
     ]
+
+
+def stage_divisors(stages: Sequence[Stage], spatial_dims: int) -> list[int]:
+    """The product of the stages' strides per axis: what each input axis must be a
+    multiple of for the network to see exact grids.
+
+    Examples:
+        >>> stage_divisors(unet_stages(8, 3, strides=[1, (1, 2, 2), 2, 2], spatial_dims=3), 3)
+        [4, 8, 8]
+    """
+    divisors = [1] * spatial_dims
+    for stage in stages:
+        for d, s in enumerate(per_axis(stage.stride, spatial_dims, "stride")):
+            divisors[d] *= s
+    return divisors
 
 
 def build_block(
@@ -133,20 +265,46 @@ def build_block(
     spatial_dims: int,
     in_channels: int,
     out_channels: int,
-    kernel_size: int,
+    kernel_size: Axes,
     norm: NormSpec,
     act: ActSpec,
     bias: bool | None,
+    *,
+    num_convs: int = 2,
+    stride: Axes = 1,
 ) -> nn.Module:
     """Build a stage block from ``"double"``, ``"residual"``, a ``(name, kwargs)`` pair or a
-    callable with the signature of :class:`~attnunet.blocks.DoubleConv`."""
+    callable with the signature of :class:`~attnunet.blocks.DoubleConv`.
+
+    ``num_convs`` and ``stride`` reach a callable only when they differ from 2 and 1 (so a
+    callable written for the double-convolution signature keeps working in a model that
+    does not use them); one that does not accept them then raises a ``TypeError`` that
+    says which argument it needs.
+    """
+    extra: dict[str, Any] = {}
+    if num_convs != 2:
+        extra["num_convs"] = num_convs
+    if stride != 1:
+        extra["stride"] = stride
     if callable(spec) and not isinstance(spec, str):
-        return spec(spatial_dims, in_channels, out_channels, kernel_size, norm, act, bias)
+        try:
+            return spec(
+                spatial_dims, in_channels, out_channels, kernel_size, norm, act, bias, **extra
+            )
+        except TypeError as error:
+            if not extra or not any(key in str(error) for key in extra):
+                raise
+            raise TypeError(
+                f"the block callable {spec!r} does not accept {sorted(extra)}: the model's "
+                f"convs_per_stage / decoder_convs_per_stage / down='strided' need a block "
+                f"that takes num_convs= (convolutions) and stride= (of its first convolution), "
+                f"as attnunet.blocks.DoubleConv does"
+            ) from error
     name, kwargs = parse_spec(spec, "block")
     if name is None or name not in BLOCKS:
         raise unknown_choice("block", str(name), tuple(BLOCKS))
     return BLOCKS[name](
-        spatial_dims, in_channels, out_channels, kernel_size, norm, act, bias, **kwargs
+        spatial_dims, in_channels, out_channels, kernel_size, norm, act, bias, **kwargs, **extra
     )
 
 
@@ -191,33 +349,37 @@ class Encoder(nn.Module):
         return features
 
 
-def _down(spatial_dims: int, channels: int, stage: Stage, mode: DownMode) -> Down:
-    if stage.stride != 2:
-        raise ValueError(f"stage strides other than 2 are not supported yet, got {stage}")
-    return Down(spatial_dims, channels, mode)
+StageDown = Literal["maxpool", "avgpool", "conv", "strided"]
+"""Values of the models' ``down`` argument: a :class:`~attnunet.blocks.Down` mode, or
+``"strided"`` (the first convolution of each stage's block carries the stride)."""
+
+BlockBuilder = Callable[..., nn.Module]
+"""``make_block(cin, cout, stage, decoder=False)``: a stage's block, for its encoder
+stage or (``decoder=True``) for the decoder stage that comes back to it."""
 
 
 def build_encoder(
     spatial_dims: int,
     in_channels: int,
     stages: Sequence[Stage],
-    make_block: Callable[[int, int, Stage], nn.Module],
-    down: DownMode,
+    make_block: BlockBuilder,
+    down: StageDown,
     dropout: float,
 ) -> Encoder:
     """The U-Net encoder: ``block(in -> c0)``, then ``down -> dropout -> block`` per stage,
-    each built from its :class:`Stage`."""
+    each built from its :class:`Stage` (with ``down="strided"``, ``down`` is the identity
+    and the block's first convolution has the stride)."""
     first = stages[0]
     block = make_block(in_channels, first.channels, first)
     encoder = [EncoderStage(nn.Identity(), nn.Identity(), block)]
     for previous, stage in itertools.pairwise(stages):
-        encoder.append(
-            EncoderStage(
-                _down(spatial_dims, previous.channels, stage, down),
-                get_dropout(dropout),
-                make_block(previous.channels, stage.channels, stage),
-            )
-        )
+        if down == "strided":
+            sampler: nn.Module = nn.Identity()
+            stage_block = make_block(previous.channels, stage.channels, stage, strided=True)
+        else:
+            sampler = Down(spatial_dims, previous.channels, down, stage.stride)
+            stage_block = make_block(previous.channels, stage.channels, stage)
+        encoder.append(EncoderStage(sampler, get_dropout(dropout), stage_block))
     return Encoder(encoder)
 
 
@@ -245,6 +407,9 @@ def capture_config(
     return {name: normalised[name] if name in normalised else values[name] for name in names}
 
 
+DOWN_MODES = ("maxpool", "avgpool", "conv", "strided")
+
+
 class UNetTrunk(SegmentationModel):
     """The base of the U-Net-shaped models: checks the arguments they share, describes
     the stages, and builds the encoder; the subclass adds its decoder and heads."""
@@ -259,22 +424,40 @@ class UNetTrunk(SegmentationModel):
         num_classes: int,
         channels: int | Sequence[int],
         depth: int | None,
-        kernel_size: int,
+        kernel_size: Any,
         size_policy: SizePolicy,
+        strides: Any = None,
+        convs_per_stage: Any = 2,
+        decoder_convs_per_stage: Any = None,
+        down: str = "maxpool",
     ) -> list[Stage]:
         """Check the shared arguments and set the shared attributes; return the stages.
         Builds no module (the subclass checks its own arguments next, before any weight is
         drawn)."""
         check_spatial_dims(spatial_dims)
         check_channels(in_channels=in_channels, num_classes=num_classes)
-        stages = unet_stages(channels, depth, kernel_size)
+        stages = unet_stages(
+            channels,
+            depth,
+            kernel_size,
+            strides=strides,
+            convs_per_stage=convs_per_stage,
+            decoder_convs_per_stage=decoder_convs_per_stage,
+            spatial_dims=spatial_dims,
+        )
         check_size_policy(size_policy)
+        if down not in DOWN_MODES:
+            raise ValueError(
+                f"down mode must be one of {', '.join(map(repr, DOWN_MODES))}, got {down!r}"
+            )
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.depth = len(stages) - 1
-        self.divisor = math.prod(stage.stride for stage in stages)  # the first is 1
+        self.divisors = stage_divisors(stages, spatial_dims)
+        self.divisor = math.lcm(*self.divisors)
         self.size_policy = size_policy
         self.channels = [s.channels for s in stages]
+        self.strides = [list(per_axis(s.stride, spatial_dims, "stride")) for s in stages]
         return stages
 
     def _build_encoder(
@@ -286,15 +469,28 @@ class UNetTrunk(SegmentationModel):
         act: ActSpec,
         dropout: float,
         conv_bias: bool | None,
-        down: DownMode,
-    ) -> Callable[[int, int, Stage], nn.Module]:
+        down: StageDown,
+    ) -> BlockBuilder:
         """Build ``self.encoder`` from ``stages``; return the block builder
-        (``make_block(cin, cout, stage)``) for the decoder."""
+        (``make_block(cin, cout, stage, decoder=True)`` for the decoder)."""
         bias = (not norm_has_affine(norm)) if conv_bias is None else conv_bias
         spatial_dims = self.spatial_dims
 
-        def make_block(cin: int, cout: int, stage: Stage) -> nn.Module:
-            return build_block(block, spatial_dims, cin, cout, stage.kernel_size, norm, act, bias)
+        def make_block(
+            cin: int, cout: int, stage: Stage, *, strided: bool = False, decoder: bool = False
+        ) -> nn.Module:
+            return build_block(
+                block,
+                spatial_dims,
+                cin,
+                cout,
+                stage.kernel_size,
+                norm,
+                act,
+                bias,
+                num_convs=stage.decoder_convs if decoder else stage.convs,
+                stride=stage.stride if strided else 1,
+            )
 
         self.encoder = build_encoder(
             spatial_dims, self.in_channels, stages, make_block, down, dropout

@@ -96,6 +96,34 @@ def _check_export_sizes(size: list[Any], size_policy: str, div: int) -> None:
         )
 
 
+def _divisor_text(divs: list[int]) -> str:
+    """``16`` when every axis agrees, else ``[4, 16, 16]``."""
+    if all(d == divs[0] for d in divs):
+        return str(divs[0])
+    return str(divs)
+
+
+def _axes_text(divs: list[int]) -> str:
+    """``every axis`` when every axis agrees, else ``each axis (in order)``."""
+    if all(d == divs[0] for d in divs):
+        return "every axis"
+    return "each axis (in order)"
+
+
+def _size_error(size: list[int], divs: list[int]) -> str:
+    """The message of ``size_policy="error"`` for a size that is not a multiple of ``divs``."""
+    lower = [max(divs[d], size[d] // divs[d] * divs[d]) for d in range(len(size))]
+    upper = [ceil_div(size[d], divs[d]) * divs[d] for d in range(len(size))]
+    if all(d == divs[0] for d in divs):
+        what = f"2**depth = {divs[0]}" if (divs[0] & (divs[0] - 1)) == 0 else str(divs[0])
+    else:
+        what = f"the product of the strides per axis, {divs}"
+    return (
+        f"spatial size {size} is not divisible by {what}; sizes that work nearby: {upper} or "
+        f"{lower}. Or build the model with size_policy='pad' (pads and crops) or 'resize'"
+    )
+
+
 class SegmentationModel(nn.Module):
     """Base class: a model that remembers its constructor keywords and checks its inputs.
 
@@ -106,7 +134,9 @@ class SegmentationModel(nn.Module):
     ``type(model)(**model.config)`` rebuild the same architecture: every registered class
     accepts its own name as ``model=``.
 
-    Subclasses set ``spatial_dims``, ``in_channels``, ``depth``, ``divisor`` (``2**depth``)
+    Subclasses set ``spatial_dims``, ``in_channels``, ``depth``, ``divisor`` (``2**depth``;
+    with per-axis strides ``divisors`` holds the product of the strides per axis and
+    ``divisor`` their least common multiple)
     and ``size_policy`` and call :meth:`_check_input`, :meth:`_prepare` and
     :meth:`_restore` around their network, which gives every model the same input errors
     and the same handling of sizes not divisible by ``2**depth`` (see
@@ -119,12 +149,13 @@ class SegmentationModel(nn.Module):
     """
 
     __jit_ignored_attributes__ = ("_config",)
-    __jit_unused_properties__ = ("config", "checkpointing")
+    __jit_unused_properties__ = ("config", "checkpointing", "deep_supervision", "ds_heads")
 
     spatial_dims: int
     in_channels: int
     depth: int
     divisor: int
+    divisors: list[int]
     size_policy: str
     _checkpointing: bool
 
@@ -134,6 +165,7 @@ class SegmentationModel(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        self.divisors = []  # per axis; empty: `divisor` on every axis
         self._config: dict[str, Any] = {}
         self._checkpointing = False
 
@@ -246,38 +278,39 @@ class SegmentationModel(nn.Module):
         (TorchScript cannot iterate ``self.parameters()``)."""
         return None
 
+    def _axis_divisors(self, n: int) -> list[int]:
+        """What each of the ``n`` spatial axes must be a multiple of."""
+        if len(self.divisors) == n:
+            return self.divisors
+        return [self.divisor] * n
+
     def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
         """Apply the size policy; return the (possibly padded) input and the original size."""
         size = list(x.shape[2:])
-        div = self.divisor
+        divs = self._axis_divisors(len(size))
         exporting = False
         if not torch.jit.is_scripting():
             exporting = capturing()
             if exporting:
-                _check_export_sizes(size, self.size_policy, div)
+                _check_export_sizes(size, self.size_policy, self.divisor)
         if self.size_policy == "pad":
             pad: list[int] = []
             for d in range(len(size) - 1, -1, -1):
                 pad.append(0)
                 # the padded size is then div * k to torch.export's symbolic shapes, and
                 # every size below it simplifies (needed to export a dynamic 3D RAUNet)
-                pad.append(ceil_div(size[d], div) * div - size[d])
+                pad.append(ceil_div(size[d], divs[d]) * divs[d] - size[d])
             if exporting or max(pad) > 0:  # an exported graph pads at every size
                 x = F.pad(x, pad)
         elif self.size_policy == "error":
-            if any(s % div != 0 for s in size):
-                lower = [max(div, s // div * div) for s in size]
-                upper = [ceil_div(s, div) * div for s in size]
-                raise ValueError(
-                    f"spatial size {size} is not divisible by 2**depth = {div}; sizes that "
-                    f"work nearby: {upper} or {lower}. Or build the model with "
-                    f"size_policy='pad' (pads and crops) or 'resize'"
-                )
-        elif any(s < div for s in size):
+            if any(size[d] % divs[d] != 0 for d in range(len(size))):
+                raise ValueError(_size_error(size, divs))
+        elif any(size[d] < divs[d] for d in range(len(size))):
             raise ValueError(
                 f"spatial size {size} is too small for depth {self.depth} with "
-                f"size_policy='resize': every axis needs at least {div} voxels; use "
-                f"size_policy='pad' (pads and crops back)"
+                f"size_policy='resize': {_axes_text(divs)} needs at least {_divisor_text(divs)} "
+                f"voxels; "
+                f"use size_policy='pad' (pads and crops back)"
             )
         return x, size
 

@@ -255,6 +255,7 @@ class RAUNet(AttentionMaps, SegmentationModel):
         self.num_classes = num_classes
         self.depth = 5
         self.divisor = 32
+        self.divisors = [32] * spatial_dims
         self.size_policy = size_policy
         self.encoder = self._build_encoder(spatial_dims, in_channels, encoder, pretrained)
         # a timm encoder is checkpointed as one segment (see set_checkpointing)

@@ -13,7 +13,7 @@ from torch import nn
 
 from attnunet.blocks.gates import GateSpec, GridGatingSignal, SkipGate, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
-from attnunet.blocks.sampling import DownMode, Up, UpMode
+from attnunet.blocks.sampling import Up, UpMode
 from attnunet.layers import (
     ActSpec,
     NormSpec,
@@ -22,13 +22,16 @@ from attnunet.layers import (
 from attnunet.layers.shape import interp_mode, resize
 from attnunet.models._attention import AttentionMaps
 from attnunet.models._decoder import DecoderStage
+from attnunet.models._deep_supervision import DeepSupervisionSwitch
 from attnunet.models._factory import build_preset
 from attnunet.models._registry import register_model
 from attnunet.models._stages import (
     BLOCKS,
+    BlockBuilder,
     Encoder,
     EncoderStage,
     Stage,
+    StageDown,
     UNetTrunk,
     build_block,
     build_encoder,
@@ -123,7 +126,7 @@ def _gate_levels(gate_levels: Sequence[int] | None, depth: int) -> list[int]:
     return levels
 
 
-class UNetSkeleton(AttentionMaps, UNetTrunk):
+class UNetSkeleton(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
     """A configurable U-Net: encoder stages, gated skips, decoder levels, heads.
 
     The four models of the knee-ultrasound study are this skeleton with a fixed
@@ -158,17 +161,40 @@ class UNetSkeleton(AttentionMaps, UNetTrunk):
             pair or a callable).
         act: activation spec.
         dropout: element-wise dropout after each down-sampling and after each concat.
-        kernel_size: odd kernel of the block convolutions.
+        kernel_size: odd kernel of the block convolutions: one int for every stage, or one
+            per stage (finest first), each an int or one per axis (``[[1, 3, 3], [1, 3, 3],
+            [3, 3, 3], ...]`` for thick slices; MONAI DynUNet's and nnU-Net's form).
+        strides: the down-sampling factor of each stage from the one before, finest first
+            (``len(channels)`` entries, the first 1), each an int or one per axis:
+            ``[1, [1, 2, 2], [1, 2, 2], 2, 2]`` halves only the in-plane axes of a
+            thick-slice volume in the first two steps. Down-sampling, up-sampling, the
+            grid gates' subsampling and the size policy all follow it. Default: 1, then 2
+            for every stage.
+        convs_per_stage: convolutions in each encoder stage's block, one for all or one
+            per stage (default 2: the double convolution, or a residual body of two).
+        decoder_convs_per_stage: convolutions in each decoder level's block, one for all
+            or one per decoder level, finest first (``depth`` entries); default the
+            encoder's count of that level.
         conv_bias: bias of the block convolutions; ``None`` means "only when no affine
             norm follows".
-        down: ``"maxpool"``, ``"avgpool"`` or ``"conv"``.
+        down: ``"maxpool"``, ``"avgpool"``, ``"conv"`` (a separate layer whose kernel and
+            stride equal the stage's stride) or ``"strided"`` (the first convolution of
+            each stage's block carries the stride, as in nnU-Net and DynUNet).
         up: ``"transpose"``, ``"interp"`` or ``"upsample"`` (see :class:`~attnunet.blocks.Up`).
-        up_kernel_size: kernel of the up-sampler (default 2 for transpose, 1 for interp).
-            With ``up="upsample"`` (parameter-free linear interpolation) the decoder block
-            takes ``channels[i] + channels[i + 1]`` channels, as in Oktay's code.
+        up_kernel_size: kernel of the up-sampler (default: the stage's stride for
+            transpose, 1 for interp), an int or one per axis. With ``up="upsample"``
+            (parameter-free linear interpolation) the decoder block takes
+            ``channels[i] + channels[i + 1]`` channels, as in Oktay's code.
         gating_signal: feed the deepest gate ``Conv1 -> norm -> act`` of the bottleneck
             (:class:`~attnunet.blocks.GridGatingSignal`, Oktay) instead of the bottleneck.
-        deep_supervision: return a list of logits, one per decoder level.
+        deep_supervision: return a list of logits, one per decoder level. A run-time
+            switch as well: ``model.deep_supervision = False`` (or
+            :meth:`set_deep_supervision`) makes the same model, with the same state dict,
+            return the tensor alone.
+        ds_heads: build the deep-supervision heads even with ``deep_supervision=False``,
+            so that the switch can turn it on later (nnU-Net's networks always have them);
+            default: built when ``deep_supervision`` or ``ds_fusion`` is on. Without
+            heads the switch refuses to turn on.
         ds_fusion: add Oktay's fused output: every head's logits, linearly up-sampled to
             full resolution, concatenated (finest first) and mapped by a 1x1 conv to
             ``num_classes``. The fused logits become the output (``deep_supervision=False``)
@@ -198,7 +224,6 @@ class UNetSkeleton(AttentionMaps, UNetTrunk):
     """
 
     num_classes: Final[int]
-    deep_supervision: Final[bool]
     ds_fusion: Final[bool]
     interp_mode: Final[str]
     channels: list[int]
@@ -217,14 +242,18 @@ class UNetSkeleton(AttentionMaps, UNetTrunk):
         norm: NormSpec = "batch",
         act: ActSpec = "relu",
         dropout: float = 0.0,
-        kernel_size: int = 3,
+        kernel_size: Any = 3,
+        strides: Sequence[Any] | None = None,
+        convs_per_stage: int | Sequence[int] = 2,
+        decoder_convs_per_stage: int | Sequence[int] | None = None,
         conv_bias: bool | None = None,
-        down: DownMode = "maxpool",
+        down: StageDown = "maxpool",
         up: UpMode = "transpose",
-        up_kernel_size: int | None = None,
+        up_kernel_size: Any = None,
         gating_signal: bool = False,
         deep_supervision: bool = False,
         ds_fusion: bool = False,
+        ds_heads: bool | None = None,
         size_policy: SizePolicy = "pad",
     ) -> None:
         super().__init__()
@@ -236,6 +265,10 @@ class UNetSkeleton(AttentionMaps, UNetTrunk):
             depth=depth,
             kernel_size=kernel_size,
             size_policy=size_policy,
+            strides=strides,
+            convs_per_stage=convs_per_stage,
+            decoder_convs_per_stage=decoder_convs_per_stage,
+            down=down,
         )
         chans = self.channels
         d = self.depth
@@ -250,8 +283,12 @@ class UNetSkeleton(AttentionMaps, UNetTrunk):
             down=down,
         )
         self.num_classes = num_classes
-        self.deep_supervision = bool(deep_supervision)
         self.interp_mode = interp_mode(spatial_dims)
+        heads = bool(deep_supervision or ds_fusion) if ds_heads is None else bool(ds_heads)
+        if deep_supervision and not heads:
+            raise ValueError(
+                "deep_supervision=True needs its heads: leave ds_heads out (or pass True)"
+            )
 
         self.gating_signal = (
             GridGatingSignal(spatial_dims, chans[d], chans[d], norm, act)
@@ -264,9 +301,11 @@ class UNetSkeleton(AttentionMaps, UNetTrunk):
         self.head = SegmentationHead(spatial_dims, chans[0], num_classes)
         self.aux_heads = nn.ModuleList(
             [SegmentationHead(spatial_dims, chans[k], num_classes) for k in range(1, d)]
-            if deep_supervision or ds_fusion
+            if heads
             else []
         )
+        self._ds_heads = heads
+        self._deep_supervision = bool(deep_supervision)
         self.fuse = (
             SegmentationHead(spatial_dims, d * num_classes, num_classes)
             if ds_fusion
@@ -282,16 +321,17 @@ class UNetSkeleton(AttentionMaps, UNetTrunk):
             gating_signal=bool(gating_signal),
             deep_supervision=bool(deep_supervision),
             ds_fusion=bool(ds_fusion),
+            ds_heads=heads,
         )
 
     def _build_decoder(
         self,
         stages: list[Stage],
-        make_block: Callable[[int, int, Stage], nn.Module],
+        make_block: BlockBuilder,
         gate: GateSpec,
         levels_to_gate: list[int],
         up: UpMode,
-        up_kernel_size: int | None,
+        up_kernel_size: Any,
         norm: NormSpec,
         dropout: float,
     ) -> Decoder:
@@ -300,17 +340,20 @@ class UNetSkeleton(AttentionMaps, UNetTrunk):
         levels = []
         for i in range(self.depth - 1, -1, -1):
             up_channels = chans[i + 1] if up == "upsample" else chans[i]
+            stride = stages[i + 1].stride  # from this level to the coarser one
             skip_gate = (
-                build_skip_gate(gate, spatial_dims, chans[i], chans[i + 1], up_channels, norm)
+                build_skip_gate(
+                    gate, spatial_dims, chans[i], chans[i + 1], up_channels, norm, stride
+                )
                 if i in levels_to_gate
                 else None
             )
             levels.append(
                 DecoderLevel(
-                    Up(spatial_dims, chans[i + 1], up_channels, up, up_kernel_size),
+                    Up(spatial_dims, chans[i + 1], up_channels, up, up_kernel_size, stride=stride),
                     skip_gate,
                     get_dropout(dropout),
-                    make_block(chans[i] + up_channels, chans[i], stages[i]),
+                    make_block(chans[i] + up_channels, chans[i], stages[i], decoder=True),
                 )
             )
         return Decoder(levels)
@@ -324,19 +367,20 @@ class UNetSkeleton(AttentionMaps, UNetTrunk):
         features = self.encoder(x)
         decoded, maps = self.decoder(features, self.gating_signal(features[-1]))
         logits = [self.head(decoded[-1])]
-        for k, head in enumerate(self.aux_heads):
-            logits.append(head(decoded[len(decoded) - 2 - k]))
+        if self._deep_supervision or self.ds_fusion:
+            for k, head in enumerate(self.aux_heads):
+                logits.append(head(decoded[len(decoded) - 2 - k]))
         if self.ds_fusion:
             full = list(x.shape[2:])
             resized = [logits[0]]
             for y in logits[1:]:
                 resized.append(resize(y, full, self.interp_mode, False))
             fused = self.fuse(torch.cat(resized, dim=1))
-            logits = [fused] + logits if self.deep_supervision else [fused]  # noqa: RUF005
+            logits = [fused] + logits if self._deep_supervision else [fused]  # noqa: RUF005
         return self._restore(logits, size, x), self._restore(maps, size, x)
 
     def _select(self, logits: list[torch.Tensor]) -> Output:
-        if self.deep_supervision:
+        if self._deep_supervision:
             return logits
         return logits[0]
 

@@ -14,7 +14,7 @@ of its level with the up-sampled node below-left of it::
 network prunable at inference time.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, Union
 
 import torch
@@ -22,12 +22,13 @@ from torch import nn
 
 from attnunet.blocks.gates import GateSpec, SkipGate, build_skip_gate
 from attnunet.blocks.heads import SegmentationHead
-from attnunet.blocks.sampling import DownMode, Up, UpMode
+from attnunet.blocks.sampling import Up, UpMode
 from attnunet.layers import ActSpec, NormSpec, get_dropout
 from attnunet.models._attention import AttentionMaps
 from attnunet.models._decoder import DecoderStage
+from attnunet.models._deep_supervision import DeepSupervisionSwitch
 from attnunet.models._registry import register_model
-from attnunet.models._stages import Stage, UNetTrunk, capture_config
+from attnunet.models._stages import BlockBuilder, Stage, StageDown, UNetTrunk, capture_config
 from attnunet.models.base import SizePolicy
 
 __all__ = ["DS_MODES", "AttentionUNetPlusPlus", "NestedNode", "UNetPlusPlus"]
@@ -125,7 +126,7 @@ def _check_deep_supervision(
     paper=ZHOU_PAPER,
     description="UNet++: nested U-Net with dense skip pathways and prunable deep supervision",
 )
-class UNetPlusPlus(AttentionMaps, UNetTrunk):
+class UNetPlusPlus(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
     """UNet++ (Zhou et al., DLMIA 2018, arXiv:1807.10165) for any ``spatial_dims``.
 
     Nested U-Net: between the encoder and the full-resolution output sit dense skip
@@ -182,14 +183,30 @@ class UNetPlusPlus(AttentionMaps, UNetTrunk):
             pair or a callable).
         act: activation spec.
         dropout: element-wise dropout after each down-sampling and after each concat.
-        kernel_size: odd kernel of the block convolutions.
+        kernel_size: odd kernel of the block convolutions: one for every stage or one per
+            stage, each an int or one per axis (see
+            :class:`~attnunet.models.UNetSkeleton`).
+        strides: the down-sampling factor of each stage, finest first, the first 1; each
+            an int or one per axis (see :class:`~attnunet.models.UNetSkeleton`). Every
+            node's up-sampler undoes its level's stride.
+        convs_per_stage: convolutions in each encoder stage's block (one for all or one
+            per stage).
+        decoder_convs_per_stage: convolutions in the blocks of the nested nodes of each
+            level ``0 .. d - 1`` (one for all or one per level, finest first); default the
+            encoder's count of that level.
         conv_bias: bias of the block convolutions; ``None`` means "only when no affine
             norm follows".
-        down: ``"maxpool"``, ``"avgpool"`` or ``"conv"``.
+        down: ``"maxpool"``, ``"avgpool"``, ``"conv"`` or ``"strided"`` (the first
+            convolution of each encoder block carries the stride).
         up: ``"transpose"``, ``"interp"`` or ``"upsample"`` (parameter-free; the blocks
             then take ``j * channels[i] + channels[i + 1]`` channels).
-        up_kernel_size: kernel of the up-sampler (default 2 for transpose, 1 for interp).
-        deep_supervision: heads on ``X[0, 1..d]`` instead of ``X[0, d]`` alone.
+        up_kernel_size: kernel of the up-sampler (default: the stride for transpose, 1
+            for interp).
+        deep_supervision: heads on ``X[0, 1..d]`` instead of ``X[0, d]`` alone. Also a
+            run-time switch (``model.deep_supervision = False``, or
+            :meth:`set_deep_supervision`) when the heads exist.
+        ds_heads: build the ``d`` heads even with ``deep_supervision=False`` so that the
+            switch can turn it on later; default: built with ``deep_supervision``.
         ds_mode: ``"list"`` (default), ``"accurate"`` or ``"fast"``; see above. Used only
             with ``deep_supervision=True``.
         fast_column: the column ``1 .. d`` whose head ``ds_mode="fast"`` returns (default
@@ -228,11 +245,10 @@ class UNetPlusPlus(AttentionMaps, UNetTrunk):
     """
 
     num_classes: Final[int]
-    deep_supervision: Final[bool]
     ds_mode: Final[str]
     fast_column: Final[int]
-    fast: Final[bool]
-    last_column: Final[int]
+    fast: bool
+    last_column: int
     channels: list[int]
     if TYPE_CHECKING:  # what the nested nn.ModuleList holds; TorchScript never sees this
         nodes: Sequence[Sequence[NestedNode]]
@@ -250,14 +266,18 @@ class UNetPlusPlus(AttentionMaps, UNetTrunk):
         norm: NormSpec = "batch",
         act: ActSpec = "relu",
         dropout: float = 0.0,
-        kernel_size: int = 3,
+        kernel_size: Any = 3,
+        strides: Sequence[Any] | None = None,
+        convs_per_stage: int | Sequence[int] = 2,
+        decoder_convs_per_stage: int | Sequence[int] | None = None,
         conv_bias: bool | None = None,
-        down: DownMode = "maxpool",
+        down: StageDown = "maxpool",
         up: UpMode = "transpose",
-        up_kernel_size: int | None = None,
+        up_kernel_size: Any = None,
         deep_supervision: bool = False,
         ds_mode: DSMode = "list",
         fast_column: int | None = None,
+        ds_heads: bool | None = None,
         size_policy: SizePolicy = "pad",
     ) -> None:
         super().__init__()
@@ -269,6 +289,10 @@ class UNetPlusPlus(AttentionMaps, UNetTrunk):
             depth=depth,
             kernel_size=kernel_size,
             size_policy=size_policy,
+            strides=strides,
+            convs_per_stage=convs_per_stage,
+            decoder_convs_per_stage=decoder_convs_per_stage,
+            down=down,
         )
         chans = self.channels
         d = self.depth
@@ -283,7 +307,13 @@ class UNetPlusPlus(AttentionMaps, UNetTrunk):
             down=down,
         )
         self.num_classes = num_classes
-        self.deep_supervision = bool(deep_supervision)
+        heads = bool(deep_supervision) if ds_heads is None else bool(ds_heads)
+        if deep_supervision and not heads:
+            raise ValueError(
+                "deep_supervision=True needs its heads: leave ds_heads out (or pass True)"
+            )
+        self._ds_heads = heads
+        self._deep_supervision = bool(deep_supervision)
         self.ds_mode = ds_mode
         self.fast_column = d if fast_column is None else fast_column
         self.fast = fast
@@ -295,7 +325,7 @@ class UNetPlusPlus(AttentionMaps, UNetTrunk):
         self.heads = nn.ModuleList(
             [
                 SegmentationHead(spatial_dims, chans[0], num_classes)
-                for _ in range(d if deep_supervision else 1)
+                for _ in range(d if heads else 1)
             ]
         )
         self._config = capture_config(
@@ -304,15 +334,21 @@ class UNetPlusPlus(AttentionMaps, UNetTrunk):
             exclude=("depth",),
             channels=list(chans),
             deep_supervision=bool(deep_supervision),
+            ds_heads=heads,
         )
+
+    def _deep_supervision_changed(self) -> None:
+        """Prune (``ds_mode="fast"``) only while deep supervision is on."""
+        self.fast = self._deep_supervision and self.ds_mode == "fast"
+        self.last_column = self.fast_column if self.fast else self.depth
 
     def _build_nodes(
         self,
         stages: list[Stage],
-        make_block: Callable[[int, int, Stage], nn.Module],
+        make_block: BlockBuilder,
         gate: GateSpec,
         up: UpMode,
-        up_kernel_size: int | None,
+        up_kernel_size: Any,
         norm: NormSpec,
         dropout: float,
     ) -> nn.ModuleList:
@@ -325,20 +361,18 @@ class UNetPlusPlus(AttentionMaps, UNetTrunk):
             rows: list[nn.Module] = []
             for i in range(d - j + 1):
                 gates: list[SkipGate] = []
+                stride = stages[i + 1].stride  # from level i to level i + 1
                 for _ in range(j):  # one gate per same-level skip X[i, 0..j-1]
                     built = build_skip_gate(
-                        gate, spatial_dims, chans[i], chans[i + 1], up_channels[i], norm
+                        gate, spatial_dims, chans[i], chans[i + 1], up_channels[i], norm, stride
                     )
                     if built is not None:
                         gates.append(built)
-                rows.append(
-                    NestedNode(
-                        Up(spatial_dims, chans[i + 1], up_channels[i], up, up_kernel_size),
-                        gates,
-                        get_dropout(dropout),
-                        make_block(j * chans[i] + up_channels[i], chans[i], stages[i]),
-                    )
+                up_i = Up(
+                    spatial_dims, chans[i + 1], up_channels[i], up, up_kernel_size, stride=stride
                 )
+                block = make_block(j * chans[i] + up_channels[i], chans[i], stages[i], decoder=True)
+                rows.append(NestedNode(up_i, gates, get_dropout(dropout), block))
             columns.append(nn.ModuleList(rows))
         return nn.ModuleList(columns)
 
@@ -346,8 +380,12 @@ class UNetPlusPlus(AttentionMaps, UNetTrunk):
         weight = self.heads[0].conv.weight  # type: ignore[union-attr]
         return weight.dtype  # type: ignore[return-value]
 
-    def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Return the head logits (in list order) and the gate maps, both restored."""
+    def _node_rows(
+        self, x: torch.Tensor
+    ) -> tuple[list[list[torch.Tensor]], list[torch.Tensor], torch.Tensor, list[int]]:
+        """Run the encoder and the nodes up to ``last_column``: ``rows[i][j]`` is
+        ``X[i, j]`` on the padded grid, ``maps`` the gates' coefficients (unrestored),
+        then the padded input and the original size (for :meth:`_restore`)."""
         self._check_input(x)
         x, size = self._prepare(x)
         last = self.last_column
@@ -366,14 +404,22 @@ class UNetPlusPlus(AttentionMaps, UNetTrunk):
                     out, alphas = node(rows[i], coarse, coarse)
                     rows[i].append(out)
                     maps.extend(alphas)
+        return rows, maps, x, size
+
+    def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Return the head logits (in list order) and the gate maps, both restored."""
+        rows, maps, x, size = self._node_rows(x)
+        last = self.last_column
         logits: list[torch.Tensor] = []
         for k, head in enumerate(self.heads):  # heads[k] reads X[0, d - k]
-            if not self.fast or k == self.depth - last:
+            if k == 0 and not self.fast:
+                logits.append(head(rows[0][self.depth]))
+            elif self._deep_supervision and (not self.fast or k == self.depth - last):
                 logits.append(head(rows[0][self.depth - k]))
         return self._restore(logits, size, x), self._restore(maps, size, x)
 
     def _select(self, logits: list[torch.Tensor]) -> Output:
-        if not self.deep_supervision:
+        if not self._deep_supervision:
             return logits[0]
         if self.ds_mode == "list":
             return logits
