@@ -21,6 +21,7 @@ from attnunet import (
     AttentionUNet,
     AttentionUNetPlusPlus,
     UNet,
+    UNetPlusPlus,
     UNetSkeleton,
     create_model,
     list_models,
@@ -163,6 +164,24 @@ def test_tuple_specs_come_back_as_lists_and_rebuild(cls):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("cls", [UNet, AttentionUNet, UNetPlusPlus])
+def test_per_stage_kernels_and_strides_become_lists(cls):
+    torch.manual_seed(0)
+    model = randomise_norms(
+        cls(2, 1, 2, TINY_CHANNELS, kernel_size=((1, 3), (3, 3), (3, 3)), strides=(1, (1, 2), 2))
+    )
+    config = model.config
+    assert config["kernel_size"] == [[1, 3], [3, 3], [3, 3]]
+    assert config["strides"] == [1, [1, 2], 2]
+    assert _json_copy(config) == config
+    torch.manual_seed(1)
+    rebuilt = create_model(**_json_copy(config))
+    assert_same_model(model, rebuilt, X)
+    scripted = torch.jit.script(rebuilt)
+    for a, b in zip(_outputs(model, X), output_tensors(scripted(X)), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_nested_gate_specs_become_lists():
     model = AttentionUNet(2, 1, 2, channels=TINY_CHANNELS, gate=("grid_oktay", {"act": "softplus"}))
     assert model.config["gate"] == ["grid_oktay", {"act": "softplus"}]
@@ -225,6 +244,15 @@ def test_an_unregistered_subclass_has_no_name():
     assert MyUNet(**model.config).config == model.config
     with pytest.raises(ValueError, match=r"MyUNet \(not in the model registry\).*'unet'"):
         MyUNet(**UNet(2, 1, 1, channels=TINY_CHANNELS).config)
+
+
+def test_a_model_parameter_of_your_own_is_left_alone():
+    class Wrapped(UNet):
+        def __init__(self, model: str = "mine", **kwargs):
+            super().__init__(**kwargs)
+            self.label = model
+
+    assert Wrapped(model="anything", channels=TINY_CHANNELS).label == "anything"
 
 
 def test_signatures_keywords_pickling_are_unchanged():
@@ -307,7 +335,9 @@ def test_an_old_config_without_the_name_still_loads(tmp_path):
     }
     _write_old_folder(tmp_path / "old", model, old_config)
     loaded = from_pretrained(tmp_path / "old")
-    assert loaded.config == {"model": "unet", **old_config} == model.config
+    # keywords added since take their defaults, which the model was built with
+    assert loaded.config == model.config
+    assert {"model": "unet", **old_config}.items() <= loaded.config.items()
     for a, b in zip(_outputs(model, X), _outputs(loaded, X), strict=True):
         assert torch.equal(a, b)
     _write_old_folder(tmp_path / "edited", model, {**old_config, "model": "ag_unet"})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -94,11 +95,14 @@ def accept_model_name(cls: type) -> None:
     the config capture still see its own parameters): a ``model`` keyword is checked with
     :func:`check_model_name` against the class being built and dropped. A class without
     its own ``__init__`` inherits a wrapped one; nested ``super().__init__`` calls never
-    see the keyword.
+    see the keyword. A constructor with a parameter named ``model`` of its own is left
+    as it is.
     """
     init: Callable[..., None] | None = cls.__dict__.get("__init__")
     if init is None or getattr(init, _TAKES_MODEL_NAME, False):
         return
+    if MODEL_KEY in inspect.signature(init).parameters:
+        return  # a class of yours with a parameter of that name keeps its meaning
 
     @functools.wraps(init)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
