@@ -442,7 +442,7 @@ def test_nnunet_plans_trains_and_predicts_with_an_attnunet_family(tmp_path):
     (tmp_path / "trainers").mkdir()
     (tmp_path / "trainers" / "attnunet_test_trainer.py").write_text(TRAINER)
     # nnU-Net reads its folders from the environment when it is imported, so each step runs
-    # in its own process. The trainer is found through nnUNet_extTrainer (nnU-Net >= 2.6)
+    # in its own process. The trainer is found through nnUNet_extTrainer (nnU-Net 2.8)
     # by nnUNetv2_train and nnUNetv2_predict alike; a trainer class defined in this test
     # would not be, since both look trainers up by name.
     env = {

@@ -171,36 +171,47 @@ class _DecoderSwitch(_PlansNetwork):
         cast(Any, self).decoder.deep_supervision = bool(enabled)
 
 
-_DOC = """{name} (attnunet's :class:`attnunet.{name}`) built by nnU-Net v2 from the plans of
-    PlainConvUNet{what}.
+class UNet(_DecoderSwitch, _UNet):
+    """:class:`attnunet.UNet` (double-convolution stages, plain skips) built by nnU-Net v2
+    from PlainConvUNet's plans: the parity anchor, PlainConvUNet itself in attnunet's terms.
 
     nnU-Net's ``get_network_from_plans`` builds it when the plans name
-    ``attnunet.integrations.nnunet.{name}`` as ``network_class_name`` (see
+    ``attnunet.integrations.nnunet.UNet`` as ``network_class_name`` (see
     :func:`~attnunet.integrations.nnunet.write_plans`). The ``arch_kwargs`` map as
-    :func:`~attnunet.integrations.nnunet.plans_to_kwargs` says: the first convolution of each
-    encoder stage carries the stage's stride, up-sampling is a transposed convolution with
-    kernel = stride, and every decoder level has its deep-supervision head, so the outputs
-    have PlainConvUNet's shapes and order.
+    :func:`~attnunet.integrations.nnunet.plans_to_kwargs` says: the first convolution of
+    each encoder stage carries the stage's stride, each decoder level up-samples with a
+    transposed convolution of kernel = stride, and every decoder level has its
+    deep-supervision head (built whether deep supervision is on or not). With nnU-Net's
+    plans (instance norm, leaky ReLU, conv bias) it has PlainConvUNet's parameter count and
+    output shapes. The other classes of this module take the same arguments and return the
+    same shapes. The arguments are PlainConvUNet's, as nnU-Net passes them (classes as
+    torch classes or as the dotted names of a plans file).
 
     Args:
-        input_channels, num_classes, n_stages, features_per_stage, conv_op, kernel_sizes,
-            strides, n_conv_per_stage, n_conv_per_stage_decoder, conv_bias, norm_op,
-            norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin, nonlin_kwargs,
-            deep_supervision, nonlin_first: PlainConvUNet's arguments, as nnU-Net passes them.
+        input_channels, num_classes: input channels and output logits.
+        n_stages, features_per_stage, conv_op, kernel_sizes, strides: the stages.
+        n_conv_per_stage, n_conv_per_stage_decoder: convolutions per encoder stage, and per
+            decoder stage in nnU-Net's order (from the bottleneck up).
+        conv_bias, norm_op, norm_op_kwargs, nonlin, nonlin_kwargs: the units (bias on).
+        dropout_op, dropout_op_kwargs: no dropout (``None``, or ``p = 0``).
+        deep_supervision: start with deep supervision on.
+        nonlin_first: ``False`` (conv -> norm -> activation).
 
     Shape:
         input ``(B, input_channels, *S)``; output ``(B, num_classes, *S)``, or with deep
-        supervision the list ``[y_0, ..., y_{{n_stages - 2}}]``, full resolution first,
-        ``y_k`` at ``S`` divided by the product of ``strides[1..k]``.
+        supervision the list ``[y_0, ..., y_{n_stages - 2}]``, full resolution first,
+        ``y_k`` at ``S`` divided by the product of ``strides[1..k]``. The switch is
+        ``network.decoder.deep_supervision`` (what nnU-Net's trainer sets), the same as
+        ``network.deep_supervision``.
 
     Raises:
         PlansError: a plan value it cannot honour (the message names the key).
 
     Examples:
         >>> import torch
-        >>> net = {name}(1, 3, 3, [4, 8, 16], torch.nn.Conv2d, 3, [1, 2, [2, 1]], 2, 2,
+        >>> net = UNet(1, 3, 3, [4, 8, 16], torch.nn.Conv2d, 3, [1, 2, [2, 1]], 2, 2,
         ...     conv_bias=True, norm_op=torch.nn.InstanceNorm2d,
-        ...     norm_op_kwargs={{"eps": 1e-5, "affine": True}}, nonlin=torch.nn.LeakyReLU,
+        ...     norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=torch.nn.LeakyReLU,
         ...     deep_supervision=True)
         >>> [tuple(y.shape) for y in net(torch.randn(1, 1, 16, 12))]
         [(1, 3, 16, 12), (1, 3, 8, 6)]
@@ -210,42 +221,42 @@ _DOC = """{name} (attnunet's :class:`attnunet.{name}`) built by nnU-Net v2 from 
     """
 
 
-class UNet(_DecoderSwitch, _UNet):
-    __doc__ = _DOC.format(name="UNet", what=": double-convolution stages, plain skips")
-
-
 class AgUNet(_DecoderSwitch, _AgUNet):
-    __doc__ = _DOC.format(
-        name="AgUNet", what=": double-convolution stages, a grid attention gate on every skip"
-    )
+    """:class:`attnunet.AgUNet` built by nnU-Net v2 from PlainConvUNet's plans: double
+    convolutions and a grid attention gate on every skip, which subsamples the skip by the
+    stage's stride. Arguments, shapes and errors as :class:`UNet`.
+    """
 
 
 class ResUNet(_DecoderSwitch, _ResUNet):
-    __doc__ = _DOC.format(
-        name="ResUNet",
-        what=": residual stages (each needs at least two convolutions), plain skips",
-    )
+    """:class:`attnunet.ResUNet` built by nnU-Net v2 from PlainConvUNet's plans: residual
+    blocks (1x1 projection shortcut) in every stage, plain skips. Arguments, shapes and
+    errors as :class:`UNet`; ``n_conv_per_stage`` and ``n_conv_per_stage_decoder`` must be at
+    least 2 (a residual body has two convolutions).
+    """
+
     _residual: ClassVar[bool] = True
 
 
 class AgResUNet(_DecoderSwitch, _AgResUNet):
-    __doc__ = _DOC.format(
-        name="AgResUNet",
-        what=": residual stages, a grid attention gate on every skip",
-    )
+    """:class:`attnunet.AgResUNet` built by nnU-Net v2 from PlainConvUNet's plans: residual
+    blocks and a grid attention gate on every skip. Arguments, shapes and errors as
+    :class:`UNet`; at least two convolutions per stage, as :class:`ResUNet`.
+    """
+
     _residual: ClassVar[bool] = True
 
 
 class AttentionUNet(_DecoderSwitch, _AttentionUNet):
-    __doc__ = _DOC.format(
-        name="AttentionUNet",
-        what=(
-            ": Oktay's gating signal and multi-gates on every skip but the finest, whose "
-            "subsampling follows the stage strides; unlike Oktay's parameter-free "
-            "up-sampling, the transposed convolutions of the plans"
-        ),
-    )
-    # plans_to_kwargs gives up="transpose", which replaces Oktay's parameter-free default
+    """:class:`attnunet.AttentionUNet` (Oktay et al.) built by nnU-Net v2 from
+    PlainConvUNet's plans: the gating signal on the bottleneck and two grid gates on every
+    skip but the finest, each subsampling by the stage's stride. Arguments, shapes and
+    errors as :class:`UNet`.
+
+    Differences from :class:`attnunet.AttentionUNet`:
+        up-sampling is the plans' transposed convolution (as in every class here), not
+        Oktay's parameter-free linear interpolation.
+    """
 
 
 class _NestedHeads(_PlansNetwork):
@@ -284,18 +295,20 @@ class _NestedHeads(_PlansNetwork):
 
 
 class UNetPlusPlus(_NestedHeads, _UNetPlusPlus):
-    __doc__ = _DOC.format(
-        name="UNetPlusPlus",
-        what=(
-            ": nested dense skips; the deep-supervision heads read the last node of each "
-            "level, X[k, d - k], at PlainConvUNet's scales (not UNet++'s full-resolution "
-            "heads)"
-        ),
-    )
+    """:class:`attnunet.UNetPlusPlus` built by nnU-Net v2 from PlainConvUNet's plans: nested
+    dense skips, each node's up-sampler undoing its level's stride. Arguments, shapes and
+    errors as :class:`UNet`.
+
+    Differences from :class:`attnunet.UNetPlusPlus`:
+        the deep-supervision heads read the last node of each level, ``X[k, d - k]`` for
+        ``k = 0 .. d - 1`` (``aux_heads[k - 1]`` for ``k >= 1``), so the list has
+        PlainConvUNet's scales, which nnU-Net's loss expects; UNet++'s own heads all read
+        full-resolution nodes. ``ds_mode`` is ``"list"``.
+    """
 
 
 class AttentionUNetPlusPlus(_NestedHeads, _AttentionUNetPlusPlus):
-    __doc__ = _DOC.format(
-        name="AttentionUNetPlusPlus",
-        what=": UNet++ with a self-attention gate on every same-level skip, heads as UNetPlusPlus",
-    )
+    """:class:`attnunet.AttentionUNetPlusPlus` built by nnU-Net v2 from PlainConvUNet's
+    plans: UNet++ with a self-attention gate on every same-level skip. Arguments, shapes and
+    errors as :class:`UNet`; heads as :class:`UNetPlusPlus`.
+    """
