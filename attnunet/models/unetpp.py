@@ -93,7 +93,7 @@ class NestedNode(DecoderStage):
 
 
 def _check_deep_supervision(
-    deep_supervision: bool, ds_mode: str, fast_column: int | None, depth: int
+    deep_supervision: bool, ds_mode: str, fast_column: int | None, depth: int, heads: bool
 ) -> bool:
     """Check ``ds_mode`` and ``fast_column``; return whether the network is pruned."""
     if ds_mode not in DS_MODES:
@@ -103,11 +103,11 @@ def _check_deep_supervision(
     fast = bool(deep_supervision) and ds_mode == "fast"
     if fast_column is None:
         return fast
-    if not fast:
+    if not (heads and ds_mode == "fast"):
         raise ValueError(
-            f"fast_column={fast_column!r} applies only with deep_supervision=True "
-            f"and ds_mode='fast' (got deep_supervision={deep_supervision!r}, "
-            f"ds_mode={ds_mode!r})"
+            f"fast_column={fast_column!r} applies only with deep_supervision=True and "
+            f"ds_mode='fast' (or ds_heads=True, to switch deep supervision on later; got "
+            f"deep_supervision={deep_supervision!r}, ds_mode={ds_mode!r})"
         )
     if (
         isinstance(fast_column, bool)
@@ -296,7 +296,8 @@ class UNetPlusPlus(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
         )
         chans = self.channels
         d = self.depth
-        fast = _check_deep_supervision(deep_supervision, ds_mode, fast_column, d)
+        heads = bool(deep_supervision) if ds_heads is None else bool(ds_heads)
+        fast = _check_deep_supervision(deep_supervision, ds_mode, fast_column, d, heads)
         make_block = self._build_encoder(
             stages,
             block=block,
@@ -307,7 +308,6 @@ class UNetPlusPlus(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
             down=down,
         )
         self.num_classes = num_classes
-        heads = bool(deep_supervision) if ds_heads is None else bool(ds_heads)
         if deep_supervision and not heads:
             raise ValueError(
                 "deep_supervision=True needs its heads: leave ds_heads out (or pass True)"
