@@ -1,4 +1,4 @@
-"""The ``attnunet`` command: compare, train, evaluate, predict, models.
+"""The ``attnunet`` command: compare, train, evaluate, predict, models, nnunet-plans.
 
 Run ``attnunet --help`` (or ``python -m attnunet --help``) for the commands, and
 ``attnunet COMMAND --help`` for each one's options. ``attnunet compare`` with no argument
@@ -11,7 +11,7 @@ one-line message naming the file and exit status 2; other failures exit with 1 (
 ``ATTNUNET_DEBUG=1`` for the traceback).
 
 Each command is one module of this package (:mod:`attnunet.cli.compare`, ``train``,
-``evaluate``, ``predict``, ``models``) with ``add_parser(subparsers)`` for its options and
+``evaluate``, ``predict``, ``models``, ``nnunet_plans``) with ``add_parser(subparsers)`` for its options and
 ``run(args)`` for the work; what several of them share is in ``attnunet.cli._common``.
 """
 
