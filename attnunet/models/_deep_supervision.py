@@ -11,9 +11,20 @@ from typing import TypeVar
 
 from torch import nn
 
-__all__ = ["DeepSupervisionSwitch"]
+__all__ = ["DeepSupervisionSwitch", "ds_heads_config"]
 
 _Model = TypeVar("_Model", bound="DeepSupervisionSwitch")
+
+
+def ds_heads_config(heads: bool, deep_supervision: bool, ds_fusion: bool = False) -> bool | None:
+    """The ``ds_heads`` a config records: ``None`` where the other flags imply the heads
+    (so an override of ``deep_supervision`` rebuilds them), else the bool.
+
+    Examples:
+        >>> ds_heads_config(True, True), ds_heads_config(True, False), ds_heads_config(False, False)
+        (None, True, None)
+    """
+    return None if heads == bool(deep_supervision or ds_fusion) else heads
 
 
 class DeepSupervisionSwitch(nn.Module):
@@ -75,6 +86,8 @@ class DeepSupervisionSwitch(nn.Module):
         config = getattr(self, "_config", None)
         if isinstance(config, dict) and "deep_supervision" in config:
             config["deep_supervision"] = flag
+            fusion = bool(getattr(self, "ds_fusion", False))
+            config["ds_heads"] = ds_heads_config(self._ds_heads, flag, fusion)
         self._deep_supervision_changed()
         return self
 

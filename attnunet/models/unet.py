@@ -22,7 +22,7 @@ from attnunet.layers import (
 from attnunet.layers.shape import interp_mode, resize
 from attnunet.models._attention import AttentionMaps
 from attnunet.models._decoder import DecoderStage
-from attnunet.models._deep_supervision import DeepSupervisionSwitch
+from attnunet.models._deep_supervision import DeepSupervisionSwitch, ds_heads_config
 from attnunet.models._factory import build_preset
 from attnunet.models._registry import register_model
 from attnunet.models._stages import (
@@ -321,7 +321,7 @@ class UNetSkeleton(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
             gating_signal=bool(gating_signal),
             deep_supervision=bool(deep_supervision),
             ds_fusion=bool(ds_fusion),
-            ds_heads=heads,
+            ds_heads=ds_heads_config(heads, bool(deep_supervision), bool(ds_fusion)),
         )
 
     def _build_decoder(

@@ -26,7 +26,7 @@ from attnunet.blocks.sampling import Up, UpMode
 from attnunet.layers import ActSpec, NormSpec, get_dropout
 from attnunet.models._attention import AttentionMaps
 from attnunet.models._decoder import DecoderStage
-from attnunet.models._deep_supervision import DeepSupervisionSwitch
+from attnunet.models._deep_supervision import DeepSupervisionSwitch, ds_heads_config
 from attnunet.models._registry import register_model
 from attnunet.models._stages import BlockBuilder, Stage, StageDown, UNetTrunk, capture_config
 from attnunet.models.base import SizePolicy
@@ -334,7 +334,7 @@ class UNetPlusPlus(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
             exclude=("depth",),
             channels=list(chans),
             deep_supervision=bool(deep_supervision),
-            ds_heads=heads,
+            ds_heads=ds_heads_config(heads, bool(deep_supervision)),
         )
 
     def _deep_supervision_changed(self) -> None:
