@@ -1,5 +1,6 @@
 """RAUNet's blocks: the augmented attention module and the LinkNet decoder block."""
 
+from collections.abc import Sequence
 from typing import Final
 
 import torch
@@ -14,9 +15,38 @@ from attnunet.layers import (
     conv_type,
     get_act,
     get_norm,
+    per_axis,
 )
 
-__all__ = ["AugmentedAttentionModule", "LinkNetDecoderBlock"]
+__all__ = ["AugmentedAttentionModule", "LinkNetDecoderBlock", "check_factor_two"]
+
+
+def check_factor_two(
+    stride: int | Sequence[int], spatial_dims: int, what: str = "stride"
+) -> tuple[int, ...]:
+    """``stride`` as one int per axis, each 1 or 2: the factors RAUNet's decoder undoes.
+
+    Raises:
+        ValueError: an entry other than 1 or 2, or not one per axis (the message names
+            ``what``).
+
+    Examples:
+        >>> check_factor_two([1, 2, 2], 3)
+        (1, 2, 2)
+    """
+    axes = per_axis(stride if isinstance(stride, int) else tuple(stride), spatial_dims, what)
+    if any(a not in (1, 2) for a in axes):
+        raise ValueError(
+            f"{what} must be 1 or 2 on every axis, got {stride!r}: RAUNet's LinkNet decoder "
+            f"blocks and head undo each step by a factor of 2 (stride 2) or keep the size "
+            f"(stride 1)"
+        )
+    return axes
+
+
+def _compact(axes: Sequence[int]) -> int | tuple[int, ...]:
+    """One int when every axis agrees, else the tuple."""
+    return axes[0] if len(set(axes)) == 1 else tuple(axes)
 
 
 def _conv_norm_act(
@@ -110,20 +140,29 @@ class LinkNetDecoderBlock(nn.Module):
     -> Conv1(in/4 -> out) -> norm -> act``, all convolutions with bias (as in the RAUNet
     and LinkNet reference code). Doubles every spatial axis exactly.
 
+    With ``stride`` 1 on an axis (an anisotropic RAUNet) the transposed convolution has
+    kernel 3, stride 1 and padding 1 along it, which keeps that axis's size.
+
     Args:
         spatial_dims: 1, 2 or 3.
         in_channels: input channels (divided by 4 inside, at least 1).
         out_channels: output channels.
         norm: norm spec.
         act: activation spec.
+        stride: the up-sampling factor, 2 (default) or 1, one for all axes or one per axis.
 
     Shape:
-        ``(B, in_channels, *S)`` -> ``(B, out_channels, *2S)``.
+        ``(B, in_channels, *S)`` -> ``(B, out_channels, *(stride * S))``.
+
+    Raises:
+        ValueError: a ``stride`` other than 1 or 2 on some axis.
 
     Examples:
         >>> import torch
         >>> LinkNetDecoderBlock(2, 64, 32)(torch.randn(1, 64, 5, 7)).shape
         torch.Size([1, 32, 10, 14])
+        >>> LinkNetDecoderBlock(3, 64, 32, stride=(1, 2, 2))(torch.randn(1, 64, 3, 5, 7)).shape
+        torch.Size([1, 32, 3, 10, 14])
     """
 
     def __init__(
@@ -133,15 +172,20 @@ class LinkNetDecoderBlock(nn.Module):
         out_channels: int,
         norm: NormSpec = "batch",
         act: ActSpec = "relu",
+        *,
+        stride: int | Sequence[int] = 2,
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
         check_channels(in_channels=in_channels, out_channels=out_channels)
+        strides = check_factor_two(stride, spatial_dims)
+        kernel = _compact([4 if s == 2 else 3 for s in strides])  # both with padding 1
         mid = max(1, in_channels // 4)
         self.squeeze = _conv_norm_act(spatial_dims, in_channels, mid, norm, act)
         up = nn.Sequential()
+        transposed = conv_transpose_type(spatial_dims)
         up.add_module(
-            "conv", conv_transpose_type(spatial_dims)(mid, mid, 4, stride=2, padding=1, bias=True)
+            "conv", transposed(mid, mid, kernel, stride=_compact(strides), padding=1, bias=True)
         )
         norm_layer = get_norm(norm, spatial_dims, mid)
         if norm_layer is not None:

@@ -1,22 +1,76 @@
 """attnunet's own ResNet-18/34 encoder for any ``spatial_dims``, with torchvision's names."""
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from attnunet.layers import NormSpec, check_spatial_dims, conv_type, get_norm, max_pool_type
+from attnunet.layers import (
+    NormSpec,
+    check_spatial_dims,
+    conv_type,
+    get_norm,
+    max_pool_type,
+    per_axis,
+)
 
-__all__ = ["RESNET_LAYERS", "ResNetEncoder"]
+__all__ = ["RESNET_LAYERS", "ResNetEncoder", "resnet_strides"]
+
+RESNET_STEPS = ("the stem convolution", "the max-pool", "layer2", "layer3", "layer4")
+"""The five down-sampling steps of a ResNet, in order: what ``strides[i]`` applies to."""
 
 RESNET_LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 """Blocks per stage of the ResNets :class:`ResNetEncoder` builds (BasicBlock variants)."""
 
 
+def resnet_strides(
+    strides: Sequence[int | Sequence[int]] | None, spatial_dims: int
+) -> list[tuple[int, ...]]:
+    """The five strides of a ResNet's down-sampling steps, one positive int per axis each.
+
+    The steps are, in order, the stem convolution, the stem max-pool and the first blocks
+    of ``layer2``, ``layer3`` and ``layer4`` (:data:`RESNET_STEPS`); each entry is an int
+    (every axis) or one int per spatial axis. ``None`` is ResNet's own: 2 everywhere.
+
+    Raises:
+        ValueError: not five entries, or an entry that is not a positive int or one per axis.
+
+    Examples:
+        >>> resnet_strides([(1, 2, 2), (1, 2, 2), 2, 2, 2], 3)[:3]
+        [(1, 2, 2), (1, 2, 2), (2, 2, 2)]
+    """
+    if strides is None:
+        return [(2,) * spatial_dims] * len(RESNET_STEPS)
+    items = [strides] if isinstance(strides, int) else list(strides)
+    if len(items) != len(RESNET_STEPS):
+        raise ValueError(
+            f"strides must give {len(RESNET_STEPS)} entries, one per down-sampling step "
+            f"({', '.join(RESNET_STEPS)}), each an int or one int per axis, e.g. "
+            f"[[1, 2, 2], [1, 2, 2], 2, 2, 2]; got {strides!r}"
+        )
+    return [
+        per_axis(s if isinstance(s, int) else tuple(s), spatial_dims, f"strides[{i}] ({step})")
+        for i, (s, step) in enumerate(zip(items, RESNET_STEPS, strict=True))
+    ]
+
+
+def _compact(axes: tuple[int, ...]) -> int | tuple[int, ...]:
+    """One int when every axis agrees (the layers then read as before), else the tuple."""
+    return axes[0] if len(set(axes)) == 1 else axes
+
+
 class _BasicBlock(nn.Module):
     """ResNet's basic block for any ``spatial_dims`` (torchvision's names and layout)."""
 
-    def __init__(self, spatial_dims: int, cin: int, cout: int, stride: int, norm: NormSpec) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        cin: int,
+        cout: int,
+        stride: int | tuple[int, ...],
+        norm: NormSpec,
+    ) -> None:
         super().__init__()
         conv = conv_type(spatial_dims)
         self.conv1 = conv(cin, cout, 3, stride=stride, padding=1, bias=False)
@@ -47,21 +101,40 @@ class ResNetEncoder(nn.Module):
     weights load into the 2D encoder directly and into the 3D one after
     :func:`~attnunet.encoders.inflate_state_dict`.
 
+    ``strides`` makes the encoder anisotropic: one stride (an int or one per axis) for each
+    of the five down-sampling steps (:data:`RESNET_STEPS`: the stem convolution, the
+    max-pool, and the first block of ``layer2``, ``layer3`` and ``layer4`` with its 1x1
+    shortcut). The kernels stay ResNet's (7 in the stem, 3 in the max-pool and the blocks,
+    with "same" padding), so a stride of 1 keeps an axis's size, and the weights (and
+    their shapes) are those of the isotropic encoder: pretrained weights load the same way.
+
     Args:
         spatial_dims: 1, 2 or 3.
         in_channels: input channels.
         layers: blocks per stage (``RESNET_LAYERS["resnet34"]`` by default).
         norm: norm spec (batch norm as in the original).
+        strides: five strides, each an int or one positive int per axis (see above);
+            ``None`` (default) is 2 on every axis at every step, ResNet's own.
 
     Shape:
-        input ``(B, in_channels, *S)``; returns four features at strides 4, 8, 16, 32 with
-        ``feature_channels = [64, 128, 256, 512]`` channels.
+        input ``(B, in_channels, *S)``; returns four features ``e1..e4`` with
+        ``feature_channels = [64, 128, 256, 512]`` channels, at strides 4, 8, 16, 32 by
+        default. Along axis ``d``, ``e1`` is reduced by ``strides[0][d] * strides[1][d]``
+        and each later feature by one more step (``axis_reductions``), every step taking
+        a size ``n`` to ``ceil(n / stride)``. ``reductions`` holds, per feature, the least
+        common multiple of its per-axis reductions.
+
+    Raises:
+        ValueError: bad ``strides`` (see :func:`resnet_strides`).
 
     Examples:
         >>> import torch
         >>> encoder = ResNetEncoder(3, 1).eval()
         >>> [tuple(f.shape) for f in encoder(torch.randn(1, 1, 32, 32, 32))]
         [(1, 64, 8, 8, 8), (1, 128, 4, 4, 4), (1, 256, 2, 2, 2), (1, 512, 1, 1, 1)]
+        >>> flat = ResNetEncoder(3, 1, (1, 1, 1, 1), strides=[(1, 2, 2), (1, 2, 2), 2, 2, 2])
+        >>> flat.axis_reductions
+        [[1, 4, 4], [2, 8, 8], [4, 16, 16], [8, 32, 32]]
     """
 
     def __init__(
@@ -70,22 +143,31 @@ class ResNetEncoder(nn.Module):
         in_channels: int = 3,
         layers: Sequence[int] = RESNET_LAYERS["resnet34"],
         norm: NormSpec = "batch",
+        strides: Sequence[int | Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
+        steps = resnet_strides(strides, spatial_dims)
         self.spatial_dims = spatial_dims
+        self.strides = steps
         self.feature_channels = [64, 128, 256, 512]
-        self.reductions = [4, 8, 16, 32]
-        self.conv1 = conv_type(spatial_dims)(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        totals = [math.prod(axes) for axes in zip(*steps[:2], strict=True)]
+        self.axis_reductions = [list(totals)]
+        for axes in steps[2:]:
+            totals = [t * a for t, a in zip(totals, axes, strict=True)]
+            self.axis_reductions.append(list(totals))
+        self.reductions = [math.lcm(*r) for r in self.axis_reductions]
+        conv = conv_type(spatial_dims)
+        self.conv1 = conv(in_channels, 64, 7, stride=_compact(steps[0]), padding=3, bias=False)
         self.bn1 = get_norm(norm, spatial_dims, 64) or nn.Identity()
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = max_pool_type(spatial_dims)(3, stride=2, padding=1)
+        self.maxpool = max_pool_type(spatial_dims)(3, stride=_compact(steps[1]), padding=1)
         stages: list[nn.Sequential] = []
         cin = 64
         for index, (blocks, width) in enumerate(zip(layers, self.feature_channels, strict=True)):
             stage = []
             for b in range(blocks):
-                stride = 2 if b == 0 and index > 0 else 1
+                stride = _compact(steps[index + 1]) if b == 0 and index > 0 else 1
                 stage.append(_BasicBlock(spatial_dims, cin, width, stride, norm))
                 cin = width
             stages.append(nn.Sequential(*stage))

@@ -2,13 +2,14 @@
 
 import contextlib
 import functools
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import torch
 from torch import nn
 
-from attnunet.blocks.aam import AugmentedAttentionModule, LinkNetDecoderBlock
+from attnunet.blocks.aam import AugmentedAttentionModule, LinkNetDecoderBlock, check_factor_two
 from attnunet.blocks.conv import check_channels
 from attnunet.encoders import (
     RESNET_LAYERS,
@@ -22,6 +23,7 @@ from attnunet.encoders import (
     load_weights_file,
     offline_help,
 )
+from attnunet.encoders.resnet import RESNET_STEPS, resnet_strides
 from attnunet.layers import (
     ActSpec,
     NormSpec,
@@ -137,15 +139,36 @@ class RAUNetDecoder(CheckpointSegment):
         return x, weights
 
 
-class RAUNetHead(nn.Module):
-    """``ConvT(k3, s2) -> ReLU -> Conv(k3) -> ReLU -> Conv(k2, p1)``: back to full size."""
+def _compact(axes: Sequence[int]) -> int | tuple[int, ...]:
+    """One int when every axis agrees (the layers then read as before), else the tuple."""
+    return axes[0] if len(set(axes)) == 1 else tuple(axes)
 
-    def __init__(self, spatial_dims: int, in_channels: int, mid: int, num_classes: int) -> None:
+
+class RAUNetHead(nn.Module):
+    """``ConvT(k3, s2) -> ReLU -> Conv(k3) -> ReLU -> Conv(k2, p1)``: back to full size.
+
+    A size ``n`` becomes ``2n + 1``, ``2n - 1`` and ``2n``. Along an axis with ``stride``
+    1 the three layers are ``ConvT(k2, s1)``, ``Conv(k3, p1)`` and ``Conv(k2, p0)``
+    instead (``n + 1``, ``n + 1``, ``n``): the size is kept exactly and each output voxel
+    still sees the input voxels symmetrically around it, as with stride 2.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        mid: int,
+        num_classes: int,
+        stride: int | Sequence[int] = 2,
+    ) -> None:
         super().__init__()
+        strides = check_factor_two(stride, spatial_dims)
         conv = conv_type(spatial_dims)
-        self.deconv = conv_transpose_type(spatial_dims)(in_channels, mid, 3, stride=2)
-        self.conv = conv(mid, mid, 3)
-        self.classifier = conv(mid, num_classes, 2, padding=1)
+        kernel = _compact([3 if s == 2 else 2 for s in strides])
+        transposed = conv_transpose_type(spatial_dims)
+        self.deconv = transposed(in_channels, mid, kernel, stride=_compact(strides))
+        self.conv = conv(mid, mid, 3, padding=_compact([2 - s for s in strides]))
+        self.classifier = conv(mid, num_classes, 2, padding=_compact([s - 1 for s in strides]))
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,12 +220,23 @@ class RAUNet(AttentionMaps, SegmentationModel):
         head_channels: width of the head (32).
         size_policy: ``"pad"`` (default; pads to a multiple of 32 and crops back),
             ``"resize"`` or ``"error"`` (see ``docs/conventions.md``).
+        strides: anisotropic steps, 1D and 3D only: five strides, each 1 or 2 on every
+            axis or one per axis (e.g. ``[[1, 2, 2], [1, 2, 2], 2, 2, 2]``), for the stem
+            convolution, the max-pool, ``layer2``, ``layer3`` and ``layer4``; the decoder
+            undoes each with the same factor (``decoder.blocks[0..3]`` layer4 to the
+            max-pool, the head the stem convolution), and ``model.divisors`` is their
+            product per axis (the size policy pads each axis to it). ``None`` (default) is
+            2 everywhere; kernels and weight shapes stay ResNet's, except the transposed
+            kernels along stride-1 axes (3 instead of 4 in the LinkNet blocks, 2 instead
+            of 3 in the head).
 
     Shape:
         ``(B, in_channels, *S)`` -> ``(B, num_classes, *S)``, any ``S``.
 
     Raises:
-        ValueError: an encoder that cannot serve, a bad configuration or input.
+        ValueError: an encoder that cannot serve, a bad configuration or input, strides
+            other than 1 or 2, or strides other than 2 in 2D (timm encoders have fixed
+            strides).
         RuntimeError: ``pretrained=True`` without cached weights (the message says what to
             do on an offline machine).
         FileNotFoundError: ``pretrained`` names a missing file.
@@ -223,6 +257,9 @@ class RAUNet(AttentionMaps, SegmentationModel):
         >>> model = RAUNet(2, in_channels=1, num_classes=2)
         >>> model(torch.randn(1, 1, 70, 90)).shape
         torch.Size([1, 2, 70, 90])
+        >>> flat = RAUNet(3, 1, 2, encoder="resnet18", strides=[(1, 2, 2), (1, 2, 2), 2, 2, 2])
+        >>> flat.divisors, flat.divisor
+        ([8, 32, 32], 32)
     """
 
     whole_encoder_segment: Final[bool]
@@ -240,6 +277,7 @@ class RAUNet(AttentionMaps, SegmentationModel):
         act: ActSpec = "relu",
         head_channels: int = 32,
         size_policy: SizePolicy = "pad",
+        strides: Sequence[int | Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         check_spatial_dims(spatial_dims)
@@ -253,11 +291,13 @@ class RAUNet(AttentionMaps, SegmentationModel):
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.num_classes = num_classes
+        steps = self._check_strides(strides, spatial_dims)
         self.depth = 5
-        self.divisor = 32
-        self.divisors = [32] * spatial_dims
+        self.divisors = [math.prod(axes) for axes in zip(*steps, strict=True)]
+        self.divisor = math.lcm(*self.divisors)
         self.size_policy = size_policy
-        self.encoder = self._build_encoder(spatial_dims, in_channels, encoder, pretrained)
+        native = None if strides is None else steps
+        self.encoder = self._build_encoder(spatial_dims, in_channels, encoder, pretrained, native)
         # a timm encoder is checkpointed as one segment (see set_checkpointing)
         self.whole_encoder_segment = not isinstance(self.encoder, NativeEncoder)
         channels: list[int] = list(self.encoder.feature_channels)  # type: ignore[arg-type]
@@ -268,20 +308,49 @@ class RAUNet(AttentionMaps, SegmentationModel):
 
         self.decoder = RAUNetDecoder(
             [
-                LinkNetDecoderBlock(spatial_dims, c4, c3, norm, act),
-                LinkNetDecoderBlock(spatial_dims, c3, c2, norm, act),
-                LinkNetDecoderBlock(spatial_dims, c2, c1, norm, act),
-                LinkNetDecoderBlock(spatial_dims, c1, c1, norm, act),
+                # each block undoes one encoder step: layer4, layer3, layer2, the max-pool
+                LinkNetDecoderBlock(spatial_dims, c4, c3, norm, act, stride=steps[4]),
+                LinkNetDecoderBlock(spatial_dims, c3, c2, norm, act, stride=steps[3]),
+                LinkNetDecoderBlock(spatial_dims, c2, c1, norm, act, stride=steps[2]),
+                LinkNetDecoderBlock(spatial_dims, c1, c1, norm, act, stride=steps[1]),
             ],
             [aam(c3), aam(c2), aam(c1)],
         )
-        self.head = RAUNetHead(spatial_dims, c1, head_channels, num_classes)
+        # the head undoes the stem convolution
+        self.head = RAUNetHead(spatial_dims, c1, head_channels, num_classes, steps[0])
         # weights are in the state dict: a rebuilt model never downloads them again
-        self._config = capture_config(RAUNet.__init__, locals(), pretrained=False)
+        self._config = capture_config(
+            RAUNet.__init__,
+            locals(),
+            pretrained=False,
+            strides=None if strides is None else [_compact(axes) for axes in steps],
+        )
+
+    @staticmethod
+    def _check_strides(
+        strides: Sequence[int | Sequence[int]] | None, spatial_dims: int
+    ) -> list[tuple[int, ...]]:
+        """The five steps' strides per axis (each 1 or 2); only a native encoder takes others
+        than 2."""
+        steps = resnet_strides(strides, spatial_dims)
+        for i, (axes, step) in enumerate(zip(steps, RESNET_STEPS, strict=True)):
+            check_factor_two(axes, spatial_dims, f"strides[{i}] ({step})")
+        if spatial_dims == 2 and any(axes != (2, 2) for axes in steps):
+            raise ValueError(
+                f"strides={strides!r}: a 2D RAUNet's timm encoder has fixed strides (2 at "
+                f"every step); per-step strides need attnunet's own ResNet encoder, which a "
+                f"3D (or 1D) RAUNet uses, e.g. RAUNet(3, strides=[[1, 2, 2], [1, 2, 2], 2, 2, "
+                f"2])"
+            )
+        return steps
 
     @staticmethod
     def _build_encoder(
-        spatial_dims: int, in_channels: int, name: str, pretrained: Pretrained
+        spatial_dims: int,
+        in_channels: int,
+        name: str,
+        pretrained: Pretrained,
+        strides: list[tuple[int, ...]] | None,
     ) -> nn.Module:
         from_hub = pretrained is True or pretrained == "download"
         if spatial_dims == 2:
@@ -293,7 +362,9 @@ class RAUNet(AttentionMaps, SegmentationModel):
                 f"{' or '.join(map(repr, RESNET_LAYERS))}, got {name!r} (any timm encoder "
                 f"works in 2D)"
             )
-        encoder = NativeEncoder(ResNetEncoder(spatial_dims, in_channels, RESNET_LAYERS[name]))
+        encoder = NativeEncoder(
+            ResNetEncoder(spatial_dims, in_channels, RESNET_LAYERS[name], strides=strides)
+        )
         if from_hub:
             timm = import_timm()
             tag = TV_TAGS[name]
