@@ -196,13 +196,13 @@ def test_strided_first_convolution_equals_conv3d_with_the_stride() -> None:
     "kwargs,message",
     [
         ({"strides": [2, 2, 2]}, "strides\\[0\\]"),
-        ({"strides": [1, 2]}, "one entry per stage \\(3"),
+        ({"strides": [1, 2]}, "one entry per stage .*3 in all"),
         ({"strides": [1, (1, 2), 2]}, "one per spatial axis"),
         ({"strides": 2}, "one stride per stage"),
         ({"kernel_size": [3, (1, 2, 3), 3]}, "even entry"),
         ({"kernel_size": [1, 3, 3]}, "ambiguous"),
         ({"convs_per_stage": [2, 0, 2]}, "positive ints"),
-        ({"decoder_convs_per_stage": [2, 2, 2]}, "one entry per stage \\(2"),
+        ({"decoder_convs_per_stage": [2, 2, 2]}, "one entry per decoder level .*2 in all"),
         ({"down": "pool"}, "down mode must be"),
         ({"strides": [1, (1, 2, 2), 2], "up_kernel_size": 2}, "stride 1 the kernel must be odd"),
     ],
@@ -325,3 +325,52 @@ def test_gradcam_runs_on_a_deep_supervision_model_switched_off() -> None:
     model.set_deep_supervision(False)
     cam = monai_visualize.GradCAM(nn_module=model, target_layers="decoder.levels.0.block")
     assert cam(torch.rand(1, 1, 16, 16), class_idx=1).shape == (1, 1, 16, 16)
+
+
+def test_deep_supervision_loss_refuses_a_target_that_is_not_full_resolution() -> None:
+    outputs = [torch.randn(1, 2, 4, 16, 16), torch.randn(1, 2, 4, 8, 8)]
+    target = torch.randint(0, 2, (1, 4, 16, 16))
+
+    def ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels)
+
+    deep_supervision_loss(ce, outputs, target)  # the full-resolution target passes
+    for wrong in (target[:, :, :10], target[:, ::2, ::2, ::2]):
+        with pytest.raises(ValueError, match=r"not the size of the full-resolution output"):
+            deep_supervision_loss(ce, outputs, wrong)
+    with pytest.raises(ValueError, match=r"\[4, 10, 16\]"):
+        deep_supervision_loss(ce, outputs[0], target[:, :, :10])
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"deep_supervision": "false"}, {"ds_fusion": 1}, {"gating_signal": "no"}]
+)
+def test_flags_must_be_bools(kwargs) -> None:
+    with pytest.raises(TypeError, match="must be True or False"):
+        AgUNet(2, 1, 1, channels=CHANNELS, **kwargs)
+    model = UNet(2, 1, 1, channels=CHANNELS, ds_heads=True)
+    with pytest.raises(TypeError, match="must be True or False"):
+        model.deep_supervision = "no"
+    assert not model.deep_supervision
+
+
+def test_numpy_values_are_plain_ints_and_floats_are_refused_by_name() -> None:
+    np = pytest.importorskip("numpy")
+    strides = np.array([[1, 1, 1], [1, 2, 2], [2, 2, 2]])
+    model = UNet(3, 1, 1, channels=np.array([4, 8, 16]), strides=strides)
+    assert model.divisors == [2, 4, 4] and model.channels == [4, 8, 16]
+    assert model.config["strides"] == [[1, 1, 1], [1, 2, 2], [2, 2, 2]]  # JSON types
+    for bad, name in (([1, 2.0, 2], r"strides\[1\]"), ([1, None, 2], r"strides\[1\]")):
+        with pytest.raises(ValueError, match=name):
+            UNet(3, 1, 1, channels=CHANNELS, strides=bad)
+    with pytest.raises(ValueError, match="kernel_size must be an int or a list"):
+        UNet(3, 1, 1, channels=CHANNELS, kernel_size=3.0)
+    # (3, 3, 3) for three stages in 3D reads the same either way: not ambiguous
+    assert UNet(3, 1, 1, channels=CHANNELS, kernel_size=(3, 3, 3)).num_parameters() == (
+        UNet(3, 1, 1, channels=CHANNELS).num_parameters()
+    )
+
+
+def test_up_kernel_error_names_the_argument_and_the_level() -> None:
+    with pytest.raises(ValueError, match=r"up_kernel_size=\(1, 4, 4\).*level 1"):
+        UNet(3, 1, 1, channels=CHANNELS, strides=[1, (1, 2, 2), 2], up_kernel_size=(1, 4, 4))

@@ -32,7 +32,7 @@ def per_axis(value: int | Sequence[int], spatial_dims: int, what: str) -> tuple[
     if len(axes) != spatial_dims or any(
         isinstance(a, bool) or not isinstance(a, int) or a < 1 for a in axes
     ):
-        example = ", ".join(["2"] * spatial_dims)
+        example = ", ".join(["3" if "kernel" in what else "2"] * spatial_dims)
         raise ValueError(
             f"{what} must be a positive int or {spatial_dims} positive ints (one per spatial "
             f"axis, e.g. [{example}]), got {value!r}"

@@ -872,6 +872,22 @@ def resize_nearest(
     return out
 
 
+def _check_full_resolution(first: torch.Tensor, target: torch.Tensor) -> None:
+    """Refuse a target whose spatial size is not that of the full-resolution output: it
+    would be resized to every output without complaint, and train on misaligned labels."""
+    spatial = list(first.shape[2:])
+    given = (
+        list(target.shape[target.dim() - len(spatial) :]) if target.dim() >= len(spatial) else []
+    )
+    if given != spatial:
+        raise ValueError(
+            f"the target's spatial size {given} is not the size of the full-resolution "
+            f"output outputs[0] {spatial}: pass the full-resolution target (label map "
+            f"(B, *S), (B, 1, *S) or dense (B, C, *S)); deep_supervision_loss resizes it to "
+            f"each coarser output itself"
+        )
+
+
 def deep_supervision_loss(
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     outputs: torch.Tensor | Sequence[torch.Tensor],
@@ -899,7 +915,8 @@ def deep_supervision_loss(
             module with ``functools.partial``, or a module such as :class:`DiceCELoss`).
         outputs: a list (or tuple) of logits ``(B, C, *S_k)``, or one tensor (weight 1).
         target: full-resolution target (label map or dense, as the loss accepts;
-            nearest-neighbour resizing keeps an ``ignore_index`` value as it is).
+            nearest-neighbour resizing keeps an ``ignore_index`` value as it is); its
+            spatial size must be that of ``outputs[0]``.
         weights: ``"nnunet"`` (default), ``"same"``, ``"exponential"`` (see
             :func:`deep_supervision_weights`; computed for the list's length), or one
             non-negative number per output, used as given (not normalised).
@@ -910,8 +927,9 @@ def deep_supervision_loss(
         The weighted sum of the per-output losses.
 
     Raises:
-        ValueError: an empty list, outputs of different ranks, explicit weights of the
-            wrong length, or an unknown scheme or mode.
+        ValueError: an empty list, outputs of different ranks, a target whose spatial
+            size is not that of ``outputs[0]``, explicit weights of the wrong length, or an
+            unknown scheme or mode.
 
     Examples:
         >>> import functools, torch
@@ -936,6 +954,7 @@ def deep_supervision_loss(
         raise ValueError(
             f"all outputs must have the same rank, got shapes {[list(y.shape) for y in items]}"
         )
+    _check_full_resolution(items[0], target)
     if isinstance(outputs, torch.Tensor):
         factors: Sequence[float] = [1.0]
     elif isinstance(scheme, str):

@@ -62,6 +62,7 @@ class DeepSupervisionSwitch(nn.Module):
         back with it.
 
         Raises:
+            TypeError: ``enabled`` is not ``True`` or ``False``.
             ValueError: switching on a model built without its heads.
 
         Examples:
@@ -74,7 +75,9 @@ class DeepSupervisionSwitch(nn.Module):
             >>> list(model.state_dict()) == keys
             True
         """
-        flag = bool(enabled)
+        if not isinstance(enabled, bool):
+            raise TypeError(f"deep_supervision must be True or False, got {enabled!r}")
+        flag = enabled
         if flag and not self._ds_heads:
             raise ValueError(
                 f"this {type(self).__name__} was built without deep-supervision heads, so "

@@ -12,6 +12,7 @@ stride in some stage) is a different list of values, not another class.
 import inspect
 import itertools
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from attnunet.blocks.conv import DoubleConv, ResidualBlock, check_channels
-from attnunet.blocks.sampling import Down
+from attnunet.blocks.sampling import Down, Up
 from attnunet.layers import (
     ActSpec,
     NormSpec,
@@ -43,8 +44,11 @@ __all__ = [
     "UNetTrunk",
     "build_block",
     "build_encoder",
+    "build_up",
     "capture_config",
     "channels_list",
+    "check_flags",
+    "plain_ints",
     "stage_divisors",
     "unet_stages",
 ]
@@ -82,6 +86,23 @@ class Stage:
     stride: Axes = 2
     convs: int = 2
     decoder_convs: int = 2
+
+
+def check_flags(**flags: Any) -> None:
+    """Raise ``TypeError`` naming the first flag that is not ``True`` or ``False`` (``None``
+    passes: the flags that take it mean "the default"). A string such as ``"false"`` would
+    otherwise switch the flag on.
+
+    Examples:
+        >>> check_flags(deep_supervision=True, ds_heads=None)
+        >>> check_flags(ds_fusion="false")
+        Traceback (most recent call last):
+        ...
+        TypeError: ds_fusion must be True or False, got 'false'
+    """
+    for name, value in flags.items():
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
 def channels_list(channels: int | Sequence[int], depth: int | None) -> list[int]:
@@ -128,36 +149,74 @@ def _doubled(root: int, depth: int) -> list[int]:
     return [root * 2**i for i in range(depth + 1)]
 
 
-def _per_stage(value: Any, n: int, what: str, example: str) -> list[Any]:
-    """``value`` repeated for ``n`` stages (an int), or checked to hold one entry per stage."""
+def plain_ints(value: Any) -> Any:
+    """``value`` with NumPy (or torch) integers and arrays turned into Python ints and
+    lists, recursively through lists and tuples; anything else unchanged.
+
+    Examples:
+        >>> import numpy as np
+        >>> plain_ints(np.array([[1, 2], [2, 2]])), plain_ints((np.int64(3), [np.int32(1)]))
+        ([[1, 2], [2, 2]], (3, [1]))
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if hasattr(value, "tolist") and not isinstance(value, list | tuple):
+        return value.tolist()
+    if isinstance(value, list):
+        return [plain_ints(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(plain_ints(v) for v in value)
+    return value
+
+
+def _per_stage(value: Any, n: int, what: str, unit: str, example: str) -> list[Any]:
+    """``value`` repeated for ``n`` items (an int), or checked to hold one entry per item
+    (``unit`` says what an item is, e.g. "stage (the finest first, the bottleneck last)")."""
     if isinstance(value, int) and not isinstance(value, bool):
         return [value] * n
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ValueError(
+            f"{what} must be an int or a list with one entry per {unit}; e.g. "
+            f"{example}; got {value!r}"
+        )
     items = list(value)
     if len(items) != n:
         raise ValueError(
-            f"{what} must give one entry per stage ({n}: the finest first, the bottleneck "
-            f"last) or one value for all, got {len(items)} entries {items!r}; e.g. {example}"
+            f"{what} must give one entry per {unit}, {n} in all, or one int for all; got "
+            f"{len(items)} entries {items!r}; e.g. {example}"
         )
     return items
 
 
 def _axes(value: Any, spatial_dims: int, what: str) -> Axes:
     """One int for an isotropic value, a tuple per axis otherwise (checked)."""
-    axes = per_axis(value if isinstance(value, int) else tuple(value), spatial_dims, what)
+    if isinstance(value, list):
+        value = tuple(value)
+    axes = per_axis(value, spatial_dims, what)
     return axes[0] if len(set(axes)) == 1 else axes
 
 
+_STAGE = "stage (the finest first, the bottleneck last)"
+
+
 def _stage_strides(strides: Any, n: int, spatial_dims: int) -> list[Axes]:
+    example = [1] + [2] * (n - 1)
     if strides is None:
         default: list[Axes] = [1]
         return default + [2] * (n - 1)
-    if isinstance(strides, int):
+    if isinstance(strides, str) or not isinstance(strides, Sequence):
         raise ValueError(
-            f"strides must give one stride per stage ({n}, the first 1), e.g. "
-            f"{[1] + [2] * (n - 1)}, or [[1, 1, 1], [1, 2, 2], [2, 2, 2], ...] per axis; "
-            f"got {strides!r}"
+            f"strides must give one stride per stage ({n}, the first 1), e.g. {example}, "
+            f"or [[1, 1, 1], [1, 2, 2], [2, 2, 2], ...] per axis; got {strides!r}"
         )
-    items = _per_stage(strides, n, "strides", str([1] + [2] * (n - 1)))
+    items = list(strides)
+    if len(items) != n:
+        raise ValueError(
+            f"strides must give one entry per {_STAGE}, {n} in all, the first 1; got "
+            f"{len(items)} entries {items!r}; e.g. {example}"
+        )
     out = [_axes(v, spatial_dims, f"strides[{i}]") for i, v in enumerate(items)]
     if out[0] != 1:
         raise ValueError(
@@ -170,16 +229,18 @@ def _stage_strides(strides: Any, n: int, spatial_dims: int) -> list[Axes]:
 def _stage_kernels(kernel_size: Any, n: int, spatial_dims: int) -> list[Axes]:
     if isinstance(kernel_size, int) and not isinstance(kernel_size, bool):
         return [kernel_size] * n
-    items = list(kernel_size)
-    if len(items) == spatial_dims and all(isinstance(k, int) for k in items):
-        if n == spatial_dims:
-            raise ValueError(
-                f"kernel_size={items!r} is ambiguous for {n} stages in {spatial_dims}D: one "
-                f"kernel per stage, or one per-axis kernel for every stage? Write one "
-                f"per-axis kernel per stage, e.g. {[items] * n!r}"
-            )
-        items = [tuple(items)] * n  # one per-axis kernel for every stage
-    items = _per_stage(items, n, "kernel_size", "3, or [[1, 3, 3], [1, 3, 3], [3, 3, 3], ...]")
+    one_per_axis = _flat(kernel_size) and len(kernel_size) == spatial_dims
+    if one_per_axis and n == spatial_dims and len(set(kernel_size)) > 1:
+        raise ValueError(
+            f"kernel_size={list(kernel_size)!r} is ambiguous for {n} stages in "
+            f"{spatial_dims}D: one kernel per stage, or one per-axis kernel for every stage? "
+            f"Write one per-axis kernel per stage, e.g. {[list(kernel_size)] * n!r}"
+        )
+    if one_per_axis:
+        items: list[Any] = [tuple(kernel_size)] * n  # one per-axis kernel for every stage
+    else:
+        example = "3, or [[1, 3, 3], [1, 3, 3], [3, 3, 3], ...]"
+        items = _per_stage(kernel_size, n, "kernel_size", _STAGE, example)
     kernels = [_axes(v, spatial_dims, f"kernel_size[{i}]") for i, v in enumerate(items)]
     for i, k in enumerate(kernels):
         if any(a % 2 == 0 for a in ((k,) if isinstance(k, int) else k)):
@@ -190,8 +251,15 @@ def _stage_kernels(kernel_size: Any, n: int, spatial_dims: int) -> list[Axes]:
     return kernels
 
 
-def _stage_convs(convs: Any, n: int, what: str) -> list[int]:
-    items = _per_stage(convs, n, what, "2, or [2, 2, 3, 3]")
+def _flat(value: Any) -> bool:
+    """Whether ``value`` is a sequence of ints (a per-axis kernel), not of entries."""
+    return isinstance(value, Sequence) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    )
+
+
+def _stage_convs(convs: Any, n: int, what: str, unit: str) -> list[int]:
+    items = _per_stage(convs, n, what, unit, f"2, or {[2] * (n - 1) + [3]}")
     for c in items:
         if isinstance(c, bool) or not isinstance(c, int) or c < 1:
             raise ValueError(f"{what} must hold positive ints, got {convs!r}")
@@ -229,15 +297,20 @@ def unet_stages(
         ...                                 spatial_dims=3)]
         [1, (1, 2, 2), 2]
     """
-    chans = channels_list(channels, depth)
+    chans = channels_list(plain_ints(channels), depth)
     n = len(chans)
-    strides_ = _stage_strides(strides, n, spatial_dims)
-    kernels = _stage_kernels(kernel_size, n, spatial_dims)
-    convs = _stage_convs(convs_per_stage, n, "convs_per_stage")
+    strides_ = _stage_strides(plain_ints(strides), n, spatial_dims)
+    kernels = _stage_kernels(plain_ints(kernel_size), n, spatial_dims)
+    convs = _stage_convs(plain_ints(convs_per_stage), n, "convs_per_stage", _STAGE)
     if decoder_convs_per_stage is None:
         decoder = convs[:-1]
     else:
-        decoder = _stage_convs(decoder_convs_per_stage, n - 1, "decoder_convs_per_stage")
+        decoder = _stage_convs(
+            plain_ints(decoder_convs_per_stage),
+            n - 1,
+            "decoder_convs_per_stage",
+            "decoder level (the finest first; the bottleneck has none)",
+        )
     decoder = [*decoder, 0]  # the bottleneck has no decoder stage
     return [
         Stage(c, k, st, cv, dc)
@@ -405,6 +478,28 @@ def capture_config(
         if name != "self" and p.kind not in skip and name not in exclude
     ]
     return {name: normalised[name] if name in normalised else values[name] for name in names}
+
+
+def build_up(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    mode: Any,
+    kernel_size: Any,
+    stride: Axes,
+    level: int,
+) -> Up:
+    """The up-sampler from level ``level + 1`` to ``level``, with errors that name the
+    model's ``up_kernel_size`` and the level."""
+    try:
+        return Up(spatial_dims, in_channels, out_channels, mode, kernel_size, stride=stride)
+    except ValueError as error:
+        if kernel_size is None:
+            raise
+        raise ValueError(
+            f"up_kernel_size={kernel_size!r} does not fit the up-sampler to level {level} "
+            f"(stride {stride!r}): {error}"
+        ) from error
 
 
 DOWN_MODES = ("maxpool", "avgpool", "conv", "strided")

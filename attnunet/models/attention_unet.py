@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from attnunet.blocks.gates import GateSpec
 from attnunet.models._factory import build_preset
 from attnunet.models._registry import register_model
-from attnunet.models._stages import channels_list
+from attnunet.models._stages import channels_list, check_flags
 from attnunet.models.unet import OKTAY_PAPER, UNetSkeleton
 
 __all__ = [
@@ -110,6 +110,7 @@ class AttentionUNet(UNetSkeleton):
             raise TypeError(
                 "AttentionUNet fixes block='double'; use attnunet.UNetSkeleton to choose it"
             )
+        check_flags(conv_mapping=conv_mapping)
         if isinstance(num_gates, bool) or not isinstance(num_gates, int) or num_gates < 0:
             raise ValueError(f"num_gates must be 0, 1, 2, ..., got {num_gates!r}")
         if conv_mapping and gate != "grid_oktay":

@@ -35,7 +35,10 @@ from attnunet.models._stages import (
     UNetTrunk,
     build_block,
     build_encoder,
+    build_up,
     capture_config,
+    check_flags,
+    plain_ints,
 )
 from attnunet.models.base import SizePolicy
 
@@ -257,6 +260,12 @@ class UNetSkeleton(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
         size_policy: SizePolicy = "pad",
     ) -> None:
         super().__init__()
+        check_flags(
+            gating_signal=gating_signal,
+            deep_supervision=deep_supervision,
+            ds_fusion=ds_fusion,
+            ds_heads=ds_heads,
+        )
         stages = self._check_trunk(
             spatial_dims=spatial_dims,
             in_channels=in_channels,
@@ -317,6 +326,11 @@ class UNetSkeleton(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
             locals(),
             exclude=("depth",),
             channels=list(chans),
+            strides=plain_ints(strides),
+            kernel_size=plain_ints(kernel_size),
+            convs_per_stage=plain_ints(convs_per_stage),
+            decoder_convs_per_stage=plain_ints(decoder_convs_per_stage),
+            up_kernel_size=plain_ints(up_kernel_size),
             gate_levels=None if gate_levels is None else levels_to_gate,
             gating_signal=bool(gating_signal),
             deep_supervision=bool(deep_supervision),
@@ -350,7 +364,9 @@ class UNetSkeleton(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
             )
             levels.append(
                 DecoderLevel(
-                    Up(spatial_dims, chans[i + 1], up_channels, up, up_kernel_size, stride=stride),
+                    build_up(
+                        spatial_dims, chans[i + 1], up_channels, up, up_kernel_size, stride, i
+                    ),
                     skip_gate,
                     get_dropout(dropout),
                     make_block(chans[i] + up_channels, chans[i], stages[i], decoder=True),

@@ -28,7 +28,16 @@ from attnunet.models._attention import AttentionMaps
 from attnunet.models._decoder import DecoderStage
 from attnunet.models._deep_supervision import DeepSupervisionSwitch, ds_heads_config
 from attnunet.models._registry import register_model
-from attnunet.models._stages import BlockBuilder, Stage, StageDown, UNetTrunk, capture_config
+from attnunet.models._stages import (
+    BlockBuilder,
+    Stage,
+    StageDown,
+    UNetTrunk,
+    build_up,
+    capture_config,
+    check_flags,
+    plain_ints,
+)
 from attnunet.models.base import SizePolicy
 
 __all__ = ["DS_MODES", "AttentionUNetPlusPlus", "NestedNode", "UNetPlusPlus"]
@@ -281,6 +290,7 @@ class UNetPlusPlus(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
         size_policy: SizePolicy = "pad",
     ) -> None:
         super().__init__()
+        check_flags(deep_supervision=deep_supervision, ds_heads=ds_heads)
         stages = self._check_trunk(
             spatial_dims=spatial_dims,
             in_channels=in_channels,
@@ -333,6 +343,11 @@ class UNetPlusPlus(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
             locals(),
             exclude=("depth",),
             channels=list(chans),
+            strides=plain_ints(strides),
+            kernel_size=plain_ints(kernel_size),
+            convs_per_stage=plain_ints(convs_per_stage),
+            decoder_convs_per_stage=plain_ints(decoder_convs_per_stage),
+            up_kernel_size=plain_ints(up_kernel_size),
             deep_supervision=bool(deep_supervision),
             ds_heads=ds_heads_config(heads, bool(deep_supervision)),
         )
@@ -368,8 +383,8 @@ class UNetPlusPlus(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
                     )
                     if built is not None:
                         gates.append(built)
-                up_i = Up(
-                    spatial_dims, chans[i + 1], up_channels[i], up, up_kernel_size, stride=stride
+                up_i = build_up(
+                    spatial_dims, chans[i + 1], up_channels[i], up, up_kernel_size, stride, i
                 )
                 block = make_block(j * chans[i] + up_channels[i], chans[i], stages[i], decoder=True)
                 rows.append(NestedNode(up_i, gates, get_dropout(dropout), block))
