@@ -17,6 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -27,11 +28,13 @@ from attnunet.integrations import nnunet as integration
 from attnunet.integrations.nnunet import (
     FAMILIES,
     PLAIN_CONV_UNET,
+    PLAINCONVUNET_KEYS,
     PlansError,
     plans_to_kwargs,
     rewrite_plans,
     write_plans,
 )
+from attnunet.models.convert import convert_plainconvunet_state_dict
 
 NEEDS_NNUNET = "needs nnU-Net v2 (pip install 'attnunet[nnunet]')"
 IMPORTS = ["conv_op", "norm_op", "dropout_op", "nonlin"]
@@ -240,7 +243,14 @@ def test_the_module_imports_and_builds_without_nnunet():
         ({"nonlin_first": True}, r"nonlin_first=True: .*conv -> norm -> activation"),
         ({"conv_op": "torch.nn.ConvTranspose2d"}, r"conv_op=.*Conv1d, Conv2d or Conv3d"),
         ({"conv_op": "torch.nn.NoSuchConv"}, r"conv_op=.*not a class nor the dotted name"),
-        ({"n_conv_per_stage_decoder": [2, 2]}, r"n_conv_per_stage_decoder=.*list of 3 entries"),
+        (
+            {"n_conv_per_stage_decoder": [2, 2]},
+            r"n_conv_per_stage_decoder has 2 entries, but n_stages=4 makes 3 decoder stages",
+        ),
+        (
+            {"features_per_stage": [4, 8, 16, 16, 32]},
+            r"features_per_stage has 5 entries, but n_stages=4: .*n_stages=5, or 4 entries",
+        ),
     ],
 )
 def test_a_plan_value_it_cannot_honour_is_refused_by_name(change, message):
@@ -272,6 +282,180 @@ def test_the_mapping_reverses_the_decoder_counts_and_keeps_the_norm_kwargs():
     assert kwargs["norm"] == ("instance", {"eps": 1e-3, "affine": False})
     assert kwargs["act"] == ("leaky_relu", {})
     assert kwargs["strides"] == [[1, 1], [2, 2], [2, 2], [2, 1]]
+
+
+def test_class_values_are_named_by_their_dotted_names_in_errors():
+    # nnU-Net passes the classes it imported; the message names them as a plans file does
+    arch = {
+        **SMALL["2d"],
+        "conv_op": torch.nn.Conv2d,
+        "dropout_op": torch.nn.Dropout3d,
+        "dropout_op_kwargs": {"p": 0.2},
+    }
+    with pytest.raises(PlansError) as error:
+        integration.UNet(1, 2, **arch)
+    assert "dropout_op='torch.nn.modules.dropout.Dropout3d': " in str(error.value)
+    assert "<class" not in str(error.value)
+    with pytest.raises(PlansError, match=r"norm_op='torch.nn.modules.normalization.GroupNorm'"):
+        plans_to_kwargs({**arch, "dropout_op": None, "norm_op": torch.nn.GroupNorm})
+    # the plan's own string stays as the plan wrote it
+    with pytest.raises(PlansError, match=r"nonlin='torch.nn.Hardswish': "):
+        plans_to_kwargs({**arch, "dropout_op": None, "nonlin": "torch.nn.Hardswish"})
+
+
+# ------------------------------------------------ the switch, the config, TorchScript
+def small_network(family: str, deep_supervision: bool = True, classes: int = 2):
+    """A network of ``family`` built as nnU-Net builds it: the plan's classes imported."""
+    arch = {k: _located(v) if k in IMPORTS and v else v for k, v in SMALL["2d"].items()}
+    cls = getattr(integration, FAMILIES[family])
+    return cls(input_channels=1, num_classes=classes, deep_supervision=deep_supervision, **arch)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_trainers_switch_goes_through_set_deep_supervision(family):
+    pytest.importorskip("nnunetv2", reason=NEEDS_NNUNET)
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    net = small_network(family)
+    trainer = SimpleNamespace(is_ddp=False, network=net)
+    with mock.patch.object(net, "set_deep_supervision", wraps=net.set_deep_supervision) as spy:
+        nnUNetTrainer.set_deep_supervision_enabled(trainer, False)  # nnU-Net's own code
+    spy.assert_called_once_with(False)
+    assert net.config["deep_supervision"] is False
+    assert net.deep_supervision is False and net.decoder.deep_supervision is False
+    assert isinstance(net(torch.randn(INPUTS["2d"])), torch.Tensor)
+    net.set_deep_supervision(True)  # and back, the other way round
+    assert net.decoder.deep_supervision is True and net.config["deep_supervision"] is True
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_config_holds_the_constructors_keywords_and_rebuilds_the_network(family):
+    net = small_network(family).eval()
+    config = net.config
+    assert json.loads(json.dumps(config)) == config  # JSON as it is
+    *arch_keys, last = PLAINCONVUNET_KEYS  # the constructor's order
+    assert list(config) == ["input_channels", "num_classes", *arch_keys, "deep_supervision", last]
+    # the oracle: the plan itself (its class names may be shorter aliases of the same class)
+    for key in PLAINCONVUNET_KEYS:
+        expected = SMALL["2d"].get(key, False)
+        if key in IMPORTS and expected:
+            assert _located(config[key]) is _located(expected), key
+        else:
+            assert config[key] == expected, key
+    assert (config["input_channels"], config["num_classes"]) == (1, 2)
+    rebuilt = type(net)(**config).eval()
+    state = net.state_dict()
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in state.items()
+    }
+    rebuilt.load_state_dict(state, strict=True)
+    x = torch.randn(INPUTS["2d"])
+    with torch.no_grad():
+        for a, b in zip(rebuilt(x), net(x), strict=True):
+            assert torch.equal(a, b)
+    net.decoder.deep_supervision = False  # the config follows the switch
+    assert isinstance(type(net)(**net.config)(x), torch.Tensor)
+
+
+def test_save_pretrained_points_to_nnunets_checkpoints(tmp_path):
+    net = small_network("ag_unet")
+    with pytest.raises(ValueError, match=r"checkpoint_final.pth.*type\(network\)\(\*\*network"):
+        net.save_pretrained(tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_scripts_and_the_script_returns_what_eager_does(family):
+    net = small_network(family).eval()
+    x = torch.randn(INPUTS["2d"])
+    scripted = torch.jit.script(net)
+    with torch.no_grad():
+        eager, script = net(x), scripted(x)
+    assert len(script) == len(eager) == SMALL["2d"]["n_stages"] - 1
+    for a, b in zip(script, eager, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    if family in ("ag_res_unet", "unet_plus_plus"):  # the switch as it was when scripted
+        net.decoder.deep_supervision = False
+        with torch.no_grad():
+            torch.testing.assert_close(torch.jit.script(net)(x), eager[0], rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------- PlainConvUNet weights, converted
+def _randomise(net: torch.nn.Module, seed: int) -> None:
+    """Random weights, biases, affine norms and running statistics: a wrong mapping of any
+    tensor shows in the outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in net.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            noise = torch.randn(tensor.shape, generator=generator)
+            if name.endswith("running_var"):
+                tensor.copy_(0.5 + noise.abs())
+            elif tensor.dim() > 1:  # conv weights: keep the activations of order 1
+                tensor.copy_(noise / tensor[0].numel() ** 0.5)
+            else:
+                tensor.copy_(0.1 * noise + (1.0 if name.endswith("norm.weight") else 0.0))
+
+
+CONVERTED = {
+    "2d": SMALL["2d"],
+    "3d": SMALL["3d"],  # anisotropic
+    "2d_batch_norm": {**SMALL["2d"], "norm_op": "torch.nn.modules.batchnorm.BatchNorm2d"},
+}
+
+
+@pytest.mark.parametrize("plan", list(CONVERTED))
+def test_plainconvunet_weights_convert_to_unet_with_equal_outputs(plan):
+    arch = CONVERTED[plan]
+    reference = build(PLAIN_CONV_UNET, arch, True)
+    ours = build(attnunet_class("unet"), arch, True)
+    _randomise(reference, 3)
+    converted = convert_plainconvunet_state_dict(reference.state_dict())
+    ours.load_state_dict(converted, strict=True)
+    x = torch.randn(
+        INPUTS["3d" if plan == "3d" else "2d"], generator=torch.Generator().manual_seed(4)
+    )
+    for train in (False, True):  # evaluation, then training mode (batch statistics)
+        reference.train(train)
+        ours.train(train)
+        with torch.no_grad():
+            expected, got = reference(x), ours(x)
+        assert len(got) == len(expected) == arch["n_stages"] - 1
+        for a, b in zip(got, expected, strict=True):
+            assert a.abs().max() > 0.1  # not a degenerate comparison
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    # the running statistics updated in training mode still agree
+    for key, value in convert_plainconvunet_state_dict(reference.state_dict()).items():
+        torch.testing.assert_close(ours.state_dict()[key], value, rtol=0, atol=1e-6)
+
+
+def test_the_converter_takes_an_nnunet_checkpoint_and_names_what_it_does_not_know():
+    reference = build(PLAIN_CONV_UNET, SMALL["2d"], True)
+    state = reference.state_dict()
+    expected = convert_plainconvunet_state_dict(state)
+    # only what the attnunet network holds: no all_modules or decoder.encoder duplicates
+    assert set(expected) == set(build(attnunet_class("unet"), SMALL["2d"], False).state_dict())
+    checkpoint = {
+        "network_weights": state,
+        "optimizer_state": {},
+        "init_args": {"configuration": "2d"},
+        "trainer_name": "nnUNetTrainer",
+        "current_epoch": 1000,
+    }
+    from_checkpoint = convert_plainconvunet_state_dict(checkpoint)
+    assert list(from_checkpoint) == list(expected)
+    assert all(torch.equal(from_checkpoint[k], v) for k, v in expected.items())
+    wrapped = {f"module.{k}": v for k, v in state.items()}  # saved from DDP
+    assert list(convert_plainconvunet_state_dict(wrapped)) == list(expected)
+    with pytest.raises(KeyError, match=r"'encoder.stem.weight'.*PlainConvUNet"):
+        convert_plainconvunet_state_dict({**state, "encoder.stem.weight": torch.zeros(1)})
+    # the decoder's first convolution has its input halves swapped ([skip, up])
+    weight = state["decoder.stages.0.convs.0.conv.weight"]
+    half = weight.shape[1] // 2
+    swapped = expected["decoder.levels.0.block.conv1.conv.weight"]
+    assert torch.equal(swapped[:, :half], weight[:, half:])
+    assert torch.equal(swapped[:, half:], weight[:, :half])
 
 
 # ------------------------------------------------------------ the plans helper, CLI
@@ -329,10 +513,14 @@ def test_write_plans_writes_a_new_file_and_never_overwrites(tmp_path):
     target = write_plans(tmp_path, "ag_res_unet", configurations=["2d"])
     assert target == tmp_path / "nnUNetPlans_AgResUNet.json"
     assert source.read_bytes() == original
-    with pytest.raises(FileExistsError, match=r"nnUNetPlans_AgResUNet.json exists"):
+    with pytest.raises(
+        FileExistsError,
+        match=r"nnUNetPlans_AgResUNet.json exists: choose another plans_name, or pass "
+        r"overwrite=True",
+    ):
         write_plans(source, "ag_res_unet")
     assert write_plans(source, "ag_res_unet", overwrite=True) == target
-    with pytest.raises(FileExistsError, match=r"is the source plans"):
+    with pytest.raises(FileExistsError, match=r"is the source plans: choose another plans_name"):
         write_plans(source, "unet", plans_name="nnUNetPlans", overwrite=True)
     assert source.read_bytes() == original
 
@@ -353,8 +541,12 @@ def test_the_cli_command(tmp_path, capsys):
     )
     assert "architecture" not in plans["configurations"]["2d_b"]  # not asked for
     assert source.read_bytes() == original
-    assert main(args) == 2  # the target exists
-    assert "exists" in capsys.readouterr().err
+    assert main(args) == 2  # the target exists: the message names the flags
+    err = capsys.readouterr().err
+    assert "exists: choose another --plans-name, or pass --overwrite" in err
+    assert "overwrite=True" not in err and "plans_name" not in err
+    assert main([*args, "--overwrite", "--plans-name", "nnUNetPlans"]) == 2
+    assert "is the source plans: choose another --plans-name" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--plans-name", "mine"]) == 0
     assert (source.parent / "mine.json").is_file()
     assert main(["nnunet-plans", str(tmp_path), "--family", "unet"]) == 2  # no plans there

@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         0 after writing the plans and printing how to use them.
 
     Raises:
-        UsageError: plans attnunet cannot rewrite (the message says why).
-        FileExistsError: the new plans file exists (without ``--overwrite``).
+        UsageError: plans attnunet cannot rewrite (the message says why), or a new plans
+            file that exists (without ``--overwrite``) or would be the source plans.
         FileNotFoundError: no plans at the given path.
     """
     import json
@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as error:  # PlansError included
         raise UsageError(str(error)) from None
+    except FileExistsError as error:
+        raise UsageError(_exists_message(error)) from None
     plans = json.loads(path.read_text(encoding="utf-8"))
     name, dataset = plans["plans_name"], plans.get("dataset_name", "DATASET")
     configs = args.configurations or list(plans["configurations"])
@@ -89,3 +91,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"  nnUNetv2_train {dataset} {config} FOLD -p {name}")
         print(f"  nnUNetv2_predict -i INPUT -o OUTPUT -d {dataset} -c {config} -p {name}")
     return 0
+
+
+def _exists_message(error: FileExistsError) -> str:
+    """The message of ``write_plans``'s FileExistsError in this command's flags."""
+    if error.filename2:  # the new plans would replace the source plans
+        return (
+            f"{error.filename} is the source plans: choose another --plans-name, which keeps "
+            f"the original plans usable"
+        )
+    if error.filename:
+        return f"{error.filename} exists: choose another --plans-name, or pass --overwrite"
+    return str(error)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
-__all__ = ["convert_agv_unet_state_dict", "convert_oktay_state_dict"]
+__all__ = [
+    "convert_agv_unet_state_dict",
+    "convert_oktay_state_dict",
+    "convert_plainconvunet_state_dict",
+]
 
 _DOUBLE = {"conv1": "conv1.conv", "bn1": "conv1.norm", "conv2": "conv2.conv", "bn2": "conv2.norm"}
 _GATE = {"wx": "theta", "wg": "phi", "psi": "psi"}
@@ -174,4 +179,98 @@ _OKTAY_RULES: tuple[tuple[str, Callable[[re.Match[str], int], str]], ...] = (
     (r"dsv(\d+)\.dsv\.0\.(\w+)", _oktay_aux_head),
     (r"dsv1\.(\w+)", _oktay_head),
     (r"final\.(\w+)", _oktay_fuse),
+)
+
+
+def convert_plainconvunet_state_dict(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Convert nnU-Net's PlainConvUNet weights for attnunet's nnU-Net ``UNet``.
+
+    Works for any PlainConvUNet of nnU-Net v2 (``dynamic_network_architectures``), 1D, 2D or
+    3D, anisotropic strides and kernels, any norm: load the result into
+    :class:`attnunet.integrations.nnunet.UNet` built from the same plans (the same
+    ``arch_kwargs``, ``input_channels`` and ``num_classes``). Its outputs then equal
+    PlainConvUNet's (to float rounding in the test suite, in training and evaluation mode,
+    every deep-supervision output). Besides renaming, the input channels of each decoder
+    stage's first convolution are reordered: PlainConvUNet concatenates ``[up, skip]``,
+    attnunet ``[skip, up]``. PlainConvUNet's second names of the same tensors
+    (``decoder.encoder.*``, ``*.all_modules.*``) are left out, and so are the ``module.``
+    and ``_orig_mod.`` prefixes of DDP and ``torch.compile``.
+
+    Args:
+        state_dict: PlainConvUNet's ``state_dict()``, or a checkpoint of nnU-Net
+            (``checkpoint_final.pth`` loaded with ``torch.load``), whose
+            ``"network_weights"`` are then converted.
+
+    Returns:
+        A new dict with attnunet keys and the (reordered) tensors.
+
+    Raises:
+        KeyError: for a key this converter does not recognise (the message names it).
+
+    Examples:
+        >>> sd = {"decoder.transpconvs.0.weight": torch.zeros(8, 4, 2, 2),
+        ...       "decoder.seg_layers.0.weight": torch.zeros(3, 4, 1, 1),
+        ...       "decoder.stages.0.convs.0.conv.weight": torch.arange(8.0).view(1, 8, 1, 1)}
+        >>> new = convert_plainconvunet_state_dict(sd)
+        >>> print(*sorted(new), sep="\\n")
+        decoder.levels.0.block.conv1.conv.weight
+        decoder.levels.0.up.op.weight
+        head.conv.weight
+        >>> new["decoder.levels.0.block.conv1.conv.weight"].flatten().tolist()
+        [4.0, 5.0, 6.0, 7.0, 0.0, 1.0, 2.0, 3.0]
+    """
+    weights = state_dict.get("network_weights", state_dict)
+    weights = {re.sub(r"^((module|_orig_mod)\.)+", "", k): v for k, v in weights.items()}
+    ups = {int(m.group(1)) for k in weights if (m := re.match(r"decoder\.transpconvs\.(\d+)\.", k))}
+    levels = max(ups) + 1 if ups else 0
+    converted: dict[str, torch.Tensor] = {}
+    for key, value in weights.items():
+        if key.startswith("decoder.encoder.") or ".all_modules." in key:
+            continue  # the same tensors under PlainConvUNet's second names
+        new = _plain_key(key, levels)
+        if re.fullmatch(r"decoder\.levels\.\d+\.block\.conv1\.conv\.weight", new):
+            half = value.shape[1] // 2  # [up, skip] -> [skip, up]: equal halves
+            value = torch.cat([value[:, half:], value[:, :half]], dim=1)
+        converted[new] = value
+    return converted
+
+
+def _plain_key(key: str, levels: int) -> str:
+    for pattern, rename in _PLAIN_RULES:
+        if m := re.fullmatch(pattern, key):
+            return rename(m, levels)
+    raise KeyError(
+        f"convert_plainconvunet_state_dict does not recognise {key!r}: is this the state "
+        f"dict of nnU-Net's PlainConvUNet (or an nnU-Net checkpoint of one)? Checkpoints of "
+        f"attnunet's nnU-Net networks load as they are"
+    )
+
+
+def _plain_encoder(m: re.Match[str], levels: int) -> str:
+    i, j, part, leaf = m.groups()
+    return f"encoder.stages.{i}.block.conv{int(j) + 1}.{part}.{leaf}"
+
+
+def _plain_decoder(m: re.Match[str], levels: int) -> str:
+    s, j, part, leaf = m.groups()
+    return f"decoder.levels.{s}.block.conv{int(j) + 1}.{part}.{leaf}"
+
+
+def _plain_up(m: re.Match[str], levels: int) -> str:
+    return f"decoder.levels.{m.group(1)}.up.op.{m.group(2)}"
+
+
+def _plain_head(m: re.Match[str], levels: int) -> str:
+    # seg_layers[s] follows decoder stage s (coarsest first); attnunet's head is the finest
+    # and aux_heads[k] the (k + 1)-th coarser one
+    s, leaf = int(m.group(1)), m.group(2)
+    return f"head.conv.{leaf}" if s == levels - 1 else f"aux_heads.{levels - 2 - s}.conv.{leaf}"
+
+
+# (pattern, rename): the first pattern that matches the whole key renames it
+_PLAIN_RULES: tuple[tuple[str, Callable[[re.Match[str], int], str]], ...] = (
+    (r"encoder\.stages\.(\d+)\.0\.convs\.(\d+)\.(conv|norm)\.(\w+)", _plain_encoder),
+    (r"decoder\.stages\.(\d+)\.convs\.(\d+)\.(conv|norm)\.(\w+)", _plain_decoder),
+    (r"decoder\.transpconvs\.(\d+)\.(\w+)", _plain_up),
+    (r"decoder\.seg_layers\.(\d+)\.(\w+)", _plain_head),
 )

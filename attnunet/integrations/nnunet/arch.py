@@ -78,8 +78,17 @@ class PlansError(ValueError):
     """
 
 
+def _dotted_name(value: Any) -> Any:
+    """A class as its dotted name (``torch.nn.modules.conv.Conv2d``), the form of a plans
+    file; any other value unchanged."""
+    if isinstance(value, type):
+        return f"{value.__module__}.{value.__qualname__}"
+    return value
+
+
 def _fail(key: str, value: Any, why: str) -> PlansError:
-    return PlansError(f"nnU-Net plans: architecture.arch_kwargs.{key}={value!r}: {why}")
+    shown = _dotted_name(value)
+    return PlansError(f"nnU-Net plans: architecture.arch_kwargs.{key}={shown!r}: {why}")
 
 
 def _located(key: str, value: Any) -> Any:
@@ -99,12 +108,23 @@ def _int(key: str, value: Any, low: int = 1) -> int:
     return value
 
 
-def _per_stage(key: str, value: Any, n: int) -> list[Any]:
-    """An int for every entry, or a list of ``n`` entries."""
+def _per_stage(key: str, value: Any, n_stages: int, decoder: bool = False) -> list[Any]:
+    """An int for every entry, or a list of one entry per (decoder) stage."""
+    n = n_stages - 1 if decoder else n_stages
     if isinstance(value, int) and not isinstance(value, bool):
         return [value] * n
-    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != n:
+    if not isinstance(value, Sequence) or isinstance(value, str):
         raise _fail(key, value, f"must be an int or a list of {n} entries (one per stage)")
+    if len(value) != n:
+        # the two keys disagree: name both, since either may be the wrong one
+        stages = (
+            f"n_stages={n_stages} makes {n} decoder stages" if decoder else f"n_stages={n_stages}"
+        )
+        fix = f"n_stages={len(value) + 1 if decoder else len(value)}, or {n} entries"
+        raise PlansError(
+            f"nnU-Net plans: architecture.arch_kwargs.{key} has {len(value)} entries, but "
+            f"{stages}: they must agree (one entry per stage): {fix}"
+        )
     return list(value)
 
 
@@ -177,7 +197,9 @@ def _geometry(arch: Mapping[str, Any], dims: int, residual: bool) -> dict[str, A
     ]
     decoder = [
         _convs("n_conv_per_stage_decoder", arch["n_conv_per_stage_decoder"], c, low)
-        for c in _per_stage("n_conv_per_stage_decoder", arch["n_conv_per_stage_decoder"], n - 1)
+        for c in _per_stage(
+            "n_conv_per_stage_decoder", arch["n_conv_per_stage_decoder"], n, decoder=True
+        )
     ]
     return {
         "spatial_dims": dims,

@@ -6,19 +6,23 @@ applies the class's ``initialize`` to every module; its trainer switches deep su
 with ``network.decoder.deep_supervision = enabled``. Each class here takes exactly those
 keywords (PlainConvUNet's signature), maps them once with
 :func:`~attnunet.integrations.nnunet.plans_to_kwargs`, and is the attnunet model it names,
-so everything of that model (``forward_with_attention``, checkpointing, ...) works.
+so everything of that model (``forward_with_attention``, checkpointing, TorchScript, ...)
+works. Its ``config`` holds those keywords in JSON types, so ``type(net)(**net.config)``
+rebuilds it.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Sequence
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, cast
 
 import torch
 from torch import nn
 
 from attnunet.blocks import SegmentationHead
-from attnunet.integrations.nnunet.arch import plans_to_kwargs
+from attnunet.integrations.nnunet.arch import PLAINCONVUNET_KEYS, _dotted_name, plans_to_kwargs
 from attnunet.models import AgResUNet as _AgResUNet
 from attnunet.models import AgUNet as _AgUNet
 from attnunet.models import AttentionUNet as _AttentionUNet
@@ -26,6 +30,7 @@ from attnunet.models import AttentionUNetPlusPlus as _AttentionUNetPlusPlus
 from attnunet.models import ResUNet as _ResUNet
 from attnunet.models import UNet as _UNet
 from attnunet.models import UNetPlusPlus as _UNetPlusPlus
+from attnunet.models.unet import Decoder
 
 __all__ = [
     "AgResUNet",
@@ -69,6 +74,39 @@ def he_initialize(module: nn.Module, neg_slope: float = 1e-2) -> None:
             nn.init.zeros_(module.bias)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` in JSON types: classes as their dotted names, tuples as lists (a copy)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return copy.deepcopy(_dotted_name(value))
+
+
+class _TrainerDecoder(Decoder):
+    """The U-Net skeleton's decoder with the attribute nnU-Net's trainer sets:
+    ``decoder.deep_supervision`` reads the network's switch and sets it through the
+    network's ``set_deep_supervision`` (so the network's config follows). Same modules and
+    state-dict keys as the skeleton's decoder."""
+
+    __jit_unused_properties__ = ("deep_supervision",)
+    __jit_ignored_attributes__ = ("_network",)
+
+    def __init__(self, levels: list[Any], network: Any) -> None:
+        super().__init__(levels)
+        # in a tuple, so that the network is not registered as a module of its decoder
+        self._network = (network,)
+
+    @property
+    def deep_supervision(self) -> bool:
+        """The network's switch (settable, as nnU-Net's trainer does)."""
+        return bool(self._network[0].deep_supervision)
+
+    @deep_supervision.setter
+    def deep_supervision(self, enabled: bool) -> None:
+        self._network[0].set_deep_supervision(enabled)
+
+
 class _DeepSupervisionSwitch:
     """``network.decoder`` of a network without a decoder module (UNet++): the object
     nnU-Net's trainer sets ``deep_supervision`` on."""
@@ -86,7 +124,7 @@ class _DeepSupervisionSwitch:
 
 
 class _PlansNetwork:
-    """What every family shares: nnU-Net's constructor and ``initialize``."""
+    """What every family shares: nnU-Net's constructor, ``config`` and ``initialize``."""
 
     _residual: ClassVar[bool] = False
 
@@ -111,33 +149,67 @@ class _PlansNetwork:
         deep_supervision: bool = False,
         nonlin_first: bool = False,
     ) -> None:
-        kwargs = plans_to_kwargs(
-            {
-                "n_stages": n_stages,
-                "features_per_stage": features_per_stage,
-                "conv_op": conv_op,
-                "kernel_sizes": kernel_sizes,
-                "strides": strides,
-                "n_conv_per_stage": n_conv_per_stage,
-                "n_conv_per_stage_decoder": n_conv_per_stage_decoder,
-                "conv_bias": conv_bias,
-                "norm_op": norm_op,
-                "norm_op_kwargs": norm_op_kwargs,
-                "dropout_op": dropout_op,
-                "dropout_op_kwargs": dropout_op_kwargs,
-                "nonlin": nonlin,
-                "nonlin_kwargs": nonlin_kwargs,
-                "nonlin_first": nonlin_first,
-            },
-            residual=self._residual,
-        )
+        arch = {
+            "n_stages": n_stages,
+            "features_per_stage": features_per_stage,
+            "conv_op": conv_op,
+            "kernel_sizes": kernel_sizes,
+            "strides": strides,
+            "n_conv_per_stage": n_conv_per_stage,
+            "n_conv_per_stage_decoder": n_conv_per_stage_decoder,
+            "conv_bias": conv_bias,
+            "norm_op": norm_op,
+            "norm_op_kwargs": norm_op_kwargs,
+            "dropout_op": dropout_op,
+            "dropout_op_kwargs": dropout_op_kwargs,
+            "nonlin": nonlin,
+            "nonlin_kwargs": nonlin_kwargs,
+            "nonlin_first": nonlin_first,
+        }
+        kwargs = plans_to_kwargs(arch, residual=self._residual)
         base = cast(Any, super())
         base.__init__(
             in_channels=input_channels,
             num_classes=num_classes,
             **{**kwargs, **self._heads(bool(deep_supervision))},
         )
+        # the constructor's own keywords, in its order (deep_supervision: see `config`)
+        self._arch_config = {
+            "input_channels": input_channels,
+            "num_classes": num_classes,
+            **{key: _plain(arch[key]) for key in PLAINCONVUNET_KEYS[:-1]},
+            "deep_supervision": bool(deep_supervision),
+            "nonlin_first": bool(nonlin_first),
+        }
         self._finish(bool(deep_supervision))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """This class's constructor keywords in JSON types: ``input_channels``,
+        ``num_classes``, PlainConvUNet's ``arch_kwargs`` as a plans file writes them
+        (classes as dotted names) and ``deep_supervision``, which follows the switch.
+        ``type(network)(**network.config)`` rebuilds the network (same state-dict keys
+        and shapes). Not a registry config: ``attnunet.create_model`` does not build
+        these classes (nnU-Net builds them from its plans)."""
+        config = copy.deepcopy(self._arch_config)
+        config["deep_supervision"] = bool(cast(Any, self).deep_supervision)
+        return config
+
+    def save_pretrained(self, directory: str | os.PathLike[str], **kwargs: Any) -> NoReturn:
+        """Refused: nnU-Net's checkpoints persist these networks (see the error).
+
+        Raises:
+            ValueError: always; the message says what persists the network instead.
+        """
+        raise ValueError(
+            f"{type(self).__name__} is an nnU-Net network, which save_pretrained does not "
+            f"write (from_pretrained rebuilds registered attnunet models only): nnU-Net "
+            f"saves it, the weights as network_weights in checkpoint_final.pth and its "
+            f"arch_kwargs in the plans.json of the results folder. To keep one yourself, "
+            f"save network.config (JSON) and network.state_dict(), then rebuild with "
+            f"type(network)(**network.config) and load_state_dict; or build attnunet's own "
+            f"model (e.g. attnunet.create_model) to use save_pretrained"
+        )
 
     def _heads(self, deep_supervision: bool) -> dict[str, Any]:
         """The attnunet keywords of the deep-supervision heads (all built, always)."""
@@ -156,19 +228,16 @@ class _PlansNetwork:
 class _DecoderSwitch(_PlansNetwork):
     """The switch of the U-Net skeleton's families: ``decoder.deep_supervision``.
 
-    The skeleton keeps its switch in ``_deep_supervision``; here that attribute lives on
-    the decoder module, where nnU-Net's trainer sets it, so ``network.deep_supervision``,
+    The network keeps its switch as every attnunet model does; its decoder is a
+    :class:`_TrainerDecoder`, whose ``deep_supervision`` (where nnU-Net's trainer sets it)
+    goes through ``network.set_deep_supervision``, so ``network.deep_supervision``,
     ``network.set_deep_supervision`` and ``network.decoder.deep_supervision = ...`` are
-    one switch.
+    one switch with one path.
     """
 
-    @property
-    def _deep_supervision(self) -> bool:
-        return bool(cast(Any, self).decoder.deep_supervision)
-
-    @_deep_supervision.setter
-    def _deep_supervision(self, enabled: bool) -> None:
-        cast(Any, self).decoder.deep_supervision = bool(enabled)
+    def _build_decoder(self, *args: Any, **kwargs: Any) -> Decoder:
+        decoder = cast(Any, super())._build_decoder(*args, **kwargs)
+        return _TrainerDecoder(list(decoder.levels), self)
 
 
 class UNet(_DecoderSwitch, _UNet):
@@ -185,7 +254,10 @@ class UNet(_DecoderSwitch, _UNet):
     plans (instance norm, leaky ReLU, conv bias) it has PlainConvUNet's parameter count and
     output shapes. The other classes of this module take the same arguments and return the
     same shapes. The arguments are PlainConvUNet's, as nnU-Net passes them (classes as
-    torch classes or as the dotted names of a plans file).
+    torch classes or as the dotted names of a plans file); ``config`` holds them in JSON
+    types (classes as dotted names), so ``type(net)(**net.config)`` rebuilds the network.
+    PlainConvUNet's own weights load after
+    :func:`~attnunet.models.convert.convert_plainconvunet_state_dict`.
 
     Args:
         input_channels, num_classes: input channels and output logits.
@@ -264,8 +336,19 @@ class _NestedHeads(_PlansNetwork):
     of each level, ``X[k, d - k]`` for ``k = 0 .. d - 1`` (UNet++'s own heads all read
     full-resolution nodes, which nnU-Net's loss does not expect)."""
 
-    heads: nn.ModuleList
-    aux_heads: nn.ModuleList
+    if TYPE_CHECKING:  # what UNet++ provides; TorchScript never sees this
+        depth: int
+        _deep_supervision: bool
+        heads: nn.ModuleList
+        aux_heads: nn.ModuleList
+
+        def _node_rows(
+            self, x: torch.Tensor
+        ) -> tuple[list[list[torch.Tensor]], list[torch.Tensor], torch.Tensor, list[int]]: ...
+
+        def _restore(
+            self, tensors: list[torch.Tensor], size: list[int], prepared: torch.Tensor
+        ) -> list[torch.Tensor]: ...
 
     def _heads(self, deep_supervision: bool) -> dict[str, Any]:
         return {"deep_supervision": False, "ds_heads": False}
@@ -284,14 +367,13 @@ class _NestedHeads(_PlansNetwork):
         net.set_deep_supervision(deep_supervision)
 
     def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        net = cast(Any, self)
-        rows, maps, padded, size = net._node_rows(x)
-        d = net.depth
+        rows, maps, padded, size = self._node_rows(x)
+        d = self.depth
         logits = [self.heads[0](rows[0][d])]
-        if net.deep_supervision:
-            for k, head in enumerate(self.aux_heads, start=1):
-                logits.append(head(rows[k][d - k]))
-        return net._restore(logits, size, padded), net._restore(maps, size, padded)
+        if self._deep_supervision:
+            for k, head in enumerate(self.aux_heads):  # aux_heads[k] reads X[k + 1, d - k - 1]
+                logits.append(head(rows[k + 1][d - k - 1]))
+        return self._restore(logits, size, padded), self._restore(maps, size, padded)
 
 
 class UNetPlusPlus(_NestedHeads, _UNetPlusPlus):

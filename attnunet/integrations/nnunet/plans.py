@@ -201,7 +201,8 @@ def write_plans(
     Raises:
         FileNotFoundError: no plans at ``source``.
         FileExistsError: the new file exists and ``overwrite`` is false, or it would be
-            ``source`` itself.
+            ``source`` itself; its ``filename`` is the new file (and ``filename2`` the
+            source in the second case).
         ValueError: an unknown family or configuration, a bad name or unreadable JSON.
         PlansError: a configuration whose architecture attnunet cannot build.
     """
@@ -218,11 +219,34 @@ def write_plans(
         raise ValueError(f"plans name {name!r} must be a plain file stem like nnUNetPlans_UNet")
     target = path.parent / f"{name}.json"
     if target.resolve() == path.resolve():
-        raise FileExistsError(
-            f"{target} is the source plans: choose another plans name, which keeps the "
-            f"original plans usable"
+        raise _exists(
+            f"{target} is the source plans: choose another plans_name, which keeps the "
+            f"original plans usable",
+            target,
+            source=path,
         )
     if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists: choose another plans name or pass overwrite")
+        raise _exists(
+            f"{target} exists: choose another plans_name, or pass overwrite=True to replace it",
+            target,
+        )
     target.write_text(json.dumps(new, indent=4) + "\n", encoding="utf-8")
     return target
+
+
+class _TargetExists(FileExistsError):
+    """A :class:`FileExistsError` that prints its message alone (an ``OSError`` with a
+    ``filename`` would print ``[Errno None] None: ...``)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _exists(message: str, target: Path, source: Path | None = None) -> FileExistsError:
+    """The error of a target that may not be written; ``filename`` is the target and
+    ``filename2`` the source plans when they are the same file (so that the command line
+    can word it with its own flags)."""
+    error = _TargetExists(message)
+    error.filename = str(target)
+    error.filename2 = None if source is None else str(source)
+    return error
