@@ -374,3 +374,30 @@ def test_numpy_values_are_plain_ints_and_floats_are_refused_by_name() -> None:
 def test_up_kernel_error_names_the_argument_and_the_level() -> None:
     with pytest.raises(ValueError, match=r"up_kernel_size=\(1, 4, 4\).*level 1"):
         UNet(3, 1, 1, channels=CHANNELS, strides=[1, (1, 2, 2), 2], up_kernel_size=(1, 4, 4))
+
+
+def test_fusion_without_heads_is_refused() -> None:
+    with pytest.raises(ValueError, match="ds_fusion=True needs its heads"):
+        UNet(2, 1, 2, channels=CHANNELS, ds_fusion=True, ds_heads=False)
+
+
+def test_from_pretrained_without_deep_supervision_keeps_the_heads(tmp_path) -> None:
+    torch.manual_seed(0)
+    trained = AttentionUNet(2, 1, 2, channels=CHANNELS, deep_supervision=True).eval()
+    save_pretrained(trained, tmp_path / "m")
+    model = from_pretrained(tmp_path / "m", deep_supervision=False)  # strict loading
+    assert model.ds_heads and not model.deep_supervision
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), trained(x)[0])
+
+
+def test_a_preset_name_rebuilds_from_its_class_config() -> None:
+    preset = create_model("unet_krd", channels=[4, 8, 16])
+    assert preset.config["model"] == "unet"
+    rebuilt = create_model("unet_krd", **preset.config)
+    assert [v.shape for v in rebuilt.state_dict().values()] == [
+        v.shape for v in preset.state_dict().values()
+    ]
+    with pytest.raises(ValueError, match="must agree"):
+        create_model("ag_unet", **preset.config)

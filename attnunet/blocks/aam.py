@@ -11,6 +11,7 @@ from attnunet.layers import (
     ActSpec,
     NormSpec,
     check_spatial_dims,
+    compact_axes,
     conv_transpose_type,
     conv_type,
     get_act,
@@ -42,11 +43,6 @@ def check_factor_two(
             f"(stride 1)"
         )
     return axes
-
-
-def _compact(axes: Sequence[int]) -> int | tuple[int, ...]:
-    """One int when every axis agrees, else the tuple."""
-    return axes[0] if len(set(axes)) == 1 else tuple(axes)
 
 
 def _conv_norm_act(
@@ -179,13 +175,13 @@ class LinkNetDecoderBlock(nn.Module):
         check_spatial_dims(spatial_dims)
         check_channels(in_channels=in_channels, out_channels=out_channels)
         strides = check_factor_two(stride, spatial_dims)
-        kernel = _compact([4 if s == 2 else 3 for s in strides])  # both with padding 1
+        kernel = compact_axes([4 if s == 2 else 3 for s in strides])  # both with padding 1
         mid = max(1, in_channels // 4)
         self.squeeze = _conv_norm_act(spatial_dims, in_channels, mid, norm, act)
         up = nn.Sequential()
         transposed = conv_transpose_type(spatial_dims)
         up.add_module(
-            "conv", transposed(mid, mid, kernel, stride=_compact(strides), padding=1, bias=True)
+            "conv", transposed(mid, mid, kernel, stride=compact_axes(strides), padding=1, bias=True)
         )
         norm_layer = get_norm(norm, spatial_dims, mid)
         if norm_layer is not None:

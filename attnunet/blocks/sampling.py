@@ -9,6 +9,7 @@ from torch import nn
 from attnunet.layers import (
     avg_pool_type,
     check_spatial_dims,
+    compact_axes,
     conv_transpose_type,
     conv_type,
     max_pool_type,
@@ -23,11 +24,6 @@ UpMode = Literal["transpose", "interp", "upsample"]
 
 
 Axes = int | Sequence[int]
-
-
-def _as_op_arg(axes: tuple[int, ...]) -> Axes:
-    """One int where every axis agrees (the layers' repr and TorchScript stay as before)."""
-    return axes[0] if len(set(axes)) == 1 else axes
 
 
 class Down(nn.Module):
@@ -61,7 +57,7 @@ class Down(nn.Module):
         if mode not in ("maxpool", "avgpool", "conv"):
             raise ValueError(f"down mode must be 'maxpool', 'avgpool' or 'conv', got {mode!r}")
         axes = per_axis(stride, spatial_dims, "stride")
-        step = _as_op_arg(axes)
+        step = compact_axes(axes)
         if all(a == 1 for a in axes):
             self.op: nn.Module = nn.Identity()
         elif mode == "maxpool":
@@ -228,7 +224,7 @@ class Up(nn.Module):
             how = interp or ("nearest" if mode == "interp" else "linear")
             if how not in ("nearest", "linear"):
                 raise ValueError(f"interp must be 'nearest' or 'linear', got {interp!r}")
-            scale = _as_op_arg(strides)
+            scale = compact_axes(strides)
             upsample = (
                 Upsample2x("nearest" if how == "nearest" else interp_mode(spatial_dims))
                 if scale == 2
@@ -251,8 +247,8 @@ class Up(nn.Module):
                     conv_type(spatial_dims)(
                         in_channels,
                         out_channels,
-                        _as_op_arg(kernel),
-                        padding=_as_op_arg(tuple(a // 2 for a in kernel)),
+                        compact_axes(kernel),
+                        padding=compact_axes(tuple(a // 2 for a in kernel)),
                         bias=bias,
                     ),
                 )
@@ -273,10 +269,10 @@ class Up(nn.Module):
         return conv_transpose_type(spatial_dims)(
             in_channels,
             out_channels,
-            _as_op_arg(kernel),
-            stride=_as_op_arg(strides),
-            padding=_as_op_arg(tuple(padding)),
-            output_padding=_as_op_arg(tuple(output_padding)),
+            compact_axes(kernel),
+            stride=compact_axes(strides),
+            padding=compact_axes(tuple(padding)),
+            output_padding=compact_axes(tuple(output_padding)),
             bias=bias,
         )
 

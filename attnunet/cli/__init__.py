@@ -11,8 +11,9 @@ one-line message naming the file and exit status 2; other failures exit with 1 (
 ``ATTNUNET_DEBUG=1`` for the traceback).
 
 Each command is one module of this package (:mod:`attnunet.cli.compare`, ``train``,
-``evaluate``, ``predict``, ``models``, ``nnunet_plans``) with ``add_parser(subparsers)`` for its options and
-``run(args)`` for the work; what several of them share is in ``attnunet.cli._common``.
+``evaluate``, ``predict``, ``models``, ``nnunet_plans``) with ``add_parser(subparsers)``
+for its options and ``run(args)`` for the work; what several of them share is in
+``attnunet.cli._common``.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from torch import nn
 from attnunet.layers import (
     NormSpec,
     check_spatial_dims,
+    compact_axes,
     conv_type,
     get_norm,
     max_pool_type,
@@ -53,11 +54,6 @@ def resnet_strides(
         per_axis(s if isinstance(s, int) else tuple(s), spatial_dims, f"strides[{i}] ({step})")
         for i, (s, step) in enumerate(zip(items, RESNET_STEPS, strict=True))
     ]
-
-
-def _compact(axes: tuple[int, ...]) -> int | tuple[int, ...]:
-    """One int when every axis agrees (the layers then read as before), else the tuple."""
-    return axes[0] if len(set(axes)) == 1 else axes
 
 
 class _BasicBlock(nn.Module):
@@ -158,16 +154,16 @@ class ResNetEncoder(nn.Module):
             self.axis_reductions.append(list(totals))
         self.reductions = [math.lcm(*r) for r in self.axis_reductions]
         conv = conv_type(spatial_dims)
-        self.conv1 = conv(in_channels, 64, 7, stride=_compact(steps[0]), padding=3, bias=False)
+        self.conv1 = conv(in_channels, 64, 7, stride=compact_axes(steps[0]), padding=3, bias=False)
         self.bn1 = get_norm(norm, spatial_dims, 64) or nn.Identity()
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = max_pool_type(spatial_dims)(3, stride=_compact(steps[1]), padding=1)
+        self.maxpool = max_pool_type(spatial_dims)(3, stride=compact_axes(steps[1]), padding=1)
         stages: list[nn.Sequential] = []
         cin = 64
         for index, (blocks, width) in enumerate(zip(layers, self.feature_channels, strict=True)):
             stage = []
             for b in range(blocks):
-                stride = _compact(steps[index + 1]) if b == 0 and index > 0 else 1
+                stride = compact_axes(steps[index + 1]) if b == 0 and index > 0 else 1
                 stage.append(_BasicBlock(spatial_dims, cin, width, stride, norm))
                 cin = width
             stages.append(nn.Sequential(*stage))

@@ -26,6 +26,7 @@ from attnunet.layers.factories import (
 from attnunet.layers.shape import (
     capturing,
     ceil_div,
+    compact_axes,
     crop_to,
     interp_mode,
     match_size,
@@ -43,6 +44,7 @@ __all__ = [
     "avg_pool_type",
     "capturing",
     "ceil_div",
+    "compact_axes",
     "check_spatial_dims",
     "conv_transpose_type",
     "conv_type",

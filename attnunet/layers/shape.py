@@ -40,6 +40,17 @@ def per_axis(value: int | Sequence[int], spatial_dims: int, what: str) -> tuple[
     return axes
 
 
+def compact_axes(axes: Sequence[int]) -> int | tuple[int, ...]:
+    """One int when every axis agrees (a layer then reads as an isotropic one, as before
+    per-axis values existed), else the tuple.
+
+    Examples:
+        >>> compact_axes((2, 2, 2)), compact_axes([1, 2, 2])
+        (2, (1, 2, 2))
+    """
+    return axes[0] if len(set(axes)) == 1 else tuple(axes)
+
+
 def match_size(x: torch.Tensor, size: list[int]) -> torch.Tensor:
     """Crop or replicate-pad ``x`` at the *end* of each spatial axis to ``size``.
 

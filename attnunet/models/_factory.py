@@ -61,8 +61,10 @@ def create_model(name: str | None = None, **kwargs: Any) -> nn.Module:
     Args:
         name: a registry name (:func:`~attnunet.list_models`); may be left out when
             ``kwargs`` hold it as ``model``.
-        **kwargs: constructor keywords of the model; ``model``, if given, must equal
-            ``name``.
+        **kwargs: constructor keywords of the model; ``model``, if given, must name
+            ``name`` or a model of the same class (``create_model("unet_krd",
+            **model.config)`` works: the config names the class ``"unet"`` and gives every
+            keyword).
 
     Raises:
         ValueError: unknown name (close matches are suggested), no name at all, ``name``
@@ -94,13 +96,25 @@ def _model_name(name: str | None, from_config: object) -> str:
         if not isinstance(from_config, str):
             raise ValueError(f"model must be a registry name (a string), got {from_config!r}")
         return from_config
-    if from_config is not None and from_config != name:
+    if from_config is not None and from_config != name and not _same_class(name, from_config):
         raise ValueError(
             f"create_model got the name {name!r} and a config naming the model "
             f"{from_config!r} (its 'model' entry): they must agree. create_model(**config) "
             f"builds {from_config!r}; to build {name!r} from it, drop the config's 'model' entry"
         )
     return name
+
+
+def _same_class(name: str, other: object) -> bool:
+    """Whether the registry names ``name`` and ``other`` build one class (a preset such as
+    ``"unet_krd"`` and its class's name ``"unet"``: a config of the class, with every
+    keyword written out, overrides all of the preset's defaults)."""
+    try:
+        return isinstance(other, str) and (
+            model_info(name).model_class is model_info(other).model_class
+        )
+    except ValueError:
+        return False
 
 
 def build_preset(name: str, overrides: dict[str, Any]) -> Any:

@@ -403,8 +403,10 @@ def from_pretrained(
         expected_class: if given, the saved model must be an instance of this class
             (:meth:`SegmentationModel.from_pretrained` passes the class it is called on).
         **overrides: constructor keywords to change, for those that do not alter any
-            weight shape (``size_policy``, ``deep_supervision`` in eval, ...). Anything
-            else shows up as a state-dict mismatch.
+            weight shape (``size_policy``, ``deep_supervision``, ...). Anything else shows
+            up as a state-dict mismatch. ``deep_supervision=False`` on a model saved with
+            its deep-supervision heads keeps them (``ds_heads=True``) and switches them
+            off, as ``from_pretrained(directory).set_deep_supervision(False)`` does.
 
     Raises:
         FileNotFoundError: the folder, ``config.json`` or ``model.safetensors`` is
@@ -475,9 +477,21 @@ def _check_saved_class(
         )
 
 
+def _had_heads(config: dict[str, Any]) -> bool:
+    """Whether a saved config built deep-supervision heads (``ds_heads``, or ``None`` and
+    the flags that imply them)."""
+    if "ds_heads" not in config:
+        return False
+    if config["ds_heads"] is not None:
+        return bool(config["ds_heads"])
+    return bool(config.get("deep_supervision") or config.get("ds_fusion"))
+
+
 def _constructor_kwargs(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """The saved config with ``overrides`` applied, and ``pretrained`` always False."""
     kwargs = {**config, **overrides}
+    if "deep_supervision" in overrides and "ds_heads" not in overrides and _had_heads(config):
+        kwargs["ds_heads"] = True  # the saved heads stay: the override is the switch
     if "pretrained" in kwargs:
         if overrides.get("pretrained", False) is not False:
             raise ValueError(

@@ -81,7 +81,7 @@ def _dtype_mismatch(given: torch.dtype, expected: torch.dtype, floating: bool) -
     return f"the input has dtype {given_name} but the model's weights are {expected_name}: {fixes}"
 
 
-def _check_export_sizes(size: list[Any], size_policy: str, div: int) -> None:
+def _check_export_sizes(size: list[Any], size_policy: str, div: str) -> None:
     """Refuse what an exported graph cannot do: dynamic spatial sizes (symbolic sizes of
     ``torch.export``) under ``size_policy="resize"``, whose graph is right only for sizes
     that floor-halve like the export size at every level."""
@@ -110,17 +110,20 @@ def _axes_text(divs: list[int]) -> str:
     return "each axis (in order)"
 
 
-def _size_error(size: list[int], divs: list[int]) -> str:
+def _size_error(size: list[int], divs: list[int], depth: int) -> str:
     """The message of ``size_policy="error"`` for a size that is not a multiple of ``divs``."""
     lower = [max(divs[d], size[d] // divs[d] * divs[d]) for d in range(len(size))]
     upper = [ceil_div(size[d], divs[d]) * divs[d] for d in range(len(size))]
-    if all(d == divs[0] for d in divs):
-        what = f"2**depth = {divs[0]}" if (divs[0] & (divs[0] - 1)) == 0 else str(divs[0])
+    nearby = f"{upper}" if upper == lower else f"{upper} or {lower}"
+    if all(d == divs[0] for d in divs) and divs[0] == (1 << depth):
+        what = f"2**depth = {divs[0]}"
+    elif all(d == divs[0] for d in divs):
+        what = f"the product of the strides, {divs[0]}"
     else:
         what = f"the product of the strides per axis, {divs}"
     return (
-        f"spatial size {size} is not divisible by {what}; sizes that work nearby: {upper} or "
-        f"{lower}. Or build the model with size_policy='pad' (pads and crops) or 'resize'"
+        f"spatial size {size} is not divisible by {what}; sizes that work nearby: {nearby}. "
+        f"Or build the model with size_policy='pad' (pads and crops) or 'resize'"
     )
 
 
@@ -292,7 +295,7 @@ class SegmentationModel(nn.Module):
         if not torch.jit.is_scripting():
             exporting = capturing()
             if exporting:
-                _check_export_sizes(size, self.size_policy, self.divisor)
+                _check_export_sizes(size, self.size_policy, _divisor_text(divs))
         if self.size_policy == "pad":
             pad: list[int] = []
             for d in range(len(size) - 1, -1, -1):
@@ -304,7 +307,7 @@ class SegmentationModel(nn.Module):
                 x = F.pad(x, pad)
         elif self.size_policy == "error":
             if any(size[d] % divs[d] != 0 for d in range(len(size))):
-                raise ValueError(_size_error(size, divs))
+                raise ValueError(_size_error(size, divs, self.depth))
         elif any(size[d] < divs[d] for d in range(len(size))):
             raise ValueError(
                 f"spatial size {size} is too small for depth {self.depth} with "

@@ -28,6 +28,7 @@ from attnunet.layers import (
     ActSpec,
     NormSpec,
     check_spatial_dims,
+    compact_axes,
     conv_transpose_type,
     conv_type,
     parse_spec,
@@ -139,11 +140,6 @@ class RAUNetDecoder(CheckpointSegment):
         return x, weights
 
 
-def _compact(axes: Sequence[int]) -> int | tuple[int, ...]:
-    """One int when every axis agrees (the layers then read as before), else the tuple."""
-    return axes[0] if len(set(axes)) == 1 else tuple(axes)
-
-
 class RAUNetHead(nn.Module):
     """``ConvT(k3, s2) -> ReLU -> Conv(k3) -> ReLU -> Conv(k2, p1)``: back to full size.
 
@@ -164,11 +160,11 @@ class RAUNetHead(nn.Module):
         super().__init__()
         strides = check_factor_two(stride, spatial_dims)
         conv = conv_type(spatial_dims)
-        kernel = _compact([3 if s == 2 else 2 for s in strides])
+        kernel = compact_axes([3 if s == 2 else 2 for s in strides])
         transposed = conv_transpose_type(spatial_dims)
-        self.deconv = transposed(in_channels, mid, kernel, stride=_compact(strides))
-        self.conv = conv(mid, mid, 3, padding=_compact([2 - s for s in strides]))
-        self.classifier = conv(mid, num_classes, 2, padding=_compact([s - 1 for s in strides]))
+        self.deconv = transposed(in_channels, mid, kernel, stride=compact_axes(strides))
+        self.conv = conv(mid, mid, 3, padding=compact_axes([2 - s for s in strides]))
+        self.classifier = conv(mid, num_classes, 2, padding=compact_axes([s - 1 for s in strides]))
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -323,7 +319,7 @@ class RAUNet(AttentionMaps, SegmentationModel):
             RAUNet.__init__,
             locals(),
             pretrained=False,
-            strides=None if strides is None else [_compact(axes) for axes in steps],
+            strides=None if strides is None else [compact_axes(axes) for axes in steps],
         )
 
     @staticmethod

@@ -294,10 +294,9 @@ class UNetSkeleton(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
         self.num_classes = num_classes
         self.interp_mode = interp_mode(spatial_dims)
         heads = bool(deep_supervision or ds_fusion) if ds_heads is None else bool(ds_heads)
-        if deep_supervision and not heads:
-            raise ValueError(
-                "deep_supervision=True needs its heads: leave ds_heads out (or pass True)"
-            )
+        if (deep_supervision or ds_fusion) and not heads:
+            flag = "deep_supervision" if deep_supervision else "ds_fusion"
+            raise ValueError(f"{flag}=True needs its heads: leave ds_heads out (or pass True)")
 
         self.gating_signal = (
             GridGatingSignal(spatial_dims, chans[d], chans[d], norm, act)
