@@ -44,6 +44,7 @@ from attnunet.models.base import SizePolicy
 
 __all__ = [
     "BLOCKS",
+    "Decoder",
     "Encoder",
     "EncoderStage",
     "KRD_PRESET",
