@@ -617,8 +617,16 @@ def _run(command: list[str], env: dict[str, str]) -> None:
     # nnU-Net's commands are installed next to this Python, which need not be on PATH
     beside = Path(sys.executable).parent / command[0]
     program = str(beside) if beside.exists() else command[0]
+    # nnU-Net's progress bars are UTF-8 whatever the locale (an ASCII one in some CI
+    # shells): decode them as such
+    env = {**env, "PYTHONIOENCODING": "utf-8"}
     done = subprocess.run(
-        [program, *command[1:]], env=env, capture_output=True, text=True, timeout=600
+        [program, *command[1:]],
+        env=env,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=600,
     )
     assert done.returncode == 0, (
         f"{command[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
