@@ -401,3 +401,14 @@ def test_a_preset_name_rebuilds_from_its_class_config() -> None:
     ]
     with pytest.raises(ValueError, match="must agree"):
         create_model("ag_unet", **preset.config)
+
+
+def test_block_spec_cannot_set_what_the_model_sets_per_stage() -> None:
+    from attnunet import UNetSkeleton
+
+    with pytest.raises(ValueError, match="convs_per_stage="):
+        UNetSkeleton(2, 1, 1, channels=CHANNELS, block=("residual", {"num_convs": 3}))
+    with pytest.raises(ValueError, match="strides="):
+        UNetSkeleton(2, 1, 1, channels=CHANNELS, block=("double", {"stride": 2}))
+    three = UNetSkeleton(2, 1, 1, channels=CHANNELS, block="residual", convs_per_stage=3)
+    assert len(three.encoder.stages[1].block.inner) == 1  # conv1, one inner unit, conv2

@@ -376,6 +376,13 @@ def build_block(
     name, kwargs = parse_spec(spec, "block")
     if name is None or name not in BLOCKS:
         raise unknown_choice("block", str(name), tuple(BLOCKS))
+    for key, model_argument in (("num_convs", "convs_per_stage"), ("stride", "strides")):
+        if key in kwargs:
+            raise ValueError(
+                f"the block spec {spec!r} sets {key}, which the model sets per stage: give "
+                f"the model {model_argument}= (and decoder_convs_per_stage= or "
+                f"down='strided') instead"
+            )
     return BLOCKS[name](
         spatial_dims, in_channels, out_channels, kernel_size, norm, act, bias, **kwargs, **extra
     )

@@ -106,7 +106,10 @@ def rewrite_plans(
     Each chosen configuration gets its own ``architecture`` block (its resolved one, also
     when it inherits it) naming the family's class; the ``arch_kwargs`` are checked with
     :func:`~attnunet.integrations.nnunet.plans_to_kwargs` but not changed. ``plans_name``
-    becomes the new name.
+    becomes the new name. A configuration left out that inherits its architecture from a
+    rewritten one (``3d_cascade_fullres`` from ``3d_fullres`` in nnU-Net's default plans)
+    builds the family too, since nnU-Net resolves ``inherits_from`` when it reads the
+    plans; name both to make that explicit.
 
     Args:
         plans: the plans (the JSON object of ``nnUNetPlans.json``).
