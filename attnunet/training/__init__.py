@@ -24,6 +24,8 @@ The modules, one per stage (every name is importable from here):
 * ``settings``: :class:`TrainSettings`, :func:`recipe_changes`, :class:`Volume`,
   :data:`CHECKPOINT`;
 * ``sampling``: :class:`PatchSampler`;
+* ``loader``: :class:`PatchLoader`, :class:`PatchBatches`, :func:`batch_seed`,
+  :func:`default_workers`;
 * ``loop``: :func:`train`, :class:`EpochRecord`, :class:`TrainResult`, :func:`jsonable`;
 * ``evaluation``: :func:`evaluate`, :func:`score_case`, :func:`object_one_piece_fraction`,
   :data:`METRICS`;
@@ -39,6 +41,7 @@ from __future__ import annotations
 from attnunet.training.calibration import batchnorm_layers, recalibrate_batchnorm
 from attnunet.training.distributed import init_distributed, torch_threads
 from attnunet.training.evaluation import METRICS, evaluate, object_one_piece_fraction, score_case
+from attnunet.training.loader import PatchBatches, PatchLoader, batch_seed, default_workers
 from attnunet.training.loop import EpochRecord, TrainResult, jsonable, train
 from attnunet.training.prediction import predict, predict_logits
 from attnunet.training.progress import Progress
@@ -50,13 +53,17 @@ __all__ = [
     "CHECKPOINT",
     "METRICS",
     "EpochRecord",
+    "PatchBatches",
+    "PatchLoader",
     "PatchSampler",
     "Progress",
     "Task",
     "TrainResult",
     "TrainSettings",
     "Volume",
+    "batch_seed",
     "batchnorm_layers",
+    "default_workers",
     "evaluate",
     "init_distributed",
     "jsonable",
