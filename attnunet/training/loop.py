@@ -1,10 +1,12 @@
 """The training loop: epochs of patch steps, validation, the best model, checkpoints.
 
 :func:`train` is the whole run. It is assembled from one step per stage, in the order
-they run: placing the model (and joining ``torchrun``'s process group), resuming from a
-checkpoint, one epoch of optimisation steps, validation with best-model keeping, and
-writing the checkpoint and the history. A resumed run draws the same random numbers in
-the same order as an uninterrupted one, so both end with the same weights.
+they run: placing the model (and joining ``torchrun``'s process group) with its speed
+switches, resuming from a checkpoint, one epoch of optimisation steps, validation with
+best-model keeping, and writing the checkpoint and the history. A resumed run draws the
+same random numbers in the same order as an uninterrupted one and restores the optimiser,
+the learning-rate schedule and the gradient scaler, so both end with the same weights.
+:func:`resolve_settings` fixes what ``"auto"`` means for a model on a device.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,26 +30,54 @@ from torch import nn
 from attnunet.losses import DeepSupervisionLoss, DiceCELoss
 from attnunet.training.distributed import _Dist, init_distributed
 from attnunet.training.evaluation import METRICS, evaluate
+from attnunet.training.prediction import autocast_context
 from attnunet.training.progress import Progress
 from attnunet.training.sampling import PatchSampler
-from attnunet.training.settings import CHECKPOINT, TrainSettings, Volume, recipe_changes
+from attnunet.training.settings import (
+    CHECKPOINT,
+    TrainSettings,
+    Volume,
+    recipe_changes,
+    resolve_precision,
+)
 
-__all__ = ["EpochRecord", "TrainResult", "jsonable", "train"]
+__all__ = [
+    "EpochRecord",
+    "TrainResult",
+    "jsonable",
+    "resolve_device",
+    "resolve_settings",
+    "train",
+    "use_channels_last",
+]
+
+# nnU-Net's recipe: SGD momentum, polynomial decay exponent, gradient-norm clip
+_NNUNET_MOMENTUM = 0.99
+_POLY_EXPONENT = 0.9
+_NNUNET_CLIP = 12.0
+# both recipes weight a deep-supervision list as nnU-Net: 1, 1/2, 1/4, ..., coarsest 0
+_DS_WEIGHTS: dict[str, Literal["nnunet", "same", "exponential"]] = {
+    "adam": "nnunet",
+    "nnunet": "nnunet",
+}
 
 
 @dataclass
 class EpochRecord:
-    """What one epoch did: mean training loss, validation means, time per step."""
+    """What one epoch did: mean training loss, validation means, time per step, and the
+    learning rate its steps used (NaN in records written before it was kept)."""
 
     epoch: int
     train_loss: float
     seconds_per_step: float
     val: dict[str, float] = field(default_factory=dict)
+    learning_rate: float = math.nan
 
 
 @dataclass
 class TrainResult:
-    """The outcome of :func:`train`."""
+    """The outcome of :func:`train`; ``settings`` are the run's with ``"auto"`` resolved
+    (:func:`resolve_settings`) and ``device`` is where it ran."""
 
     model: nn.Module
     history: list[EpochRecord]
@@ -55,6 +85,8 @@ class TrainResult:
     best_dice: float
     seconds_per_step: float
     val_rows: list[dict[str, Any]]
+    settings: TrainSettings | None = None
+    device: str = "cpu"
 
 
 def jsonable(value: Any) -> Any:
@@ -79,12 +111,124 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def resolve_device(
+    device: torch.device | str | None, model: nn.Module | None = None
+) -> torch.device:
+    """The device a run uses: ``"auto"`` is CUDA when a GPU is present, else the CPU;
+    ``None`` is the model's device (the CPU without a model or parameters).
+
+    Examples:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+        >>> resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        True
+    """
+    if device is None:
+        first = next(model.parameters(), None) if model is not None else None
+        return first.device if first is not None else torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def use_channels_last(model: nn.Module, setting: str, spatial_dims: int) -> bool:
+    """Whether a run stores ``model``'s weights channels-last.
+
+    ``"on"`` and ``"off"`` decide for 2D and 3D models (1D has no such layout). ``"auto"``
+    turns it on for attnunet's models (those with ``to_channels_last``), which measured
+    faster that way in training and inference, 2D and 3D, on CPU and GPU
+    (``docs/performance.md``), and leaves other modules as they are.
+
+    Args:
+        model: the model to train.
+        setting: ``"auto"``, ``"on"`` or ``"off"`` (:attr:`TrainSettings.channels_last`).
+        spatial_dims: the data's dimensions.
+
+    Returns:
+        True when the run converts the model.
+
+    Examples:
+        >>> from attnunet import UNet
+        >>> use_channels_last(UNet(2, 1, 2, channels=(4, 8)), "auto", 2)
+        True
+        >>> use_channels_last(nn.Conv2d(1, 2, 3), "auto", 2)  # not an attnunet model
+        False
+        >>> use_channels_last(UNet(1, 1, 2, channels=(4, 8)), "on", 1)  # 1D: no such layout
+        False
+    """
+    if spatial_dims not in (2, 3) or setting == "off":
+        return False
+    return setting == "on" or callable(getattr(model, "to_channels_last", None))
+
+
+def resolve_settings(
+    settings: TrainSettings, model: nn.Module, device: torch.device | str
+) -> TrainSettings:
+    """``settings`` with ``precision`` and ``channels_last`` resolved for ``model`` on
+    ``device``: what a run records, so that resuming and predicting repeat it.
+
+    Examples:
+        >>> from attnunet import UNet
+        >>> s = resolve_settings(TrainSettings(), UNet(2, 1, 2, channels=(4, 8)), "cpu")
+        >>> s.precision, s.channels_last
+        ('fp32', 'on')
+    """
+    return dataclasses.replace(
+        settings,
+        precision=resolve_precision(settings.precision, device),
+        channels_last=(
+            "on"
+            if use_channels_last(model, settings.channels_last, settings.spatial_dims)
+            else "off"
+        ),
+    )
+
+
 # ------------------------------------------------------------------------ the parts
 
 
 def _dice_key(dice: float) -> float:
     """Validation Dice for choosing the best epoch: NaN ranks below every number."""
     return -math.inf if math.isnan(dice) else dice
+
+
+def _poly_lr(initial: float, epoch: int, epochs: int) -> float:
+    """nnU-Net's polynomial decay: the learning rate of epoch ``epoch`` (1-based) of
+    ``epochs``, ``initial * (1 - (epoch - 1) / epochs) ** 0.9`` (0 past the end)."""
+    return initial * max(0.0, 1.0 - (epoch - 1) / epochs) ** _POLY_EXPONENT
+
+
+def _make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """Adam (``"adam"``) or nnU-Net's SGD with Nesterov momentum (``"nnunet"``)."""
+    lr, decay = settings.learning_rate, settings.weight_decay
+    assert lr is not None and decay is not None  # TrainSettings fills them in
+    if settings.recipe == "nnunet":
+        sgd = torch.optim.SGD(
+            model.parameters(),
+            lr=lr,
+            momentum=_NNUNET_MOMENTUM,
+            nesterov=True,
+            weight_decay=decay,
+        )
+        for group in sgd.param_groups:  # the schedule's start, saved with the optimiser
+            group["initial_lr"] = lr
+        return sgd
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=decay)
+
+
+def _apply_switches(model: nn.Module, settings: TrainSettings) -> None:
+    """Channels-last weights and activation checkpointing, as the (resolved) settings ask."""
+    if settings.channels_last == "on":
+        layout = torch.channels_last if settings.spatial_dims == 2 else torch.channels_last_3d
+        model.to(memory_format=layout)
+    if settings.checkpointing:
+        switch = getattr(model, "set_checkpointing", None)
+        if not callable(switch):
+            raise ValueError(
+                f"checkpointing=True needs a model with set_checkpointing() (every attnunet "
+                f"model); {type(model).__name__} has none: train without checkpointing"
+            )
+        switch(True)
 
 
 def _make_loss(settings: TrainSettings) -> nn.Module:
@@ -125,6 +269,7 @@ class _Run:
     out: Path | None
     generator: torch.Generator
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
     recipe: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
     history: list[EpochRecord] = field(default_factory=list)
@@ -140,23 +285,26 @@ def _start(
     out_dir: str | os.PathLike[str] | None,
     device: torch.device | str | None,
 ) -> _Run:
-    """Join the process group, place the model, seed the patch generator, build Adam."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    """Join the process group, place the model with its speed switches, seed the patch
+    generator, build the optimiser and the gradient scaler (on for fp16 only)."""
+    device = resolve_device(device, model)
     ctx = init_distributed(device)
     if device.type == "cuda" and ctx.world > 1:
         device = torch.device("cuda", ctx.local_rank)
+    settings = resolve_settings(settings, model, device)
     model.to(device)
+    _apply_switches(model, settings)
     out = Path(out_dir) if out_dir is not None else None
     generator = torch.Generator().manual_seed(settings.seed + 1000 * ctx.rank)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
+    optimizer = _make_optimizer(model, settings)
+    scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
     recipe = {k: v for k, v in settings.to_dict().items() if k != "epochs"}
-    return _Run(model, settings, device, ctx, out, generator, optimizer, recipe)
+    return _Run(model, settings, device, ctx, out, generator, optimizer, scaler, recipe)
 
 
 def _resume(run: _Run) -> None:
-    """Continue ``run`` from its checkpoint: weights, optimiser, random state, history.
+    """Continue ``run`` from its checkpoint: weights, optimiser (with the learning rate it
+    reached), gradient scaler, random state, history.
 
     Raises:
         FileNotFoundError: no checkpoint (or no output folder).
@@ -170,17 +318,21 @@ def _resume(run: _Run) -> None:
         )
     state = torch.load(out / CHECKPOINT, map_location=run.device, weights_only=False)
     saved = state.get("recipe")
+    # a key missing from an older checkpoint counts as unchanged; an unknown one does not
     if (
         not isinstance(saved, dict)
-        or saved.keys() != run.recipe.keys()
+        or not saved.keys() <= run.recipe.keys()
         or recipe_changes(saved, settings)
     ):
         raise ValueError(
             f"{out / CHECKPOINT} was written with another recipe; resume with the same "
-            f"settings (only --epochs may change). Saved: {state.get('recipe')}"
+            f"settings (only the epochs and the speed switches channels_last, compile and "
+            f"checkpointing may change). Saved: {state.get('recipe')}"
         )
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
     if ctx.rank == 0:
         run.generator.set_state(state["rng"]["generator"])
     else:  # the checkpoint holds rank 0's stream: give the others fresh, distinct ones
@@ -212,6 +364,8 @@ def _steps(run: _Run, train_volumes: Sequence[Volume]) -> _Steps:
         net = nn.parallel.DistributedDataParallel(
             run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None
         )
+    if settings.compile:
+        net = torch.compile(net)  # type: ignore[assignment]
     augment = (
         None
         if settings.augment == "none"
@@ -225,7 +379,8 @@ def _steps(run: _Run, train_volumes: Sequence[Volume]) -> _Steps:
         augment,
     )
     base_loss = _make_loss(settings)
-    return _Steps(net, sampler, base_loss, DeepSupervisionLoss(base_loss))
+    deep = DeepSupervisionLoss(base_loss, weights=_DS_WEIGHTS[settings.recipe])
+    return _Steps(net, sampler, base_loss, deep)
 
 
 def _train_epoch(
@@ -235,26 +390,50 @@ def _train_epoch(
     bar: Progress,
     on_step: Callable[[int, int, float], None] | None,
 ) -> EpochRecord:
-    """``steps_per_epoch`` Adam steps on fresh patches; the epoch's loss and step time."""
+    """``steps_per_epoch`` optimisation steps on fresh patches, at the learning rate of the
+    recipe's schedule for ``epoch``; the epoch's loss, step time and learning rate."""
+    lr = _set_learning_rate(run, epoch)
     steps.net.train()
     losses, step_times = [], []
     for step in range(run.settings.steps_per_epoch):
         images, masks = steps.sampler.sample(run.generator)
         images, masks = images.to(run.device), masks.to(run.device)
         started = time.perf_counter()
-        output = steps.net(images)
-        loss_fn = steps.deep_supervision_loss if isinstance(output, list | tuple) else steps.loss
-        loss = loss_fn(output, masks)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        losses.append(_step(run, steps, images, masks))
         step_times.append(time.perf_counter() - started)
-        losses.append(float(loss.detach()))
         bar.update(postfix=f"loss {losses[-1]:.3f}")
         if on_step is not None:
             on_step(epoch, step, losses[-1])
     bar.close()
-    return EpochRecord(epoch, float(np.mean(losses)), float(np.median(step_times)))
+    return EpochRecord(epoch, float(np.mean(losses)), float(np.median(step_times)), {}, lr)
+
+
+def _set_learning_rate(run: _Run, epoch: int) -> float:
+    """The learning rate of ``epoch`` into every parameter group (nnU-Net's polynomial
+    decay, recomputed from the initial rate and the run's epochs; Adam's stays constant)."""
+    if run.settings.recipe == "nnunet":
+        for group in run.optimizer.param_groups:
+            group["lr"] = _poly_lr(group["initial_lr"], epoch, run.settings.epochs)
+    return float(run.optimizer.param_groups[0]["lr"])
+
+
+def _step(run: _Run, steps: _Steps, images: torch.Tensor, masks: torch.Tensor) -> float:
+    """One optimisation step under the run's autocast (and gradient scaler); its loss."""
+    with autocast_context(run.settings.precision, run.device):
+        output = steps.net(images)
+        loss_fn = steps.deep_supervision_loss if isinstance(output, list | tuple) else steps.loss
+        loss = loss_fn(output, masks)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.settings.recipe == "nnunet":
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), _NNUNET_CLIP)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    value = float(loss.detach())
+    if run.device.type == "cuda":  # the step's kernels are queued: time them whole
+        torch.cuda.synchronize(run.device)
+    return value
 
 
 def _validate(run: _Run, val_volumes: Sequence[Volume], record: EpochRecord) -> None:
@@ -286,6 +465,7 @@ def _save_best(run: _Run) -> None:
             "epoch": run.best_epoch,
             "val_dice": run.best_dice,
             "settings": run.settings.to_dict(),
+            "device": str(run.device),
         },
     )
 
@@ -308,11 +488,14 @@ def _write(run: _Run, out: Path, epoch: int, model_name: str | None) -> None:
             "epoch": epoch,
             "model": run.model.state_dict(),
             "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "learning_rate": run.history[-1].learning_rate if run.history else math.nan,
             "rng": _rng_state(run.generator),
             "history": history,
             "best_dice": run.best_dice,
             "best_epoch": run.best_epoch,
             "recipe": run.recipe,
+            "device": str(run.device),
             "model_name": model_name,
             "world_size": run.ctx.world,
         },
@@ -340,13 +523,21 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on random patches of ``train_volumes`` with a fixed recipe.
 
-    Every epoch runs ``settings.steps_per_epoch`` Adam steps on Dice + cross-entropy,
+    Every epoch runs ``settings.steps_per_epoch`` optimisation steps on Dice +
+    cross-entropy (Adam, or nnU-Net's SGD with polynomial decay: ``settings.recipe``),
     then (on the main process) segments every validation volume whole by sliding-window
-    inference and scores it. With ``out_dir``, a checkpoint (model, optimiser, random
-    state, history) is written after every epoch to ``out_dir/checkpoints/last.pt``, the
-    best model by validation Dice to ``out_dir/best/`` (``save_pretrained`` format), and
-    the history to ``out_dir/history.json``; ``resume=True`` continues from the
-    checkpoint and gives the same weights as an uninterrupted run.
+    inference and scores it. With ``out_dir``, a checkpoint (model, optimiser with its
+    learning rate, gradient scaler, random state, history, the resolved recipe and the
+    device) is written after every epoch to ``out_dir/checkpoints/last.pt``, the best
+    model by validation Dice to ``out_dir/best/`` (``save_pretrained`` format), and the
+    history to ``out_dir/history.json``; ``resume=True`` continues from the checkpoint
+    and gives the same weights as an uninterrupted run.
+
+    The speed switches of ``settings`` apply to the run: autocast to ``precision``
+    (``"auto"``: bf16 on a CUDA device that supports it, else fp32) around the forward
+    pass and the loss, with a gradient scaler for fp16; channels-last weights (the model
+    is left in that layout: values are unchanged); ``torch.compile`` for the training
+    steps (validation runs eagerly); the model's activation checkpointing.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
     DistributedDataParallel (gloo on the CPU, nccl on GPUs); each process draws its own
@@ -359,7 +550,8 @@ def train(
         settings: the recipe.
         out_dir: where checkpoints go (``None``: nothing is written).
         resume: continue from ``out_dir/checkpoints/last.pt``.
-        device: ``"cpu"``, ``"cuda"``, ... (default: the model's device).
+        device: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when present), ... (default: the
+            model's device).
         progress: draw progress bars on stderr.
         label: the progress bars' title.
         model_name: registry name recorded in the checkpoint (``last.pt``).
@@ -369,18 +561,20 @@ def train(
             preprocessing).
 
     Returns:
-        :class:`TrainResult`; ``result.model`` is the trained model (not the best one).
+        :class:`TrainResult`; ``result.model`` is the trained model (not the best one),
+        ``result.settings`` the settings with ``"auto"`` resolved.
 
     Raises:
         FileNotFoundError: ``resume`` without a checkpoint.
-        ValueError: a checkpoint from another model or recipe.
+        ValueError: a checkpoint from another model or recipe; ``checkpointing`` for a
+            model without ``set_checkpointing``.
     """
     run = _start(model, settings, out_dir, device)
     run.metadata = dict(metadata or {})
     if resume:
         _resume(run)
     steps = _steps(run, train_volumes)
-    ctx, out = run.ctx, run.out
+    ctx, out, settings = run.ctx, run.out, run.settings
     for epoch in range(run.start_epoch, settings.epochs + 1):
         title = f"{label} epoch {epoch}/{settings.epochs}"
         bar = Progress(settings.steps_per_epoch, title, progress and ctx.main)
@@ -397,4 +591,13 @@ def train(
 
     history = run.history
     per_step = float(np.median([h.seconds_per_step for h in history])) if history else math.nan
-    return TrainResult(model, history, run.best_epoch, run.best_dice, per_step, run.val_rows)
+    return TrainResult(
+        model,
+        history,
+        run.best_epoch,
+        run.best_dice,
+        per_step,
+        run.val_rows,
+        settings,
+        str(run.device),
+    )
