@@ -9,6 +9,7 @@ Tests with worker processes are few, since starting workers is their cost.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 
 import numpy as np
@@ -188,12 +189,14 @@ class _WhoDraws:
         return torch.tensor([os.getpid()]), torch.tensor([torch.get_num_threads()])
 
 
-def test_workers_are_other_processes_with_one_thread_each():
+def test_workers_are_other_processes_with_one_thread_each_until_closed():
     with PatchLoader(_WhoDraws(), seed=0, total_steps=4, workers=2) as loader:
         drawn = list(loader)
-    pids = {int(pid) for pid, _ in drawn}
+        pids = {int(pid) for pid, _ in drawn}
+        assert pids <= {p.pid for p in multiprocessing.active_children()}
     assert os.getpid() not in pids and len(pids) == 2
     assert all(int(threads) == 1 for _, threads in drawn)
+    assert not pids & {p.pid for p in multiprocessing.active_children()}  # stopped by close()
 
 
 def test_a_closed_loader_refuses_to_draw(sampler_2d):

@@ -176,11 +176,12 @@ class PatchLoader:
     batches ``k, k + 1, ...`` of the uninterrupted run. Drawing leaves torch's global
     random state untouched (the DataLoader's own seed comes from a private generator).
 
-    Workers are started by the platform's default method (``fork`` on Linux, which shares
-    the sampler's volumes with the workers at no cost; ``spawn`` on macOS and Windows,
-    which sends each worker a copy of the sampler once, its tensors through shared
-    memory), or by ``start_method``. Under ``spawn`` a script that trains must guard its
-    entry point with ``if __name__ == "__main__":``.
+    Workers are started by Python's default method, or by ``start_method``: ``fork`` on
+    Linux (``forkserver`` from Python 3.14) shares the sampler's volumes with the workers
+    at no cost; ``spawn`` (macOS, Windows) and ``forkserver`` send each worker a copy of
+    the sampler once, at its start (its tensors through shared memory, its numpy arrays
+    pickled). Under ``spawn`` and ``forkserver`` a script that trains must guard its entry
+    point with ``if __name__ == "__main__":``.
 
     Args:
         sampler: draws one batch from a generator.
