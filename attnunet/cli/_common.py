@@ -18,6 +18,7 @@ import torch
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # attnunet.training.PRECISIONS
 
 
 class UsageError(Exception):
@@ -95,7 +96,23 @@ def _add_recipe(p: argparse.ArgumentParser, epochs: int | None, steps: int | Non
         help="training patch, e.g. 64,64 or 32,64,64 (default: 64 per axis in 2D, 32,64,64 in 3D)",
     )
     g.add_argument(
-        "--lr", type=float, default=2e-3, help="Adam learning rate (default: %(default)s)"
+        "--recipe",
+        choices=("adam", "nnunet"),
+        default="adam",
+        help="optimiser: adam (constant learning rate) or nnunet (SGD, Nesterov momentum 0.99, "
+        "polynomial decay, weight decay 3e-5, gradient clipping at 12) (default: %(default)s)",
+    )
+    g.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="(initial) learning rate (default: the recipe's: 2e-3 adam, 1e-2 nnunet)",
+    )
+    g.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="weight decay (default: the recipe's: 1e-5 adam, 3e-5 nnunet)",
     )
     g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     g.add_argument(
@@ -104,10 +121,42 @@ def _add_recipe(p: argparse.ArgumentParser, epochs: int | None, steps: int | Non
         default="standard",
         help="augmentation: flips, 90-degree rotations, noise, blur (default: %(default)s)",
     )
+    _add_speed_options(p)
+
+
+def _add_speed_options(p: argparse.ArgumentParser) -> None:
+    """The options of compare and train that change speed and memory: device, threads,
+    precision, channels-last, compile, checkpointing."""
+    g = p.add_argument_group("speed")
+    g.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present, else cpu), cpu, cuda, cuda:1, ... (default: %(default)s)",
+    )
     g.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
-    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    g.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default="auto",
+        help="autocast: fp32, bf16 or fp16 (with a gradient scaler); auto: bf16 on a CUDA GPU "
+        "that supports it, else fp32 (default: %(default)s)",
+    )
+    g.add_argument(
+        "--channels-last",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="channels-last weights; auto: on for attnunet's models (default: %(default)s)",
+    )
+    g.add_argument(
+        "--compile", action="store_true", help="train through torch.compile (compiles first)"
+    )
+    g.add_argument(
+        "--checkpointing",
+        action="store_true",
+        help="activation checkpointing: less memory (3D) for about one more forward pass",
+    )
 
 
 def _add_inference_options(p: argparse.ArgumentParser) -> None:
@@ -119,7 +168,18 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
         help="sliding-window overlap (default: the training value)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: %(default)s)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present, else cpu), cpu, cuda, ... (default: %(default)s)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default=None,
+        help="autocast of the model (default: the training's; auto: bf16 on a CUDA GPU that "
+        "supports it, else fp32)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -161,9 +221,15 @@ def _settings(args: argparse.Namespace, spatial_dims: int, num_classes: int, spa
         "patch_size": patch,
         "batch_size": args.batch_size or (8 if spatial_dims < 3 else 2),
         "learning_rate": args.lr,
+        "weight_decay": args.weight_decay,
         "seed": args.seed,
         "augment": args.augment,
         "spacing": spacing,
+        "recipe": args.recipe,
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "checkpointing": args.checkpointing,
     }
     if args.epochs is not None:
         kwargs["epochs"] = args.epochs
@@ -184,11 +250,14 @@ def _threads(n: int | None) -> None:
 
 
 def _device(name: str) -> torch.device:
-    """The torch device of ``--device``, refused when unknown or not available."""
+    """The torch device of ``--device`` (``auto``: CUDA when present, else the CPU), refused
+    when unknown or not available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UsageError(f"unknown --device {name!r}; use cpu, cuda or cuda:N") from None
+        raise UsageError(f"unknown --device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(
             "--device cuda was asked for but no CUDA GPU is available; use --device cpu"
@@ -200,13 +269,15 @@ def _device(name: str) -> torch.device:
 
 
 def _load_trained(
-    path: Path, device: torch.device, overlap: float | None = None
+    path: Path, device: torch.device, overlap: float | None = None, precision: str | None = None
 ) -> tuple[torch.nn.Module, Any, Any]:
     """A model saved by ``train`` (its folder or its ``best/``), its recipe with the
-    sliding-window ``overlap`` replaced when given, and its task (labels, preprocessing;
-    for a model saved without one: labels 0..K-1 and the percentile normalisation)."""
+    sliding-window ``overlap`` and the ``precision`` replaced when given, and its task
+    (labels, preprocessing; for a model saved without one: labels 0..K-1 and the
+    percentile normalisation). The model is channels-last when its recipe says so."""
     from attnunet.models import from_pretrained
     from attnunet.training import Task, TrainSettings, legacy_task
+    from attnunet.training.loop import use_channels_last
 
     folder = path / "best" if (path / "best" / "config.json").is_file() else path
     if not (folder / "config.json").is_file():
@@ -228,6 +299,11 @@ def _load_trained(
         )
     if overlap is not None:
         settings.overlap = overlap
+    if precision is not None:
+        settings.precision = precision
+    if use_channels_last(model, settings.channels_last, settings.spatial_dims):
+        dims = settings.spatial_dims
+        model.to(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
     if "task" in meta:
         task = Task.from_dict(meta["task"])
     else:

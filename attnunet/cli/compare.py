@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from attnunet.cli._common import (
     UsageError,
     _add_recipe,
+    _device,
     _ints,
     _names,
     _settings,
@@ -128,13 +129,15 @@ def run(args: argparse.Namespace) -> int:
         prepare_output,
         run_study,
     )
+    from attnunet.training.settings import resolve_precision
 
     _threads(args.threads)
+    device = _device(args.device)
     if args.data is None and args.spatial_dims is None:
         args.spatial_dims = 2
     if args.spatial_dims is not None:
         _models(args.models, args.spatial_dims)  # refuse unknown names before reading data
-    data = _study_data(args)
+    data = _study_data(args, str(device))
     models = _models(args.models, data.spatial_dims)
     epochs, steps = _DEFAULT_RECIPE[data.spatial_dims]
     if args.epochs is None:
@@ -149,9 +152,10 @@ def run(args: argparse.Namespace) -> int:
         class_names=data.class_names,
         hd95_convention=args.hd95_convention,
         spacing_unit=data.unit,
+        precision=resolve_precision(args.precision, device),
     )
     prepare_output(args.out, STUDY_FILES, args.overwrite)
-    _print_plan(data, settings)
+    _print_plan(data, settings, str(device))
     started = time.perf_counter()
     rows = run_study(
         models,
@@ -162,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         pretrained=args.pretrained,
         save_models=args.save_models,
         progress=not args.quiet,
+        device=device,
     )
     print()
     print(format_table(rows))
@@ -190,9 +195,9 @@ def _models(names: list[str] | None, spatial_dims: int) -> list[str]:
     return models
 
 
-def _study_data(args: argparse.Namespace) -> StudyData:
+def _study_data(args: argparse.Namespace, device: str) -> StudyData:
     """The bundled sample of ``--spatial-dims``, or ``--data`` split into training and
-    validation images."""
+    validation images (``device`` is named in the summary of the data)."""
     from attnunet.data import IGNORE_INDEX
     from attnunet.study import StudyData, sample_study_data
 
@@ -202,7 +207,7 @@ def _study_data(args: argparse.Namespace) -> StudyData:
     if not data.val:
         raise UsageError("compare needs held-out images: use --val-fraction > 0")
     task = data.task
-    tell_data(args.data, data.train, data.val, task, data.dataset, "cpu")
+    tell_data(args.data, data.train, data.val, task, data.dataset, device)
     return StudyData(
         name=str(args.data),
         train=data.train_volumes,
@@ -220,12 +225,17 @@ def _study_data(args: argparse.Namespace) -> StudyData:
     )
 
 
-def _print_plan(data: StudyData, settings: TrainSettings) -> None:
-    """Print the data and the recipe before training starts."""
+def _print_plan(data: StudyData, settings: TrainSettings, device: str) -> None:
+    """Print the data, the recipe and the speed switches before training starts."""
+    optimiser = {"adam": "Adam", "nnunet": "nnU-Net's SGD"}[settings.recipe]
+    switches = [f"{settings.precision} on {device}"]
+    if settings.channels_last != "off":
+        switches.append(f"channels-last {settings.channels_last}")
+    switches += [name for name in ("compile", "checkpointing") if getattr(settings, name)]
     print(f"data: {data.description}")
     print(
         f"recipe: {settings.epochs} epochs x {settings.steps_per_epoch} steps, batch "
-        f"{settings.batch_size} of {'x'.join(map(str, settings.patch_size))} patches, Adam "
-        f"lr {settings.learning_rate}, seed {settings.seed}, augmentation {settings.augment}; "
-        f"validation on {len(data.val)} images\n"
+        f"{settings.batch_size} of {'x'.join(map(str, settings.patch_size))} patches, "
+        f"{optimiser} lr {settings.learning_rate}, seed {settings.seed}, augmentation "
+        f"{settings.augment}; {', '.join(switches)}; validation on {len(data.val)} images\n"
     )

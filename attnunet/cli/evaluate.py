@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(
             f"{args.out} already exists: choose another --out or pass --overwrite"
         )
-    model, settings, task = _load_trained(args.model, device, args.overlap)
+    model, settings, task = _load_trained(args.model, device, args.overlap, args.precision)
     if args.ignore_label is not None:
         task = _with_ignore(task, args.ignore_label)
     # each case's own voxel size (or --spacing, put into every case when given); a spacing

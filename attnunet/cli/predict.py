@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     _threads(args.threads)
     device = _device(args.device)
-    model, settings, task = _load_trained(args.model, device, args.overlap)
+    model, settings, task = _load_trained(args.model, device, args.overlap, args.precision)
     if not args.images.exists():
         raise FileNotFoundError(f"--images {args.images} does not exist")
     images = for_inference(args.images, need_masks=False)

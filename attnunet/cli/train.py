@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from attnunet.data import IGNORE_INDEX, data_fingerprint
     from attnunet.training import init_distributed, train
+    from attnunet.training.loop import resolve_settings
 
     started = time.perf_counter()
     _threads(args.threads)
@@ -160,6 +161,10 @@ def run(args: argparse.Namespace) -> int:
     }
     torch.manual_seed(settings.seed)
     model = _build_model(args, data.task)  # before writing: a refused argument leaves nothing
+    # what "auto" means here (precision, channels-last) is recorded, and --resume compares it
+    settings = resolve_settings(settings, model, device)
+    record["settings"] = settings.to_dict()
+    record["device"] = str(device)
     _prepare_on_rank_0(args, record, settings, main=ctx.main, world=ctx.world)
     if ctx.main:
         tell_data(args.images, data.train, data.val, data.task, data.dataset, str(device))
@@ -304,7 +309,8 @@ def _check_resume(out: Path, record: dict[str, Any], settings: TrainSettings) ->
     if changed:
         raise UsageError(
             f"--resume: {', '.join(changed)} differ from the interrupted run "
-            f"({saved}); resume with the same options (only --epochs may change)"
+            f"({saved}); resume with the same options (only --epochs and the speed options "
+            f"--channels-last, --compile, --checkpointing, --device may change)"
         )
 
 

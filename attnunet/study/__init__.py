@@ -184,11 +184,12 @@ def _attention_maps(model: nn.Module, volume: Volume) -> tuple[np.ndarray, list[
     method = getattr(model, "forward_with_attention", None)
     if method is None:
         return None
-    x = torch.from_numpy(np.ascontiguousarray(volume.image))[None]
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(volume.image))[None].to(device)
     model.eval()
     with torch.inference_mode():
         _, maps = method(x)
-    spatial = [m for m in maps if m.dim() == x.dim() and max(m.shape[2:]) > 1]
+    spatial = [m.float().cpu() for m in maps if m.dim() == x.dim() and max(m.shape[2:]) > 1]
     if not spatial:
         return None
     image = volume.image[0]
@@ -214,12 +215,15 @@ def run_study(
     save_models: bool = False,
     progress: bool = True,
     log: Any = None,
+    device: torch.device | str = "cpu",
 ) -> list[dict[str, Any]]:
     """Train and score every model of ``models`` on ``data`` with ``settings``.
 
     Writes ``results.json``, ``results.csv``, ``per_image.csv``, ``curves.png`` and one
     attention figure per gated model under ``out`` (``models/<name>/`` too with
     ``save_models``). Every model starts from the seed ``settings.seed``.
+    ``results.json`` records the settings as the runs resolved them (precision,
+    channels-last) and the device.
 
     Args:
         models: registry names of the models to train, in order.
@@ -232,6 +236,8 @@ def run_study(
             :func:`~attnunet.models.save_pretrained`.
         progress: show training progress.
         log: a callable taking one line per trained model (default: print it).
+        device: where the models train: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when
+            present), ...
 
     Returns:
         One summary row per model: its name, parameters, seconds per step, training
@@ -243,14 +249,26 @@ def run_study(
     rows: list[dict[str, Any]] = []
     per_image: list[dict[str, Any]] = []
     histories: dict[str, Any] = {}
+    used: dict[str, Any] = {"settings": settings.to_dict(), "device": str(device)}
     for name in models:
         torch.manual_seed(settings.seed)
         model = build_study_model(
             name, data.spatial_dims, data.in_channels, data.num_classes, channels, pretrained
         )
         started = time.perf_counter()
-        result = train(model, data.train, data.val, settings, None, progress=progress, label=name)
+        result = train(
+            model,
+            data.train,
+            data.val,
+            settings,
+            None,
+            device=device,
+            progress=progress,
+            label=name,
+        )
         seconds = time.perf_counter() - started
+        resolved = result.settings or settings
+        used = {"settings": resolved.to_dict(), "device": result.device}
         row = _summary_row(name, model, result, seconds)
         rows.append(row)
         per_image += [{"model": name, **r} for r in result.val_rows]
@@ -263,13 +281,13 @@ def run_study(
                 model,
                 out / "models" / name,
                 overwrite=True,
-                metadata={**data.metadata, "settings": settings.to_dict()},
+                metadata={**data.metadata, **used},
             )
         log(
             f"{name}: Dice {row['dice']:.3f}, IoU {row['iou']:.3f}, HD95 {row['hd95']:.2f}, "
             f"ASSD {row['assd']:.2f} ({seconds:.0f} s)"
         )
-    _write_results(out, data, settings, channels, rows, per_image, histories)
+    _write_results(out, data, used, channels, rows, per_image, histories)
     return rows
 
 
@@ -321,13 +339,14 @@ def _attention_figure(name: str, model: nn.Module, volume: Volume, out: Path) ->
 def _write_results(
     out: Path,
     data: StudyData,
-    settings: TrainSettings,
+    used: dict[str, Any],
     channels: Sequence[int],
     rows: list[dict[str, Any]],
     per_image: list[dict[str, Any]],
     histories: dict[str, Any],
 ) -> None:
-    """Write ``curves.png``, ``results.csv``, ``per_image.csv`` and ``results.json``."""
+    """Write ``curves.png``, ``results.csv``, ``per_image.csv`` and ``results.json``
+    (``used``: the resolved settings and the device)."""
     from attnunet.study.plots import line_chart
 
     line_chart(
@@ -347,13 +366,14 @@ def _write_results(
         "spatial_dims": data.spatial_dims,
         "train_images": [v.name for v in data.train],
         "val_images": [v.name for v in data.val],
-        "settings": settings.to_dict(),
+        "settings": used["settings"],
         "channels": list(channels),
         "environment": {
             "python": platform.python_version(),
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "machine": platform.machine(),
+            "device": used["device"],
         },
         "results": rows,
         "history": histories,
