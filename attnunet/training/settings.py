@@ -309,9 +309,8 @@ def resolve_precision(precision: str, device: Any) -> str:
     if precision != "auto":
         return precision
     device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_available():
-        with torch.cuda.device(device):
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
     return "fp32"
 
 
