@@ -124,6 +124,17 @@ def _add_recipe(p: argparse.ArgumentParser, epochs: int | None, steps: int | Non
     _add_speed_options(p)
 
 
+def _non_negative(text: str) -> int:
+    """An argparse type: an int >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
 def _add_speed_options(p: argparse.ArgumentParser) -> None:
     """The options of compare and train that change speed and memory: device, threads,
     precision, channels-last, compile, checkpointing."""
@@ -135,6 +146,14 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    g.add_argument(
+        "--workers",
+        type=_non_negative,
+        default=None,
+        help="background processes drawing the training patches; 0: in the main process "
+        "(default: the CPUs available minus one, at most 8). The patches, and so the "
+        "results, are the same for any value",
     )
     g.add_argument(
         "--precision",

@@ -167,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         save_models=args.save_models,
         progress=not args.quiet,
         device=device,
+        workers=args.workers,
     )
     print()
     print(format_table(rows))

@@ -184,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         label=args.model,
         model_name=args.model,
         metadata={"task": task.to_dict()},
+        workers=args.workers,
     )
     if not ctx.main:
         return 0

@@ -216,6 +216,7 @@ def run_study(
     progress: bool = True,
     log: Any = None,
     device: torch.device | str = "cpu",
+    workers: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train and score every model of ``models`` on ``data`` with ``settings``.
 
@@ -238,6 +239,8 @@ def run_study(
         log: a callable taking one line per trained model (default: print it).
         device: where the models train: ``"cpu"``, ``"cuda"``, ``"auto"`` (CUDA when
             present), ...
+        workers: background processes drawing the training patches (``None``: from the
+            CPU count; see :func:`~attnunet.training.train`).
 
     Returns:
         One summary row per model: its name, parameters, seconds per step, training
@@ -265,6 +268,7 @@ def run_study(
             device=device,
             progress=progress,
             label=name,
+            workers=workers,
         )
         seconds = time.perf_counter() - started
         resolved = result.settings or settings

@@ -30,6 +30,7 @@ from torch import nn
 from attnunet.losses import DeepSupervisionLoss, DiceCELoss
 from attnunet.training.distributed import _Dist, init_distributed
 from attnunet.training.evaluation import METRICS, evaluate
+from attnunet.training.loader import PatchLoader
 from attnunet.training.prediction import autocast_context
 from attnunet.training.progress import Progress
 from attnunet.training.sampling import PatchSampler
@@ -386,6 +387,7 @@ def _steps(run: _Run, train_volumes: Sequence[Volume]) -> _Steps:
 def _train_epoch(
     run: _Run,
     steps: _Steps,
+    batches: PatchLoader,
     epoch: int,
     bar: Progress,
     on_step: Callable[[int, int, float], None] | None,
@@ -396,8 +398,10 @@ def _train_epoch(
     steps.net.train()
     losses, step_times = [], []
     for step in range(run.settings.steps_per_epoch):
-        images, masks = steps.sampler.sample(run.generator)
-        images, masks = images.to(run.device), masks.to(run.device)
+        images, masks = next(batches)  # drawn ahead in the loader's workers
+        copy = batches.pin_memory  # pinned batches copy asynchronously
+        images = images.to(run.device, non_blocking=copy)
+        masks = masks.to(run.device, non_blocking=copy)
         started = time.perf_counter()
         losses.append(_step(run, steps, images, masks))
         step_times.append(time.perf_counter() - started)
@@ -520,6 +524,7 @@ def train(
     model_name: str | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    workers: int | None = None,
 ) -> TrainResult:
     """Train ``model`` on random patches of ``train_volumes`` with a fixed recipe.
 
@@ -538,6 +543,13 @@ def train(
     pass and the loss, with a gradient scaler for fp16; channels-last weights (the model
     is left in that layout: values are unchanged); ``torch.compile`` for the training
     steps (validation runs eagerly); the model's activation checkpointing.
+
+    Training batches are drawn ahead of the steps by a
+    :class:`~attnunet.training.PatchLoader` in ``workers`` background processes: batch
+    ``k`` of the run (counted over all epochs) comes from a generator seeded with
+    ``batch_seed(settings.seed, rank, k)``, so the batches, and the trained weights, do
+    not depend on the number of workers, and a resumed run draws exactly the batches the
+    uninterrupted one would.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
     DistributedDataParallel (gloo on the CPU, nccl on GPUs); each process draws its own
@@ -559,6 +571,9 @@ def train(
         metadata: JSON values saved with the best model besides the epoch, the
             validation Dice and the settings (the CLI saves the task: labels and
             preprocessing).
+        workers: background processes drawing the batches (``None``:
+            :func:`~attnunet.training.default_workers`, from the CPU count; 0: in this
+            process). The batches are the same for any value.
 
     Returns:
         :class:`TrainResult`; ``result.model`` is the trained model (not the best one),
@@ -575,19 +590,29 @@ def train(
         _resume(run)
     steps = _steps(run, train_volumes)
     ctx, out, settings = run.ctx, run.out, run.settings
-    for epoch in range(run.start_epoch, settings.epochs + 1):
-        title = f"{label} epoch {epoch}/{settings.epochs}"
-        bar = Progress(settings.steps_per_epoch, title, progress and ctx.main)
-        record = _train_epoch(run, steps, epoch, bar, on_step)
-        if ctx.main and val_volumes:
-            _validate(run, val_volumes, record)
-        run.history.append(record)
-        if ctx.main and progress:
-            _report(label, record)
-        if ctx.main and out is not None:
-            _write(run, out, epoch, model_name)
-        if ctx.world > 1:
-            dist.barrier()
+    per_epoch = settings.steps_per_epoch
+    batches = PatchLoader(
+        steps.sampler,
+        seed=settings.seed,
+        rank=ctx.rank,
+        start_step=(run.start_epoch - 1) * per_epoch,
+        total_steps=max(settings.epochs, run.start_epoch - 1) * per_epoch,
+        workers=workers,
+    )
+    with batches:
+        for epoch in range(run.start_epoch, settings.epochs + 1):
+            title = f"{label} epoch {epoch}/{settings.epochs}"
+            bar = Progress(per_epoch, title, progress and ctx.main)
+            record = _train_epoch(run, steps, batches, epoch, bar, on_step)
+            if ctx.main and val_volumes:
+                _validate(run, val_volumes, record)
+            run.history.append(record)
+            if ctx.main and progress:
+                _report(label, record)
+            if ctx.main and out is not None:
+                _write(run, out, epoch, model_name)
+            if ctx.world > 1:
+                dist.barrier()
 
     history = run.history
     per_step = float(np.median([h.seconds_per_step for h in history])) if history else math.nan
