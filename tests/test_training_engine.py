@@ -495,3 +495,12 @@ def test_trained_weights_do_not_depend_on_the_number_of_workers(tmp_path):
     train(first, DATA, [], half, tmp_path, progress=False, workers=2)
     train(first, DATA, [], settings, tmp_path, resume=True, progress=False, workers=0)
     assert _same_weights(first, results[0])
+
+
+def test_default_workers_are_zero_on_the_cpu_and_from_the_cpu_count_on_a_gpu(monkeypatch):
+    from attnunet.training import loop
+
+    monkeypatch.setattr(loop, "default_workers", lambda: 5)
+    assert loop._workers(None, torch.device("cpu")) == 0
+    assert loop._workers(None, torch.device("cuda", 0)) == 5
+    assert loop._workers(2, torch.device("cpu")) == 2

@@ -152,8 +152,9 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
         type=_non_negative,
         default=None,
         help="background processes drawing the training patches; 0: in the main process "
-        "(default: the CPUs available minus one, at most 8). The patches, and so the "
-        "results, are the same for any value",
+        "(default: on a GPU the CPUs available minus one, at most 8; on the CPU 0, as the "
+        "model step uses every core). The patches, and so the results, are the same for "
+        "any value",
     )
     g.add_argument(
         "--precision",
