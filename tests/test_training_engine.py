@@ -504,3 +504,33 @@ def test_default_workers_are_zero_on_the_cpu_and_from_the_cpu_count_on_a_gpu(mon
     assert loop._workers(None, torch.device("cpu")) == 0
     assert loop._workers(None, torch.device("cuda", 0)) == 5
     assert loop._workers(2, torch.device("cpu")) == 2
+
+
+def test_inference_resolves_the_precision_for_its_own_device(tmp_path):
+    """A model trained in bf16 (on a GPU, say) is evaluated in fp32 on the CPU unless
+    --precision asks otherwise: bf16 and fp16 run many times slower on most CPUs."""
+    from attnunet.cli._common import _load_trained
+    from attnunet.models import save_pretrained
+
+    settings = _settings(precision="bf16")
+    save_pretrained(_unet(), tmp_path / "m", metadata={"settings": settings.to_dict()})
+    cpu = torch.device("cpu")
+    _, loaded, _ = _load_trained(tmp_path / "m", cpu)
+    assert loaded.precision == "fp32"
+    _, asked, _ = _load_trained(tmp_path / "m", cpu, precision="bf16")
+    assert asked.precision == "bf16"
+
+
+def test_batches_are_pinned_only_for_a_cuda_device(monkeypatch):
+    from attnunet.training import loop
+
+    seen = {}
+    real = loop.PatchLoader
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "PatchLoader", spy)
+    train(_unet(), DATA, [], _settings(epochs=1, steps_per_epoch=1), progress=False, device="cpu")
+    assert seen["pin_memory"] is False and seen["workers"] == 0

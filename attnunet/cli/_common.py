@@ -197,8 +197,8 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISION_CHOICES,
         default=None,
-        help="autocast of the model (default: the training's; auto: bf16 on a CUDA GPU that "
-        "supports it, else fp32)",
+        help="autocast of the model (default: auto, resolved for this device: bf16 on a CUDA "
+        "GPU that supports it, else fp32, whatever the training used)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -292,12 +292,14 @@ def _load_trained(
     path: Path, device: torch.device, overlap: float | None = None, precision: str | None = None
 ) -> tuple[torch.nn.Module, Any, Any]:
     """A model saved by ``train`` (its folder or its ``best/``), its recipe with the
-    sliding-window ``overlap`` and the ``precision`` replaced when given, and its task
+    sliding-window ``overlap``, its ``precision`` resolved for ``device`` (``"auto"`` when
+    not given), and its task
     (labels, preprocessing; for a model saved without one: labels 0..K-1 and the
     percentile normalisation). The model is channels-last when its recipe says so."""
     from attnunet.models import from_pretrained
     from attnunet.training import Task, TrainSettings, legacy_task
     from attnunet.training.loop import use_channels_last
+    from attnunet.training.settings import resolve_precision
 
     folder = path / "best" if (path / "best" / "config.json").is_file() else path
     if not (folder / "config.json").is_file():
@@ -319,8 +321,10 @@ def _load_trained(
         )
     if overlap is not None:
         settings.overlap = overlap
-    if precision is not None:
-        settings.precision = precision
+    # the training's precision was resolved for its device: resolve again for this one
+    # (a model trained in bf16 on a GPU is evaluated in fp32 on a CPU, where bf16 and
+    # fp16 run many times slower), unless --precision says otherwise
+    settings.precision = resolve_precision(precision or "auto", device)
     if use_channels_last(model, settings.channels_last, settings.spatial_dims):
         dims = settings.spatial_dims
         model.to(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)

@@ -243,9 +243,13 @@ def _make_loss(settings: TrainSettings) -> nn.Module:
     )
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """The run's patch generator and torch's global random state, for a checkpoint."""
-    return {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """The run's generator and torch's global random state (and the CUDA device's, which
+    dropout draws from on a GPU), for a checkpoint."""
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -292,6 +296,8 @@ def _start(
     ctx = init_distributed(device)
     if device.type == "cuda" and ctx.world > 1:
         device = torch.device("cuda", ctx.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # pinned copies and the loader's threads use it
     settings = resolve_settings(settings, model, device)
     model.to(device)
     _apply_switches(model, settings)
@@ -339,6 +345,8 @@ def _resume(run: _Run) -> None:
     else:  # the checkpoint holds rank 0's stream: give the others fresh, distinct ones
         run.generator.manual_seed(settings.seed + 1000 * ctx.rank + 7919 * state["epoch"])
     torch.set_rng_state(state["rng"]["torch"])
+    if run.device.type == "cuda" and "cuda" in state["rng"]:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], run.device)
     run.history = [EpochRecord(**h) for h in state["history"]]
     run.best_dice, run.best_epoch = state["best_dice"], state["best_epoch"]
     run.start_epoch = state["epoch"] + 1
@@ -494,7 +502,7 @@ def _write(run: _Run, out: Path, epoch: int, model_name: str | None) -> None:
             "optimizer": run.optimizer.state_dict(),
             "scaler": run.scaler.state_dict(),
             "learning_rate": run.history[-1].learning_rate if run.history else math.nan,
-            "rng": _rng_state(run.generator),
+            "rng": _rng_state(run.generator, run.device),
             "history": history,
             "best_dice": run.best_dice,
             "best_epoch": run.best_epoch,
@@ -511,10 +519,14 @@ def _write(run: _Run, out: Path, epoch: int, model_name: str | None) -> None:
 
 
 def _workers(workers: int | None, device: torch.device) -> int:
-    """The loader's workers: as given, else from the CPU count on a GPU and 0 on the CPU."""
+    """The loader's workers: as given, else from the CPU count on a GPU (shared by the
+    node's processes under torchrun) and 0 on the CPU."""
     if workers is not None:
         return workers
-    return default_workers() if device.type == "cuda" else 0
+    if device.type != "cuda":
+        return 0
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)  # torchrun: processes per node
+    return default_workers() // max(1, local)
 
 
 def train(
@@ -607,6 +619,7 @@ def train(
         start_step=(run.start_epoch - 1) * per_epoch,
         total_steps=max(settings.epochs, run.start_epoch - 1) * per_epoch,
         workers=_workers(workers, run.device),
+        pin_memory=run.device.type == "cuda",
     )
     with batches:
         for epoch in range(run.start_epoch, settings.epochs + 1):
