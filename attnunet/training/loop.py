@@ -326,15 +326,23 @@ def _resume(run: _Run) -> None:
     state = torch.load(out / CHECKPOINT, map_location=run.device, weights_only=False)
     saved = state.get("recipe")
     # a key missing from an older checkpoint counts as unchanged; an unknown one does not
-    if (
-        not isinstance(saved, dict)
-        or not saved.keys() <= run.recipe.keys()
-        or recipe_changes(saved, settings)
-    ):
+    if not isinstance(saved, dict):
+        raise ValueError(f"{out / CHECKPOINT} records no recipe: it cannot be resumed")
+    unknown = sorted(set(saved) - set(run.recipe))
+    changed = recipe_changes(saved, settings)
+    if unknown or changed:
+        what = (
+            f"it records settings this version does not know ({', '.join(unknown)}): "
+            f"resume with the attnunet that wrote it"
+            if unknown
+            else "; ".join(
+                f"{k} was {saved.get(k, 'fp32')!r}, now {run.recipe.get(k)!r}" for k in changed
+            )
+        )
         raise ValueError(
-            f"{out / CHECKPOINT} was written with another recipe; resume with the same "
-            f"settings (only the epochs and the speed switches channels_last, compile and "
-            f"checkpointing may change). Saved: {state.get('recipe')}"
+            f"{out / CHECKPOINT} was written with another recipe: {what}. Resume with the "
+            f"same settings (only the epochs and the speed switches channels_last, compile "
+            f"and checkpointing may change)"
         )
     run.model.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])

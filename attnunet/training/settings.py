@@ -275,9 +275,14 @@ def recipe_changes(saved: Mapping[str, Any] | None, settings: TrainSettings) -> 
         []
         >>> recipe_changes({**now.to_dict(), "compile": True, "precision": "bf16"}, now)
         ['precision']
+        >>> old = {k: v for k, v in now.to_dict().items() if k != "precision"}
+        >>> recipe_changes(old, TrainSettings(batch_size=4, seed=1, precision="bf16"))
+        ['precision']
     """
     now = settings.to_dict()
-    recorded = saved if saved is not None else {}
+    recorded = dict(saved) if saved is not None else {}
+    if recorded and "precision" not in recorded and now.get("precision") != "auto":
+        recorded["precision"] = "fp32"  # a record from before precision existed: fp32
     skipped = ("epochs", *SPEED_SWITCHES)
     return sorted(k for k in now if k not in skipped and recorded.get(k, now[k]) != now[k])
 
