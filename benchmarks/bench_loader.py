@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -50,6 +49,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_models as bm
 
 from attnunet.data.transforms import default_augmentation
 from attnunet.training import PatchLoader, PatchSampler, Volume
@@ -218,23 +220,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict[str, Any]:
-    """The CPU, the thread and CPU counts, and the versions of Python and torch."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "threads": torch.get_num_threads(),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
+def machine(device: torch.device) -> dict[str, Any]:
+    """``bench_models.machine`` (CPU, threads, versions of Python, torch and MONAI, the
+    GPU) with the number of CPUs this process may use."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {**bm.machine(device), "cpus": cpus}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.workers = [int(w) for w in args.workers.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)
-    info = machine()
+    info = machine(torch.device("cpu"))
     print(f"{info['cpu']}, {info['threads']} threads, torch {info['torch']}", flush=True)
     started = time.perf_counter()
     rows = [row for key in keys for row in measure_case(table[key], args)]

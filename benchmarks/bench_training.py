@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -55,6 +54,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_models as bm
 
 from attnunet import AgResUNet, UNet
 from attnunet.training import TrainSettings, Volume, train
@@ -307,27 +309,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict[str, Any]:
-    """The CPU, the thread and CPU counts, and the versions of Python, torch and MONAI."""
-    import monai
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "threads": torch.get_num_threads(),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-    }
+def machine(device: torch.device) -> dict[str, Any]:
+    """``bench_models.machine`` (CPU, threads, versions of Python, torch and MONAI, the
+    GPU) with the number of CPUs this process may use."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {**bm.machine(device), "cpus": cpus}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -366,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = str(resolve_device(args.device))
-    info = machine()
+    info = machine(torch.device(args.device))
     print(
         f"{info['cpu']}, {info['threads']} threads, torch {info['torch']}, "
         f"MONAI {info['monai']}, device {args.device}",
