@@ -181,10 +181,17 @@ def _per_stage(value: Any, n: int, what: str, unit: str, example: str) -> list[A
             f"{what} must be an int or a list with one entry per {unit}; e.g. "
             f"{example}; got {value!r}"
         )
+    return _entries(value, n, what, unit, "or one int for all", example)
+
+
+def _entries(
+    value: Sequence[Any], n: int, what: str, unit: str, rule: str, example: Any
+) -> list[Any]:
+    """``value`` as a list, checked to hold ``n`` entries (``rule`` ends the message)."""
     items = list(value)
     if len(items) != n:
         raise ValueError(
-            f"{what} must give one entry per {unit}, {n} in all, or one int for all; got "
+            f"{what} must give one entry per {unit}, {n} in all, {rule}; got "
             f"{len(items)} entries {items!r}; e.g. {example}"
         )
     return items
@@ -211,12 +218,7 @@ def _stage_strides(strides: Any, n: int, spatial_dims: int) -> list[Axes]:
             f"strides must give one stride per stage ({n}, the first 1), e.g. {example}, "
             f"or [[1, 1, 1], [1, 2, 2], [2, 2, 2], ...] per axis; got {strides!r}"
         )
-    items = list(strides)
-    if len(items) != n:
-        raise ValueError(
-            f"strides must give one entry per {_STAGE}, {n} in all, the first 1; got "
-            f"{len(items)} entries {items!r}; e.g. {example}"
-        )
+    items = _entries(strides, n, "strides", _STAGE, "the first 1", example)
     out = [_axes(v, spatial_dims, f"strides[{i}]") for i, v in enumerate(items)]
     if out[0] != 1:
         raise ValueError(
