@@ -243,10 +243,10 @@ def _make_loss(settings: TrainSettings) -> nn.Module:
     )
 
 
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
-    """The run's generator and torch's global random state (and the CUDA device's, which
-    dropout draws from on a GPU), for a checkpoint."""
-    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """Torch's global random state (and the CUDA device's, which dropout draws from on a
+    GPU), for a checkpoint. The batches need none: each is seeded by its step."""
+    state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -272,7 +272,6 @@ class _Run:
     device: torch.device
     ctx: _Dist
     out: Path | None
-    generator: torch.Generator
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     recipe: dict[str, Any]
@@ -290,8 +289,8 @@ def _start(
     out_dir: str | os.PathLike[str] | None,
     device: torch.device | str | None,
 ) -> _Run:
-    """Join the process group, place the model with its speed switches, seed the patch
-    generator, build the optimiser and the gradient scaler (on for fp16 only)."""
+    """Join the process group, place the model with its speed switches, build the
+    optimiser and the gradient scaler (on for fp16 only)."""
     device = resolve_device(device, model)
     ctx = init_distributed(device)
     if device.type == "cuda" and ctx.world > 1:
@@ -302,11 +301,10 @@ def _start(
     model.to(device)
     _apply_switches(model, settings)
     out = Path(out_dir) if out_dir is not None else None
-    generator = torch.Generator().manual_seed(settings.seed + 1000 * ctx.rank)
     optimizer = _make_optimizer(model, settings)
     scaler = torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16")
     recipe = {k: v for k, v in settings.to_dict().items() if k != "epochs"}
-    return _Run(model, settings, device, ctx, out, generator, optimizer, scaler, recipe)
+    return _Run(model, settings, device, ctx, out, optimizer, scaler, recipe)
 
 
 def _resume(run: _Run) -> None:
@@ -317,7 +315,7 @@ def _resume(run: _Run) -> None:
         FileNotFoundError: no checkpoint (or no output folder).
         ValueError: the checkpoint was written with another recipe.
     """
-    out, ctx, settings = run.out, run.ctx, run.settings
+    out, settings = run.out, run.settings
     if out is None or not (out / CHECKPOINT).is_file():
         raise FileNotFoundError(
             f"nothing to resume: {out / CHECKPOINT if out else 'no output folder'} does "
@@ -348,10 +346,6 @@ def _resume(run: _Run) -> None:
     run.optimizer.load_state_dict(state["optimizer"])
     if state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
-    if ctx.rank == 0:
-        run.generator.set_state(state["rng"]["generator"])
-    else:  # the checkpoint holds rank 0's stream: give the others fresh, distinct ones
-        run.generator.manual_seed(settings.seed + 1000 * ctx.rank + 7919 * state["epoch"])
     torch.set_rng_state(state["rng"]["torch"])
     if run.device.type == "cuda" and "cuda" in state["rng"]:
         torch.cuda.set_rng_state(state["rng"]["cuda"], run.device)
@@ -510,7 +504,7 @@ def _write(run: _Run, out: Path, epoch: int, model_name: str | None) -> None:
             "optimizer": run.optimizer.state_dict(),
             "scaler": run.scaler.state_dict(),
             "learning_rate": run.history[-1].learning_rate if run.history else math.nan,
-            "rng": _rng_state(run.generator, run.device),
+            "rng": _rng_state(run.device),
             "history": history,
             "best_dice": run.best_dice,
             "best_epoch": run.best_epoch,
