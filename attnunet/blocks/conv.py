@@ -1,13 +1,14 @@
 """Convolutional building blocks: conv-norm-act, DoubleConv and ResidualBlock."""
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Final, Literal
 
 import torch
 from torch import nn
 
 from attnunet.layers import (
     ActSpec,
+    ChannelLayerNorm,
     NormSpec,
     check_spatial_dims,
     conv_type,
@@ -27,6 +28,16 @@ def check_channels(**channels: int) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
 
+
+_OUTPUT_NOT_SAVED = (
+    nn.modules.conv._ConvNd,
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.GroupNorm,
+    ChannelLayerNorm,
+)
+"""Layers whose backward reads their input, never their output: a sum may overwrite
+their output in place (autograd would raise at backward if one did read it)."""
 
 Axes = int | Sequence[int]
 """A kernel size or stride: one int for every spatial axis, or one int per axis."""
@@ -374,11 +385,21 @@ class ResidualBlock(nn.Module):
         if act_layer is not None:
             _act_in_place(act_layer, act)  # on the fresh sum
         self.act = act_layer or nn.Identity()
+        # the sum may overwrite the body's output when its last layer is one whose
+        # backward does not read its own output (a convolution or a built-in norm)
+        self.sum_in_place: Final[bool] = isinstance(self.conv2[-1], _OUTPUT_NOT_SAVED)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the body first: the sum takes its memory layout, which is channels-last after
         # model.to_channels_last() even where a 1x1 shortcut of a 1-channel input is not
-        return self.act(self.conv2(self.inner(self.conv1(x))) + self.shortcut(x))
+        return self._sum(self.conv2(self.inner(self.conv1(x))), self.shortcut(x))
+
+    def _sum(self, body: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """``act(body + shortcut)``, adding into ``body`` where nothing saved it for
+        backward (one full-size tensor less to allocate per block)."""
+        if self.sum_in_place and body.shape == shortcut.shape:
+            return self.act(body.add_(shortcut))
+        return self.act(body + shortcut)
 
     def branches_parts(self, parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The first unit and the shortcut on ``torch.cat(parts, dim=1)``, built without
@@ -393,4 +414,4 @@ class ResidualBlock(nn.Module):
 
     def merge(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """``act(conv2(inner(h)) + s)``: the block after :meth:`branches_parts`."""
-        return self.act(self.conv2(self.inner(h)) + s)
+        return self._sum(self.conv2(self.inner(h)), s)
