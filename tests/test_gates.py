@@ -185,8 +185,20 @@ def test_every_gate_plugs_into_the_skeleton(name, dims):
         low = -1.0 if name == "self" else 0.0  # tanh is opt-in; sigmoid is the default
         assert alpha.min() >= low and alpha.max() <= 1.0
     y.square().mean().backward()
+    # a bias right before a training-mode batch norm is subtracted again with the batch
+    # mean: its true gradient is 0 (what float rounding leaves of it depends on the layout)
+    cancelled = {
+        f"{name}.conv.bias"
+        for name, m in model.named_modules()
+        if isinstance(getattr(m, "norm", None), nn.modules.batchnorm._BatchNorm)
+        and isinstance(getattr(m, "conv", None), nn.Conv2d | nn.Conv3d)
+    }
     for pname, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+        assert p.grad is not None, pname
+        if pname in cancelled:
+            assert p.grad.abs().max() <= 1e-5, pname
+        else:
+            assert p.grad.abs().sum() > 0, pname
 
 
 def test_gate_specs_and_errors():

@@ -188,14 +188,23 @@ def test_the_bf16_comparison_rejects_garbage():
 
 
 # ----------------------------------------------------------------------------- channels-last
+@pytest.mark.parametrize("how", ["weights", "auto"])
 @pytest.mark.parametrize(("name", "dims"), CASES, ids=IDS)
-def test_channels_last_matches_contiguous(name, dims):
+def test_channels_last_matches_contiguous(name, dims, how):
+    """Channels-last activations, from channels-last weights (``to_channels_last()``) or
+    from the model's own ``channels_last="auto"`` on the CPU, give the values of the
+    default layout (``set_channels_last("off")``, contiguous weights)."""
     fmt = CHANNELS_LAST[dims]
-    model = _build(name, dims)
+    model = _build(name, dims).set_channels_last("off")
     twin = copy.deepcopy(model)
-    assert twin.to_channels_last() is twin
     conv = _first_conv(twin)
-    assert conv.weight.is_contiguous(memory_format=fmt)
+    if how == "weights":
+        assert twin.to_channels_last() is twin
+        assert conv.weight.is_contiguous(memory_format=fmt)
+    else:
+        assert twin.set_channels_last("auto") is twin  # what every model starts with
+        assert twin.channels_last == "auto" == _build(name, dims).channels_last
+        assert not conv.weight.is_contiguous(memory_format=fmt)  # the weights stay put
     assert not _first_conv(model).weight.is_contiguous(memory_format=fmt)
     x = _input(name, dims)
 
@@ -212,6 +221,8 @@ def test_channels_last_matches_contiguous(name, dims):
     assert output_tensors(actual)[0].shape == output_tensors(expected)[0].shape
     for got, want in zip(output_tensors(actual), output_tensors(expected), strict=True):
         torch.testing.assert_close(got, want, **REORDERED_TOL)
+        if how == "auto":  # a converted input gives outputs in the default layout
+            assert got.is_contiguous()
 
     # train mode (batch statistics), float32: outputs and loss. Batch norm over few values
     # amplifies rounding (RAUNet's deepest features see 1-4 voxels per image), so both
@@ -219,7 +230,11 @@ def test_channels_last_matches_contiguous(name, dims):
     # model's own rounding noise.
     target = _target(x)
     exact = copy.deepcopy(model).double()
-    twin64 = copy.deepcopy(exact).to_channels_last()
+    twin64 = copy.deepcopy(exact)
+    if how == "weights":
+        twin64.to_channels_last()
+    else:  # "auto" leaves float64 alone (oneDNN has no float64 kernels): "on" converts
+        twin64.set_channels_last("on")
     loss, outputs, grads = _train_step(model, x, target)
     c_loss, c_outputs, c_grads = _train_step(twin, x, target)
     e_loss, e_outputs, e_grads = _train_step(exact, x.double(), target)
@@ -232,7 +247,11 @@ def test_channels_last_matches_contiguous(name, dims):
     # Gradients are compared in float64: in float32 a ReLU input within rounding of 0 can
     # fall on different sides in the two layouts (channels-last batch norm sums in another
     # order), and that one voxel moves a whole layer's gradient by ~1 %.
+    seen, handle = _capture(_first_conv(twin64))
     _, _, c_grads = _train_step(twin64, x.double(), target)
+    handle.remove()
+    if dims == 2:  # PyTorch's float64 3D convolution returns the default layout
+        assert seen[0].is_contiguous(memory_format=fmt)
     scale = max(float(g.abs().max()) for g in e_grads.values())  # conv biases before a
     for key, grad in e_grads.items():  # batch norm have gradients of pure rounding noise
         torch.testing.assert_close(c_grads[key], grad, rtol=1e-7, atol=1e-10 * scale, msg=key)
@@ -447,8 +466,11 @@ def test_channels_last_decoders_convolve_per_part(name, dims, monkeypatch):
             lambda self, *a, _o=original: calls.append("parts") or _o(self, *a),
         )
     x = torch.randn(2, 1, *([16] * dims))
-    model(x)
+    model.set_channels_last("off")(x)
     assert calls == []  # default layout: the concatenation
-    model.to_channels_last()
+    model.set_channels_last("auto")(x)  # the default: channels-last on the CPU
+    assert len(calls) == len(stages)
+    calls.clear()
+    model.set_channels_last("off").to_channels_last()
     model(x).sum().backward()
     assert len(calls) == len(stages)

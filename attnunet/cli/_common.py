@@ -295,10 +295,11 @@ def _load_trained(
     sliding-window ``overlap``, its ``precision`` resolved for ``device`` (``"auto"`` when
     not given), and its task
     (labels, preprocessing; for a model saved without one: labels 0..K-1 and the
-    percentile normalisation). The model is channels-last when its recipe says so."""
+    percentile normalisation). The model is channels-last where that is faster on
+    ``device`` (``use_channels_last(..., "auto", ...)``), whatever the training chose."""
     from attnunet.models import from_pretrained
     from attnunet.training import Task, TrainSettings, legacy_task
-    from attnunet.training.loop import use_channels_last
+    from attnunet.training.loop import set_layout, use_channels_last
     from attnunet.training.settings import resolve_precision
 
     folder = path / "best" if (path / "best" / "config.json").is_file() else path
@@ -325,9 +326,9 @@ def _load_trained(
     # (a model trained in bf16 on a GPU is evaluated in fp32 on a CPU, where bf16 and
     # fp16 run many times slower), unless --precision says otherwise
     settings.precision = resolve_precision(precision or "auto", device)
-    if use_channels_last(model, settings.channels_last, settings.spatial_dims):
-        dims = settings.spatial_dims
-        model.to(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+    # the layout changes the speed and the rounding only: chosen again for this device
+    on = use_channels_last(model, "auto", settings.spatial_dims, device)
+    set_layout(model, on, settings.spatial_dims)
     if "task" in meta:
         task = Task.from_dict(meta["task"])
     else:

@@ -16,6 +16,7 @@ from torch import nn
 from attnunet.blocks.sampling import Up
 from attnunet.models._checkpointing import (
     CheckpointSegment,
+    has_hooks,
     parts_fast_path,
     run_checkpointed,
     run_split_checkpointed,
@@ -103,7 +104,12 @@ class DecoderStage(CheckpointSegment):
     def _forward_by_parts(
         self, skips: list[torch.Tensor], coarse: torch.Tensor, gating: torch.Tensor
     ) -> StageOutput:
-        """``_forward`` with the first convolution run per part (channels-last inputs)."""
+        """``_forward`` with the first convolution run per part (channels-last inputs);
+        ``_forward`` itself while a hook watches the block or a module in it, since the
+        per-part path calls their code without going through the modules (their hooks
+        would not run: MONAI's GradCAM reads ``decoder.levels.0.block``)."""
+        if has_hooks(self.block):
+            return self._forward(skips, coarse, gating)
         split = split_last(self.block, self.dropout)
         assert split is not None
         lead, tail, _ = split

@@ -132,18 +132,24 @@ def resolve_device(
     return torch.device(device)
 
 
-def use_channels_last(model: nn.Module, setting: str, spatial_dims: int) -> bool:
-    """Whether a run stores ``model``'s weights channels-last.
+def use_channels_last(
+    model: nn.Module, setting: str, spatial_dims: int, device: torch.device | str = "cpu"
+) -> bool:
+    """Whether a run on ``device`` puts ``model`` channels-last (weights and activations).
 
     ``"on"`` and ``"off"`` decide for 2D and 3D models (1D has no such layout). ``"auto"``
-    turns it on for attnunet's models (those with ``to_channels_last``), which measured
-    faster that way in training and inference, 2D and 3D, on CPU and GPU
-    (``docs/performance.md``), and leaves other modules as they are.
+    leaves modules other than attnunet's models as they are. For attnunet's models it is
+    on where that layout measured faster: on the CPU, for models whose norms are batch
+    norm or none (``model.fast_channels_last()``; instance and group norm measured slower
+    channels-last), which is also what the model itself does in its default
+    ``channels_last="auto"``; on CUDA for every attnunet model (cuDNN's channels-last
+    kernels are the tensor-core path of bf16 and fp16; not yet measured here).
 
     Args:
         model: the model to train.
         setting: ``"auto"``, ``"on"`` or ``"off"`` (:attr:`TrainSettings.channels_last`).
         spatial_dims: the data's dimensions.
+        device: where the run computes.
 
     Returns:
         True when the run converts the model.
@@ -152,6 +158,8 @@ def use_channels_last(model: nn.Module, setting: str, spatial_dims: int) -> bool
         >>> from attnunet import UNet
         >>> use_channels_last(UNet(2, 1, 2, channels=(4, 8)), "auto", 2)
         True
+        >>> use_channels_last(UNet(2, 1, 2, channels=(4, 8), norm="instance"), "auto", 2)
+        False
         >>> use_channels_last(nn.Conv2d(1, 2, 3), "auto", 2)  # not an attnunet model
         False
         >>> use_channels_last(UNet(1, 1, 2, channels=(4, 8)), "on", 1)  # 1D: no such layout
@@ -159,7 +167,23 @@ def use_channels_last(model: nn.Module, setting: str, spatial_dims: int) -> bool
     """
     if spatial_dims not in (2, 3) or setting == "off":
         return False
-    return setting == "on" or callable(getattr(model, "to_channels_last", None))
+    if setting == "on":
+        return True
+    fits = getattr(model, "fast_channels_last", None)
+    if not callable(fits):
+        return False
+    return torch.device(device).type == "cuda" or bool(fits())
+
+
+def set_layout(model: nn.Module, channels_last: bool, spatial_dims: int) -> None:
+    """Put ``model`` channels-last (weights, and an attnunet model's activations: its
+    ``set_channels_last("on")``) or keep it in the default layout (``"off"``), as a run's
+    resolved ``channels_last`` says."""
+    switch = getattr(model, "set_channels_last", None)
+    if callable(switch):
+        switch("on" if channels_last else "off")
+    if channels_last and spatial_dims in (2, 3):
+        model.to(memory_format=torch.channels_last if spatial_dims == 2 else torch.channels_last_3d)
 
 
 def resolve_settings(
@@ -179,7 +203,7 @@ def resolve_settings(
         precision=resolve_precision(settings.precision, device),
         channels_last=(
             "on"
-            if use_channels_last(model, settings.channels_last, settings.spatial_dims)
+            if use_channels_last(model, settings.channels_last, settings.spatial_dims, device)
             else "off"
         ),
     )
@@ -219,9 +243,7 @@ def _make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Op
 
 def _apply_switches(model: nn.Module, settings: TrainSettings) -> None:
     """Channels-last weights and activation checkpointing, as the (resolved) settings ask."""
-    if settings.channels_last == "on":
-        layout = torch.channels_last if settings.spatial_dims == 2 else torch.channels_last_3d
-        model.to(memory_format=layout)
+    set_layout(model, settings.channels_last == "on", settings.spatial_dims)
     if settings.checkpointing:
         switch = getattr(model, "set_checkpointing", None)
         if not callable(switch):
