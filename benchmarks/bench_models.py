@@ -122,6 +122,7 @@ SMOKE_CHANNELS: tuple[int, ...] = (4, 8, 16)
 NUM_CLASSES = 2
 MONAI_RES_UNITS = 2
 REFERENCE = "monai_attention_unet"  # the model every ratio is taken against
+PLAIN = "nnunet_plain_conv_unet"  # the twin of "unet_nnunet_config"
 CHILD_FLAG = "--_memory-child"
 
 
@@ -159,6 +160,47 @@ def _monai_unet(spatial_dims: int, channels: Sequence[int]) -> nn.Module:
     )
 
 
+def nnunet_arch_kwargs(spatial_dims: int, channels: Sequence[int]) -> dict[str, Any]:
+    """PlainConvUNet's keywords as nnU-Net's planner writes them (3x3 kernels, stride 2 per
+    stage, two convolutions per stage in encoder and decoder, conv bias, affine instance
+    norm, leaky ReLU), for ``channels`` with no deep supervision."""
+    stages = len(channels)
+    return {
+        "n_stages": stages,
+        "features_per_stage": list(channels),
+        "conv_op": (nn.Conv2d, nn.Conv3d)[spatial_dims - 2],
+        "kernel_sizes": 3,
+        "strides": [1] + [2] * (stages - 1),
+        "n_conv_per_stage": 2,
+        "n_conv_per_stage_decoder": [2] * (stages - 1),
+        "conv_bias": True,
+        "norm_op": (nn.InstanceNorm2d, nn.InstanceNorm3d)[spatial_dims - 2],
+        "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+        "nonlin": nn.LeakyReLU,
+        "nonlin_kwargs": {"inplace": True},
+    }
+
+
+def _attnunet_unet_nnunet_config(spatial_dims: int, channels: Sequence[int]) -> nn.Module:
+    """attnunet's UNet configured as PlainConvUNet (the nnU-Net integration's mapping)."""
+    from attnunet.integrations.nnunet import plans_to_kwargs
+
+    kwargs = plans_to_kwargs(nnunet_arch_kwargs(spatial_dims, channels))
+    return attnunet.UNet(in_channels=1, num_classes=NUM_CLASSES, **kwargs)
+
+
+def _plain_conv_unet(spatial_dims: int, channels: Sequence[int]) -> nn.Module:
+    """nnU-Net's PlainConvUNet with :func:`nnunet_arch_kwargs`."""
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet
+
+    return PlainConvUNet(
+        input_channels=1,
+        num_classes=NUM_CLASSES,
+        deep_supervision=False,
+        **nnunet_arch_kwargs(spatial_dims, channels),
+    )
+
+
 def model_specs() -> list[ModelSpec]:
     """Every model to compare; MONAI's only when MONAI imports."""
     specs = [
@@ -181,6 +223,24 @@ def model_specs() -> list[ModelSpec]:
             lambda d, ch: attnunet.UNet(d, 1, NUM_CLASSES, channels=ch),
         ),
     ]
+    specs += [
+        ModelSpec(
+            "ag_res_unet",
+            "attnunet AgResUNet",
+            "attnunet",
+            lambda d, ch: attnunet.AgResUNet(d, 1, NUM_CLASSES, channels=ch),
+        ),
+        ModelSpec(
+            "unet_nnunet_config",
+            "attnunet UNet (PlainConvUNet's config)",
+            "attnunet",
+            _attnunet_unet_nnunet_config,
+        ),
+    ]
+    if importlib.util.find_spec("dynamic_network_architectures") is None:
+        print("nnU-Net is not installed: PlainConvUNet is skipped", file=sys.stderr)
+    else:
+        specs.append(ModelSpec(PLAIN, "nnU-Net PlainConvUNet", "nnunet", _plain_conv_unet))
     if importlib.util.find_spec("monai") is None:
         print("MONAI is not installed: its models are skipped", file=sys.stderr)
         return specs
@@ -192,16 +252,20 @@ def model_specs() -> list[ModelSpec]:
 
 
 # ---------------------------------------------------------------------------- settings
-LEVERS = ("cl", "bf16", "ckpt", "compile")
+LEVERS = ("nchw", "cl", "bf16", "ckpt", "compile")
 """Settings are ``"eager"`` or levers joined by ``+`` (``"cl+bf16"``):
 
+* ``nchw``: an attnunet model with its activations in the input's layout
+  (``model.set_channels_last("off")``), as attnunet's models ran before they chose
+  channels-last on the CPU themselves (attnunet models only);
 * ``cl``: channels-last weights and input (``torch.channels_last`` / ``channels_last_3d``);
 * ``bf16``: the forward pass under ``torch.autocast(dtype=torch.bfloat16)`` (the loss is
   computed in float32 on the float32 cast of the logits);
 * ``ckpt``: activation checkpointing (``model.set_checkpointing()``; attnunet models only);
 * ``compile``: ``torch.compile(model)`` (inductor), compiled during the warm-up step.
 
-``eager`` is float32, the default memory layout, no compile: the model as shipped."""
+``eager`` is float32, an input in the default memory layout, no compile: the model as
+shipped (for attnunet's models, that includes their own ``channels_last="auto"``)."""
 DEFAULT_SETTINGS = ("eager", "cl", "cl+bf16")
 MEMORY_SETTINGS = ("eager", "ckpt")
 
@@ -233,8 +297,12 @@ def levers(setting: str) -> set[str]:
 
 
 def applies(spec: ModelSpec, setting: str) -> bool:
-    """Whether ``spec`` can run ``setting`` (only attnunet models have a checkpointing switch)."""
-    return "ckpt" not in levers(setting) or spec.library == "attnunet"
+    """Whether ``spec`` can run ``setting`` (only attnunet models have the checkpointing and
+    layout switches; ``nchw`` and ``cl`` exclude each other)."""
+    chosen = levers(setting)
+    if {"nchw", "cl"} <= chosen:
+        return False
+    return not chosen & {"ckpt", "nchw"} or spec.library == "attnunet"
 
 
 # ---------------------------------------------------------------------------- workloads
@@ -282,6 +350,21 @@ def allow_recompiles(limit: int = 256) -> None:
             setattr(config, name, max(int(getattr(config, name)), limit))
 
 
+def apply_layout_levers(model: nn.Module, x: torch.Tensor, setting: str) -> torch.Tensor:
+    """Apply the ``cl``, ``nchw`` and ``ckpt`` levers of ``setting`` to ``model``; return
+    the input ``x`` in the layout the setting asks for."""
+    lever_set = levers(setting)
+    if "cl" in lever_set:
+        layout = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        model.to(memory_format=layout)
+        x = x.contiguous(memory_format=layout)
+    if "nchw" in lever_set:
+        model.set_channels_last("off")  # type: ignore[operator]
+    if "ckpt" in lever_set:
+        model.set_checkpointing(True)  # type: ignore[operator]
+    return x
+
+
 def make_step(
     model: nn.Module, wl: Workload, device: torch.device, setting: str = "eager"
 ) -> Callable[[], None]:
@@ -290,13 +373,8 @@ def make_step(
     model.to(device)
     lever_set = levers(setting)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(wl.batch, 1, *wl.size, generator=gen).to(device)
-    if "cl" in lever_set:
-        layout = torch.channels_last if wl.spatial_dims == 2 else torch.channels_last_3d
-        model.to(memory_format=layout)
-        x = x.contiguous(memory_format=layout)
-    if "ckpt" in lever_set:
-        model.set_checkpointing(True)  # type: ignore[operator]
+    x = apply_layout_levers(model, torch.randn(wl.batch, 1, *wl.size, generator=gen), setting)
+    x = x.to(device)
     net: Callable[[torch.Tensor], Any] = model
     if "compile" in lever_set:
         allow_recompiles()
@@ -683,6 +761,10 @@ def _add_speed_ratios(rows: dict[Key, dict[str, Any]]) -> None:
         same = rows.get((REFERENCE, setting))
         if same is not None:
             row["gflops_vs_monai_same_setting"] = row["gflops_per_s"] / same["gflops_per_s"]
+        plain = rows.get((PLAIN, "eager"))
+        if model_key == "unet_nnunet_config" and plain is not None:
+            # equal FLOPs: the time ratio to PlainConvUNet as shipped
+            row["speed_vs_plain_conv_unet"] = plain["seconds"] / row["seconds"]
 
 
 def _add_memory(
@@ -818,7 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--settings",
         type=parse_settings,
         default=list(DEFAULT_SETTINGS),
-        help="comma-separated settings to time: 'eager' or levers cl, bf16, ckpt, compile "
+        help=f"comma-separated settings to time: 'eager' or levers {', '.join(LEVERS)} "
         f"joined by '+' (default: {','.join(DEFAULT_SETTINGS)})",
     )
     parser.add_argument(

@@ -14,8 +14,15 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "bench_models.py"
 ROW_NAMES = {"W1 train 2D", "W2 train 3D", "W3 infer 2D", "W3 infer 3D sliding"}
-ATTNUNET = {"attnunet AttentionUNet", "attnunet AgUNet", "attnunet UNet"}
+ATTNUNET = {
+    "attnunet AttentionUNet",
+    "attnunet AgUNet",
+    "attnunet UNet",
+    "attnunet AgResUNet",
+    "attnunet UNet (PlainConvUNet's config)",
+}
 HAS_MONAI = importlib.util.find_spec("monai") is not None
+HAS_NNUNET = importlib.util.find_spec("dynamic_network_architectures") is not None
 
 
 def _bench():
@@ -71,9 +78,10 @@ def test_smoke_run_end_to_end(tmp_path):
     models = ATTNUNET | (
         {"MONAI AttentionUnet", "MONAI UNet (res units 2)"} if HAS_MONAI else set()
     )
+    models |= {"nnU-Net PlainConvUNet"} if HAS_NNUNET else set()
     expected = {(n, m, "eager") for n in ROW_NAMES for m in models}
     expected |= {(n, m, "cl+bf16") for n in ROW_NAMES for m in models}
-    expected |= {("W2 train 3D", m, "ckpt") for m in ATTNUNET}  # MONAI has no switch
+    expected |= {("W2 train 3D", m, "ckpt") for m in ATTNUNET}  # nor MONAI nor nnU-Net
     assert {(r["name"], r["model"], r["setting"]) for r in rows} == expected
     assert result["config"]["settings"] == ["eager", "cl+bf16"]  # canonical lever order
     for r in rows:
@@ -93,6 +101,8 @@ def test_smoke_run_end_to_end(tmp_path):
             assert r["peak_memory_mib"] >= 0 and r["memory_method"], r
         else:
             assert "peak_memory_mib" not in r, r
+        if r["model"] == "attnunet UNet (PlainConvUNet's config)" and HAS_NNUNET:
+            assert r["speed_vs_plain_conv_unet"] > 0, r
         same_model = [o for o in rows if o["model"] == r["model"] and o["name"] == r["name"]]
         assert {o["flops"] for o in same_model} == {r["flops"]}  # counted once per model
     if HAS_MONAI:
@@ -108,6 +118,38 @@ def test_smoke_run_end_to_end(tmp_path):
         )
 
 
+def test_layout_levers():
+    """``nchw`` (attnunet's default layout) applies to attnunet models only and never with
+    ``cl``; the levers reach the model and the input."""
+    bench = _bench()
+    specs = {s.key: s for s in bench.model_specs()}
+    assert bench.applies(specs["ag_res_unet"], "nchw")
+    assert not bench.applies(specs["ag_res_unet"], bench.parse_setting("cl+nchw"))
+    for key in ("monai_attention_unet", "nnunet_plain_conv_unet"):
+        if key in specs:
+            assert not bench.applies(specs[key], "nchw") and bench.applies(specs[key], "cl")
+    model = specs["unet"].build(2, (4, 8))
+    x = torch.randn(1, 1, 8, 8)
+    assert bench.apply_layout_levers(model, x, "nchw") is x and model.channels_last == "off"
+    y = bench.apply_layout_levers(model, torch.randn(1, 3, 8, 8), "cl")
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    assert model.head.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_plainconvunet_ratio_is_a_time_ratio_at_equal_flops():
+    bench = _bench()
+    rows = {
+        (bench.PLAIN, "eager"): {"seconds": 3.0, "gflops_per_s": 10.0},
+        ("unet_nnunet_config", "eager"): {"seconds": 2.0, "gflops_per_s": 15.0},
+        ("unet_nnunet_config", "nchw"): {"seconds": 4.0, "gflops_per_s": 7.5},
+        ("unet", "eager"): {"seconds": 1.0, "gflops_per_s": 30.0},
+    }
+    bench._add_speed_ratios(rows)
+    assert rows[("unet_nnunet_config", "eager")]["speed_vs_plain_conv_unet"] == 1.5
+    assert rows[("unet_nnunet_config", "nchw")]["speed_vs_plain_conv_unet"] == 0.75
+    assert "speed_vs_plain_conv_unet" not in rows[("unet", "eager")]
+
+
 @pytest.mark.parametrize(
     ("text", "canonical"),
     [("eager", "eager"), ("BF16+cl", "cl+bf16"), ("compile+ckpt+cl", "cl+ckpt+compile")],
@@ -117,7 +159,9 @@ def test_settings_are_canonical(text, canonical):
 
 
 def test_unknown_lever_is_refused_with_the_known_ones():
-    with pytest.raises(argparse.ArgumentTypeError, match=r"unknown lever.*cl, bf16, ckpt, compile"):
+    with pytest.raises(
+        argparse.ArgumentTypeError, match=r"unknown lever.*nchw, cl, bf16, ckpt, compile"
+    ):
         _bench().parse_setting("cl+fp8")
 
 
