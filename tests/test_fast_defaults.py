@@ -14,7 +14,7 @@ from torch import nn
 
 from attnunet import AgResUNet, AttentionUNet, UNet, UNetPlusPlus
 from attnunet.blocks import ResidualBlock
-from attnunet.layers import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, get_norm
+from attnunet.layers import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, get_norm, keep_layout
 from attnunet.training.loop import set_layout, use_channels_last
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -138,6 +138,45 @@ def test_auto_runs_batch_norm_models_channels_last_on_the_cpu(dims):
     torch.testing.assert_close(y, off(x), **REORDERED_TOL)
     # what is not converted: float64 (no oneDNN kernels) and "off"
     assert not _first_conv_input(model.double(), x.double()).is_contiguous(memory_format=fmt)
+
+
+def test_channels_last_survives_pytorchs_native_batch_1_kernels():
+    """At batch 1 PyTorch runs some small convolutions with its native kernels (a 3x3x3
+    convolution of (1, 16, 16^3) here), which return the default layout; every conv unit
+    of a channels-last model hands on channels-last outputs all the same, and the values
+    equal the default layout's."""
+    torch.manual_seed(0)
+    model = UNet(3, 1, 2, channels=TINY).train()
+    fmt = torch.channels_last_3d
+    outputs: list[tuple[str, torch.Tensor]] = []
+    handles = [
+        unit.register_forward_hook(lambda mod, args, out, n=name: outputs.append((n, out)))
+        for name, unit in model.named_modules()
+        if type(unit).__name__ == "ConvNormAct"
+    ]
+    x = torch.randn(1, 1, 16, 16, 16)
+    y = model(x)
+    for h in handles:
+        h.remove()
+    assert len(outputs) >= 10
+    for name, out in outputs:
+        assert out.is_contiguous(memory_format=fmt) and not out.is_contiguous(), name
+    ref = copy.deepcopy(model).set_channels_last("off")
+    torch.testing.assert_close(y, ref(x), **REORDERED_TOL)
+
+
+def test_keep_layout_by_hand():
+    cl = torch.randn(1, 4, 3, 5, 6).contiguous(memory_format=torch.channels_last_3d)
+    plain = torch.randn(1, 8, 3, 5, 6)
+    back = keep_layout(plain, cl)
+    assert back.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(back, plain)  # same values, another layout
+    assert keep_layout(plain, cl.contiguous()) is plain  # the input was not channels-last
+    one = torch.randn(1, 1, 3, 5, 6).clone(memory_format=torch.channels_last_3d)
+    assert keep_layout(plain, one).is_contiguous(memory_format=torch.channels_last_3d)
+    assert keep_layout(plain, torch.randn(1, 1, 3, 5, 6)) is plain  # ordinary strides
+    single = torch.randn(1, 1, 3, 5, 6)
+    assert keep_layout(single, cl) is single  # one output channel: nothing to reorder
 
 
 @pytest.mark.parametrize("norm", ["instance", "group"])

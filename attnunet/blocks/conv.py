@@ -14,6 +14,7 @@ from attnunet.layers import (
     conv_type,
     get_act,
     get_norm,
+    keep_layout,
     norm_has_affine,
     parse_spec,
     per_axis,
@@ -205,6 +206,16 @@ class ConvNormAct(nn.Sequential):
             _act_in_place(act_layer, act)
             self.add_module("act", act_layer)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        first = True
+        for module in self:  # conv, then norm and act where present
+            y = module(y)
+            if first:
+                y = keep_layout(y, x)
+                first = False
+        return y
+
     def forward_parts(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
         """``self(torch.cat(parts, dim=1))`` without the concatenation.
 
@@ -229,7 +240,7 @@ class ConvNormAct(nn.Sequential):
         """
         conv = self.conv
         assert isinstance(conv, nn.modules.conv._ConvNd)
-        y = conv_parts(conv, parts)
+        y = keep_layout(conv_parts(conv, parts), parts[0])
         for name, module in self.named_children():
             if name != "conv":
                 y = module(y)

@@ -15,7 +15,7 @@ from attnunet.layers import (
     max_pool_type,
     per_axis,
 )
-from attnunet.layers.shape import interp_mode, match_size, resize
+from attnunet.layers.shape import interp_mode, keep_layout, match_size, resize
 
 __all__ = ["Down", "Up", "Upsample", "Upsample2x"]
 
@@ -68,7 +68,7 @@ class Down(nn.Module):
             self.op = conv_type(spatial_dims)(channels, channels, step, stride=step)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
+        return keep_layout(self.op(x), x)
 
 
 class Upsample(nn.Module):
@@ -277,7 +277,7 @@ class Up(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, size: list[int] | None = None) -> torch.Tensor:
-        y = self.op(x)
+        y = keep_layout(self.op(x), x)
         if size is not None:
             y = match_size(y, size)
         return y

@@ -309,12 +309,6 @@ class SegmentationModel(nn.Module):
         # convolution would then choose the default layout for the whole network
         return x.clone(memory_format=layout)
 
-    def _layout_out(self, t: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
-        """An output ``t`` back in the default layout if the input was converted."""
-        if torch.jit.is_scripting() or not self._converts_layout(prepared):
-            return t
-        return t.contiguous()
-
     def to_channels_last(self: _Model) -> _Model:
         """Store the weights channels-last (``torch.channels_last`` for 2D models,
         ``torch.channels_last_3d`` for 3D ones) and return the model itself.
@@ -430,7 +424,8 @@ class SegmentationModel(nn.Module):
         ``ceil(size / f)`` voxels per axis (``f`` is exact, as the padded size is a multiple
         of it). Other policies return the tensors unchanged.
         """
-        tensors = [self._layout_out(t, prepared) for t in tensors]
+        if not torch.jit.is_scripting() and self._converts_layout(prepared):
+            tensors = [t.contiguous() for t in tensors]  # the default layout, as given
         if self.size_policy != "pad":
             return tensors
         exporting = False
