@@ -115,6 +115,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import attnunet
 from attnunet.inference import sliding_window_inference
+from attnunet.layers import channels_last_format
 from attnunet.losses import DiceCELoss
 
 CHANNELS: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -355,7 +356,7 @@ def apply_layout_levers(model: nn.Module, x: torch.Tensor, setting: str) -> torc
     the input ``x`` in the layout the setting asks for."""
     lever_set = levers(setting)
     if "cl" in lever_set:
-        layout = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        layout = channels_last_format(x.dim())
         model.to(memory_format=layout)
         x = x.contiguous(memory_format=layout)
     if "nchw" in lever_set:
@@ -761,9 +762,10 @@ def _add_speed_ratios(rows: dict[Key, dict[str, Any]]) -> None:
         same = rows.get((REFERENCE, setting))
         if same is not None:
             row["gflops_vs_monai_same_setting"] = row["gflops_per_s"] / same["gflops_per_s"]
-        plain = rows.get((PLAIN, "eager"))
+        # equal FLOPs: the time ratio to PlainConvUNet under the same setting (its eager
+        # row for nchw, which is how PlainConvUNet runs as shipped)
+        plain = rows.get((PLAIN, "eager" if setting == "nchw" else setting))
         if model_key == "unet_nnunet_config" and plain is not None:
-            # equal FLOPs: the time ratio to PlainConvUNet as shipped
             row["speed_vs_plain_conv_unet"] = plain["seconds"] / row["seconds"]
 
 

@@ -128,7 +128,7 @@ def _first_conv_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def test_auto_runs_batch_norm_models_channels_last_on_the_cpu(dims):
     fmt = CHANNELS_LAST[dims]
     model = AgResUNet(dims, 1, 2, channels=TINY).eval()
-    assert model.channels_last == "auto" and model.fast_channels_last()
+    assert model.channels_last == "auto" and model.prefers_channels_last()
     x = torch.randn(2, 1, *([16] * dims))
     assert _first_conv_input(model, x).is_contiguous(memory_format=fmt)
     y = model(x)
@@ -182,7 +182,7 @@ def test_keep_layout_by_hand():
 @pytest.mark.parametrize("norm", ["instance", "group"])
 def test_auto_leaves_instance_and_group_norm_models_alone(norm):
     model = UNet(2, 1, 2, channels=TINY, norm=norm).eval()
-    assert not model.fast_channels_last()
+    assert not model.prefers_channels_last()
     x = torch.randn(2, 1, 16, 16)
     assert not _first_conv_input(model, x).is_contiguous(memory_format=torch.channels_last)
     model.set_channels_last("on")  # on asks for it anyway
@@ -202,7 +202,7 @@ def test_channels_last_every_output_comes_back_contiguous():
     assert len(outputs) == len(ref_outputs) > 1 and len(maps) == len(ref_maps) > 0
     for got, want in zip([*outputs, *maps], [*ref_outputs, *ref_maps], strict=True):
         assert got.shape == want.shape
-        assert got.stride() == want.stride()  # the default layout's (cropped) strides
+        assert got.is_contiguous()  # cropped, then copied: only the crop is copied
         torch.testing.assert_close(got, want, **REORDERED_TOL)
     nested = UNetPlusPlus(2, 1, 2, channels=TINY).eval()
     ref = copy.deepcopy(nested).set_channels_last("off")
@@ -275,6 +275,53 @@ def test_residual_sum_keeps_an_unknown_norms_output():
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+def test_residual_sum_leaves_hooked_outputs_alone():
+    """A hook on ``conv2`` holds the body's output: the sum must not overwrite it. A
+    forward hook sees ``conv2``'s own output, and MONAI's GradCAM (a full backward hook,
+    which wraps the output in a view) runs on an inner ``conv2``."""
+    torch.manual_seed(0)
+    block = ResidualBlock(2, 4, 8).eval()
+    seen: list[torch.Tensor] = []
+    handle = block.conv2.register_forward_hook(lambda mod, args, out: seen.append(out))
+    x = torch.randn(2, 4, 6, 6)
+    y = block(x)
+    handle.remove()
+    body = block.conv2(block.conv1(x))
+    torch.testing.assert_close(seen[0], body)  # not act(body + shortcut)
+    torch.testing.assert_close(y, torch.relu(body + block.shortcut(x)))
+    monai = pytest.importorskip("monai.visualize", reason="MONAI's GradCAM is the oracle")
+    model = AgResUNet(2, 1, 2, channels=TINY).eval()
+    cam = monai.GradCAM(nn_module=model, target_layers="encoder.stages.2.block.conv2")
+    heat = cam(torch.rand(1, 1, 16, 16), class_idx=1)
+    assert heat.shape == (1, 1, 16, 16) and torch.isfinite(heat).all()
+
+
+def test_residual_sum_keeps_autocasts_promotion():
+    """Under bf16 autocast an identity shortcut stays float32 while the body is bf16: the
+    sum is the promoted out-of-place one, as without the in-place path."""
+    torch.manual_seed(0)
+    block = ResidualBlock(2, 4, 4, shortcut="identity").eval()
+    twin = copy.deepcopy(block)
+    twin.sum_in_place = False
+    x = torch.randn(2, 4, 6, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = block(x), twin(x)
+    assert got.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_an_input_already_channels_last_keeps_its_layout():
+    """auto copies only contiguous inputs; a channels-last one runs as given and its
+    outputs keep the layout the convolutions give them, as with "off"."""
+    model = UNet(2, 3, 2, channels=TINY).eval()
+    x = torch.randn(2, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    y = model(x)
+    y_off = copy.deepcopy(model).set_channels_last("off")(x)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+    assert y.stride() == y_off.stride()
+    torch.testing.assert_close(y, y_off, rtol=0, atol=0)  # the same computation
+
+
 # ----------------------------------------------------------------------- the engine
 def test_the_engine_follows_the_models_choice():
     bn = UNet(2, 1, 2, channels=TINY)
@@ -286,6 +333,8 @@ def test_the_engine_follows_the_models_choice():
     set_layout(inorm, True, 2)
     assert inorm.channels_last == "on"
     assert inorm.head.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    set_layout(inorm, False, 2)  # "off": the default layout for weights too
+    assert inorm.channels_last == "off" and inorm.head.conv.weight.is_contiguous()
     set_layout(bn, False, 2)
     assert bn.channels_last == "off"
     x = torch.randn(1, 1, 16, 16)

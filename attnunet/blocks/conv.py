@@ -14,6 +14,7 @@ from attnunet.layers import (
     conv_type,
     get_act,
     get_norm,
+    has_hooks,
     keep_layout,
     norm_has_affine,
     parse_spec,
@@ -407,8 +408,15 @@ class ResidualBlock(nn.Module):
 
     def _sum(self, body: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         """``act(body + shortcut)``, adding into ``body`` where nothing saved it for
-        backward (one full-size tensor less to allocate per block)."""
-        if self.sum_in_place and body.shape == shortcut.shape:
+        backward (one full-size tensor less to allocate per block): not where the sum
+        would change shape or dtype (autocast: a bf16 body, a float32 identity
+        shortcut), nor while a hook watches ``conv2`` (it holds the body's output)."""
+        in_place = (
+            self.sum_in_place and body.shape == shortcut.shape and body.dtype == shortcut.dtype
+        )
+        if in_place and not torch.jit.is_scripting():
+            in_place = not has_hooks(self.conv2)
+        if in_place:
             return self.act(body.add_(shortcut))
         return self.act(body + shortcut)
 

@@ -96,6 +96,23 @@ def crop_to(x: torch.Tensor, size: list[int], always: bool = False) -> torch.Ten
     return x
 
 
+def channels_last_format(ndim: int) -> torch.memory_format:
+    """The channels-last memory format of a tensor with ``ndim`` dimensions:
+    ``torch.channels_last`` for 4 (2D images), ``torch.channels_last_3d`` for 5 (volumes),
+    ``torch.contiguous_format`` otherwise (no channels-last layout exists). Not for
+    TorchScript, which has no memory-format type.
+
+    Examples:
+        >>> channels_last_format(5)
+        torch.channels_last_3d
+    """
+    if ndim == 4:
+        return torch.channels_last
+    if ndim == 5:
+        return torch.channels_last_3d
+    return torch.contiguous_format
+
+
 def keep_layout(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A convolution's output ``y`` in the channels-last layout of its input ``x``.
 
@@ -113,6 +130,8 @@ def keep_layout(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         >>> keep_layout(torch.randn(1, 8, 6, 6), x).is_contiguous(memory_format=torch.channels_last)
         True
     """
+    if not torch.jit.is_scripting() and (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        return y  # a captured graph keeps no layout decision (its guards would fix sizes)
     if x.dim() == 4:
         layout = torch.channels_last
     elif x.dim() == 5:

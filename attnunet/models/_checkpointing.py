@@ -20,7 +20,6 @@ from attnunet.blocks.conv import ConvNormAct, ResidualBlock
 __all__ = [
     "CheckpointSegment",
     "checkpoint_active",
-    "has_hooks",
     "parts_fast_path",
     "run_checkpointed",
     "run_split_checkpointed",
@@ -147,20 +146,6 @@ def run_split_checkpointed(
 
     cut, extra = run_checkpointed((owner,), head, *args)
     return run_checkpointed((tail_module,), tail, *cut), extra
-
-
-def has_hooks(module: nn.Module) -> bool:
-    """Whether a forward or backward hook watches ``module`` or a module inside it (or
-    every module: ``torch.nn.modules.module.register_module_forward_hook``)."""
-    glob = nn.modules.module
-    if glob._global_forward_hooks or glob._global_forward_pre_hooks:
-        return True
-    if glob._global_backward_hooks or glob._global_backward_pre_hooks:
-        return True
-    return any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-        for m in module.modules()
-    )
 
 
 def parts_fast_path(x: torch.Tensor, enabled: bool) -> bool:

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from attnunet.blocks.sampling import Up
+from attnunet.layers import has_hooks
 from attnunet.models._checkpointing import (
     CheckpointSegment,
-    has_hooks,
     parts_fast_path,
     run_checkpointed,
     run_split_checkpointed,

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnunet.layers.shape import capturing, ceil_div, crop_to
+from attnunet.layers.shape import capturing, ceil_div, channels_last_format, crop_to
 from attnunet.models import _hub
 from attnunet.models._checkpointing import CheckpointSegment
 from attnunet.models._config import accept_model_name, json_config
@@ -155,7 +155,7 @@ class SegmentationModel(nn.Module):
     setting, not part of ``config`` or of saved files.
     """
 
-    __jit_ignored_attributes__ = ("_config",)
+    __jit_ignored_attributes__ = ("_config", "_prefers_cl")
     __jit_unused_properties__ = (
         "config",
         "checkpointing",
@@ -183,6 +183,7 @@ class SegmentationModel(nn.Module):
         self._config: dict[str, Any] = {}
         self._checkpointing = False
         self._channels_last = "auto"
+        self._prefers_cl: bool | None = None  # prefers_channels_last(), scanned once
 
     @property
     def config(self) -> dict[str, Any]:
@@ -239,13 +240,14 @@ class SegmentationModel(nn.Module):
           normalisation layers are batch norm (or none) copies a contiguous float32,
           float16 or bfloat16 input to channels-last (``torch.channels_last`` /
           ``channels_last_3d``) before the first convolution, so every oneDNN
-          convolution runs in its fast layout without reordering; the outputs come back
-          contiguous. This made the 2D training step of ``AgResUNet`` 1.2-1.3x faster
-          on 2 CPU cores (``docs/performance.md``). Models with instance or group norm,
-          whose CPU kernels are slower channels-last, 1D models, float64 inputs and
-          CUDA inputs run as given.
-        * ``"on"``: the same copy for any 2D/3D input on any device (no check of norms,
-          dtype or device).
+          convolution runs in its fast layout without reordering; the outputs of such a
+          call come back contiguous. This made the 2D training step (batch 4, 256^2) of
+          ``AgResUNet`` 1.38x faster on 2 CPU cores (``docs/performance.md``). Models
+          with instance or group norm (:meth:`prefers_channels_last`), whose CPU
+          kernels are slower channels-last, 1D models, float64 inputs, CUDA inputs and
+          inputs already channels-last run as given.
+        * ``"on"``: the same copy for any contiguous 2D/3D floating-point input on any
+          device (no check of norms, dtype or device).
         * ``"off"``: the input's own layout (as PyTorch does: channels-last weights from
           :meth:`to_channels_last` still give channels-last activations).
 
@@ -271,19 +273,22 @@ class SegmentationModel(nn.Module):
                 f"set_channels_last takes 'auto', 'on', 'off', True or False, got {mode!r}"
             )
         self._channels_last = mode
+        self._prefers_cl = None  # scan the norms again at the next call
         return self
 
-    def fast_channels_last(self) -> bool:
-        """Whether the model's layers run faster channels-last on the CPU: true unless it
-        holds instance or group norm layers (their CPU kernels measured 1.1-2x slower in
-        that layout). What ``"auto"`` of :meth:`set_channels_last` checks."""
+    def prefers_channels_last(self) -> bool:
+        """Whether the model's layers run faster channels-last on the CPU: true for a 2D or
+        3D model without instance or group norm layers (their CPU kernels measured 1.1-2x
+        slower in that layout). ``"auto"`` of :meth:`set_channels_last` asks this once
+        and keeps the answer; :meth:`set_channels_last` asks again (call it after
+        replacing norm layers)."""
         return self.spatial_dims in (2, 3) and not any(
             isinstance(m, _SLOW_CHANNELS_LAST_NORMS) for m in self.modules()
         )
 
     @torch.jit.unused
     def _converts_layout(self, x: torch.Tensor) -> bool:
-        """Whether this call copies ``x`` (or, for ``_restore``, took ``x``) to channels-last."""
+        """Whether the mode and ``x`` (device, dtype, dimensions) ask for channels-last."""
         mode = self._channels_last
         if mode == "off" or x.dim() not in (4, 5) or not x.is_floating_point():
             return False
@@ -291,23 +296,25 @@ class SegmentationModel(nn.Module):
             return False
         if mode == "on":
             return True
-        return (
-            x.device.type == "cpu"
-            and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
-            and self.fast_channels_last()
-        )
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            return False
+        if self._prefers_cl is None:  # one scan of the modules, not one per call
+            self._prefers_cl = self.prefers_channels_last()
+        return self._prefers_cl
 
-    def _layout_in(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` in the layout :meth:`set_channels_last` asks for."""
-        if torch.jit.is_scripting() or not self._converts_layout(x):
-            return x
-        layout = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+    @torch.jit.unused
+    def _layout_in(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """``x`` in the layout :meth:`set_channels_last` asks for, and whether it was
+        copied for that."""
+        if not self._converts_layout(x):
+            return x, False
+        layout = channels_last_format(x.dim())
         if x.is_contiguous(memory_format=layout) and not x.is_contiguous():
-            return x
+            return x, False  # channels-last already
         # clone, not contiguous(): a one-channel tensor is already "channels-last
         # contiguous" to PyTorch, so contiguous() would keep its strides, and the first
         # convolution would then choose the default layout for the whole network
-        return x.clone(memory_format=layout)
+        return x.clone(memory_format=layout), True
 
     def to_channels_last(self: _Model) -> _Model:
         """Store the weights channels-last (``torch.channels_last`` for 2D models,
@@ -326,10 +333,8 @@ class SegmentationModel(nn.Module):
             >>> model.head.conv.weight.is_contiguous(memory_format=torch.channels_last)
             True
         """
-        if self.spatial_dims == 2:
-            return self.to(memory_format=torch.channels_last)
-        if self.spatial_dims == 3:
-            return self.to(memory_format=torch.channels_last_3d)
+        if self.spatial_dims in (2, 3):
+            return self.to(memory_format=channels_last_format(self.spatial_dims + 2))
         return self
 
     def num_parameters(self, trainable_only: bool = False) -> int:
@@ -385,8 +390,10 @@ class SegmentationModel(nn.Module):
             return self.divisors
         return [self.divisor] * n
 
-    def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-        """Apply the size policy; return the (possibly padded) input and the original size."""
+    def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, list[int], bool]:
+        """Apply the size policy and the layout (:meth:`set_channels_last`); return the
+        (possibly padded) input, the original size and whether the input was copied to
+        channels-last (then :meth:`_restore` hands the outputs back in the default layout)."""
         size = list(x.shape[2:])
         divs = self._axis_divisors(len(size))
         exporting = False
@@ -413,10 +420,17 @@ class SegmentationModel(nn.Module):
                 f"voxels; "
                 f"use size_policy='pad' (pads and crops back)"
             )
-        return self._layout_in(x), size
+        converted = False
+        if not torch.jit.is_scripting():
+            x, converted = self._layout_in(x)
+        return x, size, converted
 
     def _restore(
-        self, tensors: list[torch.Tensor], size: list[int], prepared: torch.Tensor
+        self,
+        tensors: list[torch.Tensor],
+        size: list[int],
+        prepared: torch.Tensor,
+        converted: bool = False,
     ) -> list[torch.Tensor]:
         """Undo the padding of :meth:`_prepare` on outputs at any grid (1/f of the input).
 
@@ -424,10 +438,8 @@ class SegmentationModel(nn.Module):
         ``ceil(size / f)`` voxels per axis (``f`` is exact, as the padded size is a multiple
         of it). Other policies return the tensors unchanged.
         """
-        if not torch.jit.is_scripting() and self._converts_layout(prepared):
-            tensors = [t.contiguous() for t in tensors]  # the default layout, as given
         if self.size_policy != "pad":
-            return tensors
+            return [t.contiguous() for t in tensors] if converted else tensors
         exporting = False
         if not torch.jit.is_scripting():
             exporting = capturing()
@@ -438,5 +450,6 @@ class SegmentationModel(nn.Module):
             for d in range(len(size)):
                 factor = padded[d] // t.shape[d + 2]
                 keep.append(ceil_div(size[d], factor))
-            restored.append(crop_to(t, keep, always=exporting))
+            t = crop_to(t, keep, always=exporting)
+            restored.append(t.contiguous() if converted else t)  # copies only the crop
         return restored

@@ -390,11 +390,11 @@ class RAUNet(AttentionMaps, SegmentationModel):
 
     def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         self._check_input(x)
-        prepared, size = self._prepare(x)
+        prepared, size, converted = self._prepare(x)
         features = self._encode(prepared)
         decoded, weights = self.decoder(features)
         logits = match_size(self.head(decoded), list(prepared.shape[2:]))
-        return self._restore([logits], size, prepared)[0], weights
+        return self._restore([logits], size, prepared, converted)[0], weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, num_classes, *S)``."""

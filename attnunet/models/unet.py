@@ -379,7 +379,7 @@ class UNetSkeleton(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
 
     def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         self._check_input(x)
-        x, size = self._prepare(x)
+        x, size, converted = self._prepare(x)
         features = self.encoder(x)
         decoded, maps = self.decoder(features, self.gating_signal(features[-1]))
         logits = [self.head(decoded[-1])]
@@ -393,7 +393,7 @@ class UNetSkeleton(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
                 resized.append(resize(y, full, self.interp_mode, False))
             fused = self.fuse(torch.cat(resized, dim=1))
             logits = [fused] + logits if self._deep_supervision else [fused]  # noqa: RUF005
-        return self._restore(logits, size, x), self._restore(maps, size, x)
+        return self._restore(logits, size, x, converted), self._restore(maps, size, x, converted)
 
     def _select(self, logits: list[torch.Tensor]) -> Output:
         if self._deep_supervision:

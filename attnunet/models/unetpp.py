@@ -397,12 +397,13 @@ class UNetPlusPlus(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
 
     def _node_rows(
         self, x: torch.Tensor
-    ) -> tuple[list[list[torch.Tensor]], list[torch.Tensor], torch.Tensor, list[int]]:
+    ) -> tuple[list[list[torch.Tensor]], list[torch.Tensor], torch.Tensor, list[int], bool]:
         """Run the encoder and the nodes up to ``last_column``: ``rows[i][j]`` is
         ``X[i, j]`` on the padded grid, ``maps`` the gates' coefficients (unrestored),
-        then the padded input and the original size (for :meth:`_restore`)."""
+        then the padded input, the original size and whether the input changed layout
+        (for :meth:`_restore`)."""
         self._check_input(x)
-        x, size = self._prepare(x)
+        x, size, converted = self._prepare(x)
         last = self.last_column
         # rows[i] = [X[i, 0], X[i, 1], ...], filled column by column
         rows: list[list[torch.Tensor]] = []
@@ -419,11 +420,11 @@ class UNetPlusPlus(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
                     out, alphas = node(rows[i], coarse, coarse)
                     rows[i].append(out)
                     maps.extend(alphas)
-        return rows, maps, x, size
+        return rows, maps, x, size, converted
 
     def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Return the head logits (in list order) and the gate maps, both restored."""
-        rows, maps, x, size = self._node_rows(x)
+        rows, maps, x, size, converted = self._node_rows(x)
         last = self.last_column
         logits: list[torch.Tensor] = []
         for k, head in enumerate(self.heads):  # heads[k] reads X[0, d - k]
@@ -431,7 +432,7 @@ class UNetPlusPlus(AttentionMaps, DeepSupervisionSwitch, UNetTrunk):
                 logits.append(head(rows[0][self.depth]))
             elif self._deep_supervision and (not self.fast or k == self.depth - last):
                 logits.append(head(rows[0][self.depth - k]))
-        return self._restore(logits, size, x), self._restore(maps, size, x)
+        return self._restore(logits, size, x, converted), self._restore(maps, size, x, converted)
 
     def _select(self, logits: list[torch.Tensor]) -> Output:
         if not self._deep_supervision:

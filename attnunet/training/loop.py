@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from attnunet.layers import channels_last_format
 from attnunet.losses import DeepSupervisionLoss, DiceCELoss
 from attnunet.training.distributed import _Dist, init_distributed
 from attnunet.training.evaluation import METRICS, evaluate
@@ -140,7 +141,7 @@ def use_channels_last(
     ``"on"`` and ``"off"`` decide for 2D and 3D models (1D has no such layout). ``"auto"``
     leaves modules other than attnunet's models as they are. For attnunet's models it is
     on where that layout measured faster: on the CPU, for models whose norms are batch
-    norm or none (``model.fast_channels_last()``; instance and group norm measured slower
+    norm or none (``model.prefers_channels_last()``; instance and group norm measured slower
     channels-last), which is also what the model itself does in its default
     ``channels_last="auto"``; on CUDA for every attnunet model (cuDNN's channels-last
     kernels are the tensor-core path of bf16 and fp16; not yet measured here).
@@ -169,7 +170,7 @@ def use_channels_last(
         return False
     if setting == "on":
         return True
-    fits = getattr(model, "fast_channels_last", None)
+    fits = getattr(model, "prefers_channels_last", None)
     if not callable(fits):
         return False
     return torch.device(device).type == "cuda" or bool(fits())
@@ -177,13 +178,16 @@ def use_channels_last(
 
 def set_layout(model: nn.Module, channels_last: bool, spatial_dims: int) -> None:
     """Put ``model`` channels-last (weights, and an attnunet model's activations: its
-    ``set_channels_last("on")``) or keep it in the default layout (``"off"``), as a run's
-    resolved ``channels_last`` says."""
+    ``set_channels_last("on")``) or in the default layout (contiguous weights, and
+    ``set_channels_last("off")``), as a run's resolved ``channels_last`` says. The model
+    keeps that setting after the run (``set_channels_last("auto")`` gives the default
+    back)."""
     switch = getattr(model, "set_channels_last", None)
     if callable(switch):
         switch("on" if channels_last else "off")
-    if channels_last and spatial_dims in (2, 3):
-        model.to(memory_format=torch.channels_last if spatial_dims == 2 else torch.channels_last_3d)
+    if spatial_dims in (2, 3):
+        layout = channels_last_format(spatial_dims + 2) if channels_last else None
+        model.to(memory_format=layout or torch.contiguous_format)
 
 
 def resolve_settings(

@@ -344,10 +344,14 @@ class _NestedHeads(_PlansNetwork):
 
         def _node_rows(
             self, x: torch.Tensor
-        ) -> tuple[list[list[torch.Tensor]], list[torch.Tensor], torch.Tensor, list[int]]: ...
+        ) -> tuple[list[list[torch.Tensor]], list[torch.Tensor], torch.Tensor, list[int], bool]: ...
 
         def _restore(
-            self, tensors: list[torch.Tensor], size: list[int], prepared: torch.Tensor
+            self,
+            tensors: list[torch.Tensor],
+            size: list[int],
+            prepared: torch.Tensor,
+            converted: bool = False,
         ) -> list[torch.Tensor]: ...
 
     def _heads(self, deep_supervision: bool) -> dict[str, Any]:
@@ -367,13 +371,16 @@ class _NestedHeads(_PlansNetwork):
         net.set_deep_supervision(deep_supervision)
 
     def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        rows, maps, padded, size = self._node_rows(x)
+        rows, maps, padded, size, converted = self._node_rows(x)
         d = self.depth
         logits = [self.heads[0](rows[0][d])]
         if self._deep_supervision:
             for k, head in enumerate(self.aux_heads):  # aux_heads[k] reads X[k + 1, d - k - 1]
                 logits.append(head(rows[k + 1][d - k - 1]))
-        return self._restore(logits, size, padded), self._restore(maps, size, padded)
+        return (
+            self._restore(logits, size, padded, converted),
+            self._restore(maps, size, padded, converted),
+        )
 
 
 class UNetPlusPlus(_NestedHeads, _UNetPlusPlus):
