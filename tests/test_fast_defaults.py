@@ -98,6 +98,16 @@ def test_instance_norm_takes_the_group_kernel_only_where_it_should(monkeypatch):
     assert calls == []
 
 
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_instance_norm_refuses_one_voxel_as_torch_does(dims):
+    """One voxel per channel cannot be normalised over space: torch raises, and so does
+    attnunet's (the group kernel alone would return the bias without a word)."""
+    x = torch.randn(3, 4, *([1] * dims))
+    for norm in (OURS[dims](4, affine=True), TORCH[dims](4, affine=True)):
+        with pytest.raises(ValueError, match="Expected more than 1 spatial element"):
+            norm(x)
+
+
 def test_instance_norm_is_torchs_class_scripts_and_swaps_state_dicts():
     norm = get_norm("instance", 3, 6)
     assert isinstance(norm, nn.InstanceNorm3d) and type(norm).__name__ == "InstanceNorm3d"

@@ -154,8 +154,12 @@ class _GroupKernel(nn.modules.instancenorm._InstanceNorm):
 
     def _apply_instance_norm(self, input: torch.Tensor) -> torch.Tensor:
         weight = self.weight
+        spatial = 1
+        for size in input.shape[2:]:
+            spatial *= size
         if (
             not self.track_running_stats
+            and spatial > 1  # one voxel: torch's path raises, as it should
             and (weight is None or weight.dtype == input.dtype)  # the kernel wants one dtype
             and input.device.type == "cpu"
             and input.is_contiguous()
