@@ -228,7 +228,7 @@ class SegmentationModel(nn.Module):
     def channels_last(self) -> str:
         """How the model lays out its activations: ``"auto"`` (the default), ``"on"`` or
         ``"off"``; see :meth:`set_channels_last`."""
-        return self._channels_last
+        return getattr(self, "_channels_last", "auto")  # models pickled before it existed
 
     def set_channels_last(self: _Model, mode: "str | bool" = "on") -> _Model:
         """Choose the memory layout of the activations and return the model itself.
@@ -289,7 +289,7 @@ class SegmentationModel(nn.Module):
     @torch.jit.unused
     def _converts_layout(self, x: torch.Tensor) -> bool:
         """Whether the mode and ``x`` (device, dtype, dimensions) ask for channels-last."""
-        mode = self._channels_last
+        mode = self.channels_last
         if mode == "off" or x.dim() not in (4, 5) or not x.is_floating_point():
             return False
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
@@ -298,9 +298,10 @@ class SegmentationModel(nn.Module):
             return True
         if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             return False
-        if self._prefers_cl is None:  # one scan of the modules, not one per call
-            self._prefers_cl = self.prefers_channels_last()
-        return self._prefers_cl
+        prefers = getattr(self, "_prefers_cl", None)
+        if prefers is None:  # one scan of the modules, not one per call
+            prefers = self._prefers_cl = self.prefers_channels_last()
+        return prefers
 
     @torch.jit.unused
     def _layout_in(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
