@@ -60,7 +60,7 @@ import bench_models as bm
 
 from attnunet import AgResUNet, UNet
 from attnunet.training import TrainSettings, Volume, train
-from attnunet.training.loop import resolve_device, resolve_settings
+from attnunet.training.loop import resolve_device, resolve_settings, set_layout
 
 MODELS = {"agresunet": AgResUNet, "unet": UNet}
 
@@ -220,10 +220,8 @@ def run_monai(
     model = make_model(model_kind, case)
     settings = resolve_settings(settings_for(case, 1), model, device)
     model.to(device)
-    if settings.channels_last == "on":  # the engine's layout for the same model
-        model.to(
-            memory_format=torch.channels_last if len(case.patch) == 2 else torch.channels_last_3d
-        )
+    # the engine's layout for the same model (weights and the model's own switch)
+    set_layout(model, settings.channels_last == "on", len(case.patch))
     lr, decay = settings.learning_rate, settings.weight_decay
     assert lr is not None and decay is not None  # TrainSettings fills them in
     loss_fn = DiceCELoss(softmax=True, to_onehot_y=True, include_background=False)
