@@ -1,4 +1,4 @@
-"""Speed, FLOPs and memory of attnunet's U-Nets against MONAI's, in one process and run.
+"""Speed, FLOPs and memory of attnunet's U-Nets against MONAI's, in one run.
 
 Workloads (channels ``(16, 32, 64, 128, 256)``, one input channel, two classes):
 
@@ -37,6 +37,14 @@ Measurements:
   untimed steps (default 1; it also compiles). The (model, setting) pairs take turns within
   each repeat, starting from a different one each time, so load on the machine affects
   all alike;
+* with ``--isolate``, each (model, setting) pair is timed in a fresh process instead
+  (the same script, a private flag; ``--rounds`` processes per pair, default 3, each
+  running the warm-up and ``--repeats`` timed steps, the pairs taking turns as above).
+  In one long process a model inherits the C allocator's state from the models before it:
+  memory they freed can stay mapped, so its tensors reuse it instead of faulting fresh
+  pages in. A user's training process holds one model, as each child does. Every row
+  also gives the median number of minor page faults of its steps
+  (``minor_faults_per_step``, from ``getrusage``);
 * achieved GFLOP/s and the fraction of a matrix-multiply peak measured in the same run
   (median time of a float32 ``torch.mm`` of two ``n x n`` matrices, ``2 n^3`` FLOPs,
   before and after the workloads; the higher is used; the JSON also gives bf16 rows their
@@ -77,6 +85,7 @@ Usage::
     python benchmarks/bench_models.py                   # everything (several minutes on CPU)
     python benchmarks/bench_models.py --workloads W1,W3 --repeats 3
     python benchmarks/bench_models.py --smoke --json smoke.json   # seconds: tiny sizes
+    python benchmarks/bench_models.py --workloads W1 --isolate    # one process per model
     python benchmarks/bench_models.py --device cuda --models attention_unet,monai_attention_unet
 
 MONAI comes with ``pip install -e ".[test]"``; without it the MONAI rows are skipped.
@@ -125,6 +134,7 @@ MONAI_RES_UNITS = 2
 REFERENCE = "monai_attention_unet"  # the model every ratio is taken against
 PLAIN = "nnunet_plain_conv_unet"  # the twin of "unet_nnunet_config"
 CHILD_FLAG = "--_memory-child"
+TIME_CHILD_FLAG = "--_time-child"
 
 
 # ---------------------------------------------------------------------------- models
@@ -444,6 +454,23 @@ def timed(fn: Callable[[], Any], sync: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
+def minor_faults() -> int | None:
+    """The process's minor page faults so far (``None`` without ``getrusage``)."""
+    if resource is None:
+        return None
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+
+def timed_with_faults(fn: Callable[[], Any], sync: Callable[[], None]) -> tuple[float, int | None]:
+    """:func:`timed`, and the minor page faults the process took meanwhile (each is a
+    page of memory the C allocator had handed back to the system and that the step
+    touched again; ``None`` without ``getrusage``)."""
+    before = minor_faults()
+    seconds = timed(fn, sync)
+    after = minor_faults()
+    return seconds, None if before is None or after is None else after - before
+
+
 def matmul_peak(
     device: torch.device, n: int, repeats: int, dtype: torch.dtype = torch.float32
 ) -> dict[str, float]:
@@ -599,6 +626,8 @@ class Options:
     memory_settings: tuple[str, ...]
     memory_steps: int
     memory_jobs: int
+    isolate: bool = False
+    rounds: int = 3
 
 
 Key = tuple[str, str]  # (model key, setting)
@@ -681,7 +710,11 @@ def _params_and_flops(
 
 
 def prepare_steps(
-    wl: Workload, specs: list[ModelSpec], settings: list[str], opt: Options
+    wl: Workload,
+    specs: list[ModelSpec],
+    settings: list[str],
+    opt: Options,
+    build: Callable[[Key], bool] = lambda key: True,
 ) -> tuple[dict[Key, Callable[[], None]], dict[Key, dict[str, Any]]]:
     """Build every model under every setting that applies to it, ready to step.
 
@@ -690,10 +723,13 @@ def prepare_steps(
         specs: The models, in table order.
         settings: The settings, in table order (see :func:`workload_settings`).
         opt: The run's options.
+        build: Which pairs to build a step for in this process (all by default; with
+            ``--isolate`` only those whose CUDA memory is measured here).
 
     Returns:
-        The step of each (model key, setting) pair and its row so far (parameters and
-        FLOPs), both in table order: model by model, each under its settings.
+        The step of each (model key, setting) pair that ``build`` asks for and the row
+        so far (parameters and FLOPs) of every pair, both in table order: model by
+        model, each under its settings.
     """
     sync = _synchronizer(opt.device)
     steps: dict[Key, Callable[[], None]] = {}
@@ -703,17 +739,23 @@ def prepare_steps(
         for setting in settings:
             if not applies(spec, setting):
                 continue
-            torch.manual_seed(0)
-            model = spec.build(wl.spatial_dims, wl.channels)
-            steps[(spec.key, setting)] = make_step(model, wl, opt.device, setting)
+            if build((spec.key, setting)):
+                torch.manual_seed(0)
+                model = spec.build(wl.spatial_dims, wl.channels)
+                steps[(spec.key, setting)] = make_step(model, wl, opt.device, setting)
             rows[(spec.key, setting)] = _row(wl, spec, setting, params, opt)
             rows[(spec.key, setting)]["flops"] = flops
     return steps, rows
 
 
+Timings = tuple[dict[Key, list[float]], dict[Key, list[int]]]
+"""The times (s) of each pair's timed steps and the minor page faults of each, in the
+order they were taken (no faults where ``getrusage`` is missing)."""
+
+
 def time_in_turns(
     steps: dict[Key, Callable[[], None]], warmup: int, repeats: int, sync: Callable[[], None]
-) -> dict[Key, list[float]]:
+) -> Timings:
     """Run every step ``warmup`` times untimed, then time it ``repeats`` times.
 
     Within each repeat the pairs take turns, each repeat starting one pair later than
@@ -726,26 +768,104 @@ def time_in_turns(
         sync: Waits for the device to finish (a no-op on CPU).
 
     Returns:
-        The times of each pair in seconds, in the order they were taken.
+        The times of each pair in seconds and the page faults of each step.
     """
     keys = list(steps)
     for _ in range(warmup):  # compiles the compiled settings
         for key in keys:
             steps[key]()
     times: dict[Key, list[float]] = {key: [] for key in keys}
+    faults: dict[Key, list[int]] = {key: [] for key in keys}
     for r in range(repeats):
         for i in range(len(keys)):
             key = keys[(r + i) % len(keys)]  # rotate who goes first
-            times[key].append(timed(steps[key], sync))
-    return times
+            seconds, count = timed_with_faults(steps[key], sync)
+            times[key].append(seconds)
+            if count is not None:
+                faults[key].append(count)
+    return times, faults
 
 
-def _add_times(rows: dict[Key, dict[str, Any]], times: dict[Key, list[float]]) -> None:
-    """Give each row its median time, all its times and its achieved GFLOP/s."""
+def child_times(
+    model_key: str, wl_name: str, setting: str, opt: Options, repeats: int
+) -> dict[str, Any]:
+    """Runs in a fresh process (``--isolate``): build one model as a user would, run
+    ``--warmup`` untimed steps, then time ``repeats`` steps and count their page faults."""
+    spec = next(s for s in model_specs() if s.key == model_key)
+    wl = next(w for w in workloads(opt.smoke) if w.name == wl_name)
+    torch.manual_seed(0)
+    step = make_step(spec.build(wl.spatial_dims, wl.channels), wl, opt.device, setting)
+    times, faults = time_in_turns(
+        {(model_key, setting): step}, _warmup(opt), repeats, _synchronizer(opt.device)
+    )
+    return {"times": times[(model_key, setting)], "minor_faults": faults[(model_key, setting)]}
+
+
+def times_in_subprocess(
+    spec: ModelSpec, wl: Workload, setting: str, opt: Options
+) -> dict[str, Any]:
+    """:func:`child_times` of one pair in a child process (the same script, a private
+    flag), with the environment unchanged: the process a user trains one model in."""
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        TIME_CHILD_FLAG,
+        f"{spec.key}:{wl.name}:{setting}",
+        "--threads",
+        str(opt.threads),
+        "--device",
+        opt.device.type,
+        "--warmup",
+        str(_warmup(opt)),
+        "--repeats",
+        str(_repeats(wl, opt)),
+    ]
+    if opt.smoke:
+        cmd.append("--smoke")
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"timing child for {spec.label} / {wl.name} / {setting} failed:\n{done.stderr}"
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def time_in_processes(
+    wl: Workload, specs: list[ModelSpec], keys: list[Key], opt: Options
+) -> Timings:
+    """``--isolate``: time each pair in a fresh process per round (:func:`child_times`),
+    ``opt.rounds`` rounds, each starting one pair later than the one before.
+
+    In one long process every model inherits the C allocator's state that the models
+    before it left: memory they freed may still be mapped, so a later model's tensors
+    reuse it instead of taking page faults. A user's training process holds one model,
+    and here each does too.
+    """
+    by_key = {s.key: s for s in specs}
+    times: dict[Key, list[float]] = {key: [] for key in keys}
+    faults: dict[Key, list[int]] = {key: [] for key in keys}
+    for r in range(opt.rounds):
+        for i in range(len(keys)):
+            key = keys[(r + i) % len(keys)]
+            result = times_in_subprocess(by_key[key[0]], wl, key[1], opt)
+            times[key] += result["times"]
+            faults[key] += result["minor_faults"]
+    return times, faults
+
+
+def _add_times(rows: dict[Key, dict[str, Any]], timings: Timings, opt: Options) -> None:
+    """Give each row its median time, all its times, its achieved GFLOP/s, its median
+    page faults per step and how its steps ran (one shared process or one per round)."""
+    times, faults = timings
     for key, row in rows.items():
         row["seconds"] = statistics.median(times[key])
         row["seconds_all"] = times[key]
         row["gflops_per_s"] = row["flops"] / row["seconds"] / 1e9
+        if faults[key]:
+            row["minor_faults_per_step"] = statistics.median(faults[key])
+        row["process"] = "isolated" if opt.isolate else "shared"
+        if opt.isolate:
+            row["rounds"] = opt.rounds
 
 
 def _add_speed_ratios(rows: dict[Key, dict[str, Any]]) -> None:
@@ -796,10 +916,20 @@ def run_workload(wl: Workload, specs: list[ModelSpec], opt: Options) -> list[dic
     FLOPs are counted once per model, on an eager float32 step: the levers change neither
     the convolutions nor their shapes, and checkpointing's recomputation is not useful work,
     so every setting of a model is credited with the same FLOPs. On ``W2`` the memory
-    settings are timed as well (their rows carry both)."""
-    steps, rows = prepare_steps(wl, specs, workload_settings(wl, opt), opt)
-    times = time_in_turns(steps, _warmup(opt), _repeats(wl, opt), _synchronizer(opt.device))
-    _add_times(rows, times)
+    settings are timed as well (their rows carry both). With ``--isolate`` each pair is
+    timed in processes of its own (:func:`time_in_processes`)."""
+    settings = workload_settings(wl, opt)
+    if opt.isolate:
+        # only CUDA's memory is measured in this process (CPU's has children of its own)
+        cuda_memory = opt.device.type == "cuda" and _measures_memory(wl, opt)
+        steps, rows = prepare_steps(
+            wl, specs, settings, opt, lambda key: cuda_memory and key[1] in opt.memory_settings
+        )
+        timings = time_in_processes(wl, specs, list(rows), opt)
+    else:
+        steps, rows = prepare_steps(wl, specs, settings, opt)
+        timings = time_in_turns(steps, _warmup(opt), _repeats(wl, opt), _synchronizer(opt.device))
+    _add_times(rows, timings, opt)
     _add_speed_ratios(rows)
     if _measures_memory(wl, opt):
         _add_memory(wl, specs, steps, rows, opt)
@@ -881,6 +1011,13 @@ def parse_workloads(text: str) -> list[str]:
     return keys
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of the script (and, hidden, of its memory children)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -917,10 +1054,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--memory-jobs", type=int, default=1, help="memory subprocesses run at once (CPU)"
     )
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="time each model and setting in a fresh process per round, as a user runs one "
+        "model, instead of all in this one",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive,
+        default=3,
+        help="with --isolate: processes per model and setting (default 3)",
+    )
     parser.add_argument("--matmul-n", type=int, help="matmul size (default 2048; 256 in smoke)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: finishes in seconds")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument(CHILD_FLAG, dest="memory_child", help=argparse.SUPPRESS)
+    parser.add_argument(TIME_CHILD_FLAG, dest="time_child", help=argparse.SUPPRESS)
     return parser
 
 
@@ -956,6 +1106,8 @@ def make_options(args: argparse.Namespace, device: torch.device) -> Options:
         memory_settings=tuple(args.memory_settings),
         memory_steps=args.memory_steps,
         memory_jobs=args.memory_jobs,
+        isolate=args.isolate,
+        rounds=args.rounds,
     )
 
 
@@ -1003,6 +1155,8 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
         "warmup": args.warmup,
         "memory_steps": args.memory_steps,
         "memory_jobs": args.memory_jobs,
+        "isolate": args.isolate,
+        "rounds": args.rounds if args.isolate else None,
         "smoke": args.smoke,
         "monai_unet_num_res_units": MONAI_RES_UNITS,
         "sliding_window": {"overlap": 0.25, "blend": "constant"},
@@ -1020,7 +1174,13 @@ def notes(result: dict[str, Any], n: int, mm_repeats: int) -> str:
         f" JSON uses for bf16 rows). GFLOP/s vs MONAI AU shipped: the row's GFLOP/s divided"
         f" by those of MONAI's AttentionUnet in the eager setting (float32, default layout,"
         f" as shipped); same setting: divided by those of MONAI's AttentionUnet under the"
-        f" same levers."
+        f" same levers. Steps timed "
+        + (
+            f"in a fresh process per model and setting, {result['config']['rounds']} rounds"
+            if result["config"].get("isolate")
+            else "in this one process, the models taking turns"
+        )
+        + "; the JSON has each row's minor page faults per step."
         + (
             f" Peak MiB: W2 step, {result['memory_method']}."
             if any("peak_memory_mib" in r for r in result["rows"])
@@ -1091,6 +1251,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.memory_child:
         model_key, wl_name, setting = args.memory_child.split(":", 2)
         print(json.dumps(child_memory(model_key, wl_name, setting, args.smoke, args.memory_steps)))
+        return
+    if args.time_child:
+        model_key, wl_name, setting = args.time_child.split(":", 2)
+        opt = make_options(args, torch.device(args.device))
+        wl = next(w for w in workloads(args.smoke) if w.name == wl_name)
+        print(json.dumps(child_times(model_key, wl_name, setting, opt, _repeats(wl, opt))))
         return
 
     _refuse_existing(args.json)

@@ -87,6 +87,7 @@ def test_smoke_run_end_to_end(tmp_path):
     for r in rows:
         assert r["params"] > 0 and r["flops"] > 0, r
         assert r["seconds"] > 0 and all(t > 0 for t in r["seconds_all"]), r
+        assert r["process"] == "shared" and r["minor_faults_per_step"] >= 0, r
         assert r["gflops_per_s"] > 0 and r["fraction_of_matmul_peak"] > 0, r
         if HAS_MONAI:
             assert r["speed_vs_monai_attention_unet"] > 0, r
@@ -206,3 +207,76 @@ def test_compile_rows_are_not_silently_eager_past_the_recompile_limit():
     finally:
         config.recompile_limit = saved
         torch._dynamo.reset()
+
+
+@pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_NOHUGEPAGE"), reason="Linux only")
+def test_page_faults_of_a_step_are_counted():
+    """Touching every page of a fresh anonymous mapping takes one minor fault per page
+    (huge pages off for it); a step that touches nothing new takes none of those."""
+    import mmap
+
+    bench = _bench()
+    pages = 2048
+    size = pages * mmap.PAGESIZE
+
+    def touch() -> None:
+        buf = mmap.mmap(-1, size)
+        buf.madvise(mmap.MADV_NOHUGEPAGE)
+        for offset in range(0, size, mmap.PAGESIZE):
+            buf[offset] = 1
+        buf.close()
+
+    seconds, faults = bench.timed_with_faults(touch, lambda: None)
+    assert seconds > 0 and faults is not None
+    assert pages <= faults < pages + 200  # the interpreter's own allocations add a few
+    _, idle = bench.timed_with_faults(lambda: None, lambda: None)
+    assert idle is not None and idle < 50
+
+
+def test_isolated_timing_runs_each_pair_in_its_own_processes(tmp_path):
+    """``--isolate``: every timed step comes from a child process, ``rounds`` children
+    per pair, and the rows say so."""
+    out = tmp_path / "isolated.json"
+    cmd = [sys.executable, str(SCRIPT), "--smoke", "--threads", "1", "--workloads", "W1"]
+    cmd += ["--models", "unet,ag_res_unet", "--settings", "eager,nchw", "--isolate"]
+    cmd += ["--rounds", "2", "--repeats", "2", "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "in a fresh process per model and setting, 2 rounds" in done.stdout
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["config"]["isolate"] is True and result["config"]["rounds"] == 2
+    rows = result["rows"]
+    assert {(r["model_key"], r["setting"]) for r in rows} == {
+        (m, s) for m in ("unet", "ag_res_unet") for s in ("eager", "nchw")
+    }
+    for r in rows:
+        assert r["process"] == "isolated" and r["rounds"] == 2, r
+        assert len(r["seconds_all"]) == 4 and all(t > 0 for t in r["seconds_all"]), r
+        assert r["minor_faults_per_step"] >= 0 and r["flops"] > 0, r
+
+
+def test_a_failing_timing_child_names_the_pair_and_shows_its_error():
+    bench = _bench()
+    ghost = bench.ModelSpec("no_such_model", "a model that is not there", "none", lambda d, c: None)
+    wl = bench.workloads(True)[0]
+    opt = bench.Options(
+        device=torch.device("cpu"),
+        threads=1,
+        smoke=True,
+        settings=("eager",),
+        repeats=1,
+        warmup=0,
+        memory=False,
+        memory_settings=(),
+        memory_steps=1,
+        memory_jobs=1,
+        isolate=True,
+        rounds=1,
+    )
+    with pytest.raises(RuntimeError, match=r"a model that is not there / W1 train 2D / eager"):
+        bench.times_in_subprocess(ghost, wl, "eager", opt)
+
+
+def test_rounds_must_be_positive():
+    with pytest.raises(SystemExit):
+        _bench().build_parser().parse_args(["--rounds", "0"])

@@ -118,39 +118,46 @@ def test_every_public_name_resolves():
 
 
 def test_readme_speed_table_matches_the_benchmark_json():
-    """Every ratio in the README's speed table is the rounded figure of the JSON it cites:
+    """Every ratio in the README's speed tables is the rounded figure of the JSON it cites:
     GFLOP/s against MONAI's AttentionUnet as shipped for four attnunet models, and the
     time ratio of PlainConvUNet to attnunet's UNet configured identically (W2 from the
-    second file the section cites)."""
+    second file the section cites, the row timed one process per model from the third)."""
     import json
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text[text.index("## Speed and memory") : text.index("## The command line")]
     cited = re.findall(r"`(benchmarks/results/[\w.-]+\.json)`", section)
-    assert len(cited) >= 2, "the README's speed section names its two results files"
-    first, w2 = ({}, {})
-    for table, path in ((first, cited[0]), (w2, cited[1])):
+    assert len(cited) >= 3, "the README's speed section names its three results files"
+    first: dict[tuple[str, str], dict] = {}
+    w2: dict[tuple[str, str], dict] = {}
+    isolated: dict[tuple[str, str], dict] = {}
+    for table, path in ((first, cited[0]), (w2, cited[1]), (isolated, cited[2])):
         for r in json.loads((ROOT / path).read_text(encoding="utf-8"))["rows"]:
             if r["setting"] == "eager":
                 table[(r["name"], r["model_key"])] = r
+    assert {r["process"] for r in isolated.values()} == {"isolated"}
     models = ["attention_unet", "ag_unet", "unet", "ag_res_unet"]
     names = {"W1 train 2D": first, "W2 train 3D": w2, "W3 infer 2D": first}
     checked = 0
     for label, cells in re.findall(r"^\| (W\d [^|]+)\|(.*)$", section, re.M):
-        name = label.strip() if label.strip() in names else "W3 infer 3D sliding"
-        rows = names.get(name, first)
+        label = label.strip()
+        if label == "W1 train 2D, one process per model":
+            name, rows = "W1 train 2D", isolated
+        else:
+            name = label if label in names else "W3 infer 3D sliding"
+            rows = names.get(name, first)
         values = [float(c.strip().strip("*x ")) for c in cells.strip("|").split("|")]
         assert len(values) == len(models) + 1, label
         for model, value in zip(models, values, strict=False):
             assert round(rows[(name, model)]["gflops_vs_monai_attention_unet"], 2) == value, (
-                name,
+                label,
                 model,
             )
             checked += 1
         plain = rows[(name, "unet_nnunet_config")]["speed_vs_plain_conv_unet"]
-        assert round(plain, 2) == values[-1], (name, "vs PlainConvUNet")
+        assert round(plain, 2) == values[-1], (label, "vs PlainConvUNet")
         checked += 1
-    assert checked == 4 * 5
+    assert checked == 5 * 5
 
 
 _MARKERS_PLUGIN = """
