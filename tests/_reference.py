@@ -128,3 +128,31 @@ def assert_same_checkpointed_step(model: nn.Module, x: torch.Tensor) -> None:
         exact = not buffer.is_floating_point()
         tol = 0 if exact else 1e-6
         torch.testing.assert_close(buffers_on[name], buffer, rtol=tol, atol=tol, msg=name)
+
+
+_PROBE: list[str | None] = []  # the probe's verdict, computed once per session
+
+
+def inductor_problem() -> str | None:
+    """``None`` when torch.compile's inductor backend compiles and runs a tiny function
+    here, else why not (no dynamo on this platform, no C++ toolchain, ...): the one
+    reason a compile test may skip; any other compile error is a failure."""
+    if not _PROBE:
+        reason: str | None = None
+        try:
+            if not torch._dynamo.is_dynamo_supported():
+                reason = "torch.compile (dynamo) is not supported on this Python/platform"
+            else:
+                fn = torch.compile(lambda t: torch.relu(t) * 2.0 + 1.0, fullgraph=True)
+                x = torch.linspace(-1.0, 1.0, 8)
+                if not torch.allclose(fn(x), torch.relu(x) * 2.0 + 1.0):
+                    reason = "inductor compiled a probe function to wrong results"
+        except Exception as error:  # no C++ compiler, missing headers, ...
+            reason = (
+                f"the inductor backend cannot compile on this machine "
+                f"({type(error).__name__}: {str(error).strip().splitlines()[0][:300]})"
+            )
+        finally:
+            torch._dynamo.reset()
+        _PROBE.append(reason)
+    return _PROBE[0]

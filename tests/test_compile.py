@@ -17,7 +17,13 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from _reference import REORDERED_TOL, TINY_CHANNELS, output_tensors, randomise_norms
+from _reference import (
+    REORDERED_TOL,
+    TINY_CHANNELS,
+    inductor_problem,
+    output_tensors,
+    randomise_norms,
+)
 from torch import nn
 
 from attnunet import AgUNet, AttentionUNet, AttentionUNetPlusPlus, RAUNet, UNet
@@ -27,31 +33,6 @@ pytestmark = pytest.mark.slow
 
 SIZES = {2: (32, 32), 3: (16, 16, 16)}
 
-_PROBE: list[str | None] = []  # the probe's verdict, computed once per session
-
-
-def _inductor_problem() -> str | None:
-    """``None`` when inductor compiles and runs a tiny function here, else the reason."""
-    if not _PROBE:
-        reason: str | None = None
-        try:
-            if not torch._dynamo.is_dynamo_supported():
-                reason = "torch.compile (dynamo) is not supported on this Python/platform"
-            else:
-                fn = torch.compile(lambda t: torch.relu(t) * 2.0 + 1.0, fullgraph=True)
-                x = torch.linspace(-1.0, 1.0, 8)
-                if not torch.allclose(fn(x), torch.relu(x) * 2.0 + 1.0):
-                    reason = "inductor compiled a probe function to wrong results"
-        except Exception as error:  # no C++ compiler, missing headers, ...
-            reason = (
-                f"the inductor backend cannot compile on this machine "
-                f"({type(error).__name__}: {str(error).strip().splitlines()[0][:300]})"
-            )
-        finally:
-            torch._dynamo.reset()
-        _PROBE.append(reason)
-    return _PROBE[0]
-
 
 @pytest.fixture(autouse=True)
 def _fresh_dynamo(one_thread):
@@ -59,7 +40,7 @@ def _fresh_dynamo(one_thread):
     code of one model must never be reused for another, nor count towards its
     recompilation limit) and one intra-op thread (the generated kernels then do not
     depend on the core count)."""
-    reason = _inductor_problem()
+    reason = inductor_problem()
     if reason is not None:
         pytest.skip(reason)
     torch._dynamo.reset()
