@@ -9,8 +9,10 @@ Tests with worker processes are few, since starting workers is their cost.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
+import time
 
 import numpy as np
 import pytest
@@ -199,6 +201,37 @@ def test_workers_are_other_processes_with_one_thread_each_until_closed():
     assert not pids & {p.pid for p in multiprocessing.active_children()}  # stopped by close()
 
 
+class _HangsInWorkers:
+    """A stand-in sampler that draws in the main process and hangs in a worker."""
+
+    def sample(self, generator):
+        if torch.utils.data.get_worker_info() is not None:
+            time.sleep(60)
+        return torch.zeros(1), torch.zeros(1)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_a_hung_worker_is_reported_after_the_timeout():
+    """A worker that hangs stops the run after ``timeout`` seconds with the step, the
+    workers and the way to find the cause; ``close`` stops the hung workers."""
+    loader = PatchLoader(
+        _HangsInWorkers(), seed=0, total_steps=4, workers=1, timeout=1.5, start_method="fork"
+    )
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"step 0 came from the 1 loader workers in 1.5 s"):
+        next(loader)
+    assert 1.4 < time.monotonic() - start < 30
+    loader.close()
+    gc.collect()
+    deadline = time.monotonic() + 20
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not multiprocessing.active_children()
+    # without workers the timeout has nothing to watch: the main process draws
+    with PatchLoader(_HangsInWorkers(), seed=0, total_steps=2, workers=0, timeout=1.0) as inline:
+        assert inline.timeout == 0.0 and len(list(inline)) == 2
+
+
 def test_a_closed_loader_refuses_to_draw(sampler_2d):
     loader = PatchLoader(sampler_2d, seed=0, total_steps=3, workers=0)
     next(loader)
@@ -216,6 +249,8 @@ def test_a_closed_loader_refuses_to_draw(sampler_2d):
         ({"workers": -1}, "workers must be >= 0"),
         ({"rank": -2}, "rank must be >= 0"),
         ({"prefetch_factor": 0}, "prefetch_factor must be >= 1"),
+        ({"timeout": -1.0}, "timeout must be >= 0 seconds"),
+        ({"timeout": float("nan")}, "timeout must be >= 0 seconds"),
     ],
 )
 def test_bad_arguments_are_refused(sampler_2d, kwargs, message):

@@ -321,6 +321,23 @@ def test_checkpointing_reaches_the_model_and_needs_set_checkpointing():
         train(plain, DATA, [], _settings(checkpointing=True), progress=False)
 
 
+def test_the_engine_waits_a_bounded_time_for_each_batch(monkeypatch):
+    """A hung loader worker cannot stall a run for ever: the engine's loader gets the
+    module's timeout (the loader's own tests check that it fires)."""
+    from attnunet.training import loader, loop
+
+    seen = []
+
+    class Recording(loader.PatchLoader):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("timeout"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "PatchLoader", Recording)
+    train(_unet(), DATA, [], _settings(epochs=1, steps_per_epoch=1), progress=False)
+    assert seen == [loader.BATCH_TIMEOUT_S] and 60 <= loader.BATCH_TIMEOUT_S <= 3600
+
+
 def test_compile_trains_through_the_compiled_model():
     reason = inductor_problem()  # skip only where inductor cannot compile at all
     if reason is not None:

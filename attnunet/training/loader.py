@@ -41,6 +41,10 @@ _GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: SplitMix64's increment
 MAX_WORKERS = 8
 """The most workers :func:`default_workers` proposes (more rarely pays on a CPU)."""
 
+BATCH_TIMEOUT_S = 600.0
+"""How long the training engine waits for one batch from its workers before it stops with
+an error: drawing a batch takes well under a second, so only a hung worker waits this long."""
+
 
 def _mix64(x: int) -> int:
     """SplitMix64's step: add the golden increment, then its finaliser (a bijection of
@@ -194,6 +198,9 @@ class PatchLoader:
         pin_memory: copy batches to page-locked memory, for faster, asynchronous copies to
             a GPU (``None``: when CUDA is available; pinning gains nothing on a CPU).
         prefetch_factor: batches each worker keeps ready (ignored when ``workers=0``).
+        timeout: seconds to wait for one batch from the workers before raising (0: wait
+            for ever; ignored when ``workers=0``). A worker that dies is reported at once
+            either way; a timeout catches one that hangs.
         start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"`` (``None``: the
             platform's default).
 
@@ -202,8 +209,9 @@ class PatchLoader:
         pin_memory: whether batches come in page-locked memory.
 
     Raises:
-        ValueError: ``start_step`` not in ``[0, total_steps]``, a negative ``workers`` or
-            ``rank``, or ``prefetch_factor < 1``.
+        ValueError: ``start_step`` not in ``[0, total_steps]``, a negative ``workers``,
+            ``rank`` or ``timeout``, or ``prefetch_factor < 1``.
+        TimeoutError: (from iterating) no batch came from the workers within ``timeout``.
 
     Examples:
         >>> import numpy as np
@@ -230,9 +238,13 @@ class PatchLoader:
         pin_memory: bool | None = None,
         prefetch_factor: int = 2,
         start_method: str | None = None,
+        timeout: float = 0.0,
     ) -> None:
         workers = default_workers() if workers is None else workers
         _check(total_steps, rank, start_step, workers, prefetch_factor)
+        if not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0 seconds (0: wait for ever), got {timeout}")
+        self.timeout = float(timeout) if workers else 0.0
         self.dataset = PatchBatches(sampler, seed, rank)
         self.start_step = start_step
         self.total_steps = total_steps
@@ -249,6 +261,7 @@ class PatchLoader:
             prefetch_factor=prefetch_factor if workers else None,
             worker_init_fn=_one_thread_worker if workers else None,
             multiprocessing_context=start_method if workers else None,
+            timeout=self.timeout,
             # the DataLoader draws a base seed for its workers: from a generator of its
             # own, so that drawing batches leaves torch's global random state alone
             generator=torch.Generator().manual_seed(batch_seed(seed, rank, 0)),
@@ -265,7 +278,17 @@ class PatchLoader:
             raise RuntimeError("this PatchLoader is closed; build a new one to draw batches")
         if self._batches is None:  # the workers start with the first batch asked for
             self._batches = iter(self._loader)
-        batch = next(self._batches)
+        try:
+            batch = next(self._batches)
+        except RuntimeError as error:
+            if not str(error).startswith("DataLoader timed out"):
+                raise
+            raise TimeoutError(
+                f"no training batch for step {self.step} came from the {self.workers} loader "
+                f"workers in {self.timeout:g} s: a worker hangs (drawing a batch takes well "
+                f"under a second). Train with workers=0 (--workers 0) to draw in this process "
+                f"and see where it stops"
+            ) from error
         self.step += 1
         return batch
 
