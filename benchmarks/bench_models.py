@@ -570,27 +570,34 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "MALLOC_MMAP_THRESHOLD_": "1048576"}
 
 
+def run_child(
+    flag: str,
+    what: str,
+    spec: ModelSpec,
+    wl: Workload,
+    setting: str,
+    options: list[str],
+    smoke: bool,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run this script as a child for one (model, workload, setting) under the private
+    ``flag`` with ``options``; return the JSON it prints last. A failed child raises a
+    ``RuntimeError`` that names ``what`` it measured, the pair and its stderr."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), flag, f"{spec.key}:{wl.name}:{setting}"]
+    cmd += options + (["--smoke"] if smoke else [])
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{what} child for {spec.label} / {wl.name} / {setting} failed:\n{done.stderr}"
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def memory_in_subprocess(
     spec: ModelSpec, wl: Workload, setting: str, smoke: bool, threads: int, steps: int
 ) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        CHILD_FLAG,
-        f"{spec.key}:{wl.name}:{setting}",
-        "--threads",
-        str(threads),
-        "--memory-steps",
-        str(steps),
-    ]
-    if smoke:
-        cmd.append("--smoke")
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=child_env())
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"memory child for {spec.label} / {wl.name} / {setting} failed:\n{done.stderr}"
-        )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    options = ["--threads", str(threads), "--memory-steps", str(steps)]
+    return run_child(CHILD_FLAG, "memory", spec, wl, setting, options, smoke, child_env())
 
 
 def memory_cuda(step: Callable[[], None], device: torch.device, steps: int) -> dict[str, Any]:
@@ -806,28 +813,9 @@ def times_in_subprocess(
 ) -> dict[str, Any]:
     """:func:`child_times` of one pair in a child process (the same script, a private
     flag), with the environment unchanged: the process a user trains one model in."""
-    cmd = [
-        sys.executable,
-        str(Path(__file__).resolve()),
-        TIME_CHILD_FLAG,
-        f"{spec.key}:{wl.name}:{setting}",
-        "--threads",
-        str(opt.threads),
-        "--device",
-        opt.device.type,
-        "--warmup",
-        str(_warmup(opt)),
-        "--repeats",
-        str(_repeats(wl, opt)),
-    ]
-    if opt.smoke:
-        cmd.append("--smoke")
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"timing child for {spec.label} / {wl.name} / {setting} failed:\n{done.stderr}"
-        )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    options = ["--threads", str(opt.threads), "--device", opt.device.type]
+    options += ["--warmup", str(_warmup(opt)), "--repeats", str(_repeats(wl, opt))]
+    return run_child(TIME_CHILD_FLAG, "timing", spec, wl, setting, options, opt.smoke)
 
 
 def time_in_processes(
