@@ -42,9 +42,13 @@ Measurements:
   running the warm-up and ``--repeats`` timed steps, the pairs taking turns as above).
   In one long process a model inherits the C allocator's state from the models before it:
   memory they freed can stay mapped, so its tensors reuse it instead of faulting fresh
-  pages in. A user's training process holds one model, as each child does. Every row
-  also gives the median number of minor page faults of its steps
-  (``minor_faults_per_step``, from ``getrusage``);
+  pages in. A user's training process holds one model, as each child does. Each child
+  reports the process, threads, device, warm-up and repeats it ran with, and the parent
+  refuses one that differs from what it asked for or repeats a process. Every row also
+  gives the median number of minor page faults of its steps (``minor_faults_per_step``,
+  from ``getrusage``), and the JSON's ``machine`` the C library, the transparent huge page
+  mode and the allocator's environment variables (``MALLOC_*``, ``LD_PRELOAD``, ...),
+  which decide how many faults there are; ``started_utc`` is the run's start;
 * achieved GFLOP/s and the fraction of a matrix-multiply peak measured in the same run
   (median time of a float32 ``torch.mm`` of two ``n x n`` matrices, ``2 n^3`` FLOPs,
   before and after the workloads; the higher is used; the JSON also gives bf16 rows their
@@ -100,6 +104,7 @@ import importlib.util
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -108,6 +113,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +139,7 @@ NUM_CLASSES = 2
 MONAI_RES_UNITS = 2
 REFERENCE = "monai_attention_unet"  # the model every ratio is taken against
 PLAIN = "nnunet_plain_conv_unet"  # the twin of "unet_nnunet_config"
-CHILD_FLAG = "--_memory-child"
+MEMORY_CHILD_FLAG = "--_memory-child"
 TIME_CHILD_FLAG = "--_time-child"
 
 
@@ -462,9 +468,19 @@ def minor_faults() -> int | None:
 
 
 def timed_with_faults(fn: Callable[[], Any], sync: Callable[[], None]) -> tuple[float, int | None]:
-    """:func:`timed`, and the minor page faults the process took meanwhile (each is a
-    page of memory the C allocator had handed back to the system and that the step
-    touched again; ``None`` without ``getrusage``)."""
+    """Time ``fn()`` and count the minor page faults the process took meanwhile.
+
+    A minor fault is the first touch of a page the process has mapped but the kernel has
+    not yet backed: memory the C allocator took afresh from the system (often memory it
+    had handed back when a tensor was freed); the kernel zeroes each page.
+
+    Args:
+        fn: The step.
+        sync: Waits for the device (see :func:`timed`).
+
+    Returns:
+        The seconds and the faults (``None`` without ``getrusage``).
+    """
     before = minor_faults()
     seconds = timed(fn, sync)
     after = minor_faults()
@@ -580,24 +596,54 @@ def run_child(
     smoke: bool,
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run this script as a child for one (model, workload, setting) under the private
-    ``flag`` with ``options``; return the JSON it prints last. A failed child raises a
-    ``RuntimeError`` that names ``what`` it measured, the pair and its stderr."""
+    """Run this script as a child for one (model, workload, setting) pair.
+
+    Args:
+        flag: The private flag of the child's kind (:data:`MEMORY_CHILD_FLAG`,
+            :data:`TIME_CHILD_FLAG`).
+        what: What the child measures, for messages ("memory", "timing").
+        spec: The model.
+        wl: The workload.
+        setting: The setting.
+        options: More command-line options of the child.
+        smoke: Whether the run uses the smoke sizes.
+        env: The child's environment (``None``: this process's).
+
+    Returns:
+        The JSON object the child printed last.
+
+    Raises:
+        RuntimeError: The child failed (its exit status, command and the end of its
+            stderr are in the message) or printed no JSON object.
+    """
     cmd = [sys.executable, str(Path(__file__).resolve()), flag, f"{spec.key}:{wl.name}:{setting}"]
     cmd += options + (["--smoke"] if smoke else [])
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    pair = f"{what} child for {spec.label} / {wl.name} / {setting}"
     if done.returncode != 0:
         raise RuntimeError(
-            f"{what} child for {spec.label} / {wl.name} / {setting} failed:\n{done.stderr}"
+            f"{pair} failed with exit status {done.returncode} (a negative status is the "
+            f"signal that killed it, -9 the out-of-memory killer's); command: "
+            f"{shlex.join(cmd)}\n{done.stderr[-4000:]}"
         )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    lines = done.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError):
+        result = None
+    if not isinstance(result, dict):
+        raise RuntimeError(
+            f"{pair} printed no JSON object as its last line; command: {shlex.join(cmd)}\n"
+            f"stdout: {done.stdout[-2000:]!r}"
+        )
+    return result
 
 
 def memory_in_subprocess(
     spec: ModelSpec, wl: Workload, setting: str, smoke: bool, threads: int, steps: int
 ) -> dict[str, Any]:
     options = ["--threads", str(threads), "--memory-steps", str(steps)]
-    return run_child(CHILD_FLAG, "memory", spec, wl, setting, options, smoke, child_env())
+    return run_child(MEMORY_CHILD_FLAG, "memory", spec, wl, setting, options, smoke, child_env())
 
 
 def memory_cuda(step: Callable[[], None], device: torch.device, steps: int) -> dict[str, Any]:
@@ -716,43 +762,37 @@ def _params_and_flops(
     return params, count_flops(make_step(probe, wl, device))
 
 
-def prepare_steps(
-    wl: Workload,
-    specs: list[ModelSpec],
-    settings: list[str],
-    opt: Options,
-    build: Callable[[Key], bool] = lambda key: True,
-) -> tuple[dict[Key, Callable[[], None]], dict[Key, dict[str, Any]]]:
-    """Build every model under every setting that applies to it, ready to step.
-
-    Args:
-        wl: The workload.
-        specs: The models, in table order.
-        settings: The settings, in table order (see :func:`workload_settings`).
-        opt: The run's options.
-        build: Which pairs to build a step for in this process (all by default; with
-            ``--isolate`` only those whose CUDA memory is measured here).
-
-    Returns:
-        The step of each (model key, setting) pair that ``build`` asks for and the row
-        so far (parameters and FLOPs) of every pair, both in table order: model by
-        model, each under its settings.
-    """
+def prepare_rows(
+    wl: Workload, specs: list[ModelSpec], settings: list[str], opt: Options
+) -> dict[Key, dict[str, Any]]:
+    """The row so far (parameters and FLOPs) of every (model key, setting) pair whose
+    setting applies to the model, in table order: model by model, each under its
+    settings. FLOPs are counted on a probe model per model, dropped afterwards (and its
+    CUDA memory handed back, so that later models and timing children have the card)."""
     sync = _synchronizer(opt.device)
-    steps: dict[Key, Callable[[], None]] = {}
     rows: dict[Key, dict[str, Any]] = {}
     for spec in specs:
         params, flops = _params_and_flops(spec, wl, opt.device, sync)
+        if opt.device.type == "cuda":
+            torch.cuda.empty_cache()
         for setting in settings:
-            if not applies(spec, setting):
-                continue
-            if build((spec.key, setting)):
-                torch.manual_seed(0)
-                model = spec.build(wl.spatial_dims, wl.channels)
-                steps[(spec.key, setting)] = make_step(model, wl, opt.device, setting)
-            rows[(spec.key, setting)] = _row(wl, spec, setting, params, opt)
-            rows[(spec.key, setting)]["flops"] = flops
-    return steps, rows
+            if applies(spec, setting):
+                rows[(spec.key, setting)] = _row(wl, spec, setting, params, opt)
+                rows[(spec.key, setting)]["flops"] = flops
+    return rows
+
+
+def build_steps(
+    wl: Workload, specs: list[ModelSpec], keys: Sequence[Key], opt: Options
+) -> dict[Key, Callable[[], None]]:
+    """A fresh model's step for each (model key, setting) pair in ``keys``, in order."""
+    by_key = {s.key: s for s in specs}
+    steps: dict[Key, Callable[[], None]] = {}
+    for model_key, setting in keys:
+        torch.manual_seed(0)
+        model = by_key[model_key].build(wl.spatial_dims, wl.channels)
+        steps[(model_key, setting)] = make_step(model, wl, opt.device, setting)
+    return steps
 
 
 Timings = tuple[dict[Key, list[float]], dict[Key, list[int]]]
@@ -796,46 +836,125 @@ def time_in_turns(
 def child_times(
     model_key: str, wl_name: str, setting: str, opt: Options, repeats: int
 ) -> dict[str, Any]:
-    """Runs in a fresh process (``--isolate``): build one model as a user would, run
-    ``--warmup`` untimed steps, then time ``repeats`` steps and count their page faults."""
-    spec = next(s for s in model_specs() if s.key == model_key)
-    wl = next(w for w in workloads(opt.smoke) if w.name == wl_name)
+    """Runs in a fresh process (``--isolate``): build one model as a user would, run the
+    warm-up steps, then time ``repeats`` steps and count their page faults.
+
+    Args:
+        model_key: The model's key (see :func:`model_specs`).
+        wl_name: The workload's name.
+        setting: The setting.
+        opt: The options the parent passed on (device, warm-up, smoke sizes).
+        repeats: Timed steps.
+
+    Returns:
+        ``times`` and ``minor_faults`` of the timed steps, and what the child ran with
+        (``pid``, ``threads``, ``device``, ``warmup``, ``repeats``), which the parent
+        checks against what it asked for.
+
+    Raises:
+        ValueError: An unknown model key or workload name.
+    """
+    specs = {s.key: s for s in model_specs()}
+    wls = {w.name: w for w in workloads(opt.smoke)}
+    if model_key not in specs or wl_name not in wls:
+        raise ValueError(
+            f"unknown model {model_key!r} or workload {wl_name!r}; known models "
+            f"{sorted(specs)}, workloads {sorted(wls)}"
+        )
+    wl = wls[wl_name]
     torch.manual_seed(0)
-    step = make_step(spec.build(wl.spatial_dims, wl.channels), wl, opt.device, setting)
-    times, faults = time_in_turns(
-        {(model_key, setting): step}, _warmup(opt), repeats, _synchronizer(opt.device)
-    )
-    return {"times": times[(model_key, setting)], "minor_faults": faults[(model_key, setting)]}
+    model = specs[model_key].build(wl.spatial_dims, wl.channels)
+    step = make_step(model, wl, opt.device, setting)
+    key = (model_key, setting)
+    times, faults = time_in_turns({key: step}, _warmup(opt), repeats, _synchronizer(opt.device))
+    return {
+        "times": times[key],
+        "minor_faults": faults[key],
+        "pid": os.getpid(),
+        "threads": torch.get_num_threads(),
+        "device": str(opt.device),
+        "warmup": _warmup(opt),
+        "repeats": repeats,
+    }
 
 
 def times_in_subprocess(
     spec: ModelSpec, wl: Workload, setting: str, opt: Options
 ) -> dict[str, Any]:
     """:func:`child_times` of one pair in a child process (the same script, a private
-    flag), with the environment unchanged: the process a user trains one model in."""
-    options = ["--threads", str(opt.threads), "--device", opt.device.type]
+    flag), with this process's environment: the process a user trains one model in.
+
+    Raises:
+        RuntimeError: The child failed, or ran with other threads, device, warm-up or
+            repeats than this run records.
+    """
+    options = ["--threads", str(opt.threads), "--device", str(opt.device)]
     options += ["--warmup", str(_warmup(opt)), "--repeats", str(_repeats(wl, opt))]
-    return run_child(TIME_CHILD_FLAG, "timing", spec, wl, setting, options, opt.smoke)
+    result = run_child(TIME_CHILD_FLAG, "timing", spec, wl, setting, options, opt.smoke)
+    asked = {
+        "threads": opt.threads,
+        "device": str(opt.device),
+        "warmup": _warmup(opt),
+        "repeats": _repeats(wl, opt),
+    }
+    ran = {name: result.get(name) for name in asked}
+    if ran != asked:
+        raise RuntimeError(
+            f"the timing child for {spec.label} / {wl.name} / {setting} ran with {ran}, "
+            f"not {asked}: its times would not be the ones this run reports"
+        )
+    return result
+
+
+def round_order(keys: Sequence[Key], rounds: int, r: int) -> list[Key]:
+    """The order of the pairs in round ``r`` of ``rounds``: the table order rotated by
+    ``r / rounds`` of its length, so that each pair runs at another place in the round
+    (early or late, when the machine may be busier) in every round, up to ``len(keys)``
+    rounds.
+
+    Examples:
+        >>> keys = [("a", "x"), ("b", "x"), ("c", "x"), ("d", "x")]
+        >>> [k[0] for k in round_order(keys, 2, 0)], [k[0] for k in round_order(keys, 2, 1)]
+        (['a', 'b', 'c', 'd'], ['c', 'd', 'a', 'b'])
+    """
+    start = r * len(keys) // rounds
+    return list(keys[start:]) + list(keys[:start])
 
 
 def time_in_processes(
     wl: Workload, specs: list[ModelSpec], keys: list[Key], opt: Options
 ) -> Timings:
     """``--isolate``: time each pair in a fresh process per round (:func:`child_times`),
-    ``opt.rounds`` rounds, each starting one pair later than the one before.
+    ``opt.rounds`` rounds in the orders of :func:`round_order`.
 
     In one long process every model inherits the C allocator's state that the models
     before it left: memory they freed may still be mapped, so a later model's tensors
     reuse it instead of taking page faults. A user's training process holds one model,
     and here each does too.
+
+    Args:
+        wl: The workload.
+        specs: The models.
+        keys: The (model key, setting) pairs, in table order.
+        opt: The run's options (``rounds`` among them).
+
+    Returns:
+        Each pair's times and page faults, all rounds pooled.
+
+    Raises:
+        RuntimeError: A child failed or ran otherwise than asked, or two rounds of a
+            pair ran in the same process.
     """
     by_key = {s.key: s for s in specs}
     times: dict[Key, list[float]] = {key: [] for key in keys}
     faults: dict[Key, list[int]] = {key: [] for key in keys}
+    pids: dict[Key, set[int]] = {key: set() for key in keys}
     for r in range(opt.rounds):
-        for i in range(len(keys)):
-            key = keys[(r + i) % len(keys)]
+        for key in round_order(keys, opt.rounds, r):
             result = times_in_subprocess(by_key[key[0]], wl, key[1], opt)
+            if result["pid"] == os.getpid() or result["pid"] in pids[key]:
+                raise RuntimeError(f"{key} was timed twice in process {result['pid']}")
+            pids[key].add(result["pid"])
             times[key] += result["times"]
             faults[key] += result["minor_faults"]
     return times, faults
@@ -905,17 +1024,16 @@ def run_workload(wl: Workload, specs: list[ModelSpec], opt: Options) -> list[dic
     the convolutions nor their shapes, and checkpointing's recomputation is not useful work,
     so every setting of a model is credited with the same FLOPs. On ``W2`` the memory
     settings are timed as well (their rows carry both). With ``--isolate`` each pair is
-    timed in processes of its own (:func:`time_in_processes`)."""
-    settings = workload_settings(wl, opt)
+    timed in processes of its own (:func:`time_in_processes`), and this process builds
+    models only afterwards, for CUDA's memory measurement."""
+    rows = prepare_rows(wl, specs, workload_settings(wl, opt), opt)
     if opt.isolate:
-        # only CUDA's memory is measured in this process (CPU's has children of its own)
-        cuda_memory = opt.device.type == "cuda" and _measures_memory(wl, opt)
-        steps, rows = prepare_steps(
-            wl, specs, settings, opt, lambda key: cuda_memory and key[1] in opt.memory_settings
-        )
         timings = time_in_processes(wl, specs, list(rows), opt)
+        cuda_memory = opt.device.type == "cuda" and _measures_memory(wl, opt)
+        memory_keys = [k for k in rows if k[1] in opt.memory_settings] if cuda_memory else []
+        steps = build_steps(wl, specs, memory_keys, opt)
     else:
-        steps, rows = prepare_steps(wl, specs, settings, opt)
+        steps = build_steps(wl, specs, list(rows), opt)
         timings = time_in_turns(steps, _warmup(opt), _repeats(wl, opt), _synchronizer(opt.device))
     _add_times(rows, timings, opt)
     _add_speed_ratios(rows)
@@ -950,7 +1068,35 @@ def machine(device: torch.device) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
         info["matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+    info.update(memory_environment())
     return info
+
+
+ALLOCATOR_VARIABLES = ("LD_PRELOAD", "GLIBC_TUNABLES", "MALLOC_CONF", "OMP_NUM_THREADS")
+"""Environment variables that change the C allocator or the threads of a run."""
+
+
+def memory_environment() -> dict[str, Any]:
+    """What decides how a step's memory comes and goes, besides the models: the C
+    library and its version, transparent huge pages, and the environment variables that
+    tune the allocator (``MALLOC_*``, :data:`ALLOCATOR_VARIABLES`), which the timing
+    children inherit. A run from a shell that sets any of them times other page faults.
+
+    Examples:
+        >>> sorted(memory_environment())
+        ['allocator_environment', 'libc', 'transparent_hugepage']
+    """
+    libc, version = platform.libc_ver()
+    try:
+        thp: str | None = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
+    except OSError:
+        thp = None
+    names = sorted(n for n in os.environ if n.startswith("MALLOC_") or n in ALLOCATOR_VARIABLES)
+    return {
+        "libc": f"{libc} {version}".strip() or None,
+        "transparent_hugepage": thp,
+        "allocator_environment": {n: os.environ[n] for n in names},
+    }
 
 
 def memory_method(device: torch.device, rows: list[dict[str, Any]]) -> str:
@@ -1000,6 +1146,7 @@ def parse_workloads(text: str) -> list[str]:
 
 
 def _positive(text: str) -> int:
+    """``--rounds``: an int of at least 1 (argparse reports the error)."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
@@ -1007,7 +1154,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of the script (and, hidden, of its memory children)."""
+    """The command line of the script (and, hidden, of its memory and timing children)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workloads", type=parse_workloads, default=["W1", "W2", "W3"])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -1051,13 +1198,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rounds",
         type=_positive,
-        default=3,
         help="with --isolate: processes per model and setting (default 3)",
     )
     parser.add_argument("--matmul-n", type=int, help="matmul size (default 2048; 256 in smoke)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: finishes in seconds")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    parser.add_argument(CHILD_FLAG, dest="memory_child", help=argparse.SUPPRESS)
+    parser.add_argument(MEMORY_CHILD_FLAG, dest="memory_child", help=argparse.SUPPRESS)
     parser.add_argument(TIME_CHILD_FLAG, dest="time_child", help=argparse.SUPPRESS)
     return parser
 
@@ -1095,7 +1241,7 @@ def make_options(args: argparse.Namespace, device: torch.device) -> Options:
         memory_steps=args.memory_steps,
         memory_jobs=args.memory_jobs,
         isolate=args.isolate,
-        rounds=args.rounds,
+        rounds=args.rounds or 3,
     )
 
 
@@ -1144,7 +1290,7 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
         "memory_steps": args.memory_steps,
         "memory_jobs": args.memory_jobs,
         "isolate": args.isolate,
-        "rounds": args.rounds if args.isolate else None,
+        "rounds": (args.rounds or 3) if args.isolate else None,
         "smoke": args.smoke,
         "monai_unet_num_res_units": MONAI_RES_UNITS,
         "sliding_window": {"overlap": 0.25, "blend": "constant"},
@@ -1168,7 +1314,11 @@ def notes(result: dict[str, Any], n: int, mm_repeats: int) -> str:
             if result["config"].get("isolate")
             else "in this one process, the models taking turns"
         )
-        + "; the JSON has each row's minor page faults per step."
+        + (
+            "; the JSON has each row's minor page faults per step."
+            if any("minor_faults_per_step" in r for r in result["rows"])
+            else "."
+        )
         + (
             f" Peak MiB: W2 step, {result['memory_method']}."
             if any("peak_memory_mib" in r for r in result["rows"])
@@ -1204,6 +1354,7 @@ def run_benchmark(
         flush=True,
     )
     started = time.perf_counter()
+    started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
     mm_before = matmul_peak(device, n, mm_repeats)
     rows = run_workloads(args.workloads, specs, opt)
     mm_after = matmul_peak(device, n, mm_repeats)
@@ -1212,6 +1363,7 @@ def run_benchmark(
     _add_peak_fractions(rows, peak, bf16_mm["gflops"])
     result = {
         "machine": info,
+        "started_utc": started_utc,
         "config": run_config(args),
         "matmul": {"before": mm_before, "after": mm_after, "bfloat16": bf16_mm},
         "matmul_peak_gflops": peak,
@@ -1226,7 +1378,7 @@ def run_benchmark(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the benchmark, or one memory child, as the command line ``argv`` says.
+    """Run the benchmark, or one memory or timing child, as the command line ``argv`` says.
 
     Args:
         argv: The arguments (default: ``sys.argv[1:]``).
@@ -1243,9 +1395,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.time_child:
         model_key, wl_name, setting = args.time_child.split(":", 2)
         opt = make_options(args, torch.device(args.device))
-        wl = next(w for w in workloads(args.smoke) if w.name == wl_name)
-        print(json.dumps(child_times(model_key, wl_name, setting, opt, _repeats(wl, opt))))
+        repeats = next((_repeats(w, opt) for w in workloads(args.smoke) if w.name == wl_name), 1)
+        print(json.dumps(child_times(model_key, wl_name, setting, opt, repeats)))
         return
+    if args.rounds is not None and not args.isolate:
+        sys.exit("--rounds counts the processes of --isolate; add --isolate or drop --rounds")
 
     _refuse_existing(args.json)
     if args.device == "cuda" and not torch.cuda.is_available():

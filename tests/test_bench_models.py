@@ -3,6 +3,7 @@
 import argparse
 import importlib.util
 import json
+import mmap
 import subprocess
 import sys
 from pathlib import Path
@@ -209,12 +210,10 @@ def test_compile_rows_are_not_silently_eager_past_the_recompile_limit():
         torch._dynamo.reset()
 
 
-@pytest.mark.skipif(not hasattr(__import__("mmap"), "MADV_NOHUGEPAGE"), reason="Linux only")
+@pytest.mark.skipif(not hasattr(mmap, "MADV_NOHUGEPAGE"), reason="Linux only")
 def test_page_faults_of_a_step_are_counted():
     """Touching every page of a fresh anonymous mapping takes one minor fault per page
     (huge pages off for it); a step that touches nothing new takes none of those."""
-    import mmap
-
     bench = _bench()
     pages = 2048
     size = pages * mmap.PAGESIZE
@@ -228,53 +227,123 @@ def test_page_faults_of_a_step_are_counted():
 
     seconds, faults = bench.timed_with_faults(touch, lambda: None)
     assert seconds > 0 and faults is not None
+    if faults == 0:
+        pytest.skip("this kernel does not count minor page faults (getrusage's ru_minflt)")
     assert pages <= faults < pages + 200  # the interpreter's own allocations add a few
     _, idle = bench.timed_with_faults(lambda: None, lambda: None)
     assert idle is not None and idle < 50
 
 
+def _options(bench, **overrides):
+    kwargs = {
+        "device": torch.device("cpu"),
+        "threads": 1,
+        "smoke": True,
+        "settings": ("eager",),
+        "repeats": 2,
+        "warmup": 0,
+        "memory": False,
+        "memory_settings": (),
+        "memory_steps": 1,
+        "memory_jobs": 1,
+        "isolate": True,
+        "rounds": 2,
+    }
+    return bench.Options(**{**kwargs, **overrides})
+
+
+def test_rounds_rotate_so_no_pair_keeps_its_place():
+    order = _bench().round_order
+    keys = [(m, "eager") for m in "abcdef"]
+    orders = [[k[0] for k in order(keys, 3, r)] for r in range(3)]
+    assert orders == [list("abcdef"), list("cdefab"), list("efabcd")]
+    for r in range(3):
+        assert sorted(order(keys, 3, r)) == sorted(keys)
+    positions = {m: {o.index(m) for o in orders} for m in "abcdef"}
+    assert all(len(p) == 3 for p in positions.values())  # a new place in every round
+
+
+def test_isolated_rounds_pool_each_pairs_children_in_round_order(monkeypatch):
+    """``time_in_processes`` asks one child per pair and round, in :func:`round_order`,
+    pools their times and faults per pair, and refuses a child that reports a process
+    it already timed the pair in."""
+    bench = _bench()
+    specs = [s for s in bench.model_specs() if s.key in ("unet", "ag_unet")]
+    keys = [("unet", "eager"), ("ag_unet", "eager")]
+    calls = []
+
+    def fake(spec, wl, setting, opt):
+        calls.append(spec.key)
+        n = len(calls)
+        return {"times": [n, n + 0.5], "minor_faults": [10 * n], "pid": 1000 + n}
+
+    monkeypatch.setattr(bench, "times_in_subprocess", fake)
+    wl = bench.workloads(True)[0]
+    times, faults = bench.time_in_processes(wl, specs, keys, _options(bench, rounds=2))
+    assert calls == ["unet", "ag_unet", "ag_unet", "unet"]  # round 2 starts half-way
+    assert times == {("unet", "eager"): [1, 1.5, 4, 4.5], ("ag_unet", "eager"): [2, 2.5, 3, 3.5]}
+    assert faults == {("unet", "eager"): [10, 40], ("ag_unet", "eager"): [20, 30]}
+
+    monkeypatch.setattr(
+        bench, "times_in_subprocess", lambda *a: {"times": [1], "minor_faults": [], "pid": 7}
+    )
+    with pytest.raises(RuntimeError, match="timed twice in process 7"):
+        bench.time_in_processes(wl, specs, keys[:1], _options(bench, rounds=2))
+
+
+def test_a_child_that_ran_otherwise_than_asked_is_refused(monkeypatch):
+    bench = _bench()
+    spec = next(s for s in bench.model_specs() if s.key == "unet")
+    wl = bench.workloads(True)[0]
+    echo = {"threads": 1, "device": "cpu", "warmup": 0, "repeats": 2, "pid": 5}
+    monkeypatch.setattr(bench, "run_child", lambda *a, **k: {**echo, "threads": 2})
+    with pytest.raises(RuntimeError, match=r"ran with \{'threads': 2"):
+        bench.times_in_subprocess(spec, wl, "eager", _options(bench))
+    monkeypatch.setattr(bench, "run_child", lambda *a, **k: dict(echo))
+    assert bench.times_in_subprocess(spec, wl, "eager", _options(bench))["pid"] == 5
+
+
 def test_isolated_timing_runs_each_pair_in_its_own_processes(tmp_path):
-    """``--isolate``: every timed step comes from a child process, ``rounds`` children
-    per pair, and the rows say so."""
+    """``--isolate`` end to end: every timed step comes from a child process (a fresh
+    one per round: ``time_in_processes`` refuses a repeated one), and the rows say so."""
     out = tmp_path / "isolated.json"
     cmd = [sys.executable, str(SCRIPT), "--smoke", "--threads", "1", "--workloads", "W1"]
     cmd += ["--models", "unet", "--settings", "eager,nchw", "--isolate"]
-    cmd += ["--rounds", "2", "--repeats", "2", "--json", str(out)]
+    cmd += ["--rounds", "2", "--repeats", "1", "--json", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     assert "in a fresh process per model and setting, 2 rounds" in done.stdout
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["config"]["isolate"] is True and result["config"]["rounds"] == 2
+    assert "allocator_environment" in result["machine"] and result["started_utc"]
     rows = result["rows"]
     assert {(r["model_key"], r["setting"]) for r in rows} == {("unet", "eager"), ("unet", "nchw")}
     for r in rows:
         assert r["process"] == "isolated" and r["rounds"] == 2, r
-        assert len(r["seconds_all"]) == 4 and all(t > 0 for t in r["seconds_all"]), r
+        assert len(r["seconds_all"]) == 2 and all(t > 0 for t in r["seconds_all"]), r
+        assert r["seconds"] == sorted(r["seconds_all"])[0] / 2 + sorted(r["seconds_all"])[1] / 2
         assert r["minor_faults_per_step"] >= 0 and r["flops"] > 0, r
 
 
 def test_a_failing_timing_child_names_the_pair_and_shows_its_error():
     bench = _bench()
-    ghost = bench.ModelSpec("no_such_model", "a model that is not there", "none", lambda d, c: None)
+    ghost = bench.ModelSpec("no_such_model", "a model that is not there", "none", lambda d, c: 0)
     wl = bench.workloads(True)[0]
-    opt = bench.Options(
-        device=torch.device("cpu"),
-        threads=1,
-        smoke=True,
-        settings=("eager",),
-        repeats=1,
-        warmup=0,
-        memory=False,
-        memory_settings=(),
-        memory_steps=1,
-        memory_jobs=1,
-        isolate=True,
-        rounds=1,
+    with pytest.raises(RuntimeError) as failure:
+        bench.times_in_subprocess(ghost, wl, "eager", _options(bench, repeats=1))
+    message = str(failure.value)
+    assert "timing child for a model that is not there / W1 train 2D / eager" in message
+    assert (
+        "exit status 1" in message and "--_time-child 'no_such_model:W1 train 2D:eager'" in message
     )
-    with pytest.raises(RuntimeError, match=r"a model that is not there / W1 train 2D / eager"):
-        bench.times_in_subprocess(ghost, wl, "eager", opt)
+    assert "ValueError: unknown model 'no_such_model'" in message  # the child's stderr
 
 
-def test_rounds_must_be_positive():
+def test_rounds_must_be_positive_and_need_isolate(capsys):
+    bench = _bench()
+    assert bench.build_parser().parse_args(["--rounds", "1"]).rounds == 1
     with pytest.raises(SystemExit):
-        _bench().build_parser().parse_args(["--rounds", "0"])
+        bench.build_parser().parse_args(["--rounds", "0"])
+    assert "must be at least 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="add --isolate"):
+        bench.main(["--smoke", "--rounds", "2"])

@@ -121,13 +121,14 @@ def test_readme_speed_table_matches_the_benchmark_json():
     """Every ratio in the README's speed tables is the rounded figure of the JSON it cites:
     GFLOP/s against MONAI's AttentionUnet as shipped for four attnunet models, and the
     time ratio of PlainConvUNet to attnunet's UNet configured identically (W2 from the
-    second file the section cites, the row timed one process per model from the third)."""
+    second file the section cites, the row timed one process per model from the third, the
+    second such run's figures from the fourth)."""
     import json
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text[text.index("## Speed and memory") : text.index("## The command line")]
     cited = re.findall(r"`(benchmarks/results/[\w.-]+\.json)`", section)
-    assert len(cited) >= 3, "the README's speed section names its three results files"
+    assert len(cited) >= 4, "the README's speed section names its four results files"
     first: dict[tuple[str, str], dict] = {}
     w2: dict[tuple[str, str], dict] = {}
     isolated: dict[tuple[str, str], dict] = {}
@@ -158,6 +159,21 @@ def test_readme_speed_table_matches_the_benchmark_json():
         assert round(plain, 2) == values[-1], (label, "vs PlainConvUNet")
         checked += 1
     assert checked == 5 * 5
+    second = {
+        r["model_key"]: r
+        for r in json.loads((ROOT / cited[3]).read_text(encoding="utf-8"))["rows"]
+        if r["setting"] == "eager" and r["process"] == "isolated"
+    }
+    found = re.search(
+        r"gave AgResUNet\s+([\d.]+)x, the UNet ([\d.]+)x and ([\d.]+)x against PlainConvUNet",
+        section,
+    )
+    assert found is not None, "the README's second isolated run lost its figures"
+    assert [float(v) for v in found.groups()] == [
+        round(second["ag_res_unet"]["gflops_vs_monai_attention_unet"], 2),
+        round(second["unet"]["gflops_vs_monai_attention_unet"], 2),
+        round(second["unet_nnunet_config"]["speed_vs_plain_conv_unet"], 2),
+    ]
 
 
 _MARKERS_PLUGIN = """
