@@ -122,13 +122,13 @@ def test_readme_speed_table_matches_the_benchmark_json():
     GFLOP/s against MONAI's AttentionUnet as shipped for four attnunet models, and the
     time ratio of PlainConvUNet to attnunet's UNet configured identically (W2 from the
     second file the section cites, the row timed one process per model from the third, the
-    second such run's figures from the fourth)."""
+    second and third such runs' figures from the fourth and fifth)."""
     import json
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text[text.index("## Speed and memory") : text.index("## The command line")]
     cited = re.findall(r"`(benchmarks/results/[\w.-]+\.json)`", section)
-    assert len(cited) >= 4, "the README's speed section names its four results files"
+    assert len(cited) >= 5, "the README's speed section names its five results files"
     first: dict[tuple[str, str], dict] = {}
     w2: dict[tuple[str, str], dict] = {}
     isolated: dict[tuple[str, str], dict] = {}
@@ -142,7 +142,7 @@ def test_readme_speed_table_matches_the_benchmark_json():
     checked = 0
     for label, cells in re.findall(r"^\| (W\d [^|]+)\|(.*)$", section, re.M):
         label = label.strip()
-        if label == "W1 train 2D, one process per model":
+        if label == "W1 train 2D, one process per model, run 1 of 3":
             name, rows = "W1 train 2D", isolated
         else:
             name = label if label in names else "W3 infer 3D sliding"
@@ -173,6 +173,18 @@ def test_readme_speed_table_matches_the_benchmark_json():
         round(second["ag_res_unet"]["gflops_vs_monai_attention_unet"], 2),
         round(second["unet"]["gflops_vs_monai_attention_unet"], 2),
         round(second["unet_nnunet_config"]["speed_vs_plain_conv_unet"], 2),
+    ]
+    third = {
+        r["model_key"]: r
+        for r in json.loads((ROOT / cited[4]).read_text(encoding="utf-8"))["rows"]
+        if r["setting"] == "eager" and r["process"] == "isolated"
+    }
+    found = re.search(
+        re.escape(cited[4]) + r"`, gave AgResUNet ([\d.]+)x and the UNet\s+([\d.]+)x", section
+    )
+    assert found is not None, "the README's third isolated run lost its figures"
+    assert [float(v) for v in found.groups()] == [
+        round(third[k]["gflops_vs_monai_attention_unet"], 2) for k in ("ag_res_unet", "unet")
     ]
 
 
