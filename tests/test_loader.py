@@ -201,35 +201,86 @@ def test_workers_are_other_processes_with_one_thread_each_until_closed():
     assert not pids & {p.pid for p in multiprocessing.active_children()}  # stopped by close()
 
 
-class _HangsInWorkers:
-    """A stand-in sampler that draws in the main process and hangs in a worker."""
+class _InWorkers:
+    """A stand-in sampler that draws at once in the main process and, in a worker, first
+    sleeps ``delay`` seconds, or dies."""
+
+    def __init__(self, delay: float = 0.0, die: bool = False) -> None:
+        self.delay = delay
+        self.die = die
 
     def sample(self, generator):
         if torch.utils.data.get_worker_info() is not None:
-            time.sleep(60)
-        return torch.zeros(1), torch.zeros(1)
+            if self.die:
+                os._exit(3)
+            time.sleep(self.delay)
+        return torch.full((1,), float(generator.initial_seed() % 1000)), torch.zeros(1)
 
 
-@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+FORK = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs the fork start method"
+)
+
+
+def _new_children(before: set[int]) -> set[int]:
+    """Child processes started since ``before`` (a set of pids) that are still alive,
+    after giving them a few seconds to go."""
+    deadline = time.monotonic() + 15
+    while True:
+        alive = {p.pid for p in multiprocessing.active_children()} - before
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+@FORK
 def test_a_hung_worker_is_reported_after_the_timeout():
     """A worker that hangs stops the run after ``timeout`` seconds with the step, the
-    workers and the way to find the cause; ``close`` stops the hung workers."""
-    loader = PatchLoader(
-        _HangsInWorkers(), seed=0, total_steps=4, workers=1, timeout=1.5, start_method="fork"
-    )
-    start = time.monotonic()
-    with pytest.raises(TimeoutError, match=r"step 0 came from the 1 loader workers in 1.5 s"):
-        next(loader)
-    assert 1.4 < time.monotonic() - start < 30
-    loader.close()
+    workers and the way to find the cause; ``close`` stops the hung worker."""
+    before = {p.pid for p in multiprocessing.active_children()}
+    with PatchLoader(
+        _InWorkers(delay=4.0), seed=0, total_steps=4, workers=1, timeout=1.5, start_method="fork"
+    ) as loader:
+        start = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"step 0 came from the 1 loader workers in 1.5 s"):
+            next(loader)
+        assert 1.4 < time.monotonic() - start < 30
     gc.collect()
-    deadline = time.monotonic() + 20
-    while multiprocessing.active_children() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not multiprocessing.active_children()
+    assert not _new_children(before)
     # without workers the timeout has nothing to watch: the main process draws
-    with PatchLoader(_HangsInWorkers(), seed=0, total_steps=2, workers=0, timeout=1.0) as inline:
+    with PatchLoader(_InWorkers(delay=60), seed=0, total_steps=2, workers=0, timeout=1) as inline:
         assert inline.timeout == 0.0 and len(list(inline)) == 2
+
+
+@FORK
+def test_a_slow_worker_within_the_timeout_delivers_the_batch(monkeypatch):
+    """The wait runs in slices (here 0.3 s): a batch that takes several slices still
+    arrives whole, the same as the main process draws, within the timeout."""
+    monkeypatch.setattr(loader_module, "_POLL_S", 0.3)
+    sampler = _InWorkers(delay=1.2)
+    expected = [oracle(sampler, 4, 0, k) for k in range(2)]
+    with PatchLoader(
+        sampler, seed=4, total_steps=2, workers=1, timeout=20, start_method="fork"
+    ) as loader:
+        assert_same_batches(list(loader), expected)
+
+
+@FORK
+def test_a_dead_worker_is_reported_long_before_the_timeout():
+    """With a timeout the loader still notices a worker that died within seconds (torch
+    checks its workers after each slice of the wait), not after the whole timeout."""
+    with PatchLoader(
+        _InWorkers(die=True), seed=0, total_steps=2, workers=1, timeout=120, start_method="fork"
+    ) as loader:
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match="exited unexpectedly"):
+            next(loader)
+        assert time.monotonic() - start < 30
+
+
+def test_an_infinite_timeout_is_refused_with_the_way_to_wait_for_ever(sampler_2d):
+    with pytest.raises(ValueError, match=r"finite .* \(0: wait for ever\), got inf"):
+        PatchLoader(sampler_2d, seed=0, total_steps=2, workers=1, timeout=float("inf"))
 
 
 def test_a_closed_loader_refuses_to_draw(sampler_2d):
@@ -249,8 +300,8 @@ def test_a_closed_loader_refuses_to_draw(sampler_2d):
         ({"workers": -1}, "workers must be >= 0"),
         ({"rank": -2}, "rank must be >= 0"),
         ({"prefetch_factor": 0}, "prefetch_factor must be >= 1"),
-        ({"timeout": -1.0}, "timeout must be >= 0 seconds"),
-        ({"timeout": float("nan")}, "timeout must be >= 0 seconds"),
+        ({"timeout": -1.0}, "timeout must be a finite number of seconds >= 0"),
+        ({"timeout": float("nan")}, "timeout must be a finite number of seconds >= 0"),
     ],
 )
 def test_bad_arguments_are_refused(sampler_2d, kwargs, message):

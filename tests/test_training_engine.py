@@ -323,7 +323,8 @@ def test_checkpointing_reaches_the_model_and_needs_set_checkpointing():
 
 def test_the_engine_waits_a_bounded_time_for_each_batch(monkeypatch):
     """A hung loader worker cannot stall a run for ever: the engine's loader gets the
-    module's timeout (the loader's own tests check that it fires)."""
+    module's timeout, read when the run starts (the loader's own tests check that it
+    fires)."""
     from attnunet.training import loader, loop
 
     seen = []
@@ -334,8 +335,11 @@ def test_the_engine_waits_a_bounded_time_for_each_batch(monkeypatch):
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(loop, "PatchLoader", Recording)
+    assert 60 <= loader.BATCH_TIMEOUT_S <= 3600
     train(_unet(), DATA, [], _settings(epochs=1, steps_per_epoch=1), progress=False)
-    assert seen == [loader.BATCH_TIMEOUT_S] and 60 <= loader.BATCH_TIMEOUT_S <= 3600
+    monkeypatch.setattr(loader, "BATCH_TIMEOUT_S", 1234.0)  # a user raising it is heard
+    train(_unet(), DATA, [], _settings(epochs=1, steps_per_epoch=1), progress=False)
+    assert seen == [600.0, 1234.0]
 
 
 def test_compile_trains_through_the_compiled_model():

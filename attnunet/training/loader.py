@@ -24,7 +24,9 @@ floating-point work of the augmentation (blur) is split the same way everywhere.
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import Iterator
 from types import TracebackType
 
@@ -43,7 +45,13 @@ MAX_WORKERS = 8
 
 BATCH_TIMEOUT_S = 600.0
 """How long the training engine waits for one batch from its workers before it stops with
-an error: drawing a batch takes well under a second, so only a hung worker waits this long."""
+an error (read when :func:`~attnunet.training.train` starts, so it can be raised): drawing
+a batch takes well under a second for the bundled recipes, so only a worker that hangs,
+or is far too slow, waits this long."""
+
+_POLL_S = 5.0
+"""How often a loader with a timeout wakes to check its workers and its pin-memory
+thread while it waits (torch's own interval for that check)."""
 
 
 def _mix64(x: int) -> int:
@@ -199,8 +207,10 @@ class PatchLoader:
             a GPU (``None``: when CUDA is available; pinning gains nothing on a CPU).
         prefetch_factor: batches each worker keeps ready (ignored when ``workers=0``).
         timeout: seconds to wait for one batch from the workers before raising (0: wait
-            for ever; ignored when ``workers=0``). A worker that dies is reported at once
-            either way; a timeout catches one that hangs.
+            for ever; ignored when ``workers=0``). Meanwhile the loader checks every 5 s
+            that its workers and its pin-memory thread are alive, as torch's does without
+            a timeout, so a worker that dies is reported within seconds either way; the
+            timeout catches one that hangs.
         start_method: ``"fork"``, ``"spawn"`` or ``"forkserver"`` (``None``: the
             platform's default).
 
@@ -242,8 +252,10 @@ class PatchLoader:
     ) -> None:
         workers = default_workers() if workers is None else workers
         _check(total_steps, rank, start_step, workers, prefetch_factor)
-        if not timeout >= 0:
-            raise ValueError(f"timeout must be >= 0 seconds (0: wait for ever), got {timeout}")
+        if not (math.isfinite(timeout) and timeout >= 0):
+            raise ValueError(
+                f"timeout must be a finite number of seconds >= 0 (0: wait for ever), got {timeout}"
+            )
         self.timeout = float(timeout) if workers else 0.0
         self.dataset = PatchBatches(sampler, seed, rank)
         self.start_step = start_step
@@ -261,7 +273,9 @@ class PatchLoader:
             prefetch_factor=prefetch_factor if workers else None,
             worker_init_fn=_one_thread_worker if workers else None,
             multiprocessing_context=start_method if workers else None,
-            timeout=self.timeout,
+            # with a timeout, torch stops checking on its workers between batches: wait
+            # in slices of _POLL_S instead, checking them after each (see _next_batch)
+            timeout=min(self.timeout, _POLL_S),
             # the DataLoader draws a base seed for its workers: from a generator of its
             # own, so that drawing batches leaves torch's global random state alone
             generator=torch.Generator().manual_seed(batch_seed(seed, rank, 0)),
@@ -278,19 +292,39 @@ class PatchLoader:
             raise RuntimeError("this PatchLoader is closed; build a new one to draw batches")
         if self._batches is None:  # the workers start with the first batch asked for
             self._batches = iter(self._loader)
-        try:
-            batch = next(self._batches)
-        except RuntimeError as error:
-            if not str(error).startswith("DataLoader timed out"):
-                raise
-            raise TimeoutError(
-                f"no training batch for step {self.step} came from the {self.workers} loader "
-                f"workers in {self.timeout:g} s: a worker hangs (drawing a batch takes well "
-                f"under a second). Train with workers=0 (--workers 0) to draw in this process "
-                f"and see where it stops"
-            ) from error
+        batch = self._next_batch(self._batches)
         self.step += 1
         return batch
+
+    def _next_batch(
+        self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch, waiting at most :attr:`timeout` (when set) in slices of 5 s.
+
+        After each slice torch has checked that the workers are alive (and raised if one
+        died); this checks the pin-memory thread, which torch does not check when it
+        waits with a timeout. A slice that ends without a batch leaves torch's iterator
+        as it was, so asking again continues the wait.
+        """
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return next(batches)
+            except RuntimeError as error:
+                if not str(error).startswith("DataLoader timed out"):
+                    raise
+            pinning = getattr(batches, "_pin_memory_thread", None)
+            if pinning is not None and not pinning.is_alive():
+                raise RuntimeError("the loader's pin-memory thread exited unexpectedly")
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"no training batch for step {self.step} came from the {self.workers} "
+                    f"loader workers in {self.timeout:g} s: a worker hangs or is far too slow "
+                    f"(a batch usually takes well under a second). Train with workers=0 "
+                    f"(--workers 0) to draw in this process and see where it stops, or raise "
+                    f"attnunet.training.loader.BATCH_TIMEOUT_S for a sampler that is slow "
+                    f"on purpose"
+                )
 
     def __len__(self) -> int:
         """The number of batches left to draw."""

@@ -29,9 +29,10 @@ from torch import nn
 
 from attnunet.layers import channels_last_format
 from attnunet.losses import DeepSupervisionLoss, DiceCELoss
+from attnunet.training import loader as batch_loader
 from attnunet.training.distributed import _Dist, init_distributed
 from attnunet.training.evaluation import METRICS, evaluate
-from attnunet.training.loader import BATCH_TIMEOUT_S, PatchLoader, default_workers
+from attnunet.training.loader import PatchLoader, default_workers
 from attnunet.training.prediction import autocast_context
 from attnunet.training.progress import Progress
 from attnunet.training.sampling import PatchSampler
@@ -648,7 +649,7 @@ def train(
         total_steps=max(settings.epochs, run.start_epoch - 1) * per_epoch,
         workers=_workers(workers, run.device),
         pin_memory=run.device.type == "cuda",
-        timeout=BATCH_TIMEOUT_S,
+        timeout=batch_loader.BATCH_TIMEOUT_S,  # read now: a user may have raised it
     )
     with batches:
         for epoch in range(run.start_epoch, settings.epochs + 1):
