@@ -642,6 +642,8 @@ def run_child(
 def memory_in_subprocess(
     spec: ModelSpec, wl: Workload, setting: str, smoke: bool, threads: int, steps: int
 ) -> dict[str, Any]:
+    """:func:`child_memory` of one pair in a child process, with glibc's mmap threshold
+    fixed (:func:`child_env`); see :func:`run_child` for the errors."""
     options = ["--threads", str(threads), "--memory-steps", str(steps)]
     return run_child(MEMORY_CHILD_FLAG, "memory", spec, wl, setting, options, smoke, child_env())
 
@@ -669,6 +671,8 @@ def memory_cuda(step: Callable[[], None], device: torch.device, steps: int) -> d
 # ---------------------------------------------------------------------------- running
 @dataclass(frozen=True)
 class Options:
+    """What a run measures and how, from the command line (see :func:`build_parser`)."""
+
     device: torch.device
     threads: int
     smoke: bool
@@ -774,6 +778,7 @@ def prepare_rows(
     for spec in specs:
         params, flops = _params_and_flops(spec, wl, opt.device, sync)
         if opt.device.type == "cuda":
+            gc.collect()  # a probe in a reference cycle (MONAI's) is freed only here
             torch.cuda.empty_cache()
         for setting in settings:
             if applies(spec, setting):
@@ -847,9 +852,9 @@ def child_times(
         repeats: Timed steps.
 
     Returns:
-        ``times`` and ``minor_faults`` of the timed steps, and what the child ran with
-        (``pid``, ``threads``, ``device``, ``warmup``, ``repeats``), which the parent
-        checks against what it asked for.
+        ``times`` and ``minor_faults`` of the timed steps, and what the child ran
+        (``pid``, ``pair``, ``smoke``, ``threads``, ``device``, ``warmup``,
+        ``repeats``), which the parent checks against what it asked for.
 
     Raises:
         ValueError: An unknown model key or workload name.
@@ -871,6 +876,8 @@ def child_times(
         "times": times[key],
         "minor_faults": faults[key],
         "pid": os.getpid(),
+        "pair": f"{model_key}:{wl_name}:{setting}",
+        "smoke": opt.smoke,
         "threads": torch.get_num_threads(),
         "device": str(opt.device),
         "warmup": _warmup(opt),
@@ -885,13 +892,15 @@ def times_in_subprocess(
     flag), with this process's environment: the process a user trains one model in.
 
     Raises:
-        RuntimeError: The child failed, or ran with other threads, device, warm-up or
-            repeats than this run records.
+        RuntimeError: The child failed, or ran another pair, sizes, threads, device,
+            warm-up or repeats than this run records.
     """
     options = ["--threads", str(opt.threads), "--device", str(opt.device)]
     options += ["--warmup", str(_warmup(opt)), "--repeats", str(_repeats(wl, opt))]
     result = run_child(TIME_CHILD_FLAG, "timing", spec, wl, setting, options, opt.smoke)
     asked = {
+        "pair": f"{spec.key}:{wl.name}:{setting}",
+        "smoke": opt.smoke,
         "threads": opt.threads,
         "device": str(opt.device),
         "warmup": _warmup(opt),
@@ -1028,6 +1037,9 @@ def run_workload(wl: Workload, specs: list[ModelSpec], opt: Options) -> list[dic
     models only afterwards, for CUDA's memory measurement."""
     rows = prepare_rows(wl, specs, workload_settings(wl, opt), opt)
     if opt.isolate:
+        gc.collect()
+        if opt.device.type == "cuda":
+            torch.cuda.empty_cache()  # the children get the whole card
         timings = time_in_processes(wl, specs, list(rows), opt)
         cuda_memory = opt.device.type == "cuda" and _measures_memory(wl, opt)
         memory_keys = [k for k in rows if k[1] in opt.memory_settings] if cuda_memory else []
@@ -1072,15 +1084,24 @@ def machine(device: torch.device) -> dict[str, Any]:
     return info
 
 
-ALLOCATOR_VARIABLES = ("LD_PRELOAD", "GLIBC_TUNABLES", "MALLOC_CONF", "OMP_NUM_THREADS")
-"""Environment variables that change the C allocator or the threads of a run."""
+RUN_VARIABLES = (
+    "LD_PRELOAD",
+    "GLIBC_TUNABLES",
+    "MALLOC_CONF",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+)
+"""Environment variables (besides any ``MALLOC_*``, ``TCMALLOC_*``, ``JE_*`` and ``KMP_*``)
+that change the allocators or the threads of a run."""
+RUN_VARIABLE_PREFIXES = ("MALLOC_", "TCMALLOC_", "JE_", "KMP_")
 
 
 def memory_environment() -> dict[str, Any]:
     """What decides how a step's memory comes and goes, besides the models: the C
     library and its version, transparent huge pages, and the environment variables that
-    tune the allocator (``MALLOC_*``, :data:`ALLOCATOR_VARIABLES`), which the timing
-    children inherit. A run from a shell that sets any of them times other page faults.
+    tune the allocators or the threads (:data:`RUN_VARIABLES`), which the timing children
+    inherit. A run from a shell that sets any of them times other page faults.
 
     Examples:
         >>> sorted(memory_environment())
@@ -1091,7 +1112,9 @@ def memory_environment() -> dict[str, Any]:
         thp: str | None = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
     except OSError:
         thp = None
-    names = sorted(n for n in os.environ if n.startswith("MALLOC_") or n in ALLOCATOR_VARIABLES)
+    names = sorted(
+        n for n in os.environ if n.startswith(RUN_VARIABLE_PREFIXES) or n in RUN_VARIABLES
+    )
     return {
         "libc": f"{libc} {version}".strip() or None,
         "transparent_hugepage": thp,

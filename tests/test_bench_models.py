@@ -295,9 +295,13 @@ def test_a_child_that_ran_otherwise_than_asked_is_refused(monkeypatch):
     bench = _bench()
     spec = next(s for s in bench.model_specs() if s.key == "unet")
     wl = bench.workloads(True)[0]
-    echo = {"threads": 1, "device": "cpu", "warmup": 0, "repeats": 2, "pid": 5}
+    echo = {"pair": "unet:W1 train 2D:eager", "smoke": True, "threads": 1, "device": "cpu"}
+    echo |= {"warmup": 0, "repeats": 2, "pid": 5}
     monkeypatch.setattr(bench, "run_child", lambda *a, **k: {**echo, "threads": 2})
-    with pytest.raises(RuntimeError, match=r"ran with \{'threads': 2"):
+    with pytest.raises(RuntimeError, match=r"ran with \{.*'threads': 2"):
+        bench.times_in_subprocess(spec, wl, "eager", _options(bench))
+    monkeypatch.setattr(bench, "run_child", lambda *a, **k: {**echo, "pair": "ag_unet:W1:x"})
+    with pytest.raises(RuntimeError, match="ag_unet:W1:x"):
         bench.times_in_subprocess(spec, wl, "eager", _options(bench))
     monkeypatch.setattr(bench, "run_child", lambda *a, **k: dict(echo))
     assert bench.times_in_subprocess(spec, wl, "eager", _options(bench))["pid"] == 5
