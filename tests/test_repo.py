@@ -182,6 +182,12 @@ def test_readme_speed_table_matches_the_benchmark_json():
         run[n][("W1 train 2D", "ag_res_unet")]["gflops_vs_monai_attention_unet"] for n in "123"
     ]
     assert f"reached {min(ratios):.2f}-{max(ratios):.2f}x in three runs" in section
+    tuned = _eager_rows("benchmarks/results/models-cpu-w1-isolated-tuned-malloc.json")
+    assert tuned[("W1 train 2D", "ag_res_unet")]["minor_faults_per_step"] < 100
+    found = re.search(r"isolated-tuned-malloc\.json`\) it was\s+([\d.]+)x", section)
+    assert found is not None, "the README's fault-free run lost its figure"
+    ratio = tuned[("W1 train 2D", "ag_res_unet")]["gflops_vs_monai_attention_unet"]
+    assert float(found.group(1)) == round(ratio, 2)
 
 
 _MARKERS_PLUGIN = """
