@@ -586,27 +586,12 @@ def child_env() -> dict[str, str]:
     return {**os.environ, "MALLOC_MMAP_THRESHOLD_": "1048576"}
 
 
-def run_child(
-    flag: str,
-    what: str,
-    spec: ModelSpec,
-    wl: Workload,
-    setting: str,
-    options: list[str],
-    smoke: bool,
-    env: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """Run this script as a child for one (model, workload, setting) pair.
+def run_json_child(cmd: list[str], label: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run the child command ``cmd`` and return the JSON object it prints last.
 
     Args:
-        flag: The private flag of the child's kind (:data:`MEMORY_CHILD_FLAG`,
-            :data:`TIME_CHILD_FLAG`).
-        what: What the child measures, for messages ("memory", "timing").
-        spec: The model.
-        wl: The workload.
-        setting: The setting.
-        options: More command-line options of the child.
-        smoke: Whether the run uses the smoke sizes.
+        cmd: The command (a benchmark script with its private child flag).
+        label: What the child measures, for messages.
         env: The child's environment (``None``: this process's).
 
     Returns:
@@ -616,13 +601,10 @@ def run_child(
         RuntimeError: The child failed (its exit status, command and the end of its
             stderr are in the message) or printed no JSON object.
     """
-    cmd = [sys.executable, str(Path(__file__).resolve()), flag, f"{spec.key}:{wl.name}:{setting}"]
-    cmd += options + (["--smoke"] if smoke else [])
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    pair = f"{what} child for {spec.label} / {wl.name} / {setting}"
     if done.returncode != 0:
         raise RuntimeError(
-            f"{pair} failed with exit status {done.returncode} (a negative status is the "
+            f"{label} failed with exit status {done.returncode} (a negative status is the "
             f"signal that killed it, -9 the out-of-memory killer's); command: "
             f"{shlex.join(cmd)}\n{done.stderr[-4000:]}"
         )
@@ -633,10 +615,29 @@ def run_child(
         result = None
     if not isinstance(result, dict):
         raise RuntimeError(
-            f"{pair} printed no JSON object as its last line; command: {shlex.join(cmd)}\n"
+            f"{label} printed no JSON object as its last line; command: {shlex.join(cmd)}\n"
             f"stdout: {done.stdout[-2000:]!r}"
         )
     return result
+
+
+def run_child(
+    flag: str,
+    what: str,
+    spec: ModelSpec,
+    wl: Workload,
+    setting: str,
+    options: list[str],
+    smoke: bool,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run this script as a child for one (model, workload, setting) pair under the
+    private ``flag`` (:data:`MEMORY_CHILD_FLAG`, :data:`TIME_CHILD_FLAG`) with
+    ``options``; ``what`` it measures ("memory", "timing") names it in messages. Returns
+    and raises as :func:`run_json_child`."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), flag, f"{spec.key}:{wl.name}:{setting}"]
+    cmd += options + (["--smoke"] if smoke else [])
+    return run_json_child(cmd, f"{what} child for {spec.label} / {wl.name} / {setting}", env)
 
 
 def memory_in_subprocess(

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -87,12 +86,7 @@ def run_child(model_key: str, setting: str, dims: int, size: int, args: Any) -> 
     cmd += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
     if args.smoke:
         cmd.append("--smoke")
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=bm.child_env())
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{model_key} / {setting} / {dims}D {size} failed in its subprocess:\n{done.stderr}"
-        )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return bm.run_json_child(cmd, f"{model_key} / {setting} / {dims}D {size}", bm.child_env())
 
 
 def fit_through_origin(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
