@@ -187,8 +187,10 @@ def set_layout(model: nn.Module, channels_last: bool, spatial_dims: int) -> None
     if callable(switch):
         switch("on" if channels_last else "off")
     if spatial_dims in (2, 3):
-        layout = channels_last_format(spatial_dims + 2) if channels_last else None
-        model.to(memory_format=layout or torch.contiguous_format)
+        layout = torch.contiguous_format
+        if channels_last:
+            layout = channels_last_format(spatial_dims + 2)
+        model.to(memory_format=layout)
 
 
 def resolve_settings(
